@@ -1,0 +1,16 @@
+//! `pc-codegen`: the compiler side of pcc — circuit IR, builder, validation, structure files and
+//! the compiler from IR to an execution plan. (CUDA emission and the build-script API come next.)
+
+pub mod builder;
+pub mod compile;
+mod error;
+pub mod ir;
+pub mod model;
+pub mod validate;
+
+pub use builder::{CircuitBuilder, SumEdges};
+pub use compile::{compile, compile_with, CompileOptions};
+pub use error::{CircuitError, ModelError};
+pub use ir::{Circuit, Dist, Node, NodeId};
+pub use model::Model;
+pub use validate::validate;

@@ -1,0 +1,232 @@
+//! Structural validation: topological order, shapes, block sizes, decomposability, smoothness,
+//! tying and variable domains. The first broken rule is reported with the node that breaks it.
+
+use crate::error::CircuitError;
+use crate::ir::{Circuit, Dist, Node, NodeId};
+use pc_runtime::plan::Domain;
+
+/// A set of variables as a bit vector.
+#[derive(Clone, PartialEq, Eq)]
+struct Scope(Vec<u64>);
+
+impl Scope {
+    fn new(num_vars: u32) -> Scope {
+        Scope(vec![0; (num_vars as usize).div_ceil(64)])
+    }
+    fn insert(&mut self, v: u32) {
+        self.0[v as usize / 64] |= 1 << (v % 64);
+    }
+    fn first_common(&self, o: &Scope) -> Option<u32> {
+        first_bit(self.0.iter().zip(&o.0).map(|(a, b)| a & b))
+    }
+    fn first_difference(&self, o: &Scope) -> Option<u32> {
+        first_bit(self.0.iter().zip(&o.0).map(|(a, b)| a ^ b))
+    }
+    fn union_with(&mut self, o: &Scope) {
+        self.0.iter_mut().zip(&o.0).for_each(|(a, b)| *a |= b);
+    }
+    fn first_missing(&self, num_vars: u32) -> Option<u32> {
+        (0..num_vars).find(|&v| self.0[v as usize / 64] & (1 << (v % 64)) == 0)
+    }
+}
+
+fn first_bit(words: impl Iterator<Item = u64>) -> Option<u32> {
+    for (i, w) in words.enumerate() {
+        if w != 0 {
+            return Some(i as u32 * 64 + w.trailing_zeros());
+        }
+    }
+    None
+}
+
+fn domain_name(d: Domain) -> String {
+    match d {
+        Domain::Discrete { num_cats } => format!("discrete with {num_cats} categories"),
+        Domain::Continuous => "continuous".into(),
+    }
+}
+
+/// Check every structural rule. On success the circuit can be compiled.
+pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
+    if c.nodes.is_empty() {
+        return Err(CircuitError::Empty);
+    }
+    let mut scopes: Vec<Scope> = Vec::with_capacity(c.nodes.len());
+    let mut domains: Vec<Option<(Domain, NodeId)>> = vec![None; c.num_vars as usize];
+    for (i, node) in c.nodes.iter().enumerate() {
+        let id = NodeId(i as u32);
+        for &ch in node.children() {
+            if ch.index() >= i {
+                return Err(CircuitError::BadChild { node: id, child: ch });
+            }
+        }
+        if node.num_blocks() == 0 {
+            return Err(CircuitError::EmptyNode { node: id });
+        }
+        let bs = node.block_size();
+        if !bs.is_power_of_two() {
+            return Err(CircuitError::BadBlockSize { node: id, block_size: bs });
+        }
+        let mut scope = Scope::new(c.num_vars);
+        match node {
+            Node::Input { var, dist, tied_to, .. } => {
+                if *var >= c.num_vars {
+                    return Err(CircuitError::VarOutOfRange { node: id, var: *var, num_vars: c.num_vars });
+                }
+                check_dist(id, dist)?;
+                if let Some(src) = tied_to {
+                    check_tie(c, id, *src, i)?;
+                }
+                let dom = dist.domain();
+                match domains[*var as usize] {
+                    Some((d, first)) if d != dom => {
+                        return Err(CircuitError::DomainConflict {
+                            var: *var,
+                            first,
+                            first_domain: domain_name(d),
+                            second: id,
+                            second_domain: domain_name(dom),
+                        });
+                    }
+                    Some(_) => {}
+                    None => domains[*var as usize] = Some((dom, id)),
+                }
+                scope.insert(*var);
+            }
+            Node::Product { children, num_blocks, edges, .. } => {
+                if children.is_empty() {
+                    return Err(CircuitError::NoChildren { node: id, kind: "product" });
+                }
+                check_child_block_sizes(c, id, children, bs)?;
+                if edges.len() != *num_blocks as usize {
+                    return Err(CircuitError::ProductEdgeShape { node: id, rows: *num_blocks, cols: children.len(), row: edges.len().min(*num_blocks as usize) });
+                }
+                for (r, row) in edges.iter().enumerate() {
+                    if row.len() != children.len() {
+                        return Err(CircuitError::ProductEdgeShape { node: id, rows: *num_blocks, cols: children.len(), row: r });
+                    }
+                    for (j, &blk) in row.iter().enumerate() {
+                        let nb = c.node(children[j]).num_blocks();
+                        if blk >= nb {
+                            return Err(CircuitError::EdgeOutOfRange {
+                                node: id,
+                                edge: r,
+                                block: blk,
+                                what: format!("child {}", children[j]),
+                                num_blocks: nb,
+                            });
+                        }
+                    }
+                }
+                for (j, &a) in children.iter().enumerate() {
+                    let sa = &scopes[a.index()];
+                    if let Some(var) = scope.first_common(sa) {
+                        let first = *children[..j].iter().find(|b| scopes[b.index()].first_common(sa).is_some()).expect("some earlier child overlaps");
+                        return Err(CircuitError::NonDecomposable { node: id, first, second: a, var });
+                    }
+                    scope.union_with(sa);
+                }
+            }
+            Node::Sum { children, num_blocks, edges, tied_to, .. } => {
+                if children.is_empty() {
+                    return Err(CircuitError::NoChildren { node: id, kind: "sum" });
+                }
+                let cbs = c.node(children[0]).block_size();
+                check_child_block_sizes(c, id, children, cbs)?;
+                let first = &scopes[children[0].index()];
+                for &ch in &children[1..] {
+                    if let Some(var) = first.first_difference(&scopes[ch.index()]) {
+                        return Err(CircuitError::NonSmooth { node: id, first: children[0], second: ch, var });
+                    }
+                }
+                scope = first.clone();
+                let child_blocks: u32 = children.iter().map(|ch| c.node(*ch).num_blocks()).sum();
+                let mut seen = std::collections::BTreeSet::new();
+                let mut has_edge = vec![false; *num_blocks as usize];
+                for (e, &[blk, cb]) in edges.iter().enumerate() {
+                    if blk >= *num_blocks {
+                        return Err(CircuitError::EdgeOutOfRange { node: id, edge: e, block: blk, what: "the sum".into(), num_blocks: *num_blocks });
+                    }
+                    if cb >= child_blocks {
+                        return Err(CircuitError::EdgeOutOfRange { node: id, edge: e, block: cb, what: "the children together".into(), num_blocks: child_blocks });
+                    }
+                    if !seen.insert((blk, cb)) {
+                        return Err(CircuitError::DuplicateEdge { node: id, edge: e, block: blk, child_block: cb });
+                    }
+                    has_edge[blk as usize] = true;
+                }
+                if let Some(block) = has_edge.iter().position(|h| !h) {
+                    return Err(CircuitError::SumBlockWithoutEdges { node: id, block: block as u32 });
+                }
+                if let Some(src) = tied_to {
+                    check_tie(c, id, *src, i)?;
+                }
+            }
+        }
+        scopes.push(scope);
+    }
+    let root = c.root;
+    let root_node = c.nodes.get(root.index()).ok_or(CircuitError::BadRoot { root })?;
+    if root_node.num_nodes() != 1 {
+        return Err(CircuitError::RootNotScalar { root, num_nodes: root_node.num_nodes() });
+    }
+    if let Some(var) = scopes[root.index()].first_missing(c.num_vars) {
+        return Err(CircuitError::VarNotCovered { var });
+    }
+    Ok(())
+}
+
+fn check_dist(node: NodeId, dist: &Dist) -> Result<(), CircuitError> {
+    let bad = |reason: String| Err(CircuitError::InvalidDistribution { node, reason });
+    match *dist {
+        Dist::Categorical { num_cats } if num_cats < 1 => bad("a categorical needs at least one category".into()),
+        Dist::Indicator { num_states } if num_states < 1 => bad("an indicator needs at least one state".into()),
+        Dist::Gaussian { min_sigma } if !(min_sigma > 0.0 && min_sigma.is_finite()) => {
+            bad(format!("the Gaussian's minimum standard deviation must be positive and finite, got {min_sigma}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_child_block_sizes(c: &Circuit, node: NodeId, children: &[NodeId], expected: u32) -> Result<(), CircuitError> {
+    for &ch in children {
+        let found = c.node(ch).block_size();
+        if found != expected {
+            return Err(CircuitError::BlockSizeMismatch { node, child: ch, expected, found });
+        }
+    }
+    Ok(())
+}
+
+fn check_tie(c: &Circuit, node: NodeId, src: NodeId, i: usize) -> Result<(), CircuitError> {
+    let bad = |reason: &str| Err(CircuitError::BadTie { node, source_node: src, reason: reason.into() });
+    if src.index() >= i {
+        return bad("the source must come before the tied node");
+    }
+    let (a, b) = (c.node(node), c.node(src));
+    if b.tied_to().is_some() {
+        return bad("the source is itself tied; tie to its source instead");
+    }
+    match (a, b) {
+        (Node::Input { dist: da, .. }, Node::Input { dist: db, .. }) => {
+            if da != db {
+                return bad("the distributions differ");
+            }
+        }
+        (Node::Sum { children: ca, edges: ea, .. }, Node::Sum { children: cb, edges: eb, .. }) => {
+            if ea != eb {
+                return bad("the edges differ");
+            }
+            let blocks = |ch: &[NodeId]| ch.iter().map(|x| c.node(*x).num_blocks()).sum::<u32>();
+            let cbs = |ch: &[NodeId]| c.node(ch[0]).block_size();
+            if blocks(ca) != blocks(cb) || cbs(ca) != cbs(cb) {
+                return bad("the children's blocks differ");
+            }
+        }
+        _ => return bad("only input-to-input and sum-to-sum tying is possible"),
+    }
+    if a.num_blocks() != b.num_blocks() || a.block_size() != b.block_size() {
+        return bad("the shapes (blocks x block size) differ");
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Evidence: a batch of samples with optional missing values, validated against a plan.
+
+use crate::plan::{Domain, Plan};
+use crate::RuntimeError;
+
+/// A batch of samples, row-major `[num_samples, num_vars]`. Discrete values are category indices
+/// stored as `f32` (exact up to 2^24). `missing[i]` marks `values[i]` as unobserved; a missing
+/// value is marginalized out and its stored number is ignored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evidence {
+    pub num_vars: usize,
+    pub values: Vec<f32>,
+    pub missing: Option<Vec<bool>>,
+}
+
+impl Evidence {
+    /// Fully observed samples.
+    pub fn new(num_vars: usize, values: Vec<f32>) -> Result<Self, RuntimeError> {
+        Self::with_missing(num_vars, values, None)
+    }
+
+    /// Samples with a missing-value mask of the same shape as `values`.
+    pub fn with_missing(num_vars: usize, values: Vec<f32>, missing: Option<Vec<bool>>) -> Result<Self, RuntimeError> {
+        if num_vars == 0 || values.len() % num_vars != 0 {
+            return Err(RuntimeError::RaggedData { len: values.len(), num_vars });
+        }
+        if let Some(m) = &missing
+            && m.len() != values.len()
+        {
+            return Err(RuntimeError::MaskShape { expected: values.len(), found: m.len() });
+        }
+        Ok(Evidence { num_vars, values, missing })
+    }
+
+    /// Evidence where every variable of every sample is missing (unconditional queries).
+    pub fn all_missing(num_vars: usize, num_samples: usize) -> Self {
+        Evidence {
+            num_vars,
+            values: vec![0.0; num_vars * num_samples],
+            missing: Some(vec![true; num_vars * num_samples]),
+        }
+    }
+
+    pub fn num_samples(&self) -> usize {
+        self.values.len() / self.num_vars.max(1)
+    }
+
+    #[inline]
+    pub fn is_missing(&self, sample: usize, var: usize) -> bool {
+        self.missing.as_ref().is_some_and(|m| m[sample * self.num_vars + var])
+    }
+
+    #[inline]
+    pub fn value(&self, sample: usize, var: usize) -> f32 {
+        self.values[sample * self.num_vars + var]
+    }
+
+    /// Check shape and every observed value against the variables' domains.
+    pub fn validate(&self, plan: &Plan) -> Result<(), RuntimeError> {
+        if self.num_vars != plan.num_vars as usize {
+            return Err(RuntimeError::WrongNumVars { expected: plan.num_vars as usize, found: self.num_vars });
+        }
+        for s in 0..self.num_samples() {
+            for (v, dom) in plan.domains.iter().enumerate() {
+                if self.is_missing(s, v) {
+                    continue;
+                }
+                let x = self.value(s, v);
+                if !x.is_finite() {
+                    return Err(RuntimeError::NonFiniteValue { sample: s, var: v });
+                }
+                if let Domain::Discrete { num_cats } = *dom {
+                    if x.fract() != 0.0 || x < 0.0 {
+                        return Err(RuntimeError::NotACategory { sample: s, var: v, value: x });
+                    }
+                    if x >= num_cats as f32 {
+                        return Err(RuntimeError::CategoryOutOfRange { sample: s, var: v, value: x, num_cats });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows `[start, end)` as a new batch (used to split data into mini-batches).
+    pub fn slice(&self, start: usize, end: usize) -> Evidence {
+        let (a, b) = (start * self.num_vars, end * self.num_vars);
+        Evidence {
+            num_vars: self.num_vars,
+            values: self.values[a..b].to_vec(),
+            missing: self.missing.as_ref().map(|m| m[a..b].to_vec()),
+        }
+    }
+}

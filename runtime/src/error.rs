@@ -1,0 +1,68 @@
+//! Typed errors of the runtime. Every variant names the cause (tensor, sample, variable, file) so a
+//! user can fix the input without reading code.
+
+use std::path::PathBuf;
+
+/// Problems with a parameter set, from a file or from a caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamsError {
+    #[error("parameter file {path} is truncated ({detail})")]
+    Truncated { path: PathBuf, detail: String },
+    #[error("parameter file {path} is malformed: {detail}")]
+    Malformed { path: PathBuf, detail: String },
+    #[error("parameter file {path} is corrupted: checksum {found:08x} does not match the recorded {expected:08x}")]
+    ChecksumMismatch { path: PathBuf, expected: u32, found: u32 },
+    #[error("parameter tensor `{name}` is missing")]
+    MissingTensor { name: String },
+    #[error("parameter tensor `{name}` does not belong to this model")]
+    UnexpectedTensor { name: String },
+    #[error("parameter tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch { name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("parameter tensor `{name}` has dtype {found}, expected F32")]
+    WrongDtype { name: String, found: String },
+    #[error("parameter tensor `{name}` holds a NaN or infinite value at flat index {index}")]
+    NonFinite { name: String, index: usize },
+    #[error("parameter tensor `{name}` holds the negative value {value} at flat index {index}")]
+    Negative { name: String, index: usize, value: f32 },
+    #[error("parameter tensor `{name}`: the distribution of node {row} sums to {sum}, not 1")]
+    Unnormalized { name: String, row: usize, sum: f64 },
+    #[error("parameter tensor `{name}`: node {row} has standard deviation {value}, which must be positive")]
+    InvalidSigma { name: String, row: usize, value: f32 },
+    #[error("parameter vectors have lengths ({sum}, {input}), the plan needs ({expected_sum}, {expected_input})")]
+    WrongLength { sum: usize, input: usize, expected_sum: usize, expected_input: usize },
+}
+
+/// Errors of the runtime (data validation, engines, files).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("data has {found} variables per sample, the model has {expected}")]
+    WrongNumVars { expected: usize, found: usize },
+    #[error("data holds {len} values, which is not a whole number of samples of {num_vars} variables")]
+    RaggedData { len: usize, num_vars: usize },
+    #[error("missing-value mask has {found} entries, the data has {expected}")]
+    MaskShape { expected: usize, found: usize },
+    #[error("sample {sample}, variable {var}: value is NaN or infinite (mark it missing instead)")]
+    NonFiniteValue { sample: usize, var: usize },
+    #[error("sample {sample}, variable {var}: category {value} is out of range (the variable has {num_cats} categories)")]
+    CategoryOutOfRange { sample: usize, var: usize, value: f32, num_cats: u32 },
+    #[error("sample {sample}, variable {var}: value {value} is not a category index (a whole number)")]
+    NotACategory { sample: usize, var: usize, value: f32 },
+    #[error("sample weights have {found} entries, the batch has {expected} samples")]
+    WeightsShape { expected: usize, found: usize },
+    #[error("invalid EM hyper-parameter: {0}")]
+    InvalidHyperParameter(String),
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    #[error("malformed plan: {0}")]
+    MalformedPlan(String),
+    #[error("plan format version {found} is not supported (this build reads version {supported})")]
+    UnsupportedPlanVersion { found: u32, supported: u32 },
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl RuntimeError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RuntimeError::Io { path: path.into(), source }
+    }
+}

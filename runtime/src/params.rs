@@ -1,0 +1,315 @@
+//! Model parameters in the plan's flat layout, their validation, random initialization and the
+//! safetensors file format (one named tensor per IR node, in the IR's natural shapes).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use safetensors::{tensor::TensorView, Dtype, SafeTensorError, SafeTensors};
+
+use crate::plan::{Dist, Plan, TensorLayout, TensorSpec};
+use crate::{atomic_write, ParamsError, RuntimeError};
+
+/// Tolerance on `|Σ θ - 1|` when checking that a distribution is normalized (f32 storage).
+pub const NORMALIZATION_TOL: f64 = 1e-3;
+
+/// Format tag stored in the parameter file's metadata.
+const FORMAT_TAG: &str = "pcc-params";
+const FORMAT_VERSION: &str = "1";
+
+/// All parameters of a compiled circuit, in the plan's flat layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Sum weights (linear space); `[0, num_dummy_params)` are zeros.
+    pub sum: Vec<f32>,
+    /// Input parameters of every untied input segment.
+    pub input: Vec<f32>,
+}
+
+impl Params {
+    /// Zero-filled parameters of the right shape (not a valid model until filled).
+    pub fn zeros(plan: &Plan) -> Params {
+        Params { sum: vec![0.0; plan.num_sum_params as usize], input: vec![0.0; plan.num_input_params as usize] }
+    }
+
+    /// PyJuice-style random initialization: weights `exp(-U(0,1) * perturbation)`, normalized;
+    /// Bernoulli `p ~ U(0.2, 0.8)`; Gaussian `μ ~ U(-1, 1)`, `σ = 1`. Deterministic for a seed.
+    pub fn random(plan: &Plan, seed: u64, perturbation: f32) -> Params {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut p = Params::zeros(plan);
+        for b in &plan.em_blocks {
+            for m in 0..b.block_size {
+                let idx = |w: u32| (b.base + w * b.block_size + m) as usize;
+                let mut total = 0.0f64;
+                for w in 0..b.width {
+                    let v = (-rng.random::<f32>() * perturbation).exp();
+                    p.sum[idx(w)] = v;
+                    total += v as f64;
+                }
+                for w in 0..b.width {
+                    p.sum[idx(w)] = (p.sum[idx(w)] as f64 / total) as f32;
+                }
+            }
+        }
+        for &(i, v) in &plan.fixed_params {
+            p.sum[i as usize] = v;
+        }
+        for seg in plan.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied) {
+            let np = seg.dist.num_params() as usize;
+            for n in 0..seg.num_nodes as usize {
+                let row = &mut p.input[seg.param_start as usize + n * np..][..np];
+                match seg.dist {
+                    Dist::Categorical { .. } => {
+                        let mut total = 0.0f64;
+                        for v in row.iter_mut() {
+                            *v = (-rng.random::<f32>() * perturbation).exp();
+                            total += *v as f64;
+                        }
+                        row.iter_mut().for_each(|v| *v = (*v as f64 / total) as f32);
+                    }
+                    Dist::Bernoulli => row[0] = rng.random_range(0.2..0.8),
+                    Dist::Gaussian { min_sigma } => {
+                        row[0] = rng.random_range(-1.0..1.0);
+                        row[1] = 1.0f32.max(min_sigma);
+                    }
+                    Dist::Indicator { .. } => {}
+                }
+            }
+        }
+        p
+    }
+
+    /// Check lengths, finiteness, signs and normalization of every tensor; errors name the tensor.
+    pub fn validate(&self, plan: &Plan) -> Result<(), ParamsError> {
+        if self.sum.len() != plan.num_sum_params as usize || self.input.len() != plan.num_input_params as usize {
+            return Err(ParamsError::WrongLength {
+                sum: self.sum.len(),
+                input: self.input.len(),
+                expected_sum: plan.num_sum_params as usize,
+                expected_input: plan.num_input_params as usize,
+            });
+        }
+        for spec in &plan.tensors {
+            let values = self.extract(spec);
+            validate_tensor(spec, &values)?;
+        }
+        Ok(())
+    }
+
+    /// The tensor `spec` in its file shape (row-major), gathered from the flat layout.
+    pub fn extract(&self, spec: &TensorSpec) -> Vec<f32> {
+        let mut out = vec![0.0; spec.shape.iter().product()];
+        match &spec.layout {
+            TensorLayout::SumWeights { block_size, child_block_size, edge_bases, .. } => {
+                let (bs, cbs) = (*block_size as usize, *child_block_size as usize);
+                for (e, &base) in edge_bases.iter().enumerate() {
+                    for m in 0..bs {
+                        for k in 0..cbs {
+                            out[(e * bs + m) * cbs + k] = self.sum[base as usize + k * bs + m];
+                        }
+                    }
+                }
+            }
+            TensorLayout::Input { param_start, .. } => {
+                let n = out.len();
+                out.copy_from_slice(&self.input[*param_start as usize..][..n]);
+            }
+        }
+        out
+    }
+
+    /// Scatter a tensor in file shape into the flat layout (no validation).
+    pub fn insert(&mut self, spec: &TensorSpec, values: &[f32]) {
+        match &spec.layout {
+            TensorLayout::SumWeights { block_size, child_block_size, edge_bases, .. } => {
+                let (bs, cbs) = (*block_size as usize, *child_block_size as usize);
+                for (e, &base) in edge_bases.iter().enumerate() {
+                    for m in 0..bs {
+                        for k in 0..cbs {
+                            self.sum[base as usize + k * bs + m] = values[(e * bs + m) * cbs + k];
+                        }
+                    }
+                }
+            }
+            TensorLayout::Input { param_start, .. } => {
+                self.input[*param_start as usize..][..values.len()].copy_from_slice(values);
+            }
+        }
+    }
+
+    /// Set the parameters of one IR node from a tensor in its file shape, validating it.
+    pub fn set_node(&mut self, plan: &Plan, ir_node: u32, values: &[f32]) -> Result<(), ParamsError> {
+        let spec = plan
+            .tensors
+            .iter()
+            .find(|t| t.ir_node == ir_node)
+            .ok_or_else(|| ParamsError::UnexpectedTensor { name: format!("node{ir_node}") })?;
+        let expected: usize = spec.shape.iter().product();
+        if values.len() != expected {
+            return Err(ParamsError::ShapeMismatch { name: spec.name.clone(), expected: spec.shape.clone(), found: vec![values.len()] });
+        }
+        validate_tensor(spec, values)?;
+        self.insert(spec, values);
+        Ok(())
+    }
+
+    /// Write a safetensors file atomically (temporary file + rename), with a CRC32 checksum of all
+    /// tensor bytes in the metadata so that corruption is detected on load.
+    pub fn save(&self, plan: &Plan, path: &Path) -> Result<(), RuntimeError> {
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = plan
+            .tensors
+            .iter()
+            .map(|spec| {
+                let bytes = self.extract(spec).iter().flat_map(|v| v.to_le_bytes()).collect();
+                (spec.name.clone(), spec.shape.clone(), bytes)
+            })
+            .collect();
+        let crc = checksum(tensors.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())));
+        let views = tensors
+            .iter()
+            .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data")));
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT_TAG.to_string()),
+            ("version".to_string(), FORMAT_VERSION.to_string()),
+            ("crc32".to_string(), format!("{crc:08x}")),
+        ]);
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| ParamsError::Malformed { path: path.into(), detail: e.to_string() })?;
+        atomic_write(path, &bytes)
+    }
+
+    /// Read and fully validate a parameter file written by [`Params::save`] for this plan.
+    pub fn load(plan: &Plan, path: &Path) -> Result<Params, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::io(path, e))?;
+        Ok(Self::from_bytes(plan, &bytes, path)?)
+    }
+
+    /// Parse parameter-file bytes (`path` only names the source in errors).
+    pub fn from_bytes(plan: &Plan, bytes: &[u8], path: &Path) -> Result<Params, ParamsError> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| match e {
+            SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength | SafeTensorError::MetadataIncompleteBuffer => {
+                ParamsError::Truncated { path: path.into(), detail: e.to_string() }
+            }
+            other => ParamsError::Malformed { path: path.into(), detail: other.to_string() },
+        })?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).expect("already parsed");
+        let info = meta.metadata().clone().unwrap_or_default();
+        if info.get("format").map(String::as_str) != Some(FORMAT_TAG) {
+            return Err(ParamsError::Malformed { path: path.into(), detail: "not a pcc parameter file (metadata `format` is missing)".into() });
+        }
+        if info.get("version").map(String::as_str) != Some(FORMAT_VERSION) {
+            return Err(ParamsError::Malformed {
+                path: path.into(),
+                detail: format!("unsupported parameter format version {:?}", info.get("version")),
+            });
+        }
+        let expected = info
+            .get("crc32")
+            .and_then(|s| u32::from_str_radix(s, 16).ok())
+            .ok_or_else(|| ParamsError::Malformed { path: path.into(), detail: "checksum missing from metadata".into() })?;
+        let mut names: Vec<&str> = st.names();
+        names.sort_unstable();
+        let views: Vec<(String, TensorView)> = names.iter().map(|n| (n.to_string(), st.tensor(n).expect("listed"))).collect();
+        let found = checksum(views.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())));
+        if found != expected {
+            return Err(ParamsError::ChecksumMismatch { path: path.into(), expected, found });
+        }
+        for name in &names {
+            if !plan.tensors.iter().any(|t| t.name == *name) {
+                return Err(ParamsError::UnexpectedTensor { name: name.to_string() });
+            }
+        }
+        let mut params = Params::zeros(plan);
+        for &(i, v) in &plan.fixed_params {
+            params.sum[i as usize] = v;
+        }
+        for spec in &plan.tensors {
+            let view = st.tensor(&spec.name).map_err(|_| ParamsError::MissingTensor { name: spec.name.clone() })?;
+            if view.dtype() != Dtype::F32 {
+                return Err(ParamsError::WrongDtype { name: spec.name.clone(), found: format!("{:?}", view.dtype()) });
+            }
+            if view.shape() != spec.shape.as_slice() {
+                return Err(ParamsError::ShapeMismatch { name: spec.name.clone(), expected: spec.shape.clone(), found: view.shape().to_vec() });
+            }
+            let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            validate_tensor(spec, &values)?;
+            params.insert(spec, &values);
+        }
+        Ok(params)
+    }
+}
+
+fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for (name, shape, data) in tensors {
+        h.update(name.as_bytes());
+        for d in shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(data);
+    }
+    h.finalize()
+}
+
+/// Validate one tensor in file shape.
+fn validate_tensor(spec: &TensorSpec, values: &[f32]) -> Result<(), ParamsError> {
+    let name = || spec.name.clone();
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ParamsError::NonFinite { name: name(), index });
+    }
+    let check_nonneg = |values: &[f32]| -> Result<(), ParamsError> {
+        match values.iter().position(|v| *v < 0.0) {
+            Some(index) => Err(ParamsError::Negative { name: name(), index, value: values[index] }),
+            None => Ok(()),
+        }
+    };
+    let check_rows = |sums: &[f64]| -> Result<(), ParamsError> {
+        match sums.iter().position(|s| (s - 1.0).abs() > NORMALIZATION_TOL) {
+            Some(row) => Err(ParamsError::Unnormalized { name: name(), row, sum: sums[row] }),
+            None => Ok(()),
+        }
+    };
+    match &spec.layout {
+        TensorLayout::SumWeights { block_size, child_block_size, sum_blocks, .. } => {
+            check_nonneg(values)?;
+            let (bs, cbs) = (*block_size as usize, *child_block_size as usize);
+            let nblocks = sum_blocks.iter().map(|&b| b as usize + 1).max().unwrap_or(0);
+            let mut sums = vec![0.0f64; nblocks * bs];
+            for (e, &blk) in sum_blocks.iter().enumerate() {
+                for m in 0..bs {
+                    let row: f64 = values[(e * bs + m) * cbs..][..cbs].iter().map(|&v| v as f64).sum();
+                    sums[blk as usize * bs + m] += row;
+                }
+            }
+            check_rows(&sums)
+        }
+        TensorLayout::Input { dist, num_nodes, .. } => {
+            let np = dist.num_params() as usize;
+            match dist {
+                Dist::Categorical { .. } => {
+                    check_nonneg(values)?;
+                    let sums: Vec<f64> = values.chunks_exact(np).map(|r| r.iter().map(|&v| v as f64).sum()).collect();
+                    check_rows(&sums)
+                }
+                Dist::Bernoulli => {
+                    check_nonneg(values)?;
+                    match values.iter().position(|&p| p > 1.0) {
+                        Some(row) => Err(ParamsError::Unnormalized { name: name(), row, sum: 1.0 + values[row] as f64 }),
+                        None => Ok(()),
+                    }
+                }
+                Dist::Gaussian { .. } => {
+                    for n in 0..*num_nodes as usize {
+                        let sigma = values[n * 2 + 1];
+                        if sigma <= 0.0 {
+                            return Err(ParamsError::InvalidSigma { name: name(), row: n, value: sigma });
+                        }
+                    }
+                    Ok(())
+                }
+                Dist::Indicator { .. } => Ok(()),
+            }
+        }
+    }
+}

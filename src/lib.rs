@@ -1,0 +1,7 @@
+//! pcc — a probabilistic-circuit compiler.
+//!
+//! This facade re-exports the two library crates: [`codegen`] (IR, builder, validation, structure
+//! files, compiler) and [`runtime`] (plans, parameters, engines).
+
+pub use pc_codegen as codegen;
+pub use pc_runtime as runtime;
