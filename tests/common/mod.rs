@@ -1,0 +1,439 @@
+//! Shared test support: a seeded random-circuit generator and an independent f64 reference
+//! evaluator that works on the IR directly (node by node, linear space), so it shares no code
+//! with the compiler or the engine it checks.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use pcc::codegen::{Circuit, CircuitBuilder, Dist, Model, Node, NodeId, SumEdges};
+use pcc::runtime::plan::TensorLayout;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Random circuits with mixed block sizes, block-sparse sums, several child vectors per sum,
+/// sums over inputs and over sums, products of products, shared sub-circuits, tied inputs and
+/// tied sums, Categorical and Bernoulli leaves.
+pub struct Gen {
+    rng: ChaCha8Rng,
+    b: CircuitBuilder,
+    cats: Vec<u32>,
+    bern: Vec<bool>,
+    cache: HashMap<(Vec<u32>, u32), NodeId>,
+    inputs: Vec<NodeId>,
+}
+
+impl Gen {
+    /// A random circuit whose joint state space has at most 2^12 states.
+    pub fn circuit(seed: u64) -> Circuit {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let num_vars = rng.random_range(2..=6u32);
+        let mut cats = Vec::new();
+        let mut bern = Vec::new();
+        let mut states = 1u32;
+        for _ in 0..num_vars {
+            let (k, is_bern) = match rng.random_range(0..4) {
+                0 => (2, true),
+                1 => (2, false),
+                2 => (3, false),
+                _ => (4, false),
+            };
+            let k = if states * k > 4096 { 2 } else { k };
+            states *= k;
+            cats.push(k);
+            bern.push(is_bern && k == 2);
+        }
+        let mut g = Gen { rng, b: CircuitBuilder::new(num_vars), cats, bern, cache: HashMap::new(), inputs: Vec::new() };
+        let vars: Vec<u32> = (0..num_vars).collect();
+        let bs = g.pick_bs();
+        let top = g.region(&vars, bs);
+        let root = g.b.summate(&[top], 1, 1, SumEdges::Dense);
+        g.b.finish(root).expect("generated circuits are valid")
+    }
+
+    fn pick_bs(&mut self) -> u32 {
+        [1, 2, 4][self.rng.random_range(0..3)]
+    }
+
+    fn region(&mut self, vars: &[u32], bs: u32) -> NodeId {
+        let key = (vars.to_vec(), bs);
+        if let Some(&n) = self.cache.get(&key)
+            && self.rng.random_bool(0.4)
+        {
+            return n;
+        }
+        let n = if vars.len() == 1 { self.leaf_region(vars[0], bs) } else { self.inner_region(vars, bs) };
+        self.cache.insert(key, n);
+        n
+    }
+
+    fn input(&mut self, var: u32, nb: u32, bs: u32) -> NodeId {
+        let dist = if self.bern[var as usize] { Dist::Bernoulli } else { Dist::Categorical { num_cats: self.cats[var as usize] } };
+        let same: Vec<NodeId> = self
+            .inputs
+            .iter()
+            .copied()
+            .filter(|&i| {
+                matches!(self.b.node(i), Node::Input { dist: d, num_blocks, block_size, tied_to: None, .. }
+                    if *d == dist && *num_blocks == nb && *block_size == bs)
+            })
+            .collect();
+        if !same.is_empty() && self.rng.random_bool(0.4) {
+            let src = same[self.rng.random_range(0..same.len())];
+            return self.b.tied_inputs(src, var);
+        }
+        let n = self.b.inputs(var, nb, bs, dist);
+        self.inputs.push(n);
+        n
+    }
+
+    fn leaf_region(&mut self, var: u32, bs: u32) -> NodeId {
+        match self.rng.random_range(0..3) {
+            0 => {
+                let nb = self.rng.random_range(1..=2);
+                self.input(var, nb, bs)
+            }
+            _ => {
+                // A sum directly over inputs (compiled through a one-child product wrapper).
+                let ibs = self.pick_bs();
+                let nbi = self.rng.random_range(1..=3);
+                let inp = self.input(var, nbi, ibs);
+                let nb = self.rng.random_range(1..=2);
+                let edges = self.sparse_edges(nb, nbi);
+                self.b.summate(&[inp], nb, bs, edges)
+            }
+        }
+    }
+
+    fn split(&mut self, vars: &[u32]) -> Vec<Vec<u32>> {
+        let mut v = vars.to_vec();
+        for i in (1..v.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            v.swap(i, j);
+        }
+        let parts = if v.len() >= 3 && self.rng.random_bool(0.4) { 3 } else { 2 };
+        let mut cuts: Vec<usize> = (1..v.len()).collect();
+        for i in (1..cuts.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            cuts.swap(i, j);
+        }
+        let mut cuts: Vec<usize> = cuts[..parts - 1].to_vec();
+        cuts.sort();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for c in cuts.into_iter().chain([v.len()]) {
+            let mut p = v[start..c].to_vec();
+            p.sort();
+            out.push(p);
+            start = c;
+        }
+        out
+    }
+
+    fn product(&mut self, vars: &[u32], pbs: u32, nbp: u32) -> NodeId {
+        let parts = self.split(vars);
+        let children: Vec<NodeId> = parts.iter().map(|p| self.region(p, pbs)).collect();
+        if children.len() == 3 && self.rng.random_bool(0.4) {
+            // A product of a product: exercises flattening.
+            let nbi = self.rng.random_range(1..=2);
+            let inner_edges = self.prod_edges(nbi, &children[..2]);
+            let inner = self.b.multiply_with_edges(&children[..2], inner_edges);
+            let outer = [inner, children[2]];
+            let edges = self.prod_edges(nbp, &outer);
+            return self.b.multiply_with_edges(&outer, edges);
+        }
+        let edges = self.prod_edges(nbp, &children);
+        self.b.multiply_with_edges(&children, edges)
+    }
+
+    fn prod_edges(&mut self, nbp: u32, children: &[NodeId]) -> Vec<Vec<u32>> {
+        (0..nbp)
+            .map(|_| children.iter().map(|&c| self.rng.random_range(0..self.b.node(c).num_blocks())).collect())
+            .collect()
+    }
+
+    fn sparse_edges(&mut self, nb: u32, child_blocks: u32) -> SumEdges {
+        if self.rng.random_bool(0.3) {
+            return SumEdges::Dense;
+        }
+        let mut e = Vec::new();
+        for i in 0..nb {
+            let before = e.len();
+            for j in 0..child_blocks {
+                if self.rng.random_bool(0.5) {
+                    e.push([i, j]);
+                }
+            }
+            if e.len() == before {
+                e.push([i, self.rng.random_range(0..child_blocks)]);
+            }
+        }
+        SumEdges::List(e)
+    }
+
+    fn inner_region(&mut self, vars: &[u32], bs: u32) -> NodeId {
+        let pbs = self.pick_bs();
+        let nvec = self.rng.random_range(1..=2);
+        let shapes: Vec<u32> = (0..nvec).map(|_| self.rng.random_range(1..=3)).collect();
+        let prods: Vec<NodeId> = shapes.iter().map(|&nbp| self.product(vars, pbs, nbp)).collect();
+        let child_blocks: u32 = shapes.iter().sum();
+        let nb = self.rng.random_range(1..=3);
+        let edges = self.sparse_edges(nb, child_blocks);
+        let s = self.b.summate(&prods, nb, bs, edges);
+        if self.rng.random_bool(0.3) {
+            // A tied copy over differently split products of the same shapes, mixed by a sum of sums.
+            let prods2: Vec<NodeId> = shapes.iter().map(|&nbp| self.product(vars, pbs, nbp)).collect();
+            let s2 = self.b.tied_summate(s, &prods2);
+            let nbf = self.rng.random_range(1..=2);
+            let edges = self.sparse_edges(nbf, 2 * nb);
+            return self.b.summate(&[s, s2], nbf, bs, edges);
+        }
+        s
+    }
+}
+
+/// Sum or max semiring for the reference.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Semi {
+    Sum,
+    Max,
+}
+
+/// Independent f64 evaluator over the IR.
+pub struct Reference<'a> {
+    pub c: &'a Circuit,
+    /// Per IR node: its own parameter tensor in file shape (None if tied or parameter-free).
+    theta: Vec<Option<Vec<f64>>>,
+}
+
+/// Reference results for one sample.
+pub struct RefGrad {
+    pub p: f64,
+    pub values: Vec<Vec<f64>>,
+    /// Node flows `F_n = v_n · ∂p/∂v_n / p` for every node of every IR vector.
+    pub flows: Vec<Vec<f64>>,
+    /// Expected counts per parameter-owning IR node, in its tensor's shape (sum weights), or
+    /// `[num_nodes, num_stats]` for inputs (category counts; Bernoulli (count 0, count 1)).
+    pub counts: Vec<Option<Vec<f64>>>,
+}
+
+impl<'a> Reference<'a> {
+    pub fn new(model: &'a Model) -> Self {
+        let mut theta = vec![None; model.circuit.nodes.len()];
+        for spec in &model.plan.tensors {
+            theta[spec.ir_node as usize] = Some(model.params.extract(spec).iter().map(|&v| v as f64).collect());
+        }
+        Reference { c: &model.circuit, theta }
+    }
+
+    fn source(&self, i: usize) -> usize {
+        self.c.nodes[i].tied_to().map_or(i, |s| s.index())
+    }
+
+    /// Leaf "parameter" vector of input node `k` of vector `i`: categorical probabilities, or
+    /// (1-p, p) for Bernoulli.
+    fn leaf_theta(&self, i: usize, k: usize) -> Vec<f64> {
+        let Node::Input { dist, .. } = &self.c.nodes[i] else { unreachable!() };
+        let t = self.theta[self.source(i)].as_ref().unwrap();
+        match dist {
+            Dist::Categorical { num_cats } => t[k * *num_cats as usize..][..*num_cats as usize].to_vec(),
+            Dist::Bernoulli => vec![1.0 - t[k], t[k]],
+            _ => unimplemented!("reference covers discrete leaves"),
+        }
+    }
+
+    /// Child node value of virtual child index `v` (block-major over the concatenated children).
+    fn virtual_child(&self, children: &[NodeId], cbs: usize, vb: u32, k: usize) -> (usize, usize) {
+        let mut jb = vb;
+        for &ch in children {
+            let nb = self.c.node(ch).num_blocks();
+            if jb < nb {
+                return (ch.index(), jb as usize * cbs + k);
+            }
+            jb -= nb;
+        }
+        unreachable!()
+    }
+
+    /// Node values of every IR vector for one sample (`missing` leaves evaluate to Σθ).
+    pub fn eval(&self, x: &[f32], missing: &[bool], semi: Semi) -> Vec<Vec<f64>> {
+        let mut val: Vec<Vec<f64>> = Vec::with_capacity(self.c.nodes.len());
+        for (i, node) in self.c.nodes.iter().enumerate() {
+            let n = node.num_nodes() as usize;
+            let mut v = vec![0.0; n];
+            match node {
+                Node::Input { var, .. } => {
+                    for (k, o) in v.iter_mut().enumerate() {
+                        let t = self.leaf_theta(i, k);
+                        *o = if missing[*var as usize] {
+                            match semi {
+                                Semi::Sum => t.iter().sum(),
+                                Semi::Max => t.iter().copied().fold(0.0, f64::max),
+                            }
+                        } else {
+                            t[x[*var as usize] as usize]
+                        };
+                    }
+                }
+                Node::Product { children, block_size, edges, .. } => {
+                    let bs = *block_size as usize;
+                    for (r, row) in edges.iter().enumerate() {
+                        for k in 0..bs {
+                            v[r * bs + k] = children.iter().zip(row).map(|(ch, &b)| val[ch.index()][b as usize * bs + k]).product();
+                        }
+                    }
+                }
+                Node::Sum { children, block_size, edges, .. } => {
+                    let bs = *block_size as usize;
+                    let cbs = self.c.node(children[0]).block_size() as usize;
+                    let t = self.theta[self.source(i)].as_ref().unwrap();
+                    for (e, &[blk, vb]) in edges.iter().enumerate() {
+                        for m in 0..bs {
+                            for k in 0..cbs {
+                                let (ci, cn) = self.virtual_child(children, cbs, vb, k);
+                                let term = t[(e * bs + m) * cbs + k] * val[ci][cn];
+                                let o = &mut v[blk as usize * bs + m];
+                                match semi {
+                                    Semi::Sum => *o += term,
+                                    Semi::Max => *o = o.max(term),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            val.push(v);
+        }
+        val
+    }
+
+    pub fn prob(&self, x: &[f32], missing: &[bool]) -> f64 {
+        self.eval(x, missing, Semi::Sum)[self.c.root.index()][0]
+    }
+
+    pub fn max_product(&self, x: &[f32]) -> f64 {
+        self.eval(x, &vec![false; x.len()], Semi::Max)[self.c.root.index()][0]
+    }
+
+    /// Reverse-mode derivatives in f64: node flows and expected counts for one sample.
+    pub fn grad(&self, x: &[f32], missing: &[bool]) -> RefGrad {
+        let val = self.eval(x, missing, Semi::Sum);
+        let root = self.c.root.index();
+        let p = val[root][0];
+        let mut adj: Vec<Vec<f64>> = val.iter().map(|v| vec![0.0; v.len()]).collect();
+        adj[root][0] = 1.0;
+        let mut counts: Vec<Option<Vec<f64>>> = self.theta.iter().map(|t| t.as_ref().map(|t| vec![0.0; t.len()])).collect();
+        // Input statistics have their own shape: [nodes, stats].
+        for (i, node) in self.c.nodes.iter().enumerate() {
+            if let Node::Input { dist, tied_to: None, .. } = node {
+                let s = match dist {
+                    Dist::Categorical { num_cats } => *num_cats as usize,
+                    _ => 2,
+                };
+                counts[i] = Some(vec![0.0; node.num_nodes() as usize * s]);
+            }
+        }
+        for (i, node) in self.c.nodes.iter().enumerate().rev() {
+            match node {
+                Node::Input { var, .. } => {
+                    let src = self.source(i);
+                    for k in 0..val[i].len() {
+                        let t = self.leaf_theta(i, k);
+                        let s = t.len();
+                        let cnt = counts[src].as_mut().unwrap();
+                        if missing[*var as usize] {
+                            for (q, tq) in t.iter().enumerate() {
+                                cnt[k * s + q] += tq * adj[i][k] / p;
+                            }
+                        } else {
+                            cnt[k * s + x[*var as usize] as usize] += val[i][k] * adj[i][k] / p;
+                        }
+                    }
+                }
+                Node::Product { children, block_size, edges, .. } => {
+                    let bs = *block_size as usize;
+                    for (r, row) in edges.iter().enumerate() {
+                        for k in 0..bs {
+                            let a = adj[i][r * bs + k];
+                            for (j, (ch, &b)) in children.iter().zip(row).enumerate() {
+                                let others: f64 = children
+                                    .iter()
+                                    .zip(row)
+                                    .enumerate()
+                                    .filter(|(jj, _)| *jj != j)
+                                    .map(|(_, (c2, &b2))| val[c2.index()][b2 as usize * bs + k])
+                                    .product();
+                                adj[ch.index()][b as usize * bs + k] += a * others;
+                            }
+                        }
+                    }
+                }
+                Node::Sum { children, block_size, edges, .. } => {
+                    let bs = *block_size as usize;
+                    let cbs = self.c.node(children[0]).block_size() as usize;
+                    let src = self.source(i);
+                    let t = self.theta[src].as_ref().unwrap().clone();
+                    for (e, &[blk, vb]) in edges.iter().enumerate() {
+                        for m in 0..bs {
+                            let a = adj[i][blk as usize * bs + m];
+                            for k in 0..cbs {
+                                let (ci, cn) = self.virtual_child(children, cbs, vb, k);
+                                let ti = (e * bs + m) * cbs + k;
+                                adj[ci][cn] += a * t[ti];
+                                counts[src].as_mut().unwrap()[ti] += t[ti] * a * val[ci][cn] / p;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let flows = val.iter().zip(&adj).map(|(v, a)| v.iter().zip(a).map(|(v, a)| v * a / p).collect()).collect();
+        RefGrad { p, values: val, flows, counts }
+    }
+}
+
+/// Every complete assignment of the circuit's (discrete) variables, consistent with `evidence`
+/// where `missing` is false.
+pub fn completions(cats: &[u32], evidence: &[f32], missing: &[bool]) -> Vec<Vec<f32>> {
+    let mut out = vec![Vec::new()];
+    for (v, &k) in cats.iter().enumerate() {
+        let choices: Vec<f32> = if missing[v] { (0..k).map(|c| c as f32).collect() } else { vec![evidence[v]] };
+        out = out.into_iter().flat_map(|pre| choices.iter().map(move |&c| [pre.clone(), vec![c]].concat())).collect();
+    }
+    out
+}
+
+/// Number of categories of every variable, from the plan's domains.
+pub fn categories(model: &Model) -> Vec<u32> {
+    model
+        .plan
+        .domains
+        .iter()
+        .map(|d| match d {
+            pcc::runtime::Domain::Discrete { num_cats } => *num_cats,
+            pcc::runtime::Domain::Continuous => panic!("discrete only"),
+        })
+        .collect()
+}
+
+/// Tensor in file shape, read from a flat vector with the sum-parameter layout (flows).
+pub fn sum_tensor_from_flat(model: &Model, ir_node: usize, flat: &[f64]) -> Vec<f64> {
+    let spec = model.plan.tensors.iter().find(|t| t.ir_node as usize == ir_node).unwrap();
+    let TensorLayout::SumWeights { block_size, child_block_size, edge_bases, .. } = &spec.layout else { panic!() };
+    let (bs, cbs) = (*block_size as usize, *child_block_size as usize);
+    let mut out = vec![0.0; edge_bases.len() * bs * cbs];
+    for (e, &base) in edge_bases.iter().enumerate() {
+        for m in 0..bs {
+            for k in 0..cbs {
+                out[(e * bs + m) * cbs + k] = flat[base as usize + k * bs + m];
+            }
+        }
+    }
+    out
+}
+
+/// Upper critical value of χ²(df) at tail probability ~1e-4 (Wilson–Hilferty).
+pub fn chi2_critical(df: usize) -> f64 {
+    let df = df as f64;
+    let z = 3.719;
+    df * (1.0 - 2.0 / (9.0 * df) + z * (2.0 / (9.0 * df)).sqrt()).powi(3)
+}
