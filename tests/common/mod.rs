@@ -179,6 +179,16 @@ impl Gen {
         let nb = self.rng.random_range(1..=3);
         let edges = self.sparse_edges(nb, child_blocks);
         let s = self.b.summate(&prods, nb, bs, edges);
+        if nvec == 2 && self.rng.random_bool(0.4) {
+            // The first product vector also feeds a second sum: when the other vector is deeper,
+            // the shared product is evaluated at two depths.
+            let nba = self.rng.random_range(1..=2);
+            let edges = self.sparse_edges(nba, shapes[0]);
+            let sa = self.b.summate(&prods[..1], nba, bs, edges);
+            let nbf = self.rng.random_range(1..=2);
+            let edges = self.sparse_edges(nbf, nba + nb);
+            return self.b.summate(&[sa, s], nbf, bs, edges);
+        }
         if self.rng.random_bool(0.3) {
             // A tied copy over differently split products of the same shapes, mixed by a sum of sums.
             let prods2: Vec<NodeId> = shapes.iter().map(|&nbp| self.product(vars, pbs, nbp)).collect();
