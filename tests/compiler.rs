@@ -181,10 +181,8 @@ fn generator_covers_every_feature() {
                         }
                     }
                 }
-                Node::Product { children, .. } => {
-                    if children.iter().any(|x| matches!(c.node(*x), Node::Product { .. })) {
-                        *f.entry("product of products").or_default() += 1;
-                    }
+                Node::Product { children, .. } if children.iter().any(|x| matches!(c.node(*x), Node::Product { .. })) => {
+                    *f.entry("product of products").or_default() += 1;
                 }
                 _ => {}
             }

@@ -148,10 +148,10 @@ fn flows_equal_expected_counts() {
             }
         }
         let mut counts: Vec<Option<Vec<f64>>> = vec![None; c.nodes.len()];
-        for b in 0..n {
+        for (b, &w) in weights.iter().enumerate() {
             let (x, miss) = row(&ev, b);
             let g = r.grad(&x, &miss);
-            let w = weights[b] as f64;
+            let w = w as f64;
             assert!(close(trace.log_likelihoods[b] as f64, g.p.ln(), 1e-5));
             for (i, loc) in m.plan.ir_nodes.iter().enumerate() {
                 let engine_flow = |k: usize| -> f64 {

@@ -21,7 +21,7 @@ impl Evidence {
 
     /// Samples with a missing-value mask of the same shape as `values`.
     pub fn with_missing(num_vars: usize, values: Vec<f32>, missing: Option<Vec<bool>>) -> Result<Self, RuntimeError> {
-        if num_vars == 0 || values.len() % num_vars != 0 {
+        if num_vars == 0 || !values.len().is_multiple_of(num_vars) {
             return Err(RuntimeError::RaggedData { len: values.len(), num_vars });
         }
         if let Some(m) = &missing

@@ -34,11 +34,11 @@ pub fn partition_widths(counts: &[u32], tol: f64, max_parts: Option<usize>) -> V
         let mut next = vec![u64::MAX; d + 1];
         let mut arg = vec![0; d + 1];
         for i in parts + 1..=d {
-            for j in parts..i {
-                if dp[j] == u64::MAX {
+            for (j, &prev) in dp.iter().enumerate().take(i).skip(parts) {
+                if prev == u64::MAX {
                     continue;
                 }
-                let c = dp[j] + cost(j, i);
+                let c = prev + cost(j, i);
                 if c < next[i] {
                     next[i] = c;
                     arg[i] = j;

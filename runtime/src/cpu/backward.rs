@@ -148,6 +148,7 @@ pub(crate) type ElementRecorder<'a> = Option<&'a mut dyn FnMut(usize, &[f32], &[
 
 /// Full backward pass of one chunk; the forward pass (log-sum semiring) must have run on `ws`.
 /// `root_flow[b]` is the weight of sample `s0 + b`.
+#[allow(clippy::too_many_arguments)] // the pass reads everything a chunk owns
 pub(crate) fn backward(
     plan: &Plan,
     params: &Params,
