@@ -5,3 +5,8 @@
 
 pub use pc_codegen as codegen;
 pub use pc_runtime as runtime;
+
+/// The README's code runs as a doctest, so the documented API cannot drift.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
