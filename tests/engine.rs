@@ -1,0 +1,72 @@
+//! Engine behaviour that brute force does not cover: any batch size, chunk and group boundaries,
+//! and bit-identical results whatever the thread count.
+
+mod common;
+
+use common::{categories, Gen};
+use pcc::codegen::Model;
+use pcc::runtime::Evidence;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn data(m: &Model, n: usize, seed: u64) -> Evidence {
+    let cats = categories(m);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut values = Vec::new();
+    let mut missing = Vec::new();
+    for _ in 0..n {
+        for &k in &cats {
+            values.push(rng.random_range(0..k) as f32);
+            missing.push(rng.random_bool(0.2));
+        }
+    }
+    Evidence::with_missing(cats.len(), values, Some(missing)).unwrap()
+}
+
+#[test]
+fn any_batch_size_gives_the_same_answers() {
+    for seed in [3u64, 17, 29] {
+        let m = Model::random(Gen::circuit(seed), seed).unwrap();
+        let ev = data(&m, 700, seed);
+        let e = m.cpu_engine().unwrap();
+        let all = e.log_likelihood(&ev).unwrap();
+        assert_eq!(all.len(), 700);
+        for &(a, b) in &[(0usize, 1usize), (1, 8), (8, 137), (137, 600), (600, 700)] {
+            let part = e.log_likelihood(&ev.slice(a, b)).unwrap();
+            assert_eq!(&all[a..b], &part[..], "circuit {seed}: rows {a}..{b}");
+        }
+        // Flows of the whole batch equal the flows of its pieces (up to f64 summation order).
+        let mut whole = m.cpu_engine().unwrap();
+        whole.accumulate_flows(&ev, None).unwrap();
+        let mut pieces = m.cpu_engine().unwrap();
+        for (a, b) in [(0, 1), (1, 100), (100, 700)] {
+            pieces.accumulate_flows(&ev.slice(a, b), None).unwrap();
+        }
+        for (x, y) in whole.flows().sum.iter().zip(&pieces.flows().sum) {
+            assert!((x - y).abs() <= 1e-6 * (1.0 + x.abs()), "circuit {seed}: {x} vs {y}"); // f32 sums inside a chunk
+        }
+        assert_eq!(whole.flows().total, 700.0);
+        // An empty batch is fine too.
+        assert!(e.log_likelihood(&ev.slice(0, 0)).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let m = Model::random(Gen::circuit(5), 5).unwrap();
+    let ev = data(&m, 1000, 5);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut e = m.cpu_engine().unwrap();
+            let lls = e.accumulate_flows(&ev, None).unwrap();
+            let flows = e.flows().clone();
+            let samples = e.sample(300, 9).unwrap();
+            (lls, flows, samples)
+        })
+    };
+    let (a, b) = (run(1), run(3));
+    assert_eq!(a.0, b.0);
+    assert_eq!(a.1, b.1);
+    assert_eq!(a.2, b.2);
+}
