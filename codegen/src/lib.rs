@@ -6,6 +6,7 @@ pub mod compile;
 mod error;
 pub mod ir;
 pub mod model;
+pub mod structures;
 pub mod validate;
 
 pub use builder::{CircuitBuilder, SumEdges};

@@ -5,6 +5,7 @@
 
 pub mod cpu;
 pub mod data;
+pub mod dataset;
 mod error;
 pub mod params;
 pub mod plan;
