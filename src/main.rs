@@ -1,11 +1,11 @@
-//! The `pcc` command line. This first version inspects and checks model directories; learning,
-//! training and queries arrive with the structures issue.
+//! The `pcc` command line: learn structures, train with EM, evaluate, query and sample.
+
+mod cli;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use pc_codegen::Model;
 
 #[derive(Parser)]
 #[command(name = "pcc", version, about = "Probabilistic-circuit compiler: build, train and query probabilistic circuits")]
@@ -16,11 +16,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Describe a model directory (structure.json + params.safetensors): sizes, depth, layers.
+    /// Build a structure (HCLT, PD, RAT-SPN, HMM) with random parameters into a model directory.
+    Learn(cli::learn::LearnArgs),
+    /// Train a model with EM.
+    Train(Box<cli::train::TrainArgs>),
+    /// Average log-likelihood and bits per dimension of a data set.
+    Eval {
+        /// Model directory.
+        model: PathBuf,
+        #[command(flatten)]
+        data: cli::DataArgs,
+        /// Print one JSON object with `avg_ll`, `bpd`, `n`.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        device: cli::DeviceArgs,
+    },
+    /// Marginal, conditional or MPE queries with missing values.
+    Query(cli::query::QueryArgs),
+    /// Draw samples as CSV or as a PNG grid.
+    Sample(cli::sample::SampleArgs),
+    /// Describe a model: variables, nodes, edges, parameters, depth, layers, memory.
     Info {
         /// Model directory.
         model: PathBuf,
-        /// Print one JSON object instead of text.
+        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -28,32 +48,11 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Info { model, json } => info(&model, json),
+        Command::Learn(a) => cli::learn::run(&a),
+        Command::Train(a) => cli::train::run(&a),
+        Command::Eval { model, data, json, device } => cli::eval::run(&model, &data, &device, json),
+        Command::Query(a) => cli::query::run(&a),
+        Command::Sample(a) => cli::sample::run(&a),
+        Command::Info { model, json } => cli::info::run(&model, json),
     }
-}
-
-fn info(dir: &std::path::Path, json: bool) -> Result<()> {
-    let m = Model::load(dir).with_context(|| format!("cannot load model {}", dir.display()))?;
-    let plan = &m.plan;
-    let partitions: usize = plan.depths.iter().map(|d| d.prods.len() + d.sums.len()).sum();
-    let summary = serde_json::json!({
-        "variables": plan.num_vars,
-        "node_vectors": m.circuit.nodes.len(),
-        "nodes": plan.num_nodes - plan.num_dummy_nodes,
-        "sum_edges": plan.num_sum_edges(),
-        "parameters": plan.num_learnable_params(),
-        "depth": plan.depths.len(),
-        "layers": 2 * plan.depths.len() + plan.inputs.len(),
-        "partitions": partitions,
-        "bytes_per_sample": 4 * (plan.num_nodes as u64 + plan.num_elements as u64),
-    });
-    if json {
-        println!("{summary}");
-    } else {
-        println!("model {}", dir.display());
-        for (k, v) in summary.as_object().expect("object") {
-            println!("  {k:<18} {v}");
-        }
-    }
-    Ok(())
 }

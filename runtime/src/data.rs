@@ -91,4 +91,14 @@ impl Evidence {
             missing: self.missing.as_ref().map(|m| m[a..b].to_vec()),
         }
     }
+
+    /// The given rows, in the given order, as a new batch (used to shuffle mini-batches).
+    pub fn select(&self, rows: &[usize]) -> Evidence {
+        let nv = self.num_vars;
+        Evidence {
+            num_vars: nv,
+            values: rows.iter().flat_map(|&r| self.values[r * nv..][..nv].iter().copied()).collect(),
+            missing: self.missing.as_ref().map(|m| rows.iter().flat_map(|&r| m[r * nv..][..nv].iter().copied()).collect()),
+        }
+    }
 }

@@ -157,7 +157,7 @@ impl Params {
     /// Write a safetensors file atomically (temporary file + rename), with a CRC32 checksum of all
     /// tensor bytes in the metadata so that corruption is detected on load.
     pub fn save(&self, plan: &Plan, path: &Path) -> Result<(), RuntimeError> {
-        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = plan
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = plan
             .tensors
             .iter()
             .map(|spec| {
@@ -165,6 +165,8 @@ impl Params {
                 (spec.name.clone(), spec.shape.clone(), bytes)
             })
             .collect();
+        // The checksum covers tensors in name order, the order `load` sees them in.
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let crc = checksum(tensors.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())));
         let views = tensors
             .iter()

@@ -1,0 +1,132 @@
+//! The `pcc` subcommands, one file each, and what they share: data loading, device choice,
+//! model loading.
+
+pub mod eval;
+pub mod info;
+pub mod learn;
+pub mod query;
+pub mod sample;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use pc_codegen::Model;
+use pc_runtime::dataset;
+use pc_runtime::Evidence;
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// The GPU when one is usable, else the CPU (saying why).
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Engine to run on.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+}
+
+impl DeviceArgs {
+    /// Resolve the device; until the CUDA engine lands every run is on the CPU.
+    pub fn resolve(&self) -> Result<()> {
+        match self.device {
+            Device::Cpu => Ok(()),
+            Device::Auto => {
+                eprintln!("pcc: running on the CPU (this build has no CUDA engine yet)");
+                Ok(())
+            }
+            Device::Cuda => bail!("--device cuda: this build has no CUDA engine yet; use --device cpu or --device auto"),
+        }
+    }
+}
+
+/// A data file and an optional row range.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Data: IDX images (MNIST format) or CSV (comma-separated; `?` or an empty field = missing).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Use only rows START..END of the data (e.g. `0..9000`).
+    #[arg(long, value_parser = parse_range)]
+    pub rows: Option<(usize, usize)>,
+}
+
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s.split_once("..").ok_or("expected START..END")?;
+    let a: usize = if a.is_empty() { 0 } else { a.parse().map_err(|e| format!("{e}"))? };
+    let b: usize = if b.is_empty() { usize::MAX } else { b.parse().map_err(|e| format!("{e}"))? };
+    if a > b {
+        return Err("START must not exceed END".into());
+    }
+    Ok((a, b))
+}
+
+/// Loaded data, with the image shape when it came from an IDX file.
+pub struct Data {
+    pub ev: Evidence,
+    pub shape: Option<[usize; 2]>,
+}
+
+impl DataArgs {
+    pub fn load(&self) -> Result<Data> {
+        load_data(&self.data, self.rows)
+    }
+}
+
+fn is_idx(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic[..3] == [0, 0, 8]
+}
+
+pub fn load_data(path: &Path, rows: Option<(usize, usize)>) -> Result<Data> {
+    let (ev, shape) = if is_idx(path) {
+        let (ev, shape) = dataset::read_idx_images(path)?;
+        (ev, Some(shape))
+    } else {
+        (dataset::read_csv_auto(path, "?")?, None)
+    };
+    let ev = match rows {
+        Some((a, b)) => {
+            let n = ev.num_samples();
+            if a >= n {
+                bail!("--rows {a}..: {} has only {n} rows", path.display());
+            }
+            ev.slice(a, b.min(n))
+        }
+        None => ev,
+    };
+    Ok(Data { ev, shape })
+}
+
+pub fn load_model(dir: &Path) -> Result<Model> {
+    Model::load(dir).with_context(|| format!("cannot load model {}", dir.display()))
+}
+
+/// Mean of f32 log-likelihoods in f64.
+pub fn mean(v: &[f32]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal or with `--quiet`).
+pub fn progress(len: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} samples {msg} ({elapsed}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}

@@ -1,0 +1,116 @@
+//! `pcc train`: EM training with a progress bar, atomic saves after each epoch and the best
+//! model on validation data kept.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use pc_codegen::model::PARAMS_FILE;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::{DataArgs, DeviceArgs};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EmMode {
+    /// One EM step per mini-batch with step size `--step-size`.
+    Mini,
+    /// Flows accumulated over the whole epoch, then one EM step with step size 1.
+    Full,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Model directory (updated in place).
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 512)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value_t = EmMode::Full)]
+    pub em: EmMode,
+    /// Step size of mini-batch EM (full-batch EM always uses 1).
+    #[arg(long, default_value_t = 0.1)]
+    pub step_size: f32,
+    /// Pseudocount (Laplace smoothing) of every EM update.
+    #[arg(long, default_value_t = 0.1)]
+    pub pseudocount: f32,
+    /// Validation data: the model on disk is then the best one on it.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Seed of the mini-batch shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn run(a: &TrainArgs) -> Result<()> {
+    a.device.resolve()?;
+    if a.batch_size == 0 {
+        bail!("--batch-size must be positive");
+    }
+    let model = super::load_model(&a.model)?;
+    let data = a.data.load()?.ev;
+    let valid = match &a.valid {
+        Some(p) => Some(super::load_data(p, None)?.ev),
+        None => None,
+    };
+    let mut engine = model.cpu_engine()?;
+    let n = data.num_samples();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
+    let mut best = f64::NEG_INFINITY;
+    for epoch in 1..=a.epochs {
+        let t0 = Instant::now();
+        if a.em == EmMode::Mini {
+            order.shuffle(&mut rng);
+        }
+        let pb = super::progress(n as u64, a.quiet);
+        pb.set_prefix(format!("epoch {epoch}/{}", a.epochs));
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for start in (0..n).step_by(a.batch_size) {
+            let end = (start + a.batch_size).min(n);
+            let batch = data.select(&order[start..end]);
+            let lls = engine.accumulate_flows(&batch, None)?;
+            if a.em == EmMode::Mini {
+                engine.em_step(a.step_size, a.pseudocount)?;
+            }
+            sum += lls.iter().map(|&l| l as f64).sum::<f64>();
+            count += lls.len();
+            pb.set_position(end as u64);
+            pb.set_message(format!("LL {:.4}", sum / count as f64));
+        }
+        if a.em == EmMode::Full {
+            engine.em_step(1.0, a.pseudocount)?;
+        }
+        pb.finish_and_clear();
+        let train_ll = sum / count.max(1) as f64;
+        let mut line = format!("epoch {epoch:>4}: train LL {train_ll:.4}");
+        let improved = match &valid {
+            Some(v) => {
+                let vl = super::mean(&engine.log_likelihood(v)?);
+                line += &format!(", valid LL {vl:.4}");
+                let better = vl > best;
+                if better {
+                    best = vl;
+                }
+                better
+            }
+            None => true,
+        };
+        if improved {
+            engine.params().save(engine.plan(), &a.model.join(PARAMS_FILE))?;
+            line += ", saved";
+        }
+        line += &format!(" ({:.1} s)", t0.elapsed().as_secs_f64());
+        println!("{line}");
+    }
+    Ok(())
+}
