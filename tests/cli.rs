@@ -1,0 +1,119 @@
+//! The `pcc` command line end to end on small data: learn → train → eval → query → sample → info,
+//! and its error messages.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn pcc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pcc")).args(args).output().expect("pcc runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = pcc(args);
+    assert!(out.status.success(), "pcc {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = pcc(args);
+    assert!(!out.status.success(), "pcc {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Correlated binary data: 6 variables, each a noisy copy of the previous one.
+fn write_data(path: &Path, n: usize, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut text = String::new();
+    for _ in 0..n {
+        let mut prev = rng.random_bool(0.5);
+        let row: Vec<&str> = (0..6)
+            .map(|_| {
+                prev = if rng.random_bool(0.15) { !prev } else { prev };
+                if prev { "1" } else { "0" }
+            })
+            .collect();
+        text += &row.join(",");
+        text += "\n";
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn learn_train_eval_query_sample_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 400, 1);
+    write_data(Path::new(&p("valid.csv")), 100, 2);
+    let model = p("model");
+
+    let out = ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "4", "-o", &model]);
+    assert!(out.contains("6 variables"), "{out}");
+    assert!(Path::new(&model).join("structure.json").exists());
+
+    let eval = |m: &str| -> f64 {
+        let out = ok(&["eval", m, "--data", &p("valid.csv"), "--json", "--device", "cpu"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["n"], 100);
+        let bpd = v["bpd"].as_f64().unwrap();
+        let ll = v["avg_ll"].as_f64().unwrap();
+        assert!((bpd + ll / (6.0 * std::f64::consts::LN_2)).abs() < 1e-9);
+        ll
+    };
+    let before = eval(&model);
+    let out = ok(&["train", &model, "--data", &p("train.csv"), "--valid", &p("valid.csv"), "--epochs", "5", "--batch-size", "64", "--quiet", "--device", "cpu"]);
+    assert_eq!(out.lines().filter(|l| l.starts_with("epoch")).count(), 5, "{out}");
+    assert!(out.contains("saved"));
+    let after = eval(&model);
+    assert!(after > before + 0.1, "training improves validation LL: {before} -> {after}");
+    ok(&["train", &model, "--data", &p("train.csv"), "--epochs", "2", "--em", "mini", "--step-size", "0.2", "--quiet", "--device", "cpu"]);
+
+    std::fs::write(p("evidence.csv"), "1,?,0,1,?,1\n?,?,?,?,?,?\n0,0,0,0,0,0\n").unwrap();
+    let out = ok(&["query", "marginal", &model, "--evidence", &p("evidence.csv"), "--json", "--device", "cpu"]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1]["log_marginal"].as_f64().unwrap().abs() < 1e-4, "all missing: log 1");
+    let out = ok(&["query", "conditional", &model, "--evidence", &p("evidence.csv"), "--json", "--device", "cpu"]);
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let c = first["conditionals"].as_object().unwrap();
+    assert_eq!(c.keys().collect::<Vec<_>>(), ["1", "4"]);
+    let p1: f64 = c["1"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).sum();
+    assert!((p1 - 1.0).abs() < 1e-5);
+    let out = ok(&["query", "mpe", &model, "--evidence", &p("evidence.csv"), "--json", "--device", "cpu"]);
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let a: Vec<f64> = first["assignment"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!((a[0], a[2], a[3], a[5]), (1.0, 0.0, 1.0, 1.0), "evidence kept");
+
+    ok(&["sample", &model, "-n", "50", "--seed", "3", "--csv", &p("samples.csv"), "--device", "cpu"]);
+    let text = std::fs::read_to_string(p("samples.csv")).unwrap();
+    assert_eq!(text.lines().count(), 50);
+    assert!(text.lines().all(|l| l.split(',').count() == 6 && l.split(',').all(|x| x == "0" || x == "1")));
+    ok(&["sample", &model, "-n", "9", "--png", &p("grid.png"), "--shape", "2x3", "--device", "cpu"]);
+    assert_eq!(&std::fs::read(p("grid.png")).unwrap()[1..4], b"PNG");
+
+    let info: serde_json::Value = serde_json::from_str(ok(&["info", &model, "--json"]).trim()).unwrap();
+    assert_eq!(info["variables"], 6);
+    assert!(info["sum_edges"].as_u64().unwrap() > 0);
+    assert!(info["memory_bytes"]["batch_512"].as_u64().unwrap() > info["memory_bytes"]["batch_1"].as_u64().unwrap());
+}
+
+#[test]
+fn errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 50, 1);
+    let model = p("model");
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    let err = fails(&["eval", &model, "--data", &p("train.csv"), "--device", "cuda"]);
+    assert!(err.contains("CUDA"), "{err}");
+    std::fs::write(p("wide.csv"), "0,1,0,1,0,1,1\n").unwrap();
+    let err = fails(&["eval", &model, "--data", &p("wide.csv"), "--device", "cpu"]);
+    assert!(err.contains("7 variables") && err.contains("6"), "{err}");
+    std::fs::write(p("bad.csv"), "0,1,0,1,0,1\n0,1,2,1,0,1\n").unwrap();
+    let err = fails(&["eval", &model, "--data", &p("bad.csv"), "--device", "cpu"]);
+    assert!(err.contains("sample 1") && err.contains("variable 2"), "{err}");
+    let err = fails(&["eval", &p("nowhere"), "--data", &p("train.csv")]);
+    assert!(err.contains("nowhere"), "{err}");
+}
