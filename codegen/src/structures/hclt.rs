@@ -187,9 +187,7 @@ pub fn max_spanning_tree(weights: &[f64], v: usize) -> Vec<(u32, u32)> {
         return edges;
     }
     in_tree[0] = true;
-    for u in 1..v {
-        best[u] = weights[u];
-    }
+    best[1..v].copy_from_slice(&weights[1..v]);
     for _ in 1..v {
         let mut pick = usize::MAX;
         for u in 0..v {
@@ -277,7 +275,7 @@ pub fn build(tree: &ChowLiuTree, num_vars: u32, dist: Dist, opts: &HcltOptions) 
         return Err(LearnError::NoLatents);
     }
     let bs = opts.block_size.unwrap_or_else(|| default_block_size(l, 1024));
-    if !bs.is_power_of_two() || l % bs != 0 {
+    if !bs.is_power_of_two() || !l.is_multiple_of(bs) {
         return Err(LearnError::BadBlockSize { block_size: bs, latents: l });
     }
     let nb = l / bs;
