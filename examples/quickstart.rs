@@ -1,9 +1,11 @@
-//! Quickstart: build a circuit with the builder, draw data from a seeded ground-truth model,
-//! train a fresh copy with full-batch EM on the CPU engine, and compare test log-likelihoods.
+//! Quickstart: build a ground-truth circuit with the builder, draw train/test data from it, learn an
+//! HCLT structure from the training samples, train it with EM on the CPU engine, and compare the
+//! learned model's test log-likelihood with the ground truth's.
 //!
 //! Run: `cargo run --release --example quickstart`
 
 use anyhow::Result;
+use pcc::codegen::structures::hclt::{self, HcltOptions};
 use pcc::codegen::{compile, Circuit, CircuitBuilder, Dist, Model, NodeId, SumEdges};
 use pcc::runtime::{Evidence, Params};
 
@@ -37,7 +39,7 @@ fn main() -> Result<()> {
     let circuit = structure(num_vars, latents)?;
     let plan = compile(&circuit)?;
     println!(
-        "circuit: {num_vars} variables, {} sum edges, {} parameters, depth {}",
+        "ground truth: {num_vars} variables, {} sum edges, {} parameters, depth {}",
         plan.num_sum_edges(),
         plan.num_learnable_params(),
         plan.depths.len()
@@ -50,12 +52,14 @@ fn main() -> Result<()> {
     let test = Evidence::new(nv, truth.sample(2000, 11)?)?;
     let truth_ll = mean(&truth.log_likelihood(&test)?);
 
-    // A fresh model of the same structure, trained by full-batch EM.
-    let mut model = Model::random(circuit, 2)?.cpu_engine()?;
+    // Learn an HCLT from the training samples alone, then train it with full-batch EM.
+    let learned = hclt::learn(&train, &HcltOptions { latents: 16, ..HcltOptions::default() })?;
+    let mut model = Model::random(learned, 2)?.cpu_engine()?;
+    println!("learned HCLT: {} sum edges, depth {}", model.plan().num_sum_edges(), model.plan().depths.len());
     println!("epoch   0: train LL {:8.4}", mean(&model.log_likelihood(&train)?));
     for epoch in 1..=40 {
         let lls = model.accumulate_flows(&train, None)?;
-        model.em_step(1.0, 0.1)?;
+        model.em_step(1.0, 1.0)?;
         if epoch % 10 == 0 {
             println!("epoch {epoch:3}: train LL {:8.4} (before this step)", mean(&lls));
         }
