@@ -44,9 +44,11 @@ impl CircuitBuilder {
 
     /// Leaves on `var` sharing the parameters of the input vector `source`.
     pub fn tied_inputs(&mut self, source: NodeId, var: u32) -> NodeId {
+        // A source of the wrong kind still lends its shape, so validation reports `BadTie`.
         let (num_blocks, block_size, dist) = match self.nodes.get(source.index()) {
             Some(Node::Input { num_blocks, block_size, dist, .. }) => (*num_blocks, *block_size, *dist),
-            _ => (0, 0, Dist::Bernoulli),
+            Some(other) => (other.num_blocks(), other.block_size(), Dist::Bernoulli),
+            None => (1, 1, Dist::Bernoulli),
         };
         self.push(Node::Input { var, num_blocks, block_size, dist, tied_to: Some(source) })
     }
@@ -79,7 +81,8 @@ impl CircuitBuilder {
     pub fn tied_summate(&mut self, source: NodeId, children: &[NodeId]) -> NodeId {
         let (num_blocks, block_size, edges) = match self.nodes.get(source.index()) {
             Some(Node::Sum { num_blocks, block_size, edges, .. }) => (*num_blocks, *block_size, edges.clone()),
-            _ => (0, 0, Vec::new()),
+            Some(other) => (other.num_blocks(), other.block_size(), Vec::new()),
+            None => (1, 1, Vec::new()),
         };
         self.push(Node::Sum { children: children.to_vec(), num_blocks, block_size, edges, tied_to: Some(source) })
     }

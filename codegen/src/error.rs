@@ -57,7 +57,7 @@ pub enum ModelError {
     #[error("structure file {path} is malformed: {detail}")]
     MalformedStructure { path: PathBuf, detail: String },
     #[error("structure file {path} has format version {found}; this build reads version {supported}")]
-    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+    UnsupportedVersion { path: PathBuf, found: u64, supported: u32 },
     #[error("structure file {path}: {source}")]
     InvalidCircuit { path: PathBuf, source: CircuitError },
     #[error(transparent)]

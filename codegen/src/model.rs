@@ -41,7 +41,7 @@ pub fn load_structure(path: &Path) -> Result<Circuit, ModelError> {
     }
     let version = value.get("version").and_then(|v| v.as_u64()).ok_or_else(|| malformed("no \"version\" field".into()))?;
     if version != STRUCTURE_VERSION as u64 {
-        return Err(ModelError::UnsupportedVersion { path: path.into(), found: version as u32, supported: STRUCTURE_VERSION });
+        return Err(ModelError::UnsupportedVersion { path: path.into(), found: version, supported: STRUCTURE_VERSION });
     }
     let file: StructureFile = serde_json::from_value(value).map_err(|e| malformed(e.to_string()))?;
     validate(&file.circuit).map_err(|e| ModelError::InvalidCircuit { path: path.into(), source: e })?;

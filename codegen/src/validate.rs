@@ -73,10 +73,10 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
                 if *var >= c.num_vars {
                     return Err(CircuitError::VarOutOfRange { node: id, var: *var, num_vars: c.num_vars });
                 }
-                check_dist(id, dist)?;
                 if let Some(src) = tied_to {
                     check_tie(c, id, *src, i)?;
                 }
+                check_dist(id, dist)?;
                 let dom = dist.domain();
                 match domains[*var as usize] {
                     Some((d, first)) if d != dom => {
@@ -131,6 +131,9 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
                 if children.is_empty() {
                     return Err(CircuitError::NoChildren { node: id, kind: "sum" });
                 }
+                if let Some(src) = tied_to {
+                    check_tie(c, id, *src, i)?;
+                }
                 let cbs = c.node(children[0]).block_size();
                 check_child_block_sizes(c, id, children, cbs)?;
                 let first = &scopes[children[0].index()];
@@ -157,9 +160,6 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
                 }
                 if let Some(block) = has_edge.iter().position(|h| !h) {
                     return Err(CircuitError::SumBlockWithoutEdges { node: id, block: block as u32 });
-                }
-                if let Some(src) = tied_to {
-                    check_tie(c, id, *src, i)?;
                 }
             }
         }

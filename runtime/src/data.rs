@@ -60,6 +60,15 @@ impl Evidence {
         if self.num_vars != plan.num_vars as usize {
             return Err(RuntimeError::WrongNumVars { expected: plan.num_vars as usize, found: self.num_vars });
         }
+        // The fields are public: re-check what the constructors guarantee.
+        if !self.values.len().is_multiple_of(self.num_vars) {
+            return Err(RuntimeError::RaggedData { len: self.values.len(), num_vars: self.num_vars });
+        }
+        if let Some(m) = &self.missing
+            && m.len() != self.values.len()
+        {
+            return Err(RuntimeError::MaskShape { expected: self.values.len(), found: m.len() });
+        }
         for s in 0..self.num_samples() {
             for (v, dom) in plan.domains.iter().enumerate() {
                 if self.is_missing(s, v) {

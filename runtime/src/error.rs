@@ -28,6 +28,12 @@ pub enum ParamsError {
     Unnormalized { name: String, row: usize, sum: f64 },
     #[error("parameter tensor `{name}`: node {row} has standard deviation {value}, which must be positive")]
     InvalidSigma { name: String, row: usize, value: f32 },
+    #[error("parameter tensor `{name}`: node {row} has probability {value} > 1")]
+    ProbabilityAboveOne { name: String, row: usize, value: f32 },
+    #[error("dummy parameter {index} is {value}; the padding weights must stay 0")]
+    DummyNotZero { index: usize, value: f32 },
+    #[error("parameter {index} is fixed by the compiler to {expected}, found {found}")]
+    FixedChanged { index: usize, expected: f32, found: f32 },
     #[error("parameter vectors have lengths ({sum}, {input}), the plan needs ({expected_sum}, {expected_input})")]
     WrongLength { sum: usize, input: usize, expected_sum: usize, expected_input: usize },
 }

@@ -90,6 +90,15 @@ impl Params {
                 expected_input: plan.num_input_params as usize,
             });
         }
+        if let Some(index) = self.sum[..plan.num_dummy_params as usize].iter().position(|&v| v != 0.0) {
+            return Err(ParamsError::DummyNotZero { index, value: self.sum[index] });
+        }
+        for &(index, expected) in &plan.fixed_params {
+            let found = self.sum[index as usize];
+            if found != expected {
+                return Err(ParamsError::FixedChanged { index: index as usize, expected, found });
+            }
+        }
         for spec in &plan.tensors {
             let values = self.extract(spec);
             validate_tensor(spec, &values)?;
@@ -190,9 +199,16 @@ impl Params {
     /// Parse parameter-file bytes (`path` only names the source in errors).
     pub fn from_bytes(plan: &Plan, bytes: &[u8], path: &Path) -> Result<Params, ParamsError> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| match e {
-            SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength | SafeTensorError::MetadataIncompleteBuffer => {
+            SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
                 ParamsError::Truncated { path: path.into(), detail: e.to_string() }
             }
+            SafeTensorError::MetadataIncompleteBuffer => match declared_len(bytes) {
+                Some(n) if bytes.len() > n => ParamsError::Malformed {
+                    path: path.into(),
+                    detail: format!("{} bytes after the last tensor (the header describes {n} bytes)", bytes.len() - n),
+                },
+                _ => ParamsError::Truncated { path: path.into(), detail: e.to_string() },
+            },
             other => ParamsError::Malformed { path: path.into(), detail: other.to_string() },
         })?;
         let (_, meta) = SafeTensors::read_metadata(bytes).expect("already parsed");
@@ -206,10 +222,14 @@ impl Params {
                 detail: format!("unsupported parameter format version {:?}", info.get("version")),
             });
         }
-        let expected = info
+        let recorded = info
             .get("crc32")
-            .and_then(|s| u32::from_str_radix(s, 16).ok())
             .ok_or_else(|| ParamsError::Malformed { path: path.into(), detail: "checksum missing from metadata".into() })?;
+        // Parse, then insist on the exact canonical spelling so a flipped bit in it is caught too.
+        let expected = u32::from_str_radix(recorded, 16)
+            .ok()
+            .filter(|c| format!("{c:08x}") == *recorded)
+            .ok_or_else(|| ParamsError::Malformed { path: path.into(), detail: format!("checksum {recorded:?} is not 8 lower-case hex digits") })?;
         let mut names: Vec<&str> = st.names();
         names.sort_unstable();
         let views: Vec<(String, TensorView)> = names.iter().map(|n| (n.to_string(), st.tensor(n).expect("listed"))).collect();
@@ -240,6 +260,19 @@ impl Params {
         }
         Ok(params)
     }
+}
+
+/// File length the safetensors header describes (8 + header + largest data offset), if readable.
+fn declared_len(bytes: &[u8]) -> Option<usize> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let end = header
+        .as_object()?
+        .values()
+        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    Some(8 + n + end as usize)
 }
 
 fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> u32 {
@@ -297,7 +330,7 @@ fn validate_tensor(spec: &TensorSpec, values: &[f32]) -> Result<(), ParamsError>
                 Dist::Bernoulli => {
                     check_nonneg(values)?;
                     match values.iter().position(|&p| p > 1.0) {
-                        Some(row) => Err(ParamsError::Unnormalized { name: name(), row, sum: 1.0 + values[row] as f64 }),
+                        Some(row) => Err(ParamsError::ProbabilityAboveOne { name: name(), row, value: values[row] }),
                         None => Ok(()),
                     }
                 }
