@@ -117,3 +117,31 @@ fn errors_are_clear() {
     let err = fails(&["eval", &p("nowhere"), "--data", &p("train.csv")]);
     assert!(err.contains("nowhere"), "{err}");
 }
+
+#[test]
+fn every_structure_learns_trains_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 200, 4);
+    let structures: [&[&str]; 4] = [
+        &["hclt", "--tie-inputs"],
+        &["pd", "--shape", "2x3", "--split-interval", "1"],
+        &["rat-spn", "--depth", "1", "--repetitions", "3"],
+        &["hmm", "--homogeneous"],
+    ];
+    let train = p("train.csv");
+    for args in structures {
+        let model = p(args[0]);
+        let mut cmd = vec!["learn"];
+        cmd.extend_from_slice(args);
+        cmd.extend_from_slice(&["--data", &train, "--latents", "4", "-o", &model]);
+        ok(&cmd);
+        ok(&["train", &model, "--data", &p("train.csv"), "--epochs", "3", "--quiet", "--device", "cpu"]);
+        let out = ok(&["eval", &model, "--data", &p("train.csv"), "--json", "--device", "cpu"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let ll = v["avg_ll"].as_f64().unwrap();
+        assert!(ll.is_finite() && ll < 0.0 && ll > -6.0 * std::f64::consts::LN_2 - 0.5, "{}: avg LL {ll}", args[0]);
+    }
+    let err = fails(&["learn", "pd", "--data", &p("train.csv"), "-o", &p("x")]);
+    assert!(err.contains("not a square image"), "{err}");
+}

@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use pc_codegen::structures::hclt::{self, HcltOptions, MiOptions};
-use pc_codegen::{Circuit, Model};
+use pc_codegen::structures::{hmm, pd, rat_spn};
+use pc_codegen::{Circuit, Dist, Model};
+use pc_runtime::Evidence;
 
 use super::DataArgs;
 
@@ -51,6 +53,77 @@ pub enum Structure {
         #[arg(long)]
         mi_samples: Option<usize>,
     },
+    /// Poon–Domingos structure over an image (axis-aligned splits).
+    Pd {
+        #[command(flatten)]
+        common: Common,
+        /// Image shape HEIGHTxWIDTH (default: from IDX data, else a square).
+        #[arg(long)]
+        shape: Option<String>,
+        /// Split points every N pixels along each axis.
+        #[arg(long, default_value_t = 4)]
+        split_interval: u32,
+        /// Most product blocks one sum block connects to.
+        #[arg(long, default_value_t = 4)]
+        max_prod_conns: u32,
+        /// Stop splitting below this depth.
+        #[arg(long)]
+        max_split_depth: Option<u32>,
+    },
+    /// Random and tensorized SPN: random balanced partitions, several repetitions.
+    RatSpn {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 2)]
+        depth: u32,
+        #[arg(long, default_value_t = 4)]
+        repetitions: u32,
+        /// Parts per split.
+        #[arg(long, default_value_t = 2)]
+        pieces: u32,
+    },
+    /// Hidden Markov model over the data's variables as a sequence (latents = hidden states).
+    Hmm {
+        #[command(flatten)]
+        common: Common,
+        /// Tie all transitions and all emissions (a time-homogeneous HMM).
+        #[arg(long)]
+        homogeneous: bool,
+    },
+}
+
+/// Leaf distribution for discrete data: Bernoulli for binary, else Categorical over `0..=max`.
+fn leaf_for(ev: &Evidence) -> Result<Dist> {
+    let mut max = 0f32;
+    for (i, &x) in ev.values.iter().enumerate() {
+        if ev.missing.as_ref().is_some_and(|m| m[i]) {
+            continue;
+        }
+        if !(x >= 0.0 && x.fract() == 0.0) {
+            bail!("structure learning needs discrete data: value {x} at sample {}, variable {}", i / ev.num_vars, i % ev.num_vars);
+        }
+        max = max.max(x);
+    }
+    Ok(if max <= 1.0 { Dist::Bernoulli } else { Dist::Categorical { num_cats: max as u32 + 1 } })
+}
+
+fn image_shape(shape: &Option<String>, from_data: Option<[usize; 2]>, num_vars: usize) -> Result<(u32, u32)> {
+    if let Some(s) = shape {
+        let (h, w) = s.split_once('x').context("--shape must look like 28x28")?;
+        let (h, w): (u32, u32) = (h.parse()?, w.parse()?);
+        if (h * w) as usize != num_vars {
+            bail!("--shape {h}x{w} has {} pixels, the data has {num_vars} variables", h * w);
+        }
+        return Ok((h, w));
+    }
+    if let Some([h, w]) = from_data {
+        return Ok((h as u32, w as u32));
+    }
+    let side = (num_vars as f64).sqrt().round() as usize;
+    if side * side != num_vars {
+        bail!("{num_vars} variables are not a square image; pass --shape HEIGHTxWIDTH");
+    }
+    Ok((side as u32, side as u32))
 }
 
 pub fn run(a: &LearnArgs) -> Result<()> {
@@ -65,6 +138,51 @@ pub fn run(a: &LearnArgs) -> Result<()> {
                 mi: MiOptions { soft_bins: *mi_bins, max_samples: *mi_samples, ..MiOptions::default() },
             };
             (hclt::learn(&d.ev, &opts).context("learning the HCLT structure")?, common)
+        }
+        Structure::Pd { common, shape, split_interval, max_prod_conns, max_split_depth } => {
+            let d = common.data.load()?;
+            let (height, width) = image_shape(shape, d.shape, d.ev.num_vars)?;
+            let opts = pd::PdOptions {
+                height,
+                width,
+                split_intervals: (*split_interval, *split_interval),
+                max_split_depth: *max_split_depth,
+                latents: common.latents,
+                max_prod_block_conns: *max_prod_conns,
+                input: leaf_for(&d.ev)?,
+                block_size: common.block_size,
+                seed: common.seed,
+            };
+            (pd::build(&opts)?, common)
+        }
+        Structure::RatSpn { common, depth, repetitions, pieces } => {
+            let d = common.data.load()?;
+            let opts = rat_spn::RatSpnOptions {
+                num_vars: d.ev.num_vars as u32,
+                latents: common.latents,
+                depth: *depth,
+                num_repetitions: *repetitions,
+                num_pieces: *pieces,
+                input: leaf_for(&d.ev)?,
+                block_size: common.block_size,
+                seed: common.seed,
+            };
+            (rat_spn::build(&opts)?, common)
+        }
+        Structure::Hmm { common, homogeneous } => {
+            let d = common.data.load()?;
+            let num_emits = match leaf_for(&d.ev)? {
+                Dist::Categorical { num_cats } => num_cats,
+                _ => 2,
+            };
+            let opts = hmm::HmmOptions {
+                seq_length: d.ev.num_vars as u32,
+                hidden: common.latents,
+                num_emits,
+                homogeneous: *homogeneous,
+                block_size: common.block_size,
+            };
+            (hmm::build(&opts)?, common)
         }
     };
     save(circuit, common)

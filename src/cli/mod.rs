@@ -70,7 +70,6 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
 /// Loaded data, with the image shape when it came from an IDX file.
 pub struct Data {
     pub ev: Evidence,
-    #[allow(dead_code)] // read by `learn pd`
     pub shape: Option<[usize; 2]>,
 }
 

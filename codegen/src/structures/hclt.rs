@@ -15,6 +15,7 @@
 use pc_runtime::Evidence;
 use rayon::prelude::*;
 
+use super::common::pow2_block_size;
 use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, NodeId};
@@ -80,11 +81,6 @@ pub struct ChowLiuTree {
     /// Undirected tree edges `(a, b)` with `a < b`, sorted.
     pub edges: Vec<(u32, u32)>,
     pub children: Vec<Vec<u32>>,
-}
-
-/// Largest power of two dividing `l`, capped.
-pub fn default_block_size(l: u32, cap: u32) -> u32 {
-    (1u32 << l.trailing_zeros()).min(cap)
 }
 
 /// Pairwise mutual information `[V x V]` (nats), zero on the diagonal.
@@ -274,7 +270,7 @@ pub fn build(tree: &ChowLiuTree, num_vars: u32, dist: Dist, opts: &HcltOptions) 
     if l == 0 {
         return Err(LearnError::NoLatents);
     }
-    let bs = opts.block_size.unwrap_or_else(|| default_block_size(l, 1024));
+    let bs = opts.block_size.unwrap_or_else(|| pow2_block_size(l, 1024));
     if !bs.is_power_of_two() || !l.is_multiple_of(bs) {
         return Err(LearnError::BadBlockSize { block_size: bs, latents: l });
     }
