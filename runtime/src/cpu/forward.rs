@@ -18,22 +18,22 @@ pub(crate) enum Semiring {
 
 /// Evaluate every input node of the chunk `[s0, s0 + bc)`; a missing value gives log 1 (LogSum) or
 /// the leaf's maximum (Max).
-pub(crate) fn inputs(plan: &Plan, params: &Params, ev: &Evidence, s0: usize, ws: &mut Workspace, sr: Semiring) {
+pub(crate) fn inputs(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence, s0: usize, ws: &mut Workspace, sr: Semiring) {
     let bc = ws.bc;
     ws.node[..plan.num_dummy_nodes as usize * bc].fill(0.0);
     for seg in plan.inputs.iter().flat_map(|l| l.segments.iter()) {
-        let np = seg.dist.num_params() as usize;
+        let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
         let var = seg.var as usize;
         for i in 0..seg.num_nodes {
-            let prm = &params.input[seg.param_start as usize + i as usize * np..][..np];
             let missing_value = match sr {
                 Semiring::LogSum => 0.0,
-                Semiring::Max => leaf::mode(&seg.dist, prm, i).0,
+                Semiring::Max => leaf::mode(&seg.dist, &params.input[seg.param_start as usize + i as usize * np..][..np], i).0,
             };
+            let tab = &table[seg.flow_start as usize + i as usize * ns..][..ns];
             let out = Workspace::row_mut(&mut ws.node, seg.node_start + i, bc);
             for (b, o) in out.iter_mut().enumerate() {
                 let s = s0 + b;
-                *o = if ev.is_missing(s, var) { missing_value } else { leaf::log_prob(&seg.dist, prm, i, ev.value(s, var)) };
+                *o = if ev.is_missing(s, var) { missing_value } else { leaf::log_prob_table(&seg.dist, tab, i, ev.value(s, var)) };
             }
         }
     }
@@ -129,8 +129,8 @@ pub(crate) fn sums_max(part: &SumPartition, weights: &[f32], ws: &mut Workspace)
 }
 
 /// The whole forward pass of one chunk.
-pub(crate) fn forward(plan: &Plan, params: &Params, ev: &Evidence, s0: usize, ws: &mut Workspace, sr: Semiring) {
-    inputs(plan, params, ev, s0, ws, sr);
+pub(crate) fn forward(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence, s0: usize, ws: &mut Workspace, sr: Semiring) {
+    inputs(plan, params, table, ev, s0, ws, sr);
     for depth in &plan.depths {
         for p in &depth.prods {
             prods(p, ws);

@@ -90,6 +90,8 @@ pub struct CpuEngine {
     params: Params,
     flows: Flows,
     index: PlanIndex,
+    /// Leaf log-densities' constants ([`leaf::log_table`]); rebuilt whenever parameters change.
+    table: Vec<f32>,
 }
 
 fn groups(n: usize) -> Vec<(usize, usize)> {
@@ -104,7 +106,8 @@ impl CpuEngine {
         params.validate(&plan)?;
         let index = PlanIndex::new(&plan);
         let flows = Flows::zeros(&plan);
-        Ok(CpuEngine { plan, params, flows, index })
+        let table = leaf::log_table(&plan, &params);
+        Ok(CpuEngine { plan, params, flows, index, table })
     }
 
     pub fn plan(&self) -> &Plan {
@@ -118,6 +121,7 @@ impl CpuEngine {
     /// Replace the parameters (validated).
     pub fn set_params(&mut self, params: Params) -> Result<(), RuntimeError> {
         params.validate(&self.plan)?;
+        self.table = leaf::log_table(&self.plan, &params);
         self.params = params;
         Ok(())
     }
@@ -153,7 +157,7 @@ impl CpuEngine {
         ev.validate(&self.plan)?;
         let root = self.plan.root;
         let chunks = self.map_chunks(ev.num_samples(), false, |s0, ws| {
-            forward::forward(&self.plan, &self.params, ev, s0, ws, Semiring::LogSum);
+            forward::forward(&self.plan, &self.params, &self.table, ev, s0, ws, Semiring::LogSum);
             Workspace::row(&ws.node, root, ws.bc).to_vec()
         });
         Ok(chunks.concat())
@@ -170,7 +174,7 @@ impl CpuEngine {
         {
             return Err(RuntimeError::WeightsShape { expected: n, found: w.len() });
         }
-        let (plan, params) = (&self.plan, &self.params);
+        let (plan, params, table) = (&self.plan, &self.params, &self.table);
         let parts: Vec<(Flows, Vec<f32>)> = groups(n)
             .into_par_iter()
             .map(|(a, b)| {
@@ -182,7 +186,7 @@ impl CpuEngine {
                     ws.set_bc(plan, bc);
                     let root_flow: Vec<f32> = weights.map_or_else(|| vec![1.0; bc], |w| w[s0..s0 + bc].to_vec());
                     acc.total += root_flow.iter().map(|&x| x as f64).sum::<f64>();
-                    forward::forward(plan, params, ev, s0, &mut ws, Semiring::LogSum);
+                    forward::forward(plan, params, table, ev, s0, &mut ws, Semiring::LogSum);
                     lls.extend_from_slice(Workspace::row(&ws.node, plan.root, bc));
                     let mut sink = FlowSink { sum: &mut acc.sum, input: &mut acc.input };
                     backward::backward(plan, params, ev, s0, &mut ws, &root_flow, Some(&mut sink), None);
@@ -233,6 +237,7 @@ impl CpuEngine {
                 leaf::em_update(&seg.dist, prm, stats, eta, alpha);
             }
         }
+        self.table = leaf::log_table(&self.plan, &self.params);
         self.zero_flows();
         Ok(())
     }
@@ -241,10 +246,10 @@ impl CpuEngine {
     /// `P(x_v = k | e) = Σ_{leaves n of v} F_n p_n(k)`. Returns `[sample][var]`.
     pub fn conditionals(&self, ev: &Evidence) -> Result<Vec<Vec<Conditional>>, RuntimeError> {
         ev.validate(&self.plan)?;
-        let (plan, params) = (&self.plan, &self.params);
+        let (plan, params, table) = (&self.plan, &self.params, &self.table);
         let chunks = self.map_chunks(ev.num_samples(), true, |s0, ws| {
             let bc = ws.bc;
-            forward::forward(plan, params, ev, s0, ws, Semiring::LogSum);
+            forward::forward(plan, params, table, ev, s0, ws, Semiring::LogSum);
             backward::backward(plan, params, ev, s0, ws, &vec![1.0; bc], None, None);
             (0..bc).map(|b| conditionals_of(plan, params, ev, s0 + b, b, ws)).collect::<Vec<_>>()
         });
@@ -254,10 +259,10 @@ impl CpuEngine {
     /// MPE under evidence: the best induced tree (max-product) and the completion it implies.
     pub fn mpe(&self, ev: &Evidence) -> Result<MpeResult, RuntimeError> {
         ev.validate(&self.plan)?;
-        let (plan, params, index) = (&self.plan, &self.params, &self.index);
+        let (plan, params, index, table) = (&self.plan, &self.params, &self.index, &self.table);
         let nv = plan.num_vars as usize;
         let chunks = self.map_chunks(ev.num_samples(), false, |s0, ws| {
-            forward::forward(plan, params, ev, s0, ws, Semiring::Max);
+            forward::forward(plan, params, table, ev, s0, ws, Semiring::Max);
             let vals = Workspace::row(&ws.node, plan.root, ws.bc).to_vec();
             let mut rng = ChaCha8Rng::seed_from_u64(0);
             let mut out = vec![0.0; ws.bc * nv];
@@ -279,10 +284,10 @@ impl CpuEngine {
     /// Sample `i` uses its own random stream, so results do not depend on the thread count.
     pub fn sample_conditional(&self, ev: &Evidence, seed: u64) -> Result<Vec<f32>, RuntimeError> {
         ev.validate(&self.plan)?;
-        let (plan, params, index) = (&self.plan, &self.params, &self.index);
+        let (plan, params, index, table) = (&self.plan, &self.params, &self.index, &self.table);
         let nv = plan.num_vars as usize;
         let chunks = self.map_chunks(ev.num_samples(), false, |s0, ws| {
-            forward::forward(plan, params, ev, s0, ws, Semiring::LogSum);
+            forward::forward(plan, params, table, ev, s0, ws, Semiring::LogSum);
             let mut out = vec![0.0; ws.bc * nv];
             for b in 0..ws.bc {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -307,7 +312,7 @@ impl CpuEngine {
         }
         let mut flows = Flows::zeros(plan);
         flows.total = root_flow.iter().map(|&x| x as f64).sum();
-        forward::forward(plan, &self.params, ev, 0, &mut ws, Semiring::LogSum);
+        forward::forward(plan, &self.params, &self.table, ev, 0, &mut ws, Semiring::LogSum);
         let node_values = ws.node.clone();
         let mut element_values = vec![Vec::new(); plan.depths.len()];
         let mut element_flows = vec![Vec::new(); plan.depths.len()];
