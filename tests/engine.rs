@@ -3,31 +3,14 @@
 
 mod common;
 
-use common::{categories, Gen};
+use common::{random_evidence, Gen};
 use pcc::codegen::Model;
-use pcc::runtime::Evidence;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-fn data(m: &Model, n: usize, seed: u64) -> Evidence {
-    let cats = categories(m);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut values = Vec::new();
-    let mut missing = Vec::new();
-    for _ in 0..n {
-        for &k in &cats {
-            values.push(rng.random_range(0..k) as f32);
-            missing.push(rng.random_bool(0.2));
-        }
-    }
-    Evidence::with_missing(cats.len(), values, Some(missing)).unwrap()
-}
 
 #[test]
 fn any_batch_size_gives_the_same_answers() {
     for seed in [3u64, 17, 29] {
         let m = Model::random(Gen::circuit(seed), seed).unwrap();
-        let ev = data(&m, 700, seed);
+        let ev = random_evidence(&m, 700, 0.2, seed);
         let e = m.cpu_engine().unwrap();
         let all = e.log_likelihood(&ev).unwrap();
         assert_eq!(all.len(), 700);
@@ -54,7 +37,7 @@ fn any_batch_size_gives_the_same_answers() {
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     let m = Model::random(Gen::circuit(5), 5).unwrap();
-    let ev = data(&m, 1000, 5);
+    let ev = random_evidence(&m, 1000, 0.2, 5);
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {

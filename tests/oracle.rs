@@ -4,32 +4,15 @@
 
 mod common;
 
-use common::{categories, chi2_critical, completions, sum_tensor_from_flat, Gen, Reference};
+use common::{categories, chi2_critical, completions, random_evidence, sum_tensor_from_flat, Gen, Reference};
 use pcc::codegen::{Model, Node};
 use pcc::runtime::plan::IrLocation;
 use pcc::runtime::{Conditional, Evidence};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 const CIRCUITS: u64 = 50;
 
 fn model(seed: u64) -> Model {
     Model::random(Gen::circuit(seed), 1000 + seed).expect("compiles")
-}
-
-/// `n` random samples; each value missing with probability `p_missing`.
-fn random_evidence(model: &Model, n: usize, p_missing: f64, seed: u64) -> Evidence {
-    let cats = categories(model);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut values = Vec::new();
-    let mut missing = Vec::new();
-    for _ in 0..n {
-        for &k in &cats {
-            values.push(rng.random_range(0..k) as f32);
-            missing.push(rng.random_bool(p_missing));
-        }
-    }
-    Evidence::with_missing(cats.len(), values, Some(missing)).unwrap()
 }
 
 fn row(ev: &Evidence, s: usize) -> (Vec<f32>, Vec<bool>) {

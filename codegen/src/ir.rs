@@ -104,7 +104,8 @@ impl Circuit {
         &self.nodes[id.index()]
     }
 
-    /// Number of scalar sum edges, tied copies included.
+    /// Number of scalar sum edges of the IR, tied copies included (the one-edge sum the compiler
+    /// adds above a non-sum root is counted by `Plan::num_sum_edges` only).
     pub fn num_sum_edges(&self) -> u64 {
         self.nodes
             .iter()

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use pcc::codegen::{Circuit, CircuitBuilder, Dist, Model, Node, NodeId, SumEdges};
+use pcc::runtime::Evidence;
 use pcc::runtime::plan::TensorLayout;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -446,4 +447,19 @@ pub fn chi2_critical(df: usize) -> f64 {
     let df = df as f64;
     let z = 3.719;
     df * (1.0 - 2.0 / (9.0 * df) + z * (2.0 / (9.0 * df)).sqrt()).powi(3)
+}
+
+/// `n` random samples; each value missing with probability `p_missing`.
+pub fn random_evidence(model: &Model, n: usize, p_missing: f64, seed: u64) -> Evidence {
+    let cats = categories(model);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut values = Vec::new();
+    let mut missing = Vec::new();
+    for _ in 0..n {
+        for &k in &cats {
+            values.push(rng.random_range(0..k) as f32);
+            missing.push(rng.random_bool(p_missing));
+        }
+    }
+    Evidence::with_missing(cats.len(), values, Some(missing)).unwrap()
 }
