@@ -4,6 +4,7 @@
 //! The runtime never depends on the compiler (`pc-codegen`), on tera or on syn: a plan is data.
 
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod dataset;
 mod error;

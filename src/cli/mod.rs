@@ -33,12 +33,20 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// Resolve the device; until the CUDA engine lands every run is on the CPU.
+    /// Resolve the device; until the CUDA engine lands every run is on the CPU, and `auto` says
+    /// in one line why.
     pub fn resolve(&self) -> Result<()> {
         match self.device {
             Device::Cpu => Ok(()),
             Device::Auto => {
-                eprintln!("pcc: running on the CPU (this build has no CUDA engine yet)");
+                match pc_runtime::cuda::probe() {
+                    Ok(gpus) => eprintln!(
+                        "pcc: running on the CPU: {} ({}) is present, but this build's CUDA engine is not ready yet",
+                        gpus[0].name,
+                        gpus.len()
+                    ),
+                    Err(why) => eprintln!("pcc: running on the CPU: {why}"),
+                }
                 Ok(())
             }
             Device::Cuda => bail!("--device cuda: this build has no CUDA engine yet; use --device cpu or --device auto"),

@@ -1,0 +1,35 @@
+//! CUDA foundation of the GPU engine: device probing and NVRTC compilation to CUBIN with an
+//! on-disk cache. Libraries are loaded dynamically (cudarc), so building needs no CUDA and a
+//! machine without a driver gets [`CudaError::NoDriver`], never a panic.
+//!
+//! The kernels themselves (generated from the plan) and the engine that launches them arrive with
+//! the CUDA code-generation issue; this module is what they stand on.
+
+mod cache;
+mod device;
+mod nvrtc;
+
+pub use cache::KernelCache;
+pub use device::{probe, GpuInfo};
+pub use nvrtc::{compile_cubin, nvrtc_available, nvrtc_version};
+
+/// Errors of the CUDA layer; each says what is missing or what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CudaError {
+    #[error("no CUDA driver: libcuda could not be loaded (is an NVIDIA driver installed?)")]
+    NoDriver,
+    #[error("the CUDA driver reports no device")]
+    NoDevice,
+    #[error("NVRTC is not available: libnvrtc.so.13 could not be loaded (install the CUDA 13 NVRTC library, e.g. `pip install nvidia-cuda-nvrtc==13.0.*`, and add its lib folder to LD_LIBRARY_PATH)")]
+    NoNvrtc,
+    #[error("CUDA driver error: {0:?}")]
+    Driver(#[from] cudarc::driver::DriverError),
+    #[error("NVRTC error: {0:?}")]
+    Nvrtc(#[from] cudarc::nvrtc::result::NvrtcError),
+    #[error("NVRTC failed to compile `{name}` for sm_{arch}:\n{log}")]
+    Compile { name: String, arch: String, log: String },
+    #[error("kernel source `{name}` contains a NUL byte")]
+    NulInSource { name: String },
+    #[error("kernel cache {path}: {source}")]
+    Cache { path: std::path::PathBuf, source: std::io::Error },
+}
