@@ -3,6 +3,7 @@
 
 pub mod builder;
 pub mod compile;
+pub mod emit;
 mod error;
 pub mod ir;
 pub mod model;

@@ -65,6 +65,8 @@ pub enum RuntimeError {
     UnsupportedPlanVersion { found: u32, supported: u32 },
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Cuda(#[from] crate::cuda::CudaError),
 }
 
 impl RuntimeError {

@@ -80,6 +80,35 @@ impl Params {
         p
     }
 
+    /// Per-node constants of the forward pass, precomputed once per parameter change so the hot loop
+    /// does a lookup instead of a logarithm. Laid out like the statistics (`S` slots per node at the
+    /// segment's `flow_start`): Categorical `log θ_k`; Bernoulli `(log(1−p), log p)`; Gaussian
+    /// `(μ, σ, log σ + ½ log 2π)`; Indicator nothing.
+    pub fn leaf_table(&self, plan: &Plan) -> Vec<f32> {
+        let params = self;
+        let mut tab = vec![0.0; plan.num_input_flows as usize];
+        for seg in plan.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied) {
+            let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
+            for i in 0..seg.num_nodes as usize {
+                let prm = &params.input[seg.param_start as usize + i * np..][..np];
+                let out = &mut tab[seg.flow_start as usize + i * ns..][..ns];
+                match seg.dist {
+                    Dist::Categorical { .. } => out.iter_mut().zip(prm).for_each(|(o, p)| *o = p.ln()),
+                    Dist::Bernoulli => {
+                        out[0] = (1.0 - prm[0]).ln();
+                        out[1] = prm[0].ln();
+                    }
+                    Dist::Gaussian { .. } => {
+                        let s = crate::cpu::leaf_sigma(&seg.dist, prm[1]);
+                        out.copy_from_slice(&[prm[0], s, s.ln() + crate::cpu::HALF_LN_2PI]);
+                    }
+                    Dist::Indicator { .. } => {}
+                }
+            }
+        }
+        tab
+    }
+
     /// Check lengths, finiteness, signs and normalization of every tensor; errors name the tensor.
     pub fn validate(&self, plan: &Plan) -> Result<(), ParamsError> {
         if self.sum.len() != plan.num_sum_params as usize || self.input.len() != plan.num_input_params as usize {

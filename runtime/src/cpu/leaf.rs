@@ -1,10 +1,9 @@
 //! Leaf distributions on the CPU: log-densities, their maxima (for MPE), expected statistics and
 //! the EM update. One place per distribution so the engine's passes stay generic.
 
-use crate::params::Params;
-use crate::plan::{Dist, Plan};
+use crate::plan::Dist;
 
-const HALF_LN_2PI: f32 = 0.918_938_5;
+pub(crate) const HALF_LN_2PI: f32 = 0.918_938_5;
 
 /// Standard deviation actually used: the stored value, floored at the distribution's minimum.
 #[inline]
@@ -15,35 +14,7 @@ pub(crate) fn sigma(dist: &Dist, stored: f32) -> f32 {
     }
 }
 
-/// Per-node constants of the forward pass, precomputed once per parameter change so the hot loop
-/// does a lookup instead of a logarithm. Laid out like the statistics (`S` slots per node at the
-/// segment's `flow_start`): Categorical `log θ_k`; Bernoulli `(log(1−p), log p)`; Gaussian
-/// `(μ, σ, log σ + ½ log 2π)`; Indicator nothing.
-pub(crate) fn log_table(plan: &Plan, params: &Params) -> Vec<f32> {
-    let mut tab = vec![0.0; plan.num_input_flows as usize];
-    for seg in plan.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied) {
-        let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
-        for i in 0..seg.num_nodes as usize {
-            let prm = &params.input[seg.param_start as usize + i * np..][..np];
-            let out = &mut tab[seg.flow_start as usize + i * ns..][..ns];
-            match seg.dist {
-                Dist::Categorical { .. } => out.iter_mut().zip(prm).for_each(|(o, p)| *o = p.ln()),
-                Dist::Bernoulli => {
-                    out[0] = (1.0 - prm[0]).ln();
-                    out[1] = prm[0].ln();
-                }
-                Dist::Gaussian { .. } => {
-                    let s = sigma(&seg.dist, prm[1]);
-                    out.copy_from_slice(&[prm[0], s, s.ln() + HALF_LN_2PI]);
-                }
-                Dist::Indicator { .. } => {}
-            }
-        }
-    }
-    tab
-}
-
-/// `log p(x)` from a node's slice of [`log_table`].
+/// `log p(x)` from a node's slice of [`Params::leaf_table`](crate::Params::leaf_table).
 #[inline]
 pub(crate) fn log_prob_table(dist: &Dist, tab: &[f32], local: u32, x: f32) -> f32 {
     match dist {

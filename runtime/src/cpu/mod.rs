@@ -24,6 +24,8 @@ use forward::Semiring;
 use traverse::{PlanIndex, Walk};
 use workspace::Workspace;
 
+pub(crate) use leaf::{sigma as leaf_sigma, HALF_LN_2PI};
+
 /// Samples per chunk: large enough for efficient block products, small enough for the cache.
 pub const CHUNK: usize = 128;
 /// Upper bound on the number of independent flow accumulators (and on parallelism).
@@ -90,7 +92,7 @@ pub struct CpuEngine {
     params: Params,
     flows: Flows,
     index: PlanIndex,
-    /// Leaf log-densities' constants ([`leaf::log_table`]); rebuilt whenever parameters change.
+    /// Leaf log-densities' constants ([`Params::leaf_table`]); rebuilt whenever parameters change.
     table: Vec<f32>,
 }
 
@@ -106,7 +108,7 @@ impl CpuEngine {
         params.validate(&plan)?;
         let index = PlanIndex::new(&plan);
         let flows = Flows::zeros(&plan);
-        let table = leaf::log_table(&plan, &params);
+        let table = params.leaf_table(&plan);
         Ok(CpuEngine { plan, params, flows, index, table })
     }
 
@@ -121,7 +123,7 @@ impl CpuEngine {
     /// Replace the parameters (validated).
     pub fn set_params(&mut self, params: Params) -> Result<(), RuntimeError> {
         params.validate(&self.plan)?;
-        self.table = leaf::log_table(&self.plan, &params);
+        self.table = params.leaf_table(&self.plan);
         self.params = params;
         Ok(())
     }
@@ -237,7 +239,7 @@ impl CpuEngine {
                 leaf::em_update(&seg.dist, prm, stats, eta, alpha);
             }
         }
-        self.table = leaf::log_table(&self.plan, &self.params);
+        self.table = self.params.leaf_table(&self.plan);
         self.zero_flows();
         Ok(())
     }
