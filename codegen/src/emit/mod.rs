@@ -1,9 +1,9 @@
 //! The CUDA emitter: plan → one `.cu` translation unit plus a [`Manifest`].
 //!
 //! Templates (`templates/*.cu.tera`, embedded at compile time) hold kernel skeletons; the emitter
-//! fills in each layer partition's constants (block size, width, node count). Index tables go to
-//! device memory through the manifest, so source size grows with the number of partitions, never
-//! with the number of edges. This first version emits the forward pass (scalar path).
+//! fills in each partition shape's constants (block size, width). Index tables go to device memory
+//! through the manifest, so source size grows with the number of distinct shapes, never with the
+//! number of edges. This first version emits the forward pass (scalar path).
 
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest};
 use pc_runtime::plan::{Dist, DistKind, Plan};
@@ -56,6 +56,10 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
     let t = engine()?;
     let mut source = render(&t, "prelude", &tera::Context::new())?;
     let mut m = Manifest::default();
+    // Partitions of the same shape share one kernel: the block count is a launch argument, block
+    // size and width stay compile-time constants. This keeps NVRTC time proportional to the
+    // number of distinct shapes, not of partitions.
+    let mut emitted = std::collections::BTreeSet::new();
     let table = |m: &mut Manifest, data: Vec<u32>| {
         m.tables.push(data);
         KernelArg::Table(m.tables.len() as u32 - 1)
@@ -82,7 +86,6 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
         let mut ctx = tera::Context::new();
         ctx.insert("name", &name);
         ctx.insert("kind", kind);
-        ctx.insert("n", &ids.len());
         source += &render(&t, "input_fwd", &ctx)?;
         let n = ids.len() as u64;
         let args = vec![
@@ -93,31 +96,35 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
             table(&mut m, ids),
             table(&mut m, vars),
             table(&mut m, aux),
+            KernelArg::Count,
             KernelArg::Batch,
         ];
-        m.forward.push(KernelSpec { name, threads_per_sample: n, block: BLOCK, args });
+        m.forward.push(KernelSpec { name, layer: format!("{kind} inputs"), count: n as u32, threads_per_sample: n, block: BLOCK, args });
     }
     for (d, depth) in plan.depths.iter().enumerate() {
         for (p, part) in depth.prods.iter().enumerate() {
-            let name = format!("prod_fwd_d{d}_p{p}");
-            let mut ctx = tera::Context::new();
-            ctx.insert("name", &name);
-            ctx.insert("n", &part.nids.len());
-            ctx.insert("bs", &part.block_size);
-            ctx.insert("width", &part.width);
-            source += &render(&t, "prod_fwd", &ctx)?;
-            let args = vec![KernelArg::Elements, KernelArg::Nodes, table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), KernelArg::Batch];
-            m.forward.push(KernelSpec { name, threads_per_sample: part.nids.len() as u64 * part.block_size as u64, block: BLOCK, args });
+            let name = format!("prod_fwd_bs{}_w{}", part.block_size, part.width);
+            if emitted.insert(name.clone()) {
+                let mut ctx = tera::Context::new();
+                ctx.insert("name", &name);
+                ctx.insert("bs", &part.block_size);
+                ctx.insert("width", &part.width);
+                source += &render(&t, "prod_fwd", &ctx)?;
+            }
+            let args = vec![KernelArg::Elements, KernelArg::Nodes, table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), KernelArg::Count, KernelArg::Batch];
+            let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
+            m.forward.push(KernelSpec { name, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args });
         }
         for (p, part) in depth.sums.iter().enumerate() {
-            let name = format!("sum_fwd_d{d}_p{p}");
-            let mut ctx = tera::Context::new();
-            ctx.insert("name", &name);
-            ctx.insert("n", &part.nids.len());
-            ctx.insert("bs", &part.block_size);
-            ctx.insert("cbs", &part.child_block_size);
-            ctx.insert("width", &part.width);
-            source += &render(&t, "sum_fwd", &ctx)?;
+            let name = format!("sum_fwd_bs{}_w{}", part.block_size, part.width);
+            if emitted.insert(name.clone()) {
+                let mut ctx = tera::Context::new();
+                ctx.insert("name", &name);
+                ctx.insert("bs", &part.block_size);
+                ctx.insert("cbs", &part.child_block_size);
+                ctx.insert("width", &part.width);
+                source += &render(&t, "sum_fwd", &ctx)?;
+            }
             let args = vec![
                 KernelArg::Nodes,
                 KernelArg::Elements,
@@ -125,9 +132,11 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
                 table(&mut m, part.nids.clone()),
                 table(&mut m, part.cids.clone()),
                 table(&mut m, part.pids.clone()),
+                KernelArg::Count,
                 KernelArg::Batch,
             ];
-            m.forward.push(KernelSpec { name, threads_per_sample: part.nids.len() as u64 * part.block_size as u64, block: BLOCK, args });
+            let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
+            m.forward.push(KernelSpec { name, layer: format!("sums d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args });
         }
     }
     Ok(Emitted { source, manifest: m })

@@ -109,7 +109,8 @@ impl GpuEngine {
         self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
         self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;
         let b_i32 = batch as i32;
-        for (spec, f) in self.manifest.forward.iter().zip(&self.functions) {
+        let counts: Vec<i32> = self.manifest.forward.iter().map(|k| k.count as i32).collect();
+        for (k, (spec, f)) in self.manifest.forward.iter().zip(&self.functions).enumerate() {
             let threads = spec.threads_per_sample * batch as u64;
             if threads == 0 {
                 continue;
@@ -127,6 +128,7 @@ impl GpuEngine {
                     KernelArg::Missing => launch.arg(&bufs.missing),
                     KernelArg::Table(i) => launch.arg(&self.tables[*i as usize]),
                     KernelArg::Batch => launch.arg(&b_i32),
+                    KernelArg::Count => launch.arg(&counts[k]),
                 };
             }
             let grid = threads.div_ceil(spec.block as u64);

@@ -24,12 +24,19 @@ pub enum KernelArg {
     Table(u32),
     /// The batch size (i32).
     Batch,
+    /// The launch's block count ([`KernelSpec::count`], i32).
+    Count,
 }
 
 /// One kernel launch. The grid covers `threads_per_sample * B` threads in blocks of `block`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KernelSpec {
+    /// Kernel function; partitions of one shape share it.
     pub name: String,
+    /// The plan layer this launch runs (for messages and profiles), e.g. `sums d3 p0`.
+    pub layer: String,
+    /// Blocks (or leaves) this launch covers.
+    pub count: u32,
     pub threads_per_sample: u64,
     pub block: u32,
     pub args: Vec<KernelArg>,
