@@ -1,5 +1,7 @@
-//! GPU self-check (first slice: forward log-likelihood and marginals): every model is run on the
-//! CPU engine and the GPU engine at several batch sizes and the largest differences are printed.
+//! GPU self-check: every model is run on the CPU engine and the GPU engine at several batch sizes —
+//! forward log-likelihoods, marginals, flows (sum parameters and leaf statistics, with missing
+//! values and sample weights) and the parameters after one EM step — and the largest differences
+//! are printed with pass/fail.
 //!
 //! Run: `cargo run --release --example gpu_selftest -- [MNIST_DIR] [--quick]`
 //! (MNIST_DIR defaults to `../shared/data/mnist10k`; `--quick` uses small models only, e.g. under
@@ -29,7 +31,7 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: &KernelCache) -> 
     let emitted = emit(&model.plan)?;
     let emit_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let mut gpu = GpuEngine::new(model.plan.clone(), &model.params, &emitted.source, emitted.manifest.clone(), cache)?;
+    let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &emitted.source, emitted.manifest.clone(), cache)?;
     let ready_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut ok = true;
     println!(
@@ -58,6 +60,29 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: &KernelCache) -> 
                 if pass { "PASS" } else { "FAIL" }
             );
         }
+    }
+    // Flows and one EM step (mini-batch, η = 0.5) against the CPU engine.
+    for &b in &[7usize, 100, 512] {
+        let n = b.min(data.num_samples());
+        let ev = with_missing(&data.slice(0, n), 0.2);
+        let mut cpu = model.cpu_engine()?;
+        let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &emitted.source, emitted.manifest.clone(), cache)?;
+        let weights: Vec<f32> = (0..n).map(|i| 0.5 + (i % 4) as f32 * 0.25).collect();
+        cpu.accumulate_flows(&ev, Some(&weights))?;
+        gpu.accumulate_flows(&ev, Some(&weights))?;
+        let (cf, gf) = (cpu.flows().clone(), gpu.flows()?);
+        let rel = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f64::max);
+        let (sum_err, in_err) = (rel(&gf.sum, &cf.sum), rel(&gf.input, &cf.input));
+        cpu.em_step(0.5, 0.1)?;
+        gpu.em_step(0.5, 0.1)?;
+        let perr = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+        let (ps, pi) = (perr(&gpu.params().sum, &cpu.params().sum), perr(&gpu.params().input, &cpu.params().input));
+        let pass = sum_err <= 1e-3 && in_err <= 1e-3 && ps <= 1e-3 && pi <= 1e-3;
+        ok &= pass;
+        println!(
+            "  batch {n:>4} flows: sum-parameter flows max rel {sum_err:.2e}, leaf statistics max rel {in_err:.2e}; after EM max |Δθ| sums {ps:.2e}, leaves {pi:.2e} (bound 1e-3) {}",
+            if pass { "PASS" } else { "FAIL" }
+        );
     }
     Ok(ok)
 }

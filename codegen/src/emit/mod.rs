@@ -5,13 +5,16 @@
 //! through the manifest, so source size grows with the number of distinct shapes, never with the
 //! number of edges. This first version emits the forward pass (scalar path).
 
-use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest};
+use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
 use pc_runtime::plan::{Dist, DistKind, Plan};
 
 const PRELUDE: &str = include_str!("../../../templates/prelude.cu.tera");
 const INPUT_FWD: &str = include_str!("../../../templates/input_fwd.cu.tera");
 const PROD_FWD: &str = include_str!("../../../templates/prod_fwd.cu.tera");
 const SUM_FWD: &str = include_str!("../../../templates/sum_fwd.cu.tera");
+const SUM_BWD: &str = include_str!("../../../templates/sum_bwd.cu.tera");
+const PROD_BWD: &str = include_str!("../../../templates/prod_bwd.cu.tera");
+const INPUT_BWD: &str = include_str!("../../../templates/input_bwd.cu.tera");
 
 /// Threads per CUDA block of every generated kernel.
 pub const BLOCK: u32 = 256;
@@ -32,7 +35,15 @@ pub enum EmitError {
 fn engine() -> Result<tera::Tera, EmitError> {
     let mut t = tera::Tera::new();
     t.autoescape_on(Vec::<&str>::new());
-    for (name, src) in [("prelude", PRELUDE), ("input_fwd", INPUT_FWD), ("prod_fwd", PROD_FWD), ("sum_fwd", SUM_FWD)] {
+    for (name, src) in [
+        ("prelude", PRELUDE),
+        ("input_fwd", INPUT_FWD),
+        ("prod_fwd", PROD_FWD),
+        ("sum_fwd", SUM_FWD),
+        ("sum_bwd", SUM_BWD),
+        ("prod_bwd", PROD_BWD),
+        ("input_bwd", INPUT_BWD),
+    ] {
         t.add_raw_template(name, src).map_err(|e| EmitError::Template { template: name_of(name), detail: format!("{e:?}") })?;
     }
     Ok(t)
@@ -43,7 +54,10 @@ fn name_of(n: &str) -> &'static str {
         "prelude" => "prelude.cu.tera",
         "input_fwd" => "input_fwd.cu.tera",
         "prod_fwd" => "prod_fwd.cu.tera",
-        _ => "sum_fwd.cu.tera",
+        "sum_fwd" => "sum_fwd.cu.tera",
+        "sum_bwd" => "sum_bwd.cu.tera",
+        "prod_bwd" => "prod_bwd.cu.tera",
+        _ => "input_bwd.cu.tera",
     }
 }
 
@@ -60,6 +74,9 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
     // size and width stay compile-time constants. This keeps NVRTC time proportional to the
     // number of distinct shapes, not of partitions.
     let mut emitted = std::collections::BTreeSet::new();
+    let mut input_bwd: Vec<Step> = Vec::new();
+    // Per depth, backward steps in launch order (assembled top-down at the end).
+    let mut depth_bwd: Vec<Vec<Step>> = Vec::new();
     let table = |m: &mut Manifest, data: Vec<u32>| {
         m.tables.push(data);
         KernelArg::Table(m.tables.len() as u32 - 1)
@@ -88,20 +105,43 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
         ctx.insert("kind", kind);
         source += &render(&t, "input_fwd", &ctx)?;
         let n = ids.len() as u64;
-        let args = vec![
-            KernelArg::Nodes,
-            KernelArg::Data,
-            KernelArg::Missing,
-            KernelArg::LeafTable,
-            table(&mut m, ids),
-            table(&mut m, vars),
-            table(&mut m, aux),
-            KernelArg::Count,
-            KernelArg::Batch,
-        ];
-        m.forward.push(KernelSpec { name, layer: format!("{kind} inputs"), count: n as u32, threads_per_sample: n, block: BLOCK, args });
+        let nstats: Vec<u32> = layer.segments.iter().flat_map(|s| std::iter::repeat_n(s.dist.num_stats(), s.num_nodes as usize)).collect();
+        let (ids, vars, aux) = (table(&mut m, ids), table(&mut m, vars), table(&mut m, aux));
+        if layer.kind != DistKind::Indicator {
+            let bname = format!("input_{kind}_bwd");
+            let mut ctx = tera::Context::new();
+            ctx.insert("name", &bname);
+            ctx.insert("kind", kind);
+            source += &render(&t, "input_bwd", &ctx)?;
+            let nst = table(&mut m, nstats);
+            let args = vec![
+                KernelArg::InputStats,
+                KernelArg::NodeFlows,
+                KernelArg::Data,
+                KernelArg::Missing,
+                KernelArg::LeafTable,
+                ids,
+                vars,
+                aux,
+                nst,
+                KernelArg::Count,
+                KernelArg::Batch,
+            ];
+            input_bwd.push(Step::Launch(KernelSpec {
+                scales_with_batch: true,
+                name: bname,
+                layer: format!("{kind} inputs"),
+                count: n as u32,
+                threads_per_sample: n,
+                block: BLOCK,
+                args,
+            }));
+        }
+        let args = vec![KernelArg::Nodes, KernelArg::Data, KernelArg::Missing, KernelArg::LeafTable, ids, vars, aux, KernelArg::Count, KernelArg::Batch];
+        m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("{kind} inputs"), count: n as u32, threads_per_sample: n, block: BLOCK, args });
     }
     for (d, depth) in plan.depths.iter().enumerate() {
+        let (mut recompute, mut sum_bwd, mut prod_bwd) = (Vec::new(), Vec::new(), Vec::new());
         for (p, part) in depth.prods.iter().enumerate() {
             let name = format!("prod_fwd_bs{}_w{}", part.block_size, part.width);
             if emitted.insert(name.clone()) {
@@ -111,9 +151,22 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
                 ctx.insert("width", &part.width);
                 source += &render(&t, "prod_fwd", &ctx)?;
             }
-            let args = vec![KernelArg::Elements, KernelArg::Nodes, table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), KernelArg::Count, KernelArg::Batch];
+            let (nids, cids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()));
+            let args = vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
-            m.forward.push(KernelSpec { name, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args });
+            let spec = KernelSpec { scales_with_batch: true, name, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args };
+            recompute.push(Step::Launch(spec.clone()));
+            m.forward.push(spec);
+            let bname = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
+            if emitted.insert(bname.clone()) {
+                let mut ctx = tera::Context::new();
+                ctx.insert("name", &bname);
+                ctx.insert("bs", &part.block_size);
+                ctx.insert("width", &part.width);
+                source += &render(&t, "prod_bwd", &ctx)?;
+            }
+            let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
+            prod_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args }));
         }
         for (p, part) in depth.sums.iter().enumerate() {
             let name = format!("sum_fwd_bs{}_w{}", part.block_size, part.width);
@@ -125,19 +178,47 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
                 ctx.insert("width", &part.width);
                 source += &render(&t, "sum_fwd", &ctx)?;
             }
-            let args = vec![
-                KernelArg::Nodes,
-                KernelArg::Elements,
-                KernelArg::SumParams,
-                table(&mut m, part.nids.clone()),
-                table(&mut m, part.cids.clone()),
-                table(&mut m, part.pids.clone()),
-                KernelArg::Count,
-                KernelArg::Batch,
-            ];
+            let (nids, cids, pids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), table(&mut m, part.pids.clone()));
+            let args = vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
-            m.forward.push(KernelSpec { name, layer: format!("sums d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args });
+            let count = part.nids.len() as u32;
+            m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args });
+            let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
+            if emitted.insert(bname.clone()) {
+                let mut ctx = tera::Context::new();
+                ctx.insert("name", &bname);
+                ctx.insert("bs", &part.block_size);
+                ctx.insert("width", &part.width);
+                source += &render(&t, "sum_bwd", &ctx)?;
+            }
+            let args = |out: KernelArg| vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
+            let edges = part.nids.len() as u64 * part.width as u64;
+            let layer = format!("sums d{d} p{p}");
+            sum_bwd.push(Step::Launch(KernelSpec {
+                scales_with_batch: true,
+                name: format!("{bname}_eflow"),
+                layer: layer.clone(),
+                count,
+                threads_per_sample: edges,
+                block: BLOCK,
+                args: args(KernelArg::ElementFlows),
+            }));
+            sum_bwd.push(Step::Launch(KernelSpec {
+                scales_with_batch: false,
+                name: format!("{bname}_pflow"),
+                layer,
+                count,
+                threads_per_sample: edges * part.block_size as u64,
+                block: BLOCK,
+                args: args(KernelArg::SumFlows),
+            }));
         }
+        let mut steps = recompute;
+        steps.push(Step::ZeroElementFlows);
+        steps.extend(sum_bwd);
+        steps.extend(prod_bwd);
+        depth_bwd.push(steps);
     }
+    m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
     Ok(Emitted { source, manifest: m })
 }

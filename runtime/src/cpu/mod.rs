@@ -41,7 +41,7 @@ pub struct Flows {
 }
 
 impl Flows {
-    fn zeros(plan: &Plan) -> Flows {
+    pub fn zeros(plan: &Plan) -> Flows {
         Flows { sum: vec![0.0; plan.num_sum_params as usize], input: vec![0.0; plan.num_input_flows as usize], total: 0.0 }
     }
     fn add(&mut self, other: &Flows) {
@@ -209,36 +209,7 @@ impl CpuEngine {
     /// input distribution. Full-batch EM is `accumulate_flows` over the whole data set, then
     /// `em_step(1.0, α)`.
     pub fn em_step(&mut self, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
-        if !(step_size > 0.0 && step_size <= 1.0) {
-            return Err(RuntimeError::InvalidHyperParameter(format!("step size must be in (0, 1], got {step_size}")));
-        }
-        if !(pseudocount >= 0.0 && pseudocount.is_finite()) {
-            return Err(RuntimeError::InvalidHyperParameter(format!("pseudocount must be finite and ≥ 0, got {pseudocount}")));
-        }
-        let (eta, alpha) = (step_size as f64, pseudocount as f64);
-        for blk in &self.plan.em_blocks {
-            for m in 0..blk.block_size {
-                let idx = |w: u32| (blk.base + w * blk.block_size + m) as usize;
-                let total: f64 = (0..blk.width).map(|w| self.flows.sum[idx(w)]).sum::<f64>() + alpha;
-                if total <= 0.0 {
-                    continue;
-                }
-                let share = alpha / blk.width as f64;
-                for w in 0..blk.width {
-                    let i = idx(w);
-                    let old = self.params.sum[i] as f64;
-                    self.params.sum[i] = ((1.0 - eta) * old + eta * (self.flows.sum[i] + share) / total) as f32;
-                }
-            }
-        }
-        for seg in self.plan.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied) {
-            let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
-            for i in 0..seg.num_nodes as usize {
-                let prm = &mut self.params.input[seg.param_start as usize + i * np..][..np];
-                let stats = &self.flows.input[seg.flow_start as usize + i * ns..][..ns];
-                leaf::em_update(&seg.dist, prm, stats, eta, alpha);
-            }
-        }
+        em_update(&self.plan, &mut self.params, &self.flows, step_size, pseudocount)?;
         self.table = self.params.leaf_table(&self.plan);
         self.zero_flows();
         Ok(())
@@ -387,4 +358,41 @@ fn conditionals_of(plan: &Plan, params: &Params, ev: &Evidence, s: usize, b: usi
         }
     }
     out
+}
+
+/// The EM update shared by every engine: `θ ← (1−η)θ + η (PF + α/|ch|) / (Σ PF + α)` for each
+/// untied sum node, the matching update for every input distribution. Rows that received no flow
+/// and no pseudocount keep their parameters.
+pub fn em_update(plan: &Plan, params: &mut Params, flows: &Flows, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
+    if !(step_size > 0.0 && step_size <= 1.0) {
+        return Err(RuntimeError::InvalidHyperParameter(format!("step size must be in (0, 1], got {step_size}")));
+    }
+    if !(pseudocount >= 0.0 && pseudocount.is_finite()) {
+        return Err(RuntimeError::InvalidHyperParameter(format!("pseudocount must be finite and ≥ 0, got {pseudocount}")));
+    }
+    let (eta, alpha) = (step_size as f64, pseudocount as f64);
+    for blk in &plan.em_blocks {
+        for m in 0..blk.block_size {
+            let idx = |w: u32| (blk.base + w * blk.block_size + m) as usize;
+            let total: f64 = (0..blk.width).map(|w| flows.sum[idx(w)]).sum::<f64>() + alpha;
+            if total <= 0.0 {
+                continue;
+            }
+            let share = alpha / blk.width as f64;
+            for w in 0..blk.width {
+                let i = idx(w);
+                let old = params.sum[i] as f64;
+                params.sum[i] = ((1.0 - eta) * old + eta * (flows.sum[i] + share) / total) as f32;
+            }
+        }
+    }
+    for seg in plan.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied) {
+        let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
+        for i in 0..seg.num_nodes as usize {
+            let prm = &mut params.input[seg.param_start as usize + i * np..][..np];
+            let stats = &flows.input[seg.flow_start as usize + i * ns..][..ns];
+            leaf::em_update(&seg.dist, prm, stats, eta, alpha);
+        }
+    }
+    Ok(())
 }

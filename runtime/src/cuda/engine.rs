@@ -1,14 +1,17 @@
-//! The GPU engine (first slice: forward log-likelihood and marginals). It loads the generated
-//! module for the device's own architecture, keeps parameters, leaf tables and index tables on the
-//! device, allocates value buffers once per batch size and launches the manifest's kernels in
-//! order on one stream.
+//! The GPU engine: forward (log-likelihoods, marginals), backward (flows and leaf statistics,
+//! accumulated on the device across calls) and EM. It loads the generated module for the device's
+//! own architecture, keeps parameters, leaf tables, index tables and flow accumulators on the
+//! device, allocates value buffers once per batch size and runs the manifest's steps in order on
+//! one stream. The EM update itself runs on the host with the CPU engine's code, so both engines
+//! apply literally the same rule.
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::{probe, CudaError, KernelArg, KernelCache, Manifest};
+use super::{probe, CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step};
+use crate::cpu::{em_update, Flows};
 use crate::data::Evidence;
 use crate::params::Params;
 use crate::plan::Plan;
@@ -18,60 +21,102 @@ struct Buffers {
     batch: usize,
     nodes: CudaSlice<f32>,
     elems: CudaSlice<f32>,
+    node_flows: CudaSlice<f32>,
+    elem_flows: CudaSlice<f32>,
     data: CudaSlice<f32>,
     missing: CudaSlice<u8>,
+}
+
+/// Device-side state a launch may bind.
+struct Bind<'a> {
+    bufs: &'a Buffers,
+    sum_params: &'a CudaSlice<f32>,
+    leaf_table: &'a CudaSlice<f32>,
+    sum_flows: &'a CudaSlice<f32>,
+    input_stats: &'a CudaSlice<f32>,
+    tables: &'a [CudaSlice<u32>],
 }
 
 /// A circuit on one GPU.
 pub struct GpuEngine {
     plan: Plan,
+    params: Params,
     manifest: Manifest,
     stream: Arc<CudaStream>,
-    functions: Vec<CudaFunction>,
+    forward: Vec<CudaFunction>,
+    backward: Vec<Option<CudaFunction>>,
     tables: Vec<CudaSlice<u32>>,
     sum_params: CudaSlice<f32>,
     leaf_table: CudaSlice<f32>,
+    sum_flows: CudaSlice<f32>,
+    input_stats: CudaSlice<f32>,
+    total_flow: f64,
     buffers: Option<Buffers>,
     /// The device's name, for messages.
     pub device_name: String,
 }
 
+fn nonempty<T: Copy>(v: &[T], zero: T) -> Vec<T> {
+    if v.is_empty() { vec![zero] } else { v.to_vec() }
+}
+
 impl GpuEngine {
     /// Compile (or fetch from `cache`) `source` for device 0 and upload everything the manifest
     /// needs. Parameters are validated against the plan first.
-    pub fn new(plan: Plan, params: &Params, source: &str, manifest: Manifest, cache: &KernelCache) -> Result<GpuEngine, RuntimeError> {
+    pub fn new(plan: Plan, params: Params, source: &str, manifest: Manifest, cache: &KernelCache) -> Result<GpuEngine, RuntimeError> {
         params.validate(&plan)?;
         let gpu = probe()?.into_iter().next().ok_or(CudaError::NoDevice)?;
         let (cubin, _) = cache.get_or_compile(source, "circuit.cu", &gpu.arch())?;
         let ctx = CudaContext::new(0).map_err(CudaError::from)?;
         let stream = ctx.default_stream();
         let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(CudaError::from)?;
-        let functions = manifest
-            .forward
+        let load = |k: &KernelSpec| module.load_function(&k.name).map_err(CudaError::from);
+        let forward = manifest.forward.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+        let backward = manifest
+            .backward
             .iter()
-            .map(|k| module.load_function(&k.name))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(CudaError::from)?;
-        let tables = manifest
-            .tables
-            .iter()
-            .map(|t| stream.clone_htod(if t.is_empty() { &[0u32][..] } else { t }))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(CudaError::from)?;
+            .map(|s| match s {
+                Step::Launch(k) => load(k).map(Some),
+                Step::ZeroElementFlows => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let up_u32 = |v: &[u32]| stream.clone_htod(&nonempty(v, 0)).map_err(CudaError::from);
+        let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
         let sum_params = stream.clone_htod(&params.sum).map_err(CudaError::from)?;
-        let leaf = params.leaf_table(&plan);
-        let leaf_table = stream.clone_htod(if leaf.is_empty() { &[0f32][..] } else { &leaf }).map_err(CudaError::from)?;
-        Ok(GpuEngine { plan, manifest, stream, functions, tables, sum_params, leaf_table, buffers: None, device_name: gpu.name })
+        let leaf_table = stream.clone_htod(&nonempty(&params.leaf_table(&plan), 0.0)).map_err(CudaError::from)?;
+        let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize).map_err(CudaError::from)?;
+        let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
+        Ok(GpuEngine {
+            plan,
+            params,
+            manifest,
+            stream,
+            forward,
+            backward,
+            tables,
+            sum_params,
+            leaf_table,
+            sum_flows,
+            input_stats,
+            total_flow: 0.0,
+            buffers: None,
+            device_name: gpu.name,
+        })
     }
 
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
 
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
     fn buffers(&mut self, batch: usize) -> Result<(), CudaError> {
         if self.buffers.as_ref().is_some_and(|b| b.batch == batch) {
             return Ok(());
         }
+        self.buffers = None; // free the old batch size's buffers first
         let s = &self.stream;
         let p = &self.plan;
         let nodes = s.alloc_zeros::<f32>(p.num_nodes as usize * batch)?;
@@ -79,18 +124,54 @@ impl GpuEngine {
         let mut init = vec![0f32; p.num_elements as usize * batch];
         init[..p.num_dummy_elements as usize * batch].fill(f32::NEG_INFINITY);
         let elems = s.clone_htod(&init)?;
+        let node_flows = s.alloc_zeros::<f32>(p.num_nodes as usize * batch)?;
+        let elem_flows = s.alloc_zeros::<f32>(p.num_elements as usize * batch)?;
         let data = s.alloc_zeros::<f32>(p.num_vars as usize * batch)?;
         let missing = s.alloc_zeros::<u8>(p.num_vars as usize * batch)?;
-        self.buffers = Some(Buffers { batch, nodes, elems, data, missing });
+        self.buffers = Some(Buffers { batch, nodes, elems, node_flows, elem_flows, data, missing });
         Ok(())
     }
 
-    /// Log-likelihood of every sample (missing values marginalized), as the CPU engine computes it.
-    pub fn log_likelihood(&mut self, ev: &Evidence) -> Result<Vec<f32>, RuntimeError> {
+    fn launch(stream: &CudaStream, f: &CudaFunction, spec: &KernelSpec, bind: &Bind, batch: usize) -> Result<(), CudaError> {
+        let threads = spec.threads(batch);
+        if threads == 0 {
+            return Ok(());
+        }
+        let (b_i32, count) = (batch as i32, spec.count as i32);
+        let mut launch = stream.launch_builder(f);
+        // Buffers are passed by shared reference even when written: everything runs in order on
+        // one stream, so cudarc's read/write event tracking has nothing to order.
+        for arg in &spec.args {
+            match arg {
+                KernelArg::Nodes => launch.arg(&bind.bufs.nodes),
+                KernelArg::Elements => launch.arg(&bind.bufs.elems),
+                KernelArg::NodeFlows => launch.arg(&bind.bufs.node_flows),
+                KernelArg::ElementFlows => launch.arg(&bind.bufs.elem_flows),
+                KernelArg::Data => launch.arg(&bind.bufs.data),
+                KernelArg::Missing => launch.arg(&bind.bufs.missing),
+                KernelArg::SumParams => launch.arg(bind.sum_params),
+                KernelArg::LeafTable => launch.arg(bind.leaf_table),
+                KernelArg::SumFlows => launch.arg(bind.sum_flows),
+                KernelArg::InputStats => launch.arg(bind.input_stats),
+                KernelArg::Table(i) => launch.arg(&bind.tables[*i as usize]),
+                KernelArg::Batch => launch.arg(&b_i32),
+                KernelArg::Count => launch.arg(&count),
+            };
+        }
+        let grid = threads.div_ceil(spec.block as u64);
+        let cfg = LaunchConfig { grid_dim: (grid as u32, 1, 1), block_dim: (spec.block, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: the manifest was emitted for this plan: every kernel's arguments match its
+        // signature, and every index it reads lies inside the buffers sized from the plan.
+        unsafe { launch.launch(cfg) }?;
+        Ok(())
+    }
+
+    /// Upload the batch and run the forward pass.
+    fn run_forward(&mut self, ev: &Evidence) -> Result<usize, RuntimeError> {
         ev.validate(&self.plan)?;
         let batch = ev.num_samples();
         if batch == 0 {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         self.buffers(batch)?;
         let nv = ev.num_vars;
@@ -108,37 +189,95 @@ impl GpuEngine {
         let bufs = self.buffers.as_mut().expect("allocated above");
         self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
         self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;
-        let b_i32 = batch as i32;
-        let counts: Vec<i32> = self.manifest.forward.iter().map(|k| k.count as i32).collect();
-        for (k, (spec, f)) in self.manifest.forward.iter().zip(&self.functions).enumerate() {
-            let threads = spec.threads_per_sample * batch as u64;
-            if threads == 0 {
-                continue;
-            }
-            let mut launch = self.stream.launch_builder(f);
-            // Buffers are passed by shared reference even when written: everything runs in order
-            // on one stream, so cudarc's read/write event tracking has nothing to order.
-            for arg in &spec.args {
-                match arg {
-                    KernelArg::Nodes => launch.arg(&bufs.nodes),
-                    KernelArg::Elements => launch.arg(&bufs.elems),
-                    KernelArg::SumParams => launch.arg(&self.sum_params),
-                    KernelArg::LeafTable => launch.arg(&self.leaf_table),
-                    KernelArg::Data => launch.arg(&bufs.data),
-                    KernelArg::Missing => launch.arg(&bufs.missing),
-                    KernelArg::Table(i) => launch.arg(&self.tables[*i as usize]),
-                    KernelArg::Batch => launch.arg(&b_i32),
-                    KernelArg::Count => launch.arg(&counts[k]),
-                };
-            }
-            let grid = threads.div_ceil(spec.block as u64);
-            let cfg = LaunchConfig { grid_dim: (grid as u32, 1, 1), block_dim: (spec.block, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: the manifest was emitted for this plan: every kernel's arguments match its
-            // signature, and every index it reads lies inside the buffers sized from the plan.
-            unsafe { launch.launch(cfg) }.map_err(CudaError::from)?;
+        let bind = Bind {
+            bufs,
+            sum_params: &self.sum_params,
+            leaf_table: &self.leaf_table,
+            sum_flows: &self.sum_flows,
+            input_stats: &self.input_stats,
+            tables: &self.tables,
+        };
+        for (spec, f) in self.manifest.forward.iter().zip(&self.forward) {
+            Self::launch(&self.stream, f, spec, &bind, batch)?;
         }
+        Ok(batch)
+    }
+
+    fn root_values(&self, batch: usize) -> Result<Vec<f32>, RuntimeError> {
+        let Some(bufs) = &self.buffers else { return Ok(Vec::new()) };
         let root = self.plan.root as usize;
-        let row = bufs.nodes.slice(root * batch..(root + 1) * batch);
-        Ok(self.stream.clone_dtoh(&row).map_err(CudaError::from)?)
+        Ok(self.stream.clone_dtoh(&bufs.nodes.slice(root * batch..(root + 1) * batch)).map_err(CudaError::from)?)
+    }
+
+    /// Log-likelihood of every sample (missing values marginalized), as the CPU engine computes it.
+    pub fn log_likelihood(&mut self, ev: &Evidence) -> Result<Vec<f32>, RuntimeError> {
+        match self.run_forward(ev)? {
+            0 => Ok(Vec::new()),
+            batch => self.root_values(batch),
+        }
+    }
+
+    /// Forward and backward on a batch, adding its flows to the device accumulators (as
+    /// [`crate::CpuEngine::accumulate_flows`]). Returns the samples' log-likelihoods.
+    pub fn accumulate_flows(&mut self, ev: &Evidence, weights: Option<&[f32]>) -> Result<Vec<f32>, RuntimeError> {
+        let n = ev.num_samples();
+        if let Some(w) = weights
+            && w.len() != n
+        {
+            return Err(RuntimeError::WeightsShape { expected: n, found: w.len() });
+        }
+        let batch = self.run_forward(ev)?;
+        if batch == 0 {
+            return Ok(Vec::new());
+        }
+        let root_flow = weights.map_or_else(|| vec![1.0; batch], <[f32]>::to_vec);
+        self.total_flow += root_flow.iter().map(|&x| x as f64).sum::<f64>();
+        let bufs = self.buffers.as_mut().expect("allocated by the forward pass");
+        self.stream.memset_zeros(&mut bufs.node_flows).map_err(CudaError::from)?;
+        let root = self.plan.root as usize;
+        let mut root_row = bufs.node_flows.slice_mut(root * batch..(root + 1) * batch);
+        self.stream.memcpy_htod(&root_flow, &mut root_row).map_err(CudaError::from)?;
+        for (step, f) in self.manifest.backward.iter().zip(&self.backward) {
+            match (step, f) {
+                (Step::ZeroElementFlows, _) => self.stream.memset_zeros(&mut bufs.elem_flows).map_err(CudaError::from)?,
+                (Step::Launch(spec), Some(f)) => {
+                    let bind = Bind {
+                        bufs,
+                        sum_params: &self.sum_params,
+                        leaf_table: &self.leaf_table,
+                        sum_flows: &self.sum_flows,
+                        input_stats: &self.input_stats,
+                        tables: &self.tables,
+                    };
+                    Self::launch(&self.stream, f, spec, &bind, batch)?;
+                }
+                (Step::Launch(_), None) => unreachable!("every launch step has its function"),
+            }
+        }
+        self.root_values(batch)
+    }
+
+    /// The accumulated flows, copied to the host (f64, like the CPU engine's).
+    pub fn flows(&self) -> Result<Flows, RuntimeError> {
+        let sum = self.stream.clone_dtoh(&self.sum_flows).map_err(CudaError::from)?;
+        let input = self.stream.clone_dtoh(&self.input_stats).map_err(CudaError::from)?;
+        Ok(Flows {
+            sum: sum.iter().map(|&x| x as f64).collect(),
+            input: input[..self.plan.num_input_flows as usize].iter().map(|&x| x as f64).collect(),
+            total: self.total_flow,
+        })
+    }
+
+    /// One EM step from the accumulated flows (the CPU engine's rule), then the flows are cleared.
+    pub fn em_step(&mut self, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
+        let flows = self.flows()?;
+        em_update(&self.plan, &mut self.params, &flows, step_size, pseudocount)?;
+        self.stream.memcpy_htod(&self.params.sum, &mut self.sum_params).map_err(CudaError::from)?;
+        let table = nonempty(&self.params.leaf_table(&self.plan), 0.0);
+        self.stream.memcpy_htod(&table, &mut self.leaf_table).map_err(CudaError::from)?;
+        self.stream.memset_zeros(&mut self.sum_flows).map_err(CudaError::from)?;
+        self.stream.memset_zeros(&mut self.input_stats).map_err(CudaError::from)?;
+        self.total_flow = 0.0;
+        Ok(())
     }
 }

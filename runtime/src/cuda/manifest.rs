@@ -26,6 +26,14 @@ pub enum KernelArg {
     Batch,
     /// The launch's block count ([`KernelSpec::count`], i32).
     Count,
+    /// Node flows `[num_nodes][B]` (f32, linear).
+    NodeFlows,
+    /// Element flows `[num_elements][B]`.
+    ElementFlows,
+    /// Sum-parameter flows (f32, plan layout), accumulated across calls.
+    SumFlows,
+    /// Input expected statistics (f32, statistics layout), accumulated across calls.
+    InputStats,
 }
 
 /// One kernel launch. The grid covers `threads_per_sample * B` threads in blocks of `block`.
@@ -38,13 +46,40 @@ pub struct KernelSpec {
     /// Blocks (or leaves) this launch covers.
     pub count: u32,
     pub threads_per_sample: u64,
+    /// False for kernels that loop over the batch themselves (parameter flows): then the grid
+    /// covers `threads_per_sample` threads whatever the batch size.
+    #[serde(default = "yes")]
+    pub scales_with_batch: bool,
     pub block: u32,
     pub args: Vec<KernelArg>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl KernelSpec {
+    /// Threads to launch for a batch of `batch` samples.
+    pub fn threads(&self, batch: usize) -> u64 {
+        if self.scales_with_batch { self.threads_per_sample * batch as u64 } else { self.threads_per_sample }
+    }
+}
+
+/// One step of a pass.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    Launch(KernelSpec),
+    /// Clear the element flows (the element buffer is reused by every depth).
+    ZeroElementFlows,
 }
 
 /// Kernels of one pass in launch order plus the tables they index.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub forward: Vec<KernelSpec>,
+    /// Flows top-down (after a forward pass): per depth the products are recomputed, element flows
+    /// cleared, sum and product flows propagated; then leaf statistics.
+    pub backward: Vec<Step>,
     pub tables: Vec<Vec<u32>>,
 }
