@@ -1,6 +1,7 @@
 //! The `pcc` subcommands, one file each, and what they share: data loading, device choice,
 //! model loading.
 
+pub mod engine;
 pub mod eval;
 pub mod info;
 pub mod learn;
@@ -33,24 +34,9 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// Resolve the device; until the CUDA engine lands every run is on the CPU, and `auto` says
-    /// in one line why.
-    pub fn resolve(&self) -> Result<()> {
-        match self.device {
-            Device::Cpu => Ok(()),
-            Device::Auto => {
-                match pc_runtime::cuda::probe() {
-                    Ok(gpus) => eprintln!(
-                        "pcc: running on the CPU: {} ({}) is present, but this build's CUDA engine is not ready yet",
-                        gpus[0].name,
-                        gpus.len()
-                    ),
-                    Err(why) => eprintln!("pcc: running on the CPU: {why}"),
-                }
-                Ok(())
-            }
-            Device::Cuda => bail!("--device cuda: this build has no CUDA engine yet; use --device cpu or --device auto"),
-        }
+    /// The engine for `model` (see [`engine::Engine::new`]).
+    pub fn engine(&self, model: &Model, query: Option<&str>) -> Result<engine::Engine> {
+        engine::Engine::new(model, self.device, query)
     }
 }
 

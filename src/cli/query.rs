@@ -37,10 +37,14 @@ pub struct QueryArgs {
 }
 
 pub fn run(a: &QueryArgs) -> Result<()> {
-    a.device.resolve()?;
     let m = super::load_model(&a.model)?;
     let ev = dataset::read_csv_auto(&a.evidence, &a.missing_marker)?;
-    let engine = m.cpu_engine()?;
+    let query = match a.kind {
+        QueryKind::Marginal => None,
+        QueryKind::Conditional => Some("the conditional query"),
+        QueryKind::Mpe => Some("the MPE query"),
+    };
+    let mut engine = a.device.engine(&m, query)?;
     let nv = ev.num_vars;
     match a.kind {
         QueryKind::Marginal => {
@@ -53,6 +57,7 @@ pub fn run(a: &QueryArgs) -> Result<()> {
             }
         }
         QueryKind::Conditional => {
+            let super::engine::Engine::Cpu(engine) = engine else { unreachable!("conditionals run on the CPU") };
             for (s, conds) in engine.conditionals(&ev)?.iter().enumerate() {
                 let mut vars = serde_json::Map::new();
                 for (v, c) in conds.iter().enumerate() {
@@ -74,6 +79,7 @@ pub fn run(a: &QueryArgs) -> Result<()> {
             }
         }
         QueryKind::Mpe => {
+            let super::engine::Engine::Cpu(engine) = engine else { unreachable!("MPE runs on the CPU") };
             let r = engine.mpe(&ev)?;
             for s in 0..ev.num_samples() {
                 let x = &r.assignments[s * nv..][..nv];

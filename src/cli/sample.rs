@@ -31,9 +31,8 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: &SampleArgs) -> Result<()> {
-    a.device.resolve()?;
     let m = super::load_model(&a.model)?;
-    let engine = m.cpu_engine()?;
+    let super::engine::Engine::Cpu(engine) = a.device.engine(&m, Some("sampling"))? else { unreachable!("sampling runs on the CPU") };
     let nv = m.plan.num_vars as usize;
     let samples = engine.sample(a.num, a.seed)?;
     if let Some(path) = &a.csv {

@@ -52,7 +52,6 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    a.device.resolve()?;
     if a.batch_size == 0 {
         bail!("--batch-size must be positive");
     }
@@ -62,7 +61,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         Some(p) => Some(super::load_data(p, None)?.ev),
         None => None,
     };
-    let mut engine = model.cpu_engine()?;
+    let mut engine = a.device.engine(&model, None)?;
     let n = data.num_samples();
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
@@ -78,7 +77,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         for start in (0..n).step_by(a.batch_size) {
             let end = (start + a.batch_size).min(n);
             let batch = data.select(&order[start..end]);
-            let lls = engine.accumulate_flows(&batch, None)?;
+            let lls = engine.accumulate_flows(&batch)?;
             if a.em == EmMode::Mini {
                 engine.em_step(a.step_size, a.pseudocount)?;
             }
@@ -106,7 +105,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             None => true,
         };
         if improved {
-            engine.params().save(engine.plan(), &a.model.join(PARAMS_FILE))?;
+            engine.params().save(&model.plan, &a.model.join(PARAMS_FILE))?;
             line += ", saved";
         }
         line += &format!(" ({:.1} s)", t0.elapsed().as_secs_f64());
