@@ -36,6 +36,20 @@ enum Command {
     Query(cli::query::QueryArgs),
     /// Draw samples as CSV or as a PNG grid.
     Sample(cli::sample::SampleArgs),
+    /// Write the generated CUDA source and kernel manifest of a model; `--check` compiles them.
+    Codegen {
+        /// Model directory.
+        model: PathBuf,
+        /// Output directory (circuit.cu, manifest.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// Compile with NVRTC and report registers and spills per kernel.
+        #[arg(long)]
+        check: bool,
+        /// Architecture for --check (sm_XY without the prefix).
+        #[arg(long, default_value = "90")]
+        arch: String,
+    },
     /// Describe a model: variables, nodes, edges, parameters, depth, layers, memory.
     Info {
         /// Model directory.
@@ -54,5 +68,6 @@ fn main() -> Result<()> {
         Command::Query(a) => cli::query::run(&a),
         Command::Sample(a) => cli::sample::run(&a),
         Command::Info { model, json } => cli::info::run(&model, json),
+        Command::Codegen { model, out, check, arch } => cli::codegen::run(&model, &out, check, &arch),
     }
 }

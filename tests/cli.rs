@@ -145,3 +145,21 @@ fn every_structure_learns_trains_and_evaluates() {
     let err = fails(&["learn", "pd", "--data", &p("train.csv"), "-o", &p("x")]);
     assert!(err.contains("not a square image"), "{err}");
 }
+
+#[test]
+fn codegen_writes_source_and_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 50, 1);
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "4", "-o", &p("model")]);
+    let out = ok(&["codegen", &p("model"), "--out", &p("gen"), "--check"]);
+    let source = std::fs::read_to_string(dir.path().join("gen/circuit.cu")).unwrap();
+    assert!(source.contains("__global__"));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("gen/manifest.json")).unwrap()).unwrap();
+    assert!(!manifest["forward"].as_array().unwrap().is_empty());
+    if pcc::runtime::cuda::nvrtc_available() {
+        assert!(out.contains("NVRTC sm_90") && out.contains("registers"), "{out}");
+    } else {
+        assert!(out.contains("not compiled"), "{out}");
+    }
+}

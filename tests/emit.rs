@@ -62,6 +62,8 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         }
         assert!(e.source.len() < 2000 + 1500 * names.len(), "{name}: {} bytes of source for {} kernels", e.source.len(), names.len());
         assert!(!e.source.contains("#include"), "{name}: generated CUDA is self-contained");
+        let json = serde_json::to_string(&e.manifest).unwrap();
+        assert_eq!(serde_json::from_str::<pcc::runtime::cuda::Manifest>(&json).unwrap(), e.manifest, "{name}: manifest JSON round trip");
     }
 }
 

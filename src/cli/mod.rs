@@ -1,6 +1,7 @@
 //! The `pcc` subcommands, one file each, and what they share: data loading, device choice,
 //! model loading.
 
+pub mod codegen;
 pub mod engine;
 pub mod eval;
 pub mod info;

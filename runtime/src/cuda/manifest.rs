@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One argument of a generated kernel, in signature order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum KernelArg {
     /// Node values `[num_nodes][B]` (f32, log space).
     Nodes,

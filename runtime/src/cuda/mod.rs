@@ -15,7 +15,7 @@ pub use cache::KernelCache;
 pub use device::{probe, GpuInfo};
 pub use engine::GpuEngine;
 pub use manifest::{KernelArg, KernelSpec, Manifest, Step};
-pub use nvrtc::{compile_cubin, nvrtc_available, nvrtc_version};
+pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
 
 /// Errors of the CUDA layer; each says what is missing or what failed.
 #[derive(Debug, thiserror::Error)]
