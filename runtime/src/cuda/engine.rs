@@ -27,14 +27,19 @@ struct Buffers {
     missing: CudaSlice<u8>,
 }
 
-/// Device-side state a launch may bind.
+/// Per-circuit device state: parameters, leaf constants, flow accumulators, index tables.
+struct DeviceState {
+    tables: Vec<CudaSlice<u32>>,
+    sum_params: CudaSlice<f32>,
+    leaf_table: CudaSlice<f32>,
+    sum_flows: CudaSlice<f32>,
+    input_stats: CudaSlice<f32>,
+}
+
+/// Everything a launch may bind.
 struct Bind<'a> {
     bufs: &'a Buffers,
-    sum_params: &'a CudaSlice<f32>,
-    leaf_table: &'a CudaSlice<f32>,
-    sum_flows: &'a CudaSlice<f32>,
-    input_stats: &'a CudaSlice<f32>,
-    tables: &'a [CudaSlice<u32>],
+    dev: &'a DeviceState,
 }
 
 /// A circuit on one GPU.
@@ -45,11 +50,7 @@ pub struct GpuEngine {
     stream: Arc<CudaStream>,
     forward: Vec<CudaFunction>,
     backward: Vec<Option<CudaFunction>>,
-    tables: Vec<CudaSlice<u32>>,
-    sum_params: CudaSlice<f32>,
-    leaf_table: CudaSlice<f32>,
-    sum_flows: CudaSlice<f32>,
-    input_stats: CudaSlice<f32>,
+    dev: DeviceState,
     total_flow: f64,
     buffers: Option<Buffers>,
     /// The device's name, for messages.
@@ -93,11 +94,7 @@ impl GpuEngine {
             stream,
             forward,
             backward,
-            tables,
-            sum_params,
-            leaf_table,
-            sum_flows,
-            input_stats,
+            dev: DeviceState { tables, sum_params, leaf_table, sum_flows, input_stats },
             total_flow: 0.0,
             buffers: None,
             device_name: gpu.name,
@@ -149,11 +146,11 @@ impl GpuEngine {
                 KernelArg::ElementFlows => launch.arg(&bind.bufs.elem_flows),
                 KernelArg::Data => launch.arg(&bind.bufs.data),
                 KernelArg::Missing => launch.arg(&bind.bufs.missing),
-                KernelArg::SumParams => launch.arg(bind.sum_params),
-                KernelArg::LeafTable => launch.arg(bind.leaf_table),
-                KernelArg::SumFlows => launch.arg(bind.sum_flows),
-                KernelArg::InputStats => launch.arg(bind.input_stats),
-                KernelArg::Table(i) => launch.arg(&bind.tables[*i as usize]),
+                KernelArg::SumParams => launch.arg(&bind.dev.sum_params),
+                KernelArg::LeafTable => launch.arg(&bind.dev.leaf_table),
+                KernelArg::SumFlows => launch.arg(&bind.dev.sum_flows),
+                KernelArg::InputStats => launch.arg(&bind.dev.input_stats),
+                KernelArg::Table(i) => launch.arg(&bind.dev.tables[*i as usize]),
                 KernelArg::Batch => launch.arg(&b_i32),
                 KernelArg::Count => launch.arg(&count),
             };
@@ -189,14 +186,7 @@ impl GpuEngine {
         let bufs = self.buffers.as_mut().expect("allocated above");
         self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
         self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;
-        let bind = Bind {
-            bufs,
-            sum_params: &self.sum_params,
-            leaf_table: &self.leaf_table,
-            sum_flows: &self.sum_flows,
-            input_stats: &self.input_stats,
-            tables: &self.tables,
-        };
+        let bind = Bind { bufs, dev: &self.dev };
         for (spec, f) in self.manifest.forward.iter().zip(&self.forward) {
             Self::launch(&self.stream, f, spec, &bind, batch)?;
         }
@@ -240,17 +230,7 @@ impl GpuEngine {
         for (step, f) in self.manifest.backward.iter().zip(&self.backward) {
             match (step, f) {
                 (Step::ZeroElementFlows, _) => self.stream.memset_zeros(&mut bufs.elem_flows).map_err(CudaError::from)?,
-                (Step::Launch(spec), Some(f)) => {
-                    let bind = Bind {
-                        bufs,
-                        sum_params: &self.sum_params,
-                        leaf_table: &self.leaf_table,
-                        sum_flows: &self.sum_flows,
-                        input_stats: &self.input_stats,
-                        tables: &self.tables,
-                    };
-                    Self::launch(&self.stream, f, spec, &bind, batch)?;
-                }
+                (Step::Launch(spec), Some(f)) => Self::launch(&self.stream, f, spec, &Bind { bufs, dev: &self.dev }, batch)?,
                 (Step::Launch(_), None) => unreachable!("every launch step has its function"),
             }
         }
@@ -259,8 +239,8 @@ impl GpuEngine {
 
     /// The accumulated flows, copied to the host (f64, like the CPU engine's).
     pub fn flows(&self) -> Result<Flows, RuntimeError> {
-        let sum = self.stream.clone_dtoh(&self.sum_flows).map_err(CudaError::from)?;
-        let input = self.stream.clone_dtoh(&self.input_stats).map_err(CudaError::from)?;
+        let sum = self.stream.clone_dtoh(&self.dev.sum_flows).map_err(CudaError::from)?;
+        let input = self.stream.clone_dtoh(&self.dev.input_stats).map_err(CudaError::from)?;
         Ok(Flows {
             sum: sum.iter().map(|&x| x as f64).collect(),
             input: input[..self.plan.num_input_flows as usize].iter().map(|&x| x as f64).collect(),
@@ -272,11 +252,12 @@ impl GpuEngine {
     pub fn em_step(&mut self, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
         let flows = self.flows()?;
         em_update(&self.plan, &mut self.params, &flows, step_size, pseudocount)?;
-        self.stream.memcpy_htod(&self.params.sum, &mut self.sum_params).map_err(CudaError::from)?;
+        let dev = &mut self.dev;
+        self.stream.memcpy_htod(&self.params.sum, &mut dev.sum_params).map_err(CudaError::from)?;
         let table = nonempty(&self.params.leaf_table(&self.plan), 0.0);
-        self.stream.memcpy_htod(&table, &mut self.leaf_table).map_err(CudaError::from)?;
-        self.stream.memset_zeros(&mut self.sum_flows).map_err(CudaError::from)?;
-        self.stream.memset_zeros(&mut self.input_stats).map_err(CudaError::from)?;
+        self.stream.memcpy_htod(&table, &mut dev.leaf_table).map_err(CudaError::from)?;
+        self.stream.memset_zeros(&mut dev.sum_flows).map_err(CudaError::from)?;
+        self.stream.memset_zeros(&mut dev.input_stats).map_err(CudaError::from)?;
         self.total_flow = 0.0;
         Ok(())
     }
