@@ -1,7 +1,7 @@
 //! Model directories: `structure.json` (the versioned circuit IR) next to `params.safetensors`
 //! (one tensor per parameterized IR node). Every write is atomic; every load is validated.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pc_runtime::{atomic_write, CpuEngine, Params, Plan};
 use serde::{Deserialize, Serialize};
@@ -90,10 +90,5 @@ impl Model {
         let plan = compile(&circuit)?;
         let params = Params::load(&plan, &dir.join(PARAMS_FILE))?;
         Ok(Model { circuit, plan, params })
-    }
-
-    /// The files a model directory holds.
-    pub fn files(dir: &Path) -> [PathBuf; 2] {
-        [dir.join(STRUCTURE_FILE), dir.join(PARAMS_FILE)]
     }
 }
