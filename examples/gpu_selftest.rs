@@ -76,7 +76,8 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: &KernelCache) -> 
         cpu.em_step(0.5, 0.1)?;
         gpu.em_step(0.5, 0.1)?;
         let perr = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
-        let (ps, pi) = (perr(&gpu.params().sum, &cpu.params().sum), perr(&gpu.params().input, &cpu.params().input));
+        let gp = gpu.params()?;
+        let (ps, pi) = (perr(&gp.sum, &cpu.params().sum), perr(&gp.input, &cpu.params().input));
         let pass = sum_err <= 1e-3 && in_err <= 1e-3 && ps <= 1e-3 && pi <= 1e-3;
         ok &= pass;
         println!(

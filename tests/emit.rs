@@ -39,7 +39,7 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             Step::Launch(k) => Some(k),
             Step::ZeroElementFlows => None,
         });
-        let launches: Vec<&KernelSpec> = e.manifest.forward.iter().chain(backward).collect();
+        let launches: Vec<&KernelSpec> = e.manifest.forward.iter().chain(backward).chain(&e.manifest.em).collect();
         let zeroings = e.manifest.backward.iter().filter(|s| matches!(s, Step::ZeroElementFlows)).count();
         assert_eq!(zeroings, plan.depths.len(), "{name}: element flows cleared once per depth");
         let mut names: Vec<&str> = launches.iter().map(|k| k.name.as_str()).collect();

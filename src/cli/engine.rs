@@ -66,10 +66,11 @@ impl Engine {
         Ok(())
     }
 
-    pub fn params(&self) -> &Params {
-        match self {
-            Engine::Cpu(e) => e.params(),
-            Engine::Gpu(e) => e.params(),
-        }
+    /// The current parameters (copied from the device for the GPU engine).
+    pub fn params(&self) -> Result<Params> {
+        Ok(match self {
+            Engine::Cpu(e) => e.params().clone(),
+            Engine::Gpu(e) => e.params()?,
+        })
     }
 }

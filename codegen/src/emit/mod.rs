@@ -15,6 +15,7 @@ const SUM_FWD: &str = include_str!("../../../templates/sum_fwd.cu.tera");
 const SUM_BWD: &str = include_str!("../../../templates/sum_bwd.cu.tera");
 const PROD_BWD: &str = include_str!("../../../templates/prod_bwd.cu.tera");
 const INPUT_BWD: &str = include_str!("../../../templates/input_bwd.cu.tera");
+const EM: &str = include_str!("../../../templates/em.cu.tera");
 
 /// Threads per CUDA block of every generated kernel.
 pub const BLOCK: u32 = 256;
@@ -43,6 +44,7 @@ fn engine() -> Result<tera::Tera, EmitError> {
         ("sum_bwd", SUM_BWD),
         ("prod_bwd", PROD_BWD),
         ("input_bwd", INPUT_BWD),
+        ("em", EM),
     ] {
         t.add_raw_template(name, src).map_err(|e| EmitError::Template { template: name_of(name), detail: format!("{e:?}") })?;
     }
@@ -57,6 +59,7 @@ fn name_of(n: &str) -> &'static str {
         "sum_fwd" => "sum_fwd.cu.tera",
         "sum_bwd" => "sum_bwd.cu.tera",
         "prod_bwd" => "prod_bwd.cu.tera",
+        "em" => "em.cu.tera",
         _ => "input_bwd.cu.tera",
     }
 }
@@ -220,5 +223,68 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
         depth_bwd.push(steps);
     }
     m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
+    emit_em(plan, &t, &mut source, &mut m)?;
     Ok(Emitted { source, manifest: m })
+}
+
+/// EM kernels: one for all sum rows, one per leaf family with parameters (untied leaves only).
+fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -> Result<(), EmitError> {
+    let mut kinds = Vec::new();
+    let mut specs = Vec::new();
+    let (mut start, mut stride, mut width) = (Vec::new(), Vec::new(), Vec::new());
+    for b in &plan.em_blocks {
+        for node in 0..b.block_size {
+            start.push(b.base + node);
+            stride.push(b.block_size);
+            width.push(b.width);
+        }
+    }
+    let rows = start.len() as u64;
+    let mut table = |data: Vec<u32>| {
+        m.tables.push(data);
+        KernelArg::Table(m.tables.len() as u32 - 1)
+    };
+    let args = vec![KernelArg::SumParams, KernelArg::SumFlows, table(start), table(stride), table(width), KernelArg::Count, KernelArg::StepSize, KernelArg::Pseudocount];
+    specs.push(KernelSpec { scales_with_batch: false, name: "em_sums".into(), layer: "sum EM".into(), count: rows as u32, threads_per_sample: rows, block: BLOCK, args });
+    for layer in &plan.inputs {
+        let kind = match layer.kind {
+            DistKind::Categorical => "categorical",
+            DistKind::Bernoulli => "bernoulli",
+            DistKind::Gaussian => "gaussian",
+            DistKind::Indicator => continue,
+        };
+        let (mut pstart, mut aux, mut nstats, mut min_sigma) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for seg in layer.segments.iter().filter(|s| !s.tied) {
+            for i in 0..seg.num_nodes {
+                pstart.push(seg.param_start + i * seg.dist.num_params());
+                aux.push(seg.flow_start + i * seg.dist.num_stats());
+                nstats.push(seg.dist.num_stats());
+                // f32 bits in the u32 table; the kernel reads them as floats.
+                min_sigma.push(match seg.dist {
+                    Dist::Gaussian { min_sigma } => min_sigma.to_bits(),
+                    _ => 0,
+                });
+            }
+        }
+        let n = pstart.len() as u64;
+        kinds.push(kind);
+        let args = vec![
+            KernelArg::InputParams,
+            KernelArg::LeafTable,
+            KernelArg::InputStats,
+            table(pstart),
+            table(aux),
+            table(nstats),
+            table(min_sigma),
+            KernelArg::Count,
+            KernelArg::StepSize,
+            KernelArg::Pseudocount,
+        ];
+        specs.push(KernelSpec { scales_with_batch: false, name: format!("em_{kind}"), layer: format!("{kind} EM"), count: n as u32, threads_per_sample: n, block: BLOCK, args });
+    }
+    let mut ctx = tera::Context::new();
+    ctx.insert("kinds", &kinds);
+    *source += &render(t, "em", &ctx)?;
+    m.em = specs;
+    Ok(())
 }

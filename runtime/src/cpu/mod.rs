@@ -364,12 +364,7 @@ fn conditionals_of(plan: &Plan, params: &Params, ev: &Evidence, s: usize, b: usi
 /// untied sum node, the matching update for every input distribution. Rows that received no flow
 /// and no pseudocount keep their parameters.
 pub fn em_update(plan: &Plan, params: &mut Params, flows: &Flows, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
-    if !(step_size > 0.0 && step_size <= 1.0) {
-        return Err(RuntimeError::InvalidHyperParameter(format!("step size must be in (0, 1], got {step_size}")));
-    }
-    if !(pseudocount >= 0.0 && pseudocount.is_finite()) {
-        return Err(RuntimeError::InvalidHyperParameter(format!("pseudocount must be finite and ≥ 0, got {pseudocount}")));
-    }
+    check_em_hyper_parameters(step_size, pseudocount)?;
     let (eta, alpha) = (step_size as f64, pseudocount as f64);
     for blk in &plan.em_blocks {
         for m in 0..blk.block_size {
@@ -393,6 +388,17 @@ pub fn em_update(plan: &Plan, params: &mut Params, flows: &Flows, step_size: f32
             let stats = &flows.input[seg.flow_start as usize + i * ns..][..ns];
             leaf::em_update(&seg.dist, prm, stats, eta, alpha);
         }
+    }
+    Ok(())
+}
+
+/// Step size in (0, 1] and a finite, non-negative pseudocount (every engine's EM).
+pub fn check_em_hyper_parameters(step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
+    if !(step_size > 0.0 && step_size <= 1.0) {
+        return Err(RuntimeError::InvalidHyperParameter(format!("step size must be in (0, 1], got {step_size}")));
+    }
+    if !(pseudocount >= 0.0 && pseudocount.is_finite()) {
+        return Err(RuntimeError::InvalidHyperParameter(format!("pseudocount must be finite and ≥ 0, got {pseudocount}")));
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! accumulated on the device across calls) and EM. It loads the generated module for the device's
 //! own architecture, keeps parameters, leaf tables, index tables and flow accumulators on the
 //! device, allocates value buffers once per batch size and runs the manifest's steps in order on
-//! one stream. The EM update itself runs on the host with the CPU engine's code, so both engines
-//! apply literally the same rule.
+//! one stream. EM runs on the device too (the CPU engine's rule, in f32), so a training step never
+//! copies parameters to the host.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchCon
 use cudarc::nvrtc::Ptx;
 
 use super::{probe, CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step};
-use crate::cpu::{em_update, Flows};
+use crate::cpu::{check_em_hyper_parameters, Flows};
 use crate::data::Evidence;
 use crate::params::Params;
 use crate::plan::Plan;
@@ -31,6 +31,7 @@ struct Buffers {
 struct DeviceState {
     tables: Vec<CudaSlice<u32>>,
     sum_params: CudaSlice<f32>,
+    input_params: CudaSlice<f32>,
     leaf_table: CudaSlice<f32>,
     sum_flows: CudaSlice<f32>,
     input_stats: CudaSlice<f32>,
@@ -38,18 +39,20 @@ struct DeviceState {
 
 /// Everything a launch may bind.
 struct Bind<'a> {
-    bufs: &'a Buffers,
+    bufs: Option<&'a Buffers>,
     dev: &'a DeviceState,
+    /// EM step size and pseudocount (EM launches only).
+    em: (f32, f32),
 }
 
 /// A circuit on one GPU.
 pub struct GpuEngine {
     plan: Plan,
-    params: Params,
     manifest: Manifest,
     stream: Arc<CudaStream>,
     forward: Vec<CudaFunction>,
     backward: Vec<Option<CudaFunction>>,
+    em: Vec<CudaFunction>,
     dev: DeviceState,
     total_flow: f64,
     buffers: Option<Buffers>,
@@ -81,20 +84,22 @@ impl GpuEngine {
                 Step::ZeroElementFlows => Ok(None),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
         let up_u32 = |v: &[u32]| stream.clone_htod(&nonempty(v, 0)).map_err(CudaError::from);
         let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
         let sum_params = stream.clone_htod(&params.sum).map_err(CudaError::from)?;
+        let input_params = stream.clone_htod(&nonempty(&params.input, 0.0)).map_err(CudaError::from)?;
         let leaf_table = stream.clone_htod(&nonempty(&params.leaf_table(&plan), 0.0)).map_err(CudaError::from)?;
         let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize).map_err(CudaError::from)?;
         let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
         Ok(GpuEngine {
             plan,
-            params,
             manifest,
             stream,
             forward,
             backward,
-            dev: DeviceState { tables, sum_params, leaf_table, sum_flows, input_stats },
+            em,
+            dev: DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats },
             total_flow: 0.0,
             buffers: None,
             device_name: gpu.name,
@@ -105,8 +110,12 @@ impl GpuEngine {
         &self.plan
     }
 
-    pub fn params(&self) -> &Params {
-        &self.params
+    /// The current parameters, copied from the device.
+    pub fn params(&self) -> Result<Params, RuntimeError> {
+        let sum = self.stream.clone_dtoh(&self.dev.sum_params).map_err(CudaError::from)?;
+        let mut input = self.stream.clone_dtoh(&self.dev.input_params).map_err(CudaError::from)?;
+        input.truncate(self.plan.num_input_params as usize);
+        Ok(Params { sum, input })
     }
 
     fn buffers(&mut self, batch: usize) -> Result<(), CudaError> {
@@ -135,17 +144,21 @@ impl GpuEngine {
             return Ok(());
         }
         let (b_i32, count) = (batch as i32, spec.count as i32);
+        let bufs = || bind.bufs.expect("value buffers exist for value and flow passes");
         let mut launch = stream.launch_builder(f);
         // Buffers are passed by shared reference even when written: everything runs in order on
         // one stream, so cudarc's read/write event tracking has nothing to order.
         for arg in &spec.args {
             match arg {
-                KernelArg::Nodes => launch.arg(&bind.bufs.nodes),
-                KernelArg::Elements => launch.arg(&bind.bufs.elems),
-                KernelArg::NodeFlows => launch.arg(&bind.bufs.node_flows),
-                KernelArg::ElementFlows => launch.arg(&bind.bufs.elem_flows),
-                KernelArg::Data => launch.arg(&bind.bufs.data),
-                KernelArg::Missing => launch.arg(&bind.bufs.missing),
+                KernelArg::Nodes => launch.arg(&bufs().nodes),
+                KernelArg::Elements => launch.arg(&bufs().elems),
+                KernelArg::NodeFlows => launch.arg(&bufs().node_flows),
+                KernelArg::ElementFlows => launch.arg(&bufs().elem_flows),
+                KernelArg::Data => launch.arg(&bufs().data),
+                KernelArg::Missing => launch.arg(&bufs().missing),
+                KernelArg::InputParams => launch.arg(&bind.dev.input_params),
+                KernelArg::StepSize => launch.arg(&bind.em.0),
+                KernelArg::Pseudocount => launch.arg(&bind.em.1),
                 KernelArg::SumParams => launch.arg(&bind.dev.sum_params),
                 KernelArg::LeafTable => launch.arg(&bind.dev.leaf_table),
                 KernelArg::SumFlows => launch.arg(&bind.dev.sum_flows),
@@ -186,7 +199,7 @@ impl GpuEngine {
         let bufs = self.buffers.as_mut().expect("allocated above");
         self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
         self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;
-        let bind = Bind { bufs, dev: &self.dev };
+        let bind = Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0) };
         for (spec, f) in self.manifest.forward.iter().zip(&self.forward) {
             Self::launch(&self.stream, f, spec, &bind, batch)?;
         }
@@ -230,7 +243,7 @@ impl GpuEngine {
         for (step, f) in self.manifest.backward.iter().zip(&self.backward) {
             match (step, f) {
                 (Step::ZeroElementFlows, _) => self.stream.memset_zeros(&mut bufs.elem_flows).map_err(CudaError::from)?,
-                (Step::Launch(spec), Some(f)) => Self::launch(&self.stream, f, spec, &Bind { bufs, dev: &self.dev }, batch)?,
+                (Step::Launch(spec), Some(f)) => Self::launch(&self.stream, f, spec, &Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0) }, batch)?,
                 (Step::Launch(_), None) => unreachable!("every launch step has its function"),
             }
         }
@@ -248,14 +261,15 @@ impl GpuEngine {
         })
     }
 
-    /// One EM step from the accumulated flows (the CPU engine's rule), then the flows are cleared.
+    /// One EM step on the device from the accumulated flows (the CPU engine's rule, in f32), then
+    /// the flows are cleared.
     pub fn em_step(&mut self, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
-        let flows = self.flows()?;
-        em_update(&self.plan, &mut self.params, &flows, step_size, pseudocount)?;
+        check_em_hyper_parameters(step_size, pseudocount)?;
+        let bind = Bind { bufs: None, dev: &self.dev, em: (step_size, pseudocount) };
+        for (spec, f) in self.manifest.em.iter().zip(&self.em) {
+            Self::launch(&self.stream, f, spec, &bind, 0)?;
+        }
         let dev = &mut self.dev;
-        self.stream.memcpy_htod(&self.params.sum, &mut dev.sum_params).map_err(CudaError::from)?;
-        let table = nonempty(&self.params.leaf_table(&self.plan), 0.0);
-        self.stream.memcpy_htod(&table, &mut dev.leaf_table).map_err(CudaError::from)?;
         self.stream.memset_zeros(&mut dev.sum_flows).map_err(CudaError::from)?;
         self.stream.memset_zeros(&mut dev.input_stats).map_err(CudaError::from)?;
         self.total_flow = 0.0;

@@ -34,6 +34,12 @@ pub enum KernelArg {
     SumFlows,
     /// Input expected statistics (f32, statistics layout), accumulated across calls.
     InputStats,
+    /// Leaf parameters (f32, plan layout).
+    InputParams,
+    /// EM step size η (f32).
+    StepSize,
+    /// EM pseudocount α (f32).
+    Pseudocount,
 }
 
 /// One kernel launch. The grid covers `threads_per_sample * B` threads in blocks of `block`.
@@ -81,5 +87,8 @@ pub struct Manifest {
     /// Flows top-down (after a forward pass): per depth the products are recomputed, element flows
     /// cleared, sum and product flows propagated; then leaf statistics.
     pub backward: Vec<Step>,
+    /// EM update of every untied parameter from the accumulated flows (then the leaf constants).
+    #[serde(default)]
+    pub em: Vec<KernelSpec>,
     pub tables: Vec<Vec<u32>>,
 }
