@@ -147,13 +147,7 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
         let (mut recompute, mut sum_bwd, mut prod_bwd) = (Vec::new(), Vec::new(), Vec::new());
         for (p, part) in depth.prods.iter().enumerate() {
             let name = format!("prod_fwd_bs{}_w{}", part.block_size, part.width);
-            if emitted.insert(name.clone()) {
-                let mut ctx = tera::Context::new();
-                ctx.insert("name", &name);
-                ctx.insert("bs", &part.block_size);
-                ctx.insert("width", &part.width);
-                source += &render(&t, "prod_fwd", &ctx)?;
-            }
+            shape_kernel(&t, &mut emitted, &mut source, "prod_fwd", &name, part.block_size, part.width, None)?;
             let (nids, cids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()));
             let args = vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
@@ -161,39 +155,20 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
             recompute.push(Step::Launch(spec.clone()));
             m.forward.push(spec);
             let bname = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
-            if emitted.insert(bname.clone()) {
-                let mut ctx = tera::Context::new();
-                ctx.insert("name", &bname);
-                ctx.insert("bs", &part.block_size);
-                ctx.insert("width", &part.width);
-                source += &render(&t, "prod_bwd", &ctx)?;
-            }
+            shape_kernel(&t, &mut emitted, &mut source, "prod_bwd", &bname, part.block_size, part.width, None)?;
             let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
             prod_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args }));
         }
         for (p, part) in depth.sums.iter().enumerate() {
             let name = format!("sum_fwd_bs{}_w{}", part.block_size, part.width);
-            if emitted.insert(name.clone()) {
-                let mut ctx = tera::Context::new();
-                ctx.insert("name", &name);
-                ctx.insert("bs", &part.block_size);
-                ctx.insert("cbs", &part.child_block_size);
-                ctx.insert("width", &part.width);
-                source += &render(&t, "sum_fwd", &ctx)?;
-            }
+            shape_kernel(&t, &mut emitted, &mut source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
             let (nids, cids, pids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), table(&mut m, part.pids.clone()));
             let args = vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
             let count = part.nids.len() as u32;
             m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args });
             let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
-            if emitted.insert(bname.clone()) {
-                let mut ctx = tera::Context::new();
-                ctx.insert("name", &bname);
-                ctx.insert("bs", &part.block_size);
-                ctx.insert("width", &part.width);
-                source += &render(&t, "sum_bwd", &ctx)?;
-            }
+            shape_kernel(&t, &mut emitted, &mut source, "sum_bwd", &bname, part.block_size, part.width, None)?;
             let args = |out: KernelArg| vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
             let edges = part.nids.len() as u64 * part.width as u64;
             let layer = format!("sums d{d} p{p}");
@@ -225,6 +200,31 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
     m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
     emit_em(plan, &t, &mut source, &mut m)?;
     Ok(Emitted { source, manifest: m })
+}
+
+/// Render the kernel `name` of one partition shape from `template`, once per distinct name.
+#[allow(clippy::too_many_arguments)] // the template's constants
+fn shape_kernel(
+    t: &tera::Tera,
+    emitted: &mut std::collections::BTreeSet<String>,
+    source: &mut String,
+    template: &'static str,
+    name: &str,
+    block_size: u32,
+    width: u32,
+    child_block_size: Option<u32>,
+) -> Result<(), EmitError> {
+    if emitted.insert(name.to_string()) {
+        let mut ctx = tera::Context::new();
+        ctx.insert("name", name);
+        ctx.insert("bs", &block_size);
+        ctx.insert("width", &width);
+        if let Some(cbs) = child_block_size {
+            ctx.insert("cbs", &cbs);
+        }
+        *source += &render(t, template, &ctx)?;
+    }
+    Ok(())
 }
 
 /// EM kernels: one for all sum rows, one per leaf family with parameters (untied leaves only).
