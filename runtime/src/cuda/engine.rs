@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::{probe, CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step};
+use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step};
 use crate::cpu::{check_em_hyper_parameters, Flows};
 use crate::data::Evidence;
 use crate::params::Params;
@@ -69,9 +69,18 @@ impl GpuEngine {
     /// needs. Parameters are validated against the plan first.
     pub fn new(plan: Plan, params: Params, source: &str, manifest: Manifest, cache: &KernelCache) -> Result<GpuEngine, RuntimeError> {
         params.validate(&plan)?;
-        let gpu = probe()?.into_iter().next().ok_or(CudaError::NoDevice)?;
-        let (cubin, _) = cache.get_or_compile(source, "circuit.cu", &gpu.arch())?;
+        // Only device 0 is opened (probing every device costs a context each on a warm start).
+        // SAFETY: only checks whether the driver library can be opened.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(CudaError::NoDriver.into());
+        }
+        if CudaContext::device_count().map_err(CudaError::from)? <= 0 {
+            return Err(CudaError::NoDevice.into());
+        }
         let ctx = CudaContext::new(0).map_err(CudaError::from)?;
+        let (major, minor) = ctx.compute_capability().map_err(CudaError::from)?;
+        let device_name = ctx.name().map_err(CudaError::from)?;
+        let (cubin, _) = cache.get_or_compile(source, "circuit.cu", &format!("{major}{minor}"))?;
         let stream = ctx.default_stream();
         let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(CudaError::from)?;
         let load = |k: &KernelSpec| module.load_function(&k.name).map_err(CudaError::from);
@@ -102,7 +111,7 @@ impl GpuEngine {
             dev: DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats },
             total_flow: 0.0,
             buffers: None,
-            device_name: gpu.name,
+            device_name,
         })
     }
 
