@@ -85,12 +85,11 @@ impl Params {
     /// segment's `flow_start`): Categorical `log θ_k`; Bernoulli `(log(1−p), log p)`; Gaussian
     /// `(μ, σ, log σ + ½ log 2π)`; Indicator nothing.
     pub fn leaf_table(&self, plan: &Plan) -> Vec<f32> {
-        let params = self;
         let mut tab = vec![0.0; plan.num_input_flows as usize];
         for seg in plan.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied) {
             let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
             for i in 0..seg.num_nodes as usize {
-                let prm = &params.input[seg.param_start as usize + i * np..][..np];
+                let prm = &self.input[seg.param_start as usize + i * np..][..np];
                 let out = &mut tab[seg.flow_start as usize + i * ns..][..ns];
                 match seg.dist {
                     Dist::Categorical { .. } => out.iter_mut().zip(prm).for_each(|(o, p)| *o = p.ln()),
