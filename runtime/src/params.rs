@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use safetensors::{tensor::TensorView, Dtype, SafeTensorError, SafeTensors};
 
@@ -85,24 +86,35 @@ impl Params {
     /// segment's `flow_start`): Categorical `log θ_k`; Bernoulli `(log(1−p), log p)`; Gaussian
     /// `(μ, σ, log σ + ½ log 2π)`; Indicator nothing.
     pub fn leaf_table(&self, plan: &Plan) -> Vec<f32> {
+        // Segments are filled in parallel (25M logarithms for an HCLT-128 on MNIST would
+        // otherwise dominate the start of an engine), then copied to their disjoint ranges.
+        let segs: Vec<_> = plan.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied).collect();
+        let parts: Vec<Vec<f32>> = segs.par_iter().map(|seg| self.segment_table(seg)).collect();
         let mut tab = vec![0.0; plan.num_input_flows as usize];
-        for seg in plan.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied) {
-            let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
-            for i in 0..seg.num_nodes as usize {
-                let prm = &self.input[seg.param_start as usize + i * np..][..np];
-                let out = &mut tab[seg.flow_start as usize + i * ns..][..ns];
-                match seg.dist {
-                    Dist::Categorical { .. } => out.iter_mut().zip(prm).for_each(|(o, p)| *o = p.ln()),
-                    Dist::Bernoulli => {
-                        out[0] = (1.0 - prm[0]).ln();
-                        out[1] = prm[0].ln();
-                    }
-                    Dist::Gaussian { .. } => {
-                        let s = crate::cpu::leaf_sigma(&seg.dist, prm[1]);
-                        out.copy_from_slice(&[prm[0], s, s.ln() + crate::cpu::HALF_LN_2PI]);
-                    }
-                    Dist::Indicator { .. } => {}
+        for (seg, part) in segs.iter().zip(parts) {
+            tab[seg.flow_start as usize..][..part.len()].copy_from_slice(&part);
+        }
+        tab
+    }
+
+    /// The leaf constants of one untied segment, in its statistics layout.
+    fn segment_table(&self, seg: &crate::plan::InputSegment) -> Vec<f32> {
+        let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
+        let mut tab = vec![0.0; seg.num_nodes as usize * ns];
+        for i in 0..seg.num_nodes as usize {
+            let prm = &self.input[seg.param_start as usize + i * np..][..np];
+            let out = &mut tab[i * ns..][..ns];
+            match seg.dist {
+                Dist::Categorical { .. } => out.iter_mut().zip(prm).for_each(|(o, p)| *o = p.ln()),
+                Dist::Bernoulli => {
+                    out[0] = (1.0 - prm[0]).ln();
+                    out[1] = prm[0].ln();
                 }
+                Dist::Gaussian { .. } => {
+                    let s = crate::cpu::leaf_sigma(&seg.dist, prm[1]);
+                    out.copy_from_slice(&[prm[0], s, s.ln() + crate::cpu::HALF_LN_2PI]);
+                }
+                Dist::Indicator { .. } => {}
             }
         }
         tab
@@ -127,11 +139,11 @@ impl Params {
                 return Err(ParamsError::FixedChanged { index: index as usize, expected, found });
             }
         }
-        for spec in &plan.tensors {
-            let values = self.extract(spec);
-            validate_tensor(spec, &values)?;
+        // Tensors are checked in parallel; the first failing tensor in plan order is reported.
+        match plan.tensors.par_iter().find_map_first(|spec| validate_tensor(spec, &self.extract(spec)).err()) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The tensor `spec` in its file shape (row-major), gathered from the flat layout.

@@ -186,7 +186,8 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
                 name: format!("{bname}_pflow"),
                 layer,
                 count,
-                threads_per_sample: edges * part.block_size as u64,
+                // One CUDA block per (block, child) pair; it loops over nodes and samples.
+                threads_per_sample: edges * BLOCK as u64,
                 block: BLOCK,
                 args: args(KernelArg::SumFlows),
             }));

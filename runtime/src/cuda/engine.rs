@@ -6,8 +6,9 @@
 //! copies parameters to the host.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
 use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step};
@@ -17,7 +18,19 @@ use crate::params::Params;
 use crate::plan::Plan;
 use crate::RuntimeError;
 
+/// A captured pass, replayed with one launch.
+struct Graph(CudaGraph);
+
+// SAFETY: a graph is only touched through `&mut GpuEngine` (never from two threads at once), and
+// every cudarc call on it binds the context to the calling thread first.
+unsafe impl Send for Graph {}
+
 struct Buffers {
+    // Graphs are declared first so they are destroyed before the buffers they point into.
+    /// The forward pass captured for this batch size (inputs → root), when graphs are on.
+    forward_graph: Option<Graph>,
+    /// The backward steps captured for this batch size (after the root flows are set).
+    backward_graph: Option<Graph>,
     batch: usize,
     nodes: CudaSlice<f32>,
     elems: CudaSlice<f32>,
@@ -25,6 +38,12 @@ struct Buffers {
     elem_flows: CudaSlice<f32>,
     data: CudaSlice<f32>,
     missing: CudaSlice<u8>,
+}
+
+impl Buffers {
+    fn bytes(&self) -> usize {
+        4 * (self.nodes.len() + self.elems.len() + self.node_flows.len() + self.elem_flows.len() + self.data.len()) + self.missing.len()
+    }
 }
 
 /// Per-circuit device state: parameters, leaf constants, flow accumulators, index tables.
@@ -58,6 +77,30 @@ pub struct GpuEngine {
     buffers: Option<Buffers>,
     /// The device's name, for messages.
     pub device_name: String,
+    startup: StartupTimings,
+    use_graphs: bool,
+    /// Bytes of device memory this engine holds now (per-circuit state plus batch buffers) and the
+    /// most it has held at once.
+    bytes: (usize, usize),
+}
+
+/// Where [`GpuEngine::new`] spent its time (for the warm-start budget).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartupTimings {
+    /// Validating the parameters against the plan (host).
+    pub validate: Duration,
+    /// Creating (or retaining) the CUDA context of device 0 and its stream.
+    pub context: Duration,
+    /// Kernel cache lookup (or NVRTC) and loading the module and its functions.
+    pub kernels: Duration,
+    /// Leaf constants (host) and uploading parameters, constants and index tables.
+    pub upload: Duration,
+}
+
+impl StartupTimings {
+    pub fn total(&self) -> Duration {
+        self.validate + self.context + self.kernels + self.upload
+    }
 }
 
 fn nonempty<T: Copy>(v: &[T], zero: T) -> Vec<T> {
@@ -68,7 +111,10 @@ impl GpuEngine {
     /// Compile (or fetch from `cache`) `source` for device 0 and upload everything the manifest
     /// needs. Parameters are validated against the plan first.
     pub fn new(plan: Plan, params: Params, source: &str, manifest: Manifest, cache: &KernelCache) -> Result<GpuEngine, RuntimeError> {
+        let t0 = Instant::now();
         params.validate(&plan)?;
+        let t_validate = t0.elapsed();
+        let t0 = Instant::now();
         // Only device 0 is opened (probing every device costs a context each on a warm start).
         // SAFETY: only checks whether the driver library can be opened.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -78,10 +124,17 @@ impl GpuEngine {
             return Err(CudaError::NoDevice.into());
         }
         let ctx = CudaContext::new(0).map_err(CudaError::from)?;
+        // One stream, ordered by construction: no per-buffer events, which would also break graph
+        // capture (waits on events recorded outside it). Must precede every allocation.
+        // SAFETY: every buffer of this engine is used on `stream` only.
+        unsafe { ctx.disable_event_tracking() };
+        // A created stream, not the legacy default stream, which cannot be captured into a graph.
+        let stream = ctx.new_stream().map_err(CudaError::from)?;
         let (major, minor) = ctx.compute_capability().map_err(CudaError::from)?;
         let device_name = ctx.name().map_err(CudaError::from)?;
+        let t_context = t0.elapsed();
+        let t0 = Instant::now();
         let (cubin, _) = cache.get_or_compile(source, "circuit.cu", &format!("{major}{minor}"))?;
-        let stream = ctx.default_stream();
         let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(CudaError::from)?;
         let load = |k: &KernelSpec| module.load_function(&k.name).map_err(CudaError::from);
         let forward = manifest.forward.iter().map(load).collect::<Result<Vec<_>, _>>()?;
@@ -94,6 +147,8 @@ impl GpuEngine {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+        let t_kernels = t0.elapsed();
+        let t0 = Instant::now();
         let up_u32 = |v: &[u32]| stream.clone_htod(&nonempty(v, 0)).map_err(CudaError::from);
         let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
         let sum_params = stream.clone_htod(&params.sum).map_err(CudaError::from)?;
@@ -101,6 +156,11 @@ impl GpuEngine {
         let leaf_table = stream.clone_htod(&nonempty(&params.leaf_table(&plan), 0.0)).map_err(CudaError::from)?;
         let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize).map_err(CudaError::from)?;
         let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
+        stream.synchronize().map_err(CudaError::from)?;
+        let startup = StartupTimings { validate: t_validate, context: t_context, kernels: t_kernels, upload: t0.elapsed() };
+        let use_graphs = std::env::var("PCC_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        let state_bytes = tables.iter().map(|t| t.len() * 4).sum::<usize>()
+            + 4 * (sum_params.len() + input_params.len() + leaf_table.len() + sum_flows.len() + input_stats.len());
         Ok(GpuEngine {
             plan,
             manifest,
@@ -112,11 +172,37 @@ impl GpuEngine {
             total_flow: 0.0,
             buffers: None,
             device_name,
+            startup,
+            use_graphs,
+            bytes: (state_bytes, state_bytes),
         })
     }
 
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// Where the construction of this engine spent its time.
+    pub fn startup(&self) -> StartupTimings {
+        self.startup
+    }
+
+    /// Device memory this engine has held at most so far (its own allocations; the driver's
+    /// context and module memory come on top), in bytes.
+    pub fn peak_device_bytes(&self) -> usize {
+        self.bytes.1
+    }
+
+    /// Replay each pass as a CUDA graph captured once per batch size (the default; the
+    /// environment variable `PCC_CUDA_GRAPHS=0` turns it off), or launch kernel by kernel.
+    pub fn set_graphs(&mut self, on: bool) {
+        if on != self.use_graphs {
+            self.use_graphs = on;
+            if let Some(b) = &mut self.buffers {
+                b.forward_graph = None;
+                b.backward_graph = None;
+            }
+        }
     }
 
     /// The current parameters, copied from the device.
@@ -131,7 +217,10 @@ impl GpuEngine {
         if self.buffers.as_ref().is_some_and(|b| b.batch == batch) {
             return Ok(());
         }
-        self.buffers = None; // free the old batch size's buffers first
+        if let Some(old) = self.buffers.take() {
+            // Free the old batch size's buffers first.
+            self.bytes.0 -= old.bytes();
+        }
         let s = &self.stream;
         let p = &self.plan;
         let nodes = s.alloc_zeros::<f32>(p.num_nodes as usize * batch)?;
@@ -143,7 +232,10 @@ impl GpuEngine {
         let elem_flows = s.alloc_zeros::<f32>(p.num_elements as usize * batch)?;
         let data = s.alloc_zeros::<f32>(p.num_vars as usize * batch)?;
         let missing = s.alloc_zeros::<u8>(p.num_vars as usize * batch)?;
-        self.buffers = Some(Buffers { batch, nodes, elems, node_flows, elem_flows, data, missing });
+        let b = Buffers { forward_graph: None, backward_graph: None, batch, nodes, elems, node_flows, elem_flows, data, missing };
+        self.bytes.0 += b.bytes();
+        self.bytes.1 = self.bytes.1.max(self.bytes.0);
+        self.buffers = Some(b);
         Ok(())
     }
 
@@ -208,9 +300,21 @@ impl GpuEngine {
         let bufs = self.buffers.as_mut().expect("allocated above");
         self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
         self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;
-        let bind = Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0) };
-        for (spec, f) in self.manifest.forward.iter().zip(&self.forward) {
-            Self::launch(&self.stream, f, spec, &bind, batch)?;
+        let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
+        let pass = |bufs: &Buffers| -> Result<(), CudaError> {
+            let bind = Bind { bufs: Some(bufs), dev, em: (0.0, 0.0) };
+            for (spec, f) in manifest.forward.iter().zip(forward) {
+                Self::launch(stream, f, spec, &bind, batch)?;
+            }
+            Ok(())
+        };
+        if !self.use_graphs {
+            pass(bufs)?;
+        } else {
+            if bufs.forward_graph.is_none() {
+                bufs.forward_graph = Some(capture(stream, || pass(bufs))?);
+            }
+            bufs.forward_graph.as_ref().expect("captured above").0.launch().map_err(CudaError::from)?;
         }
         Ok(batch)
     }
@@ -249,12 +353,25 @@ impl GpuEngine {
         let root = self.plan.root as usize;
         let mut root_row = bufs.node_flows.slice_mut(root * batch..(root + 1) * batch);
         self.stream.memcpy_htod(&root_flow, &mut root_row).map_err(CudaError::from)?;
-        for (step, f) in self.manifest.backward.iter().zip(&self.backward) {
-            match (step, f) {
-                (Step::ZeroElementFlows, _) => self.stream.memset_zeros(&mut bufs.elem_flows).map_err(CudaError::from)?,
-                (Step::Launch(spec), Some(f)) => Self::launch(&self.stream, f, spec, &Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0) }, batch)?,
-                (Step::Launch(_), None) => unreachable!("every launch step has its function"),
+        let (stream, dev, manifest, backward) = (&self.stream, &self.dev, &self.manifest, &self.backward);
+        let pass = |bufs: &mut Buffers| -> Result<(), CudaError> {
+            for (step, f) in manifest.backward.iter().zip(backward) {
+                match (step, f) {
+                    (Step::ZeroElementFlows, _) => stream.memset_zeros(&mut bufs.elem_flows)?,
+                    (Step::Launch(spec), Some(f)) => Self::launch(stream, f, spec, &Bind { bufs: Some(bufs), dev, em: (0.0, 0.0) }, batch)?,
+                    (Step::Launch(_), None) => unreachable!("every launch step has its function"),
+                }
             }
+            Ok(())
+        };
+        if !self.use_graphs {
+            pass(bufs)?;
+        } else {
+            if bufs.backward_graph.is_none() {
+                let g = capture(stream, || pass(bufs))?;
+                bufs.backward_graph = Some(g);
+            }
+            bufs.backward_graph.as_ref().expect("captured above").0.launch().map_err(CudaError::from)?;
         }
         self.root_values(batch)
     }
@@ -284,4 +401,16 @@ impl GpuEngine {
         self.total_flow = 0.0;
         Ok(())
     }
+}
+
+/// Capture the launches `record` makes on `stream` into a graph (nothing runs while capturing).
+/// A failed launch ends the capture before the error is returned, so the stream stays usable.
+fn capture(stream: &Arc<CudaStream>, record: impl FnOnce() -> Result<(), CudaError>) -> Result<Graph, CudaError> {
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    let recorded = record();
+    let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+    recorded?;
+    let graph = ended?.ok_or(CudaError::EmptyGraph)?;
+    graph.upload()?;
+    Ok(Graph(graph))
 }

@@ -13,7 +13,7 @@ mod nvrtc;
 
 pub use cache::KernelCache;
 pub use device::{probe, GpuInfo};
-pub use engine::GpuEngine;
+pub use engine::{GpuEngine, StartupTimings};
 pub use manifest::{KernelArg, KernelSpec, Manifest, Step};
 pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
 
@@ -34,6 +34,8 @@ pub enum CudaError {
     Compile { name: String, arch: String, log: String },
     #[error("kernel source `{name}` contains a NUL byte")]
     NulInSource { name: String },
+    #[error("CUDA graph capture recorded nothing (the pass has no launches)")]
+    EmptyGraph,
     #[error("kernel cache {path}: {source}")]
     Cache { path: std::path::PathBuf, source: std::io::Error },
 }
