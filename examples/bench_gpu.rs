@@ -106,6 +106,7 @@ fn main() -> Result<()> {
                 "warm_breakdown_ms": {
                     "validate": st.validate.as_secs_f64() * 1e3, "context": st.context.as_secs_f64() * 1e3,
                     "kernels": st.kernels.as_secs_f64() * 1e3, "upload": st.upload.as_secs_f64() * 1e3,
+                    "leaf_table": st.leaf_table.as_secs_f64() * 1e3,
                 },
                 "latency_us": lat,
                 "train_mean_ll": ll_sum / tiled.num_samples() as f64, "device": gpu.device_name,

@@ -93,13 +93,15 @@ pub struct StartupTimings {
     pub context: Duration,
     /// Kernel cache lookup (or NVRTC) and loading the module and its functions.
     pub kernels: Duration,
-    /// Leaf constants (host) and uploading parameters, constants and index tables.
+    /// Uploading parameters and index tables, allocating the flow accumulators.
     pub upload: Duration,
+    /// Computing the leaf constants on the device.
+    pub leaf_table: Duration,
 }
 
 impl StartupTimings {
     pub fn total(&self) -> Duration {
-        self.validate + self.context + self.kernels + self.upload
+        self.validate + self.context + self.kernels + self.upload + self.leaf_table
     }
 }
 
@@ -153,14 +155,25 @@ impl GpuEngine {
         let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
         let sum_params = stream.clone_htod(&params.sum).map_err(CudaError::from)?;
         let input_params = stream.clone_htod(&nonempty(&params.input, 0.0)).map_err(CudaError::from)?;
-        let leaf_table = stream.clone_htod(&nonempty(&params.leaf_table(&plan), 0.0)).map_err(CudaError::from)?;
         let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize).map_err(CudaError::from)?;
         let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
+        let leaf_table = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
         stream.synchronize().map_err(CudaError::from)?;
-        let startup = StartupTimings { validate: t_validate, context: t_context, kernels: t_kernels, upload: t0.elapsed() };
+        let t_upload = t0.elapsed();
+        let t0 = Instant::now();
+        let dev = DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats };
+        // The leaf constants are computed on the device by the leaf EM kernels with η = 0 and
+        // α = 0 on the (still zero) statistics: parameters stay, constants are refreshed. This
+        // replaces a host pass and an upload as large as the leaf parameters.
+        let bind = Bind { bufs: None, dev: &dev, em: (0.0, 0.0) };
+        for (spec, f) in manifest.em.iter().zip(&em).filter(|(k, _)| k.args.contains(&KernelArg::LeafTable)) {
+            Self::launch(&stream, f, spec, &bind, 0)?;
+        }
+        stream.synchronize().map_err(CudaError::from)?;
+        let startup = StartupTimings { validate: t_validate, context: t_context, kernels: t_kernels, upload: t_upload, leaf_table: t0.elapsed() };
         let use_graphs = std::env::var("PCC_CUDA_GRAPHS").map_or(true, |v| v != "0");
-        let state_bytes = tables.iter().map(|t| t.len() * 4).sum::<usize>()
-            + 4 * (sum_params.len() + input_params.len() + leaf_table.len() + sum_flows.len() + input_stats.len());
+        let state_bytes = dev.tables.iter().map(|t| t.len() * 4).sum::<usize>()
+            + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len());
         Ok(GpuEngine {
             plan,
             manifest,
@@ -168,7 +181,7 @@ impl GpuEngine {
             forward,
             backward,
             em,
-            dev: DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats },
+            dev,
             total_flow: 0.0,
             buffers: None,
             device_name,
