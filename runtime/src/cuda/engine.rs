@@ -105,10 +105,6 @@ impl StartupTimings {
     }
 }
 
-fn nonempty<T: Copy>(v: &[T], zero: T) -> Vec<T> {
-    if v.is_empty() { vec![zero] } else { v.to_vec() }
-}
-
 impl GpuEngine {
     /// Compile (or fetch from `cache`) `source` for device 0 and upload everything the manifest
     /// needs. Parameters are validated against the plan first.
@@ -151,13 +147,27 @@ impl GpuEngine {
         let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
         let t_kernels = t0.elapsed();
         let t0 = Instant::now();
-        let up_u32 = |v: &[u32]| stream.clone_htod(&nonempty(v, 0)).map_err(CudaError::from);
-        let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
+        // `PCC_TRACE_START=1` prints each upload phase (to find where a warm start goes).
+        let trace = std::env::var_os("PCC_TRACE_START").is_some();
+        let lap = |what: &str, t: &mut Instant| {
+            if trace {
+                let _ = stream.synchronize();
+                eprintln!("pcc: start: {what} {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+                *t = Instant::now();
+            }
+        };
+        let mut t1 = Instant::now();
+        let up_u32 = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { stream.clone_htod(v) };
+        let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>().map_err(CudaError::from)?;
+        lap(&format!("{} index tables", manifest.tables.len()), &mut t1);
         let sum_params = stream.clone_htod(&params.sum).map_err(CudaError::from)?;
-        let input_params = stream.clone_htod(&nonempty(&params.input, 0.0)).map_err(CudaError::from)?;
+        let input_params = if params.input.is_empty() { stream.clone_htod(&[0f32]) } else { stream.clone_htod(&params.input) };
+        let input_params = input_params.map_err(CudaError::from)?;
+        lap(&format!("{} parameters", params.sum.len() + params.input.len()), &mut t1);
         let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize).map_err(CudaError::from)?;
         let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
         let leaf_table = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
+        lap("zeroed accumulators and leaf table", &mut t1);
         stream.synchronize().map_err(CudaError::from)?;
         let t_upload = t0.elapsed();
         let t0 = Instant::now();
