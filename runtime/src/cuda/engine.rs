@@ -109,6 +109,20 @@ impl GpuEngine {
     /// Compile (or fetch from `cache`) `source` for device 0 and upload everything the manifest
     /// needs. Parameters are validated against the plan first.
     pub fn new(plan: Plan, params: Params, source: &str, manifest: Manifest, cache: &KernelCache) -> Result<GpuEngine, RuntimeError> {
+        Self::with_cubins(plan, params, source, &[], manifest, cache)
+    }
+
+    /// As [`GpuEngine::new`], but a CUBIN compiled ahead of time for the device's architecture
+    /// (`cubins`: `("90", bytes)` pairs, e.g. embedded by a build script) is loaded directly, so
+    /// such a device needs neither NVRTC nor the cache; other devices fall back to NVRTC.
+    pub fn with_cubins(
+        plan: Plan,
+        params: Params,
+        source: &str,
+        cubins: &[(&str, &[u8])],
+        manifest: Manifest,
+        cache: &KernelCache,
+    ) -> Result<GpuEngine, RuntimeError> {
         let t0 = Instant::now();
         params.validate(&plan)?;
         let t_validate = t0.elapsed();
@@ -132,7 +146,11 @@ impl GpuEngine {
         let device_name = ctx.name().map_err(CudaError::from)?;
         let t_context = t0.elapsed();
         let t0 = Instant::now();
-        let (cubin, _) = cache.get_or_compile(source, "circuit.cu", &format!("{major}{minor}"))?;
+        let arch = format!("{major}{minor}");
+        let cubin = match cubins.iter().find(|(a, _)| *a == arch) {
+            Some((_, bytes)) => bytes.to_vec(),
+            None => cache.get_or_compile(source, "circuit.cu", &arch)?.0,
+        };
         let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(CudaError::from)?;
         let load = |k: &KernelSpec| module.load_function(&k.name).map_err(CudaError::from);
         let forward = manifest.forward.iter().map(load).collect::<Result<Vec<_>, _>>()?;
