@@ -39,7 +39,13 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             Step::Launch(k) => Some(k),
             Step::ZeroElementFlows => None,
         });
-        let launches: Vec<&KernelSpec> = e.manifest.forward.iter().chain(backward).chain(&e.manifest.em).collect();
+        for k in &e.manifest.forward {
+            if let Some(s) = &k.small {
+                assert_eq!((&s.args, &s.layer, s.count), (&k.args, &k.layer, k.count), "{name}: {} small variant binds the same arguments", k.name);
+            }
+        }
+        let small = e.manifest.forward.iter().filter_map(|k| k.small.as_deref());
+        let launches: Vec<&KernelSpec> = e.manifest.forward.iter().chain(small).chain(backward).chain(&e.manifest.em).collect();
         let zeroings = e.manifest.backward.iter().filter(|s| matches!(s, Step::ZeroElementFlows)).count();
         assert_eq!(zeroings, plan.depths.len(), "{name}: element flows cleared once per depth");
         let mut names: Vec<&str> = launches.iter().map(|k| k.name.as_str()).collect();

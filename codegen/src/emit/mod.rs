@@ -138,10 +138,11 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
                 threads_per_sample: n,
                 block: BLOCK,
                 args,
+                small: None,
             }));
         }
         let args = vec![KernelArg::Nodes, KernelArg::Data, KernelArg::Missing, KernelArg::LeafTable, ids, vars, aux, KernelArg::Count, KernelArg::Batch];
-        m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("{kind} inputs"), count: n as u32, threads_per_sample: n, block: BLOCK, args });
+        m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("{kind} inputs"), count: n as u32, threads_per_sample: n, block: BLOCK, args, small: None });
     }
     for (d, depth) in plan.depths.iter().enumerate() {
         let (mut recompute, mut sum_bwd, mut prod_bwd) = (Vec::new(), Vec::new(), Vec::new());
@@ -151,13 +152,13 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
             let (nids, cids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()));
             let args = vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
-            let spec = KernelSpec { scales_with_batch: true, name, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args };
+            let spec = KernelSpec { scales_with_batch: true, name, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args, small: None };
             recompute.push(Step::Launch(spec.clone()));
             m.forward.push(spec);
             let bname = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&t, &mut emitted, &mut source, "prod_bwd", &bname, part.block_size, part.width, None)?;
             let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
-            prod_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args }));
+            prod_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args, small: None }));
         }
         for (p, part) in depth.sums.iter().enumerate() {
             let name = format!("sum_fwd_bs{}_w{}", part.block_size, part.width);
@@ -166,7 +167,18 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
             let args = vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
             let count = part.nids.len() as u32;
-            m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args });
+            // Small batches: a warp per (node, sample) over the children (`_small` in the template).
+            let small = KernelSpec {
+                name: format!("{name}_small"),
+                layer: format!("sums d{d} p{p}"),
+                count,
+                threads_per_sample: threads_per_sample * 32,
+                scales_with_batch: true,
+                block: BLOCK,
+                args: args.clone(),
+                small: None,
+            };
+            m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args, small: Some(Box::new(small)) });
             let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&t, &mut emitted, &mut source, "sum_bwd", &bname, part.block_size, part.width, None)?;
             let args = |out: KernelArg| vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
@@ -180,6 +192,7 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
                 threads_per_sample: edges,
                 block: BLOCK,
                 args: args(KernelArg::ElementFlows),
+                small: None,
             }));
             sum_bwd.push(Step::Launch(KernelSpec {
                 scales_with_batch: false,
@@ -190,6 +203,7 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
                 threads_per_sample: edges * BLOCK as u64,
                 block: BLOCK,
                 args: args(KernelArg::SumFlows),
+                small: None,
             }));
         }
         let mut steps = recompute;
@@ -246,7 +260,7 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
         KernelArg::Table(m.tables.len() as u32 - 1)
     };
     let args = vec![KernelArg::SumParams, KernelArg::SumFlows, table(start), table(stride), table(width), KernelArg::Count, KernelArg::StepSize, KernelArg::Pseudocount];
-    specs.push(KernelSpec { scales_with_batch: false, name: "em_sums".into(), layer: "sum EM".into(), count: rows as u32, threads_per_sample: rows, block: BLOCK, args });
+    specs.push(KernelSpec { scales_with_batch: false, name: "em_sums".into(), layer: "sum EM".into(), count: rows as u32, threads_per_sample: rows, block: BLOCK, args, small: None });
     for layer in &plan.inputs {
         let kind = match layer.kind {
             DistKind::Categorical => "categorical",
@@ -281,7 +295,7 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
             KernelArg::StepSize,
             KernelArg::Pseudocount,
         ];
-        specs.push(KernelSpec { scales_with_batch: false, name: format!("em_{kind}"), layer: format!("{kind} EM"), count: n as u32, threads_per_sample: n, block: BLOCK, args });
+        specs.push(KernelSpec { scales_with_batch: false, name: format!("em_{kind}"), layer: format!("{kind} EM"), count: n as u32, threads_per_sample: n, block: BLOCK, args, small: None });
     }
     let mut ctx = tera::Context::new();
     ctx.insert("kinds", &kinds);

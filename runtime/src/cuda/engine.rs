@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step};
+use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step, SMALL_BATCH};
 use crate::cpu::{check_em_hyper_parameters, Flows};
 use crate::data::Evidence;
 use crate::params::Params;
@@ -69,7 +69,8 @@ pub struct GpuEngine {
     plan: Plan,
     manifest: Manifest,
     stream: Arc<CudaStream>,
-    forward: Vec<CudaFunction>,
+    /// Each forward launch's function and its small-batch variant's.
+    forward: Vec<(CudaFunction, Option<CudaFunction>)>,
     backward: Vec<Option<CudaFunction>>,
     em: Vec<CudaFunction>,
     dev: DeviceState,
@@ -153,7 +154,7 @@ impl GpuEngine {
         };
         let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(CudaError::from)?;
         let load = |k: &KernelSpec| module.load_function(&k.name).map_err(CudaError::from);
-        let forward = manifest.forward.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+        let forward = manifest.forward.iter().map(|k| Ok((load(k)?, k.small.as_deref().map(load).transpose()?))).collect::<Result<Vec<_>, CudaError>>()?;
         let backward = manifest
             .backward
             .iter()
@@ -344,7 +345,11 @@ impl GpuEngine {
         let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {
             let bind = Bind { bufs: Some(bufs), dev, em: (0.0, 0.0) };
-            for (spec, f) in manifest.forward.iter().zip(forward) {
+            for (spec, (f, small)) in manifest.forward.iter().zip(forward) {
+                let (spec, f) = match (&spec.small, small) {
+                    (Some(s), Some(fs)) if batch <= SMALL_BATCH => (&**s, fs),
+                    _ => (spec, f),
+                };
                 Self::launch(stream, f, spec, &bind, batch)?;
             }
             Ok(())

@@ -58,7 +58,14 @@ pub struct KernelSpec {
     pub scales_with_batch: bool,
     pub block: u32,
     pub args: Vec<KernelArg>,
+    /// A variant of this launch for batches of at most [`SMALL_BATCH`] samples (same arguments),
+    /// e.g. a sum layer that spreads each node's children over a warp instead of looping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub small: Option<Box<KernelSpec>>,
 }
+
+/// Largest batch that runs the [`KernelSpec::small`] variants.
+pub const SMALL_BATCH: usize = 32;
 
 fn yes() -> bool {
     true

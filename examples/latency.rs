@@ -1,0 +1,51 @@
+//! Forward latency of the GPU engine at small batch sizes (median of many host-to-host calls),
+//! with CUDA graph replay and eager launches; meant to run under `nsys` to see per-kernel times.
+//!
+//! Run: `cargo run --release --example latency -- MNIST_DIR [hclt128|pd128|...] [ITERS] [BATCHES, e.g. 1,8,64]`
+//! (`PCC_CUDA_GRAPHS=0` measures eager launches only)
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use pcc::codegen::emit::emit;
+use pcc::codegen::structures::{hclt, pd};
+use pcc::codegen::Model;
+use pcc::runtime::cuda::{GpuEngine, KernelCache};
+use pcc::runtime::dataset;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = args.first().cloned().unwrap_or_else(|| "../shared/data/mnist10k".into());
+    let name = args.get(1).cloned().unwrap_or_else(|| "hclt128".into());
+    let iters: usize = args.get(2).map_or(Ok(200), |s| s.parse()).context("ITERS")?;
+    let batches: Vec<usize> = args.get(3).map_or(Ok(vec![1, 8, 64]), |s| s.split(',').map(str::parse).collect()).context("BATCHES")?;
+    let modes: &[bool] = if std::env::var("PCC_CUDA_GRAPHS").is_ok_and(|v| v == "0") { &[false] } else { &[true, false] };
+    let (images, _) = dataset::read_idx_images(&std::path::Path::new(&dir).join("images-idx3-ubyte"))?;
+    let l: u32 = name.trim_start_matches(|c: char| c.is_alphabetic()).parse().context("model name like hclt128")?;
+    let circuit = if name.starts_with("hclt") {
+        hclt::learn(&images.slice(0, 9000), &hclt::HcltOptions { latents: l, ..Default::default() })?
+    } else {
+        pd::build(&pd::PdOptions { latents: l, ..Default::default() })?
+    };
+    let model = Model::random(circuit, 0)?;
+    let e = emit(&model.plan)?;
+    let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &KernelCache::new(KernelCache::default_dir()))?;
+    println!("{name}: {} forward kernels, {} depths, device {}", e.manifest.forward.len(), model.plan.depths.len(), gpu.device_name);
+    for &graphs in modes {
+        gpu.set_graphs(graphs);
+        for &b in &batches {
+            let x = images.slice(9000, 9000 + b);
+            let mut t: Vec<f64> = Vec::with_capacity(iters);
+            for i in 0..iters + 10 {
+                let s = Instant::now();
+                gpu.log_likelihood(&x)?;
+                if i >= 10 {
+                    t.push(s.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            t.sort_by(f64::total_cmp);
+            println!("batch {b:>3} {}: median {:.1} µs, p10 {:.1}, p90 {:.1}", if graphs { "graph" } else { "eager" }, t[t.len() / 2], t[t.len() / 10], t[t.len() * 9 / 10]);
+        }
+    }
+    Ok(())
+}
