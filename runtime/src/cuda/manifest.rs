@@ -65,7 +65,7 @@ pub struct KernelSpec {
 }
 
 /// Largest batch that runs the [`KernelSpec::small`] variants.
-pub const SMALL_BATCH: usize = 32;
+pub const SMALL_BATCH: usize = 8;
 
 fn yes() -> bool {
     true
