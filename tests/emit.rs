@@ -8,7 +8,7 @@ use common::Gen;
 use pcc::codegen::emit::{emit, emit_with, EmitOptions, Precision};
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
 use pcc::codegen::{compile, Circuit, CircuitBuilder, Dist, SumEdges};
-use pcc::runtime::cuda::{compile_cubin, nvrtc_available, KernelArg, KernelSpec, Step};
+use pcc::runtime::cuda::{compile_cubin, compile_cubin_verbose, nvrtc_available, KernelArg, KernelSpec, Step};
 use pcc::runtime::Evidence;
 
 fn corpus() -> Vec<(String, Circuit)> {
@@ -90,6 +90,17 @@ fn mma_corpus() -> Vec<(String, Circuit)> {
     for latents in [32, 64, 128] {
         v.push((format!("hclt{latents}"), hclt::learn(&ev, &hclt::HcltOptions { latents, ..Default::default() }).unwrap()));
     }
+    // Widths that are not a multiple of the K chunk: 20 (tf32 chunk 24, bf16 32) and 12 (16) over
+    // child blocks of 4, and two node tiles (block size 256 = 2 x 128).
+    let mut b = CircuitBuilder::new(2);
+    let (x, y) = (b.inputs(0, 5, 4, Dist::Bernoulli), b.inputs(1, 5, 4, Dist::Bernoulli));
+    let p5 = b.multiply(&[x, y]);
+    let (x3, y3) = (b.inputs(0, 3, 4, Dist::Bernoulli), b.inputs(1, 3, 4, Dist::Bernoulli));
+    let p3 = b.multiply(&[x3, y3]);
+    let (s20, s12) = (b.summate(&[p5], 2, 16, SumEdges::Dense), b.summate(&[p3], 1, 256, SumEdges::Dense));
+    let (r20, r12) = (b.summate(&[s20], 1, 1, SumEdges::Dense), b.summate(&[s12], 1, 1, SumEdges::Dense));
+    let root = b.summate(&[r20, r12], 1, 1, SumEdges::Dense);
+    v.push(("odd_widths".into(), b.finish(root).unwrap()));
     v.push(("pd32".into(), pd::build(&pd::PdOptions { height: 8, width: 8, split_intervals: (4, 4), latents: 32, input: Dist::Bernoulli, ..Default::default() }).unwrap()));
     v
 }
@@ -134,8 +145,24 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
         }
         if nvrtc {
             for (precision, source) in sources {
-                let cubin = compile_cubin(&source, &format!("{name}_{precision}.cu"), "90").unwrap_or_else(|err| panic!("{name} {precision}: {err}"));
+                let (cubin, log) = compile_cubin_verbose(&source, &format!("{name}_{precision}.cu"), "90").unwrap_or_else(|err| panic!("{name} {precision}: {err}"));
                 assert_eq!(&cubin[..4], b"\x7fELF");
+                // ptxas -v: "Compiling entry function 'k'", then "... N bytes spill stores, M bytes
+                // spill loads" and "Used R registers, ...". Tensor-core kernels must not spill.
+                let mut kernel = "";
+                for line in log.lines() {
+                    if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                        kernel = rest.split('\'').next().unwrap_or("");
+                    }
+                    if kernel.starts_with(&format!("sum_fwd_{precision}_")) {
+                        if line.contains("spill") {
+                            assert!(line.contains(" 0 bytes spill stores, 0 bytes spill loads"), "{name}: {kernel} spills: {line}");
+                        }
+                        if line.contains("Used ") {
+                            eprintln!("{name}: {kernel}: {}", line.split("Used ").nth(1).unwrap_or(line));
+                        }
+                    }
+                }
             }
         }
     }

@@ -376,6 +376,7 @@ fn bf16_replay_matches_the_matrix_product() {
     check(Precision::Bf16, 32, 40, &[7, 130]);
     check(Precision::Bf16, 48, 16, &[65]);
     check(Precision::Bf16, 128, 33, &[100]);
+    check(Precision::Bf16, 96, 20, &[64]);
 }
 
 #[test]
@@ -384,4 +385,5 @@ fn tf32_replay_matches_the_matrix_product() {
     check(Precision::Tf32, 32, 9, &[7, 130]);
     check(Precision::Tf32, 64, 64, &[100]);
     check(Precision::Tf32, 256, 20, &[3]);
+    check(Precision::Tf32, 96, 44, &[66]);
 }
