@@ -5,6 +5,9 @@
 //! wrong lane→element mapping, a shared-memory index out of range or a missed tail shows up here,
 //! without a GPU. Keep the `kernel:` lines in step with the template.
 
+// The replay indexes by thread, lane and tile exactly as the kernel does.
+#![allow(clippy::needless_range_loop)]
+
 use super::{MmaShape, Precision, MMA_THREADS, TB};
 
 /// Round to bf16, nearest even (`cvt.rn.bf16x2.f32`), as the upper 16 bits of an f32.
