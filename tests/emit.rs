@@ -141,7 +141,10 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             assert_eq!(e.manifest.backward, fp32.manifest.backward, "{name}");
             assert_eq!(e.manifest.em, fp32.manifest.em, "{name}");
             assert_eq!(e.manifest.tables, fp32.manifest.tables, "{name}");
-            sources.push((precision, e.source));
+            // Without an mma launch the source is the fp32 one, which the test above compiles.
+            if e.source != fp32.source {
+                sources.push((precision, e.source));
+            }
         }
         if nvrtc {
             for (precision, source) in sources {
