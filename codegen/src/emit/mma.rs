@@ -22,6 +22,16 @@
 //! - Epilogue: `M_b + log D`, or −inf where `M_b = −inf` (all children −inf) or `D ≤ 0`, exactly as
 //!   the scalar kernel; samples past `B` are neither read nor written.
 //!
+//! Bounds (every index the kernel forms; `LD = KCW + 4`, `WM·WTM = TM`, `WN·WTN = TB`):
+//! - `sA[i·LD + kp]` (bf16) / `sA[i·LD + 2kp + {0,1}]` (tf32): `i < TM`, `kp < KC/2`, so the word is
+//!   `< KCW < LD`; fragment loads use rows `wm·WTM + mi·16 + g + {0,8} ≤ TM − 1` and words
+//!   `ks·8 + t + {0,4} ≤ 8·KC/KSTEP − 1 = KCW − 1`. `sX` likewise with rows `j < TB` and
+//!   columns `wn·WTN + ni·8 + g ≤ TB − 1`; `sMp[kh][j]` with `kh < NTH/TB`, `sM[col]`, `col < TB`.
+//! - Global: `cids/pids[r·W + k]` only for `r < n_blocks`, `k < W`; `elem[cids·B + b]` and
+//!   `node[(nid + m)·B + b]` only for `b < B` and `m < BS`; `params[pids + m]` only for `k < W`,
+//!   `m < BS` (the scalar kernel's indices). The replay in [`tests`] checks the same by
+//!   construction (every staged word written before it is read, every output written once).
+//!
 //! Shared memory per block: `(TM + TB) · (KCW + 4)` words plus `3 · TB` floats, at most
 //! `(128 + 64) · 36 · 4 + 768 = 28,416` bytes (tf32, `KC = 32`); bf16 packs two k per word
 //! (`KCW = KC / 2`). The fragment layouts and bank analysis are in the template's header comment;
@@ -49,7 +59,7 @@ pub const TB: u32 = 64;
 /// About this many CUDA blocks per launch (count × split), enough to fill an H100/H200.
 pub const TARGET_CTAS: u32 = 512;
 /// At most this many blocks share one sum block's batch tiles.
-pub const MAX_SPLIT: u32 = 16;
+pub const MAX_SPLIT: u32 = 64;
 
 /// The tile shape of one mma sum kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
