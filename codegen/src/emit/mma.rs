@@ -29,13 +29,13 @@
 //!   columns `wn·WTN + ni·8 + g ≤ TB − 1`; `sMp[kh][j]` with `kh < NTH/TB`, `sM[col]`, `col < TB`.
 //! - Global: `cids/pids[r·W + k]` only for `r < n_blocks`, `k < W`; `elem[cids·B + b]` and
 //!   `node[(nid + m)·B + b]` only for `b < B` and `m < BS`; `params[pids + m]` only for `k < W`,
-//!   `m < BS` (the scalar kernel's indices). The replay in [`tests`] checks the same by
+//!   `m < BS` (the scalar kernel's indices). The replay in `tests` checks the same by
 //!   construction (every staged word written before it is read, every output written once).
 //!
 //! Shared memory per block: `(TM + TB) · (KCW + 4)` words plus `3 · TB` floats, at most
 //! `(128 + 64) · 36 · 4 + 768 = 28,416` bytes (tf32, `KC = 32`); bf16 packs two k per word
 //! (`KCW = KC / 2`). The fragment layouts and bank analysis are in the template's header comment;
-//! [`tests`] replays the kernel's index arithmetic on the CPU against a plain matrix product.
+//! `tests` replays the kernel's index arithmetic on the CPU against a plain matrix product.
 
 use pc_runtime::cuda::{KernelArg, KernelSpec};
 pub use pc_runtime::cuda::Precision;
