@@ -130,7 +130,7 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                     let k = e.manifest.forward.iter().find(|k| k.layer == format!("sums d{d} p{p}")).unwrap();
                     assert_eq!(k.name.starts_with(&format!("sum_fwd_{precision}_")), uses_mma, "{name}: {} for block size {}", k.name, part.block_size);
                     if uses_mma {
-                        assert!(!k.scales_with_batch && k.block == 128 && k.threads_per_sample % (128 * k.count as u64) == 0, "{name}: {k:?}");
+                        assert!(!k.scales_with_batch && (k.block == 128 || k.block == 256) && k.threads_per_sample % (k.block as u64 * k.count as u64) == 0, "{name}: {k:?}");
                         mma_kernels += 1;
                     }
                     sums += 1;

@@ -6,19 +6,20 @@
 //! a matrix product `D = A · X` with `A[m][w] = θ` (`BS × W`) and `X[w][b] = exp(e − M)` (`W × B`).
 //!
 //! Kernel design (all shapes are template constants):
-//! - 128 threads (4 warps) per CUDA block. Block `x` owns sum block `r = x / S` and the batch tiles
+//! - 128 threads (4 warps) per CUDA block, 256 for 128-node tiles. Block `x` owns sum block `r = x / S` and the batch tiles
 //!   `x % S, x % S + S, ...` of `TB = 64` samples; the launch has `count · S` blocks whatever the
 //!   batch (`scales_with_batch = false`), with `S` chosen so that about [`TARGET_CTAS`] blocks run.
 //!   Blocks with no batch tile (small batches) exit at once.
-//! - Per batch tile a first pass over the `W` children computes `M_b` (two threads per sample,
-//!   combined in shared memory). Then, per node tile of `TM` nodes (the largest of 128/64/32/16
+//! - Per batch tile a first pass over the `W` children computes `M_b` (`NTH/TB` threads per
+//!   sample, combined in shared memory). Then, per node tile of `TM` nodes (the largest of 128/64/32/16
 //!   dividing `BS`), the children are consumed in chunks of `KC` (≤ 32, a multiple of the mma K)
 //!   staged to shared memory: `θ` and `exp(e − M)` computed in fp32, then rounded
 //!   (`cvt.rn.bf16x2.f32` / `cvt.rna.tf32.f32`). Children past `W` get weight 0 and `X = 0`.
-//! - Warps form a `WM × WN` grid (`1 × 4` for `TM = 16`, else `2 × 2`); a warp owns `MF × NF`
+//! - Warps form a `WM × WN` grid (`1 × 4` for `TM = 16`, `4 × 2` for 128, else `2 × 2`); a warp owns `MF × NF`
 //!   m16n8 accumulator tiles and issues `mma.sync.aligned.m16n8k16...bf16` or `m16n8k8...tf32`.
-//! - `__launch_bounds__(128, 4)` (`(128, 2)` for 128-node tiles) so that ptxas keeps everything
-//!   in registers (see [`MmaShape::min_blocks`]).
+//! - `__launch_bounds__(threads, min_blocks)` so that ptxas keeps everything in registers (see
+//!   [`MmaShape::min_blocks`]); 128-node tiles use 256 threads (8 warps, `4 × 2`) so that a
+//!   thread holds 32 accumulators, not 64.
 //! - Epilogue: `M_b + log D`, or −inf where `M_b = −inf` (all children −inf) or `D ≤ 0`, exactly as
 //!   the scalar kernel; samples past `B` are neither read nor written.
 //!
@@ -32,9 +33,9 @@
 //!   `m < BS` (the scalar kernel's indices). The replay in `tests` checks the same by
 //!   construction (every staged word written before it is read, every output written once).
 //!
-//! Shared memory per block: `(TM + TB) · (KCW + 4)` words plus `3 · TB` floats, at most
-//! `(128 + 64) · 36 · 4 + 768 = 28,416` bytes (tf32, `KC = 32`); bf16 packs two k per word
-//! (`KCW = KC / 2`). The fragment layouts and bank analysis are in the template's header comment;
+//! Shared memory per block: `(TM + TB) · (KCW + 4)` words plus `(NTH/TB + 1) · TB` floats, at
+//! most `(128 + 64) · 36 · 4 + 5 · 64 · 4 = 28,928` bytes (tf32, `KC = 32`, 256 threads); bf16
+//! packs two k per word (`KCW = KC / 2`). The fragment layouts and bank analysis are in the template's header comment;
 //! `tests` replays the kernel's index arithmetic on the CPU against a plain matrix product.
 
 use pc_runtime::cuda::{KernelArg, KernelSpec};
@@ -52,8 +53,6 @@ pub struct EmitOptions {
     pub precision: Precision,
 }
 
-/// Threads per CUDA block of the mma kernels (4 warps; the template assumes it).
-pub const MMA_THREADS: u32 = 128;
 /// Samples per batch tile.
 pub const TB: u32 = 64;
 /// About this many CUDA blocks per launch (count × split), enough to fill an H100/H200.
@@ -75,6 +74,8 @@ pub struct MmaShape {
     pub kstep: u32,
     /// 32-bit words per k-row of a staged tile.
     pub kcw: u32,
+    /// Threads per CUDA block (32 · warps_m · warps_n).
+    pub threads: u32,
     pub warps_m: u32,
     pub warps_n: u32,
     /// m16 tiles and n8 tiles per warp.
@@ -97,8 +98,13 @@ impl MmaShape {
         let tm = [128, 64, 32, 16].into_iter().find(|t| block_size.is_multiple_of(*t)).expect("16 divides block_size");
         let kc = width.next_multiple_of(kstep).min(32);
         let kcw = if precision == Precision::Bf16 { kc / 2 } else { kc };
-        let (warps_m, warps_n) = if tm == 16 { (1, 4) } else { (2, 2) };
-        Some(MmaShape { precision, block_size, width, tm, nt: block_size / tm, kc, kstep, kcw, warps_m, warps_n, mf: tm / warps_m / 16, nf: TB / warps_n / 8 })
+        let (warps_m, warps_n) = match tm {
+            16 => (1, 4),
+            128 => (4, 2),
+            _ => (2, 2),
+        };
+        let threads = 32 * warps_m * warps_n;
+        Some(MmaShape { precision, block_size, width, tm, nt: block_size / tm, kc, kstep, kcw, threads, warps_m, warps_n, mf: tm / warps_m / 16, nf: TB / warps_n / 8 })
     }
 
     pub fn kernel_name(&self) -> String {
@@ -112,16 +118,16 @@ impl MmaShape {
         format!("mma.sync.aligned.{shape}.row.col.f32.{p}.{p}.f32 {{%0,%1,%2,%3}}, {{%4,%5,%6,%7}}, {{%8,%9}}, {{%0,%1,%2,%3}};")
     }
 
-    /// `__launch_bounds__` minimum blocks per SM. Without it ptxas aims at ~96 registers and
-    /// spills; 4 (≤ 128 registers) keeps tiles up to 64 nodes spill-free on sm_90, 128-node tiles
-    /// (64 accumulators per thread) need 2 (≤ 255; ~200 used). Checked by `tests/emit.rs`.
+    /// `__launch_bounds__` minimum blocks per SM: at most 128 registers per thread (4 blocks of
+    /// 128 threads or 2 of 256). Without it ptxas aims at ~96 registers and spills. Spill-free on
+    /// sm_90 is checked by `tests/emit.rs`.
     pub fn min_blocks(&self) -> u32 {
-        if self.tm >= 128 { 2 } else { 4 }
+        if self.threads >= 256 { 2 } else { 4 }
     }
 
     /// Shared memory the kernel declares (bytes).
     pub fn shared_bytes(&self) -> u32 {
-        (self.tm + TB) * (self.kcw + 4) * 4 + 4 * TB * (MMA_THREADS / TB + 1)
+        (self.tm + TB) * (self.kcw + 4) * 4 + 4 * TB * (self.threads / TB + 1)
     }
 
     /// How many CUDA blocks share one sum block's batch tiles, for a launch over `count` blocks.
@@ -150,6 +156,7 @@ impl MmaShape {
         ctx.insert("mf", &self.mf);
         ctx.insert("nf", &self.nf);
         ctx.insert("min_blocks", &self.min_blocks());
+        ctx.insert("threads", &self.threads);
         t.render("sum_fwd_mma", &ctx).map_err(err)
     }
 }
@@ -177,9 +184,9 @@ pub(super) fn sum_forward(
         count,
         // One CUDA block per (sum block, split); each loops over its batch tiles. The kernel
         // reads the split back as gridDim.x / count.
-        threads_per_sample: count as u64 * split as u64 * MMA_THREADS as u64,
+        threads_per_sample: count as u64 * split as u64 * shape.threads as u64,
         scales_with_batch: false,
-        block: MMA_THREADS,
+        block: shape.threads,
         args,
     }))
 }

@@ -8,7 +8,7 @@
 // The replay indexes by thread, lane and tile exactly as the kernel does.
 #![allow(clippy::needless_range_loop)]
 
-use super::{MmaShape, Precision, MMA_THREADS, TB};
+use super::{MmaShape, Precision, TB};
 
 /// Round to bf16, nearest even (`cvt.rn.bf16x2.f32`), as the upper 16 bits of an f32.
 fn bf16_bits(x: f32) -> u16 {
@@ -106,7 +106,7 @@ struct Launch<'a> {
 fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
     let sh = l.shape;
     let (w_, tm, nt_, kc, kstep) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kstep as usize);
-    let (nth, wn, mf, nf) = (MMA_THREADS as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
+    let (nth, wn, mf, nf) = (sh.threads as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
     let (wtm, wtn, kcw) = (mf * 16, nf * 8, sh.kcw as usize);
     let (ld, kp_n, kl, tb) = (kcw + 4, kc / 2, nth / TB as usize, TB as usize);
     assert!(tm % wtm == 0 && (tm / wtm) * wn == nth / 32 && wn * wtn == tb);
@@ -368,7 +368,7 @@ fn shapes_follow_the_block_size() {
     let s = MmaShape::for_partition(Precision::Bf16, 48, 5).unwrap();
     assert_eq!((s.tm, s.nt, s.kc, s.kcw, s.warps_m, s.warps_n, s.mf, s.nf), (16, 3, 16, 8, 1, 4, 1, 2));
     let s = MmaShape::for_partition(Precision::Tf32, 256, 100).unwrap();
-    assert_eq!((s.tm, s.nt, s.kc, s.kcw, s.mf, s.nf), (128, 2, 32, 32, 4, 4));
+    assert_eq!((s.tm, s.nt, s.kc, s.kcw, s.threads, s.warps_m, s.warps_n, s.mf, s.nf), (128, 2, 32, 32, 256, 4, 2, 2, 4));
     assert!(s.shared_bytes() <= 48 * 1024);
     assert_eq!(s.kernel_name(), "sum_fwd_tf32_bs256_w100");
 }
