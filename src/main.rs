@@ -49,6 +49,10 @@ enum Command {
         /// Architecture for --check (sm_XY without the prefix).
         #[arg(long, default_value = "90")]
         arch: String,
+        /// Operand precision of the sum forward kernels: fp32 (scalar), tf32 or bf16 (tensor
+        /// cores for sum blocks of 16 nodes or more).
+        #[arg(long, default_value = "fp32")]
+        precision: pc_runtime::cuda::Precision,
     },
     /// Describe a model: variables, nodes, edges, parameters, depth, layers, memory.
     Info {
@@ -68,6 +72,6 @@ fn main() -> Result<()> {
         Command::Query(a) => cli::query::run(&a),
         Command::Sample(a) => cli::sample::run(&a),
         Command::Info { model, json } => cli::info::run(&model, json),
-        Command::Codegen { model, out, check, arch } => cli::codegen::run(&model, &out, check, &arch),
+        Command::Codegen { model, out, check, arch, precision } => cli::codegen::run(&model, &out, check, &arch, precision),
     }
 }

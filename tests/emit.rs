@@ -5,10 +5,10 @@
 mod common;
 
 use common::Gen;
-use pcc::codegen::emit::emit;
+use pcc::codegen::emit::{emit, emit_with, EmitOptions, Precision};
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
 use pcc::codegen::{compile, Circuit, CircuitBuilder, Dist, SumEdges};
-use pcc::runtime::cuda::{compile_cubin, nvrtc_available, KernelArg, KernelSpec, Step};
+use pcc::runtime::cuda::{compile_cubin, compile_cubin_verbose, nvrtc_available, KernelArg, KernelSpec, Step};
 use pcc::runtime::Evidence;
 
 fn corpus() -> Vec<(String, Circuit)> {
@@ -85,4 +85,95 @@ fn generated_sources_compile_with_nvrtc() {
         let cubin = compile_cubin(&e.source, &format!("{name}.cu"), "90").unwrap_or_else(|err| panic!("{name}: {err}"));
         assert_eq!(&cubin[..4], b"\x7fELF");
     }
+}
+
+/// The corpus plus larger blocks (HCLT 32/64/128 latents, PD 32 latents), so that every mma tile
+/// shape (16, 32, 64 and 128-node tiles; short and long widths) is generated.
+fn mma_corpus() -> Vec<(String, Circuit)> {
+    let mut v = corpus();
+    let data: Vec<f32> = (0..400 * 10).map(|i| ((i * 2654435761usize) >> 9 & 1) as f32).collect();
+    let ev = Evidence::new(10, data).unwrap();
+    for latents in [32, 64, 128] {
+        v.push((format!("hclt{latents}"), hclt::learn(&ev, &hclt::HcltOptions { latents, ..Default::default() }).unwrap()));
+    }
+    // Widths that are not a multiple of the K chunk: 20 (tf32 chunk 24, bf16 32) and 12 (16) over
+    // child blocks of 4, and two node tiles (block size 256 = 2 x 128).
+    let mut b = CircuitBuilder::new(2);
+    let (x, y) = (b.inputs(0, 5, 4, Dist::Bernoulli), b.inputs(1, 5, 4, Dist::Bernoulli));
+    let p5 = b.multiply(&[x, y]);
+    let (x3, y3) = (b.inputs(0, 3, 4, Dist::Bernoulli), b.inputs(1, 3, 4, Dist::Bernoulli));
+    let p3 = b.multiply(&[x3, y3]);
+    let (s20, s12) = (b.summate(&[p5], 2, 16, SumEdges::Dense), b.summate(&[p3], 1, 256, SumEdges::Dense));
+    let (r20, r12) = (b.summate(&[s20], 1, 1, SumEdges::Dense), b.summate(&[s12], 1, 1, SumEdges::Dense));
+    let root = b.summate(&[r20, r12], 1, 1, SumEdges::Dense);
+    v.push(("odd_widths".into(), b.finish(root).unwrap()));
+    v.push(("pd32".into(), pd::build(&pd::PdOptions { height: 8, width: 8, split_intervals: (4, 4), latents: 32, input: Dist::Bernoulli, ..Default::default() }).unwrap()));
+    v
+}
+
+#[test]
+fn tensor_core_precisions_emit_mma_kernels_that_compile() {
+    let nvrtc = nvrtc_available();
+    if !nvrtc {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "NVRTC 13 is required in CI (.ci/run installs it)");
+        eprintln!("note: NVRTC not found; checking manifests only");
+    }
+    let mut mma_kernels = 0;
+    for (name, c) in mma_corpus() {
+        let plan = compile(&c).unwrap();
+        let fp32 = emit(&plan).unwrap();
+        assert_eq!(emit_with(&plan, &EmitOptions::default()).unwrap(), fp32, "{name}: emit = emit_with(fp32)");
+        assert_eq!(fp32.manifest.precision, Precision::Fp32);
+        let mut sources = Vec::new();
+        for precision in [Precision::Tf32, Precision::Bf16] {
+            let e = emit_with(&plan, &EmitOptions { precision }).unwrap();
+            assert_eq!(e.manifest.precision, precision);
+            assert!(!e.source.contains("#include"), "{name}: generated CUDA is self-contained");
+            let mut sums = 0;
+            for (d, depth) in plan.depths.iter().enumerate() {
+                for (p, part) in depth.sums.iter().enumerate() {
+                    let uses_mma = part.block_size >= 16 && part.block_size % 16 == 0;
+                    let k = e.manifest.forward.iter().find(|k| k.layer == format!("sums d{d} p{p}")).unwrap();
+                    assert_eq!(k.name.starts_with(&format!("sum_fwd_{precision}_")), uses_mma, "{name}: {} for block size {}", k.name, part.block_size);
+                    if uses_mma {
+                        assert!(!k.scales_with_batch && (k.block == 128 || k.block == 256) && k.threads_per_sample % (k.block as u64 * k.count as u64) == 0, "{name}: {k:?}");
+                        mma_kernels += 1;
+                    }
+                    sums += 1;
+                }
+            }
+            assert!(sums > 0);
+            // Everything but the sum forward launches is unchanged.
+            assert_eq!(e.manifest.backward, fp32.manifest.backward, "{name}");
+            assert_eq!(e.manifest.em, fp32.manifest.em, "{name}");
+            assert_eq!(e.manifest.tables, fp32.manifest.tables, "{name}");
+            // Without an mma launch the source is the fp32 one, which the test above compiles.
+            if e.source != fp32.source {
+                sources.push((precision, e.source));
+            }
+        }
+        if nvrtc {
+            for (precision, source) in sources {
+                let (cubin, log) = compile_cubin_verbose(&source, &format!("{name}_{precision}.cu"), "90").unwrap_or_else(|err| panic!("{name} {precision}: {err}"));
+                assert_eq!(&cubin[..4], b"\x7fELF");
+                // ptxas -v: "Compiling entry function 'k'", then "... N bytes spill stores, M bytes
+                // spill loads" and "Used R registers, ...". Tensor-core kernels must not spill.
+                let mut kernel = "";
+                for line in log.lines() {
+                    if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                        kernel = rest.split('\'').next().unwrap_or("");
+                    }
+                    if kernel.starts_with(&format!("sum_fwd_{precision}_")) {
+                        if line.contains("spill") {
+                            assert!(line.contains(" 0 bytes spill stores, 0 bytes spill loads"), "{name}: {kernel} spills: {line}");
+                        }
+                        if line.contains("Used ") {
+                            eprintln!("{name}: {kernel}: {}", line.split("Used ").nth(1).unwrap_or(line));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(mma_kernels > 10, "the corpus exercises the mma path ({mma_kernels} launches)");
 }

@@ -4,21 +4,23 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use pc_codegen::emit::emit;
+use pc_codegen::emit::{emit_with, EmitOptions, Precision};
 use pc_runtime::cuda::{compile_cubin_verbose, nvrtc_available};
 
-pub fn run(model: &Path, out: &PathBuf, check: bool, arch: &str) -> Result<()> {
+pub fn run(model: &Path, out: &PathBuf, check: bool, arch: &str, precision: Precision) -> Result<()> {
     let m = super::load_model(model)?;
-    let e = emit(&m.plan)?;
+    let e = emit_with(&m.plan, &EmitOptions { precision })?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     pc_runtime::atomic_write(&out.join("circuit.cu"), e.source.as_bytes())?;
     pc_runtime::atomic_write(&out.join("manifest.json"), serde_json::to_string_pretty(&e.manifest)?.as_bytes())?;
     let kernels = e.source.matches("__global__").count();
     println!(
-        "wrote {} ({} kernels, {} KiB) and manifest.json ({} forward launches, {} backward steps, {} tables)",
+        "wrote {} ({} kernels, {} KiB, {precision}: {} of {} sum forward launches on tensor cores) and manifest.json ({} forward launches, {} backward steps, {} tables)",
         out.join("circuit.cu").display(),
         kernels,
         e.source.len() / 1024,
+        e.manifest.forward.iter().filter(|k| k.name.starts_with(&format!("sum_fwd_{precision}_"))).count(),
+        e.manifest.forward.iter().filter(|k| k.name.starts_with("sum_fwd_")).count(),
         e.manifest.forward.len(),
         e.manifest.backward.len(),
         e.manifest.tables.len()

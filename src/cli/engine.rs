@@ -2,7 +2,7 @@
 //! otherwise the CPU engine, with one line saying why.
 
 use anyhow::{bail, Result};
-use pc_codegen::emit::emit;
+use pc_codegen::emit::{emit_with, EmitOptions, Precision};
 use pc_codegen::Model;
 use pc_runtime::cuda::{GpuEngine, KernelCache};
 use pc_runtime::{CpuEngine, Evidence, Params};
@@ -17,7 +17,7 @@ pub enum Engine {
 impl Engine {
     /// Build the engine `device` asks for. `gpu_ready` is false for queries the GPU engine does
     /// not run yet; then `auto` uses the CPU and `cuda` fails, naming the query.
-    pub fn new(model: &Model, device: Device, query: Option<&str>) -> Result<Engine> {
+    pub fn new(model: &Model, device: Device, precision: Precision, query: Option<&str>) -> Result<Engine> {
         if device == Device::Cpu {
             return Ok(Engine::Cpu(Box::new(model.cpu_engine()?)));
         }
@@ -28,12 +28,12 @@ impl Engine {
             eprintln!("pcc: running on the CPU: {q} does not run on the GPU engine yet");
             return Ok(Engine::Cpu(Box::new(model.cpu_engine()?)));
         }
-        let gpu = emit(&model.plan)
+        let gpu = emit_with(&model.plan, &EmitOptions { precision })
             .map_err(anyhow::Error::from)
             .and_then(|e| Ok(GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest, &KernelCache::new(KernelCache::default_dir()))?));
         match (gpu, device) {
             (Ok(g), _) => {
-                eprintln!("pcc: running on {}", g.device_name);
+                eprintln!("pcc: running on {} ({precision} sum forward)", g.device_name);
                 Ok(Engine::Gpu(Box::new(g)))
             }
             (Err(e), Device::Cuda) => bail!("--device cuda: {e:#}"),

@@ -32,12 +32,16 @@ pub struct DeviceArgs {
     /// Engine to run on.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
+    /// Operand precision of the GPU sum forward kernels: fp32 (scalar), tf32 or bf16 (tensor
+    /// cores for sum blocks of 16 nodes or more, fp32 accumulation).
+    #[arg(long, default_value = "fp32")]
+    pub precision: pc_runtime::cuda::Precision,
 }
 
 impl DeviceArgs {
     /// The engine for `model` (see [`engine::Engine::new`]).
     pub fn engine(&self, model: &Model, query: Option<&str>) -> Result<engine::Engine> {
-        engine::Engine::new(model, self.device, query)
+        engine::Engine::new(model, self.device, self.precision, query)
     }
 }
 

@@ -5,6 +5,9 @@
 //! through the manifest, so source size grows with the number of distinct shapes, never with the
 //! number of edges. This first version emits the forward pass (scalar path).
 
+pub mod mma;
+
+pub use mma::{EmitOptions, Precision};
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
 use pc_runtime::plan::{Dist, DistKind, Plan};
 
@@ -68,8 +71,14 @@ fn render(t: &tera::Tera, name: &'static str, ctx: &tera::Context) -> Result<Str
     t.render(name, ctx).map_err(|e| EmitError::Template { template: name_of(name), detail: format!("{e:?}") })
 }
 
-/// Emit the forward pass of `plan`.
+/// Emit the forward pass of `plan` (fp32: scalar kernels everywhere).
 pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
+    emit_with(plan, &EmitOptions::default())
+}
+
+/// Emit with `opts`: with tf32/bf16 precision, sum partitions of block size ≥ 16 run forward on
+/// tensor cores ([`mma`]).
+pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> {
     let t = engine()?;
     let mut source = render(&t, "prelude", &tera::Context::new())?;
     let mut m = Manifest::default();
@@ -162,12 +171,13 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
         }
         for (p, part) in depth.sums.iter().enumerate() {
             let name = format!("sum_fwd_bs{}_w{}", part.block_size, part.width);
-            shape_kernel(&t, &mut emitted, &mut source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
             let (nids, cids, pids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), table(&mut m, part.pids.clone()));
             let args = vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
             let count = part.nids.len() as u32;
-            // Small batches: a warp per (node, sample) over the children (`_small` in the template).
+            // The scalar kernel always exists: its `_small` variant (a warp per node and sample)
+            // runs batches of up to SMALL_BATCH samples, whatever the precision.
+            shape_kernel(&t, &mut emitted, &mut source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
             let small = KernelSpec {
                 name: format!("{name}_small"),
                 layer: format!("sums d{d} p{p}"),
@@ -178,7 +188,12 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
                 args: args.clone(),
                 small: None,
             };
-            m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args, small: Some(Box::new(small)) });
+            let mut spec = match mma::sum_forward(opts, part, &mut emitted, &mut source, format!("sums d{d} p{p}"), args.clone())? {
+                Some(spec) => spec,
+                None => KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args, small: None },
+            };
+            spec.small = Some(Box::new(small));
+            m.forward.push(spec);
             let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&t, &mut emitted, &mut source, "sum_bwd", &bname, part.block_size, part.width, None)?;
             let args = |out: KernelArg| vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
@@ -214,6 +229,7 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
     }
     m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
     emit_em(plan, &t, &mut source, &mut m)?;
+    m.precision = opts.precision;
     Ok(Emitted { source, manifest: m })
 }
 

@@ -87,6 +87,47 @@ pub enum Step {
     ZeroElementFlows,
 }
 
+/// Operand precision of the sum-layer forward kernels. `Fp32` is the scalar path everywhere;
+/// `Tf32`/`Bf16` run sum partitions of block size >= 16 (a multiple of 16) on tensor cores with
+/// operands rounded to that type and fp32 accumulation; other partitions stay scalar fp32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Tf32,
+    Bf16,
+}
+
+impl Precision {
+    /// The name used on the command line and in kernel names (`fp32`, `tf32`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "tf32" => Ok(Precision::Tf32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision `{s}` (expected fp32, tf32 or bf16)")),
+        }
+    }
+}
+
 /// Kernels of one pass in launch order plus the tables they index.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -98,4 +139,8 @@ pub struct Manifest {
     #[serde(default)]
     pub em: Vec<KernelSpec>,
     pub tables: Vec<Vec<u32>>,
+    /// Precision the source was emitted with (manifests written before this field read `fp32`).
+    /// Which partitions actually run on tensor cores shows in the kernel names (`sum_fwd_bf16_*`).
+    #[serde(default)]
+    pub precision: Precision,
 }

@@ -1,0 +1,196 @@
+//! Tensor-core (mma) sum-layer forward kernels with bf16 or tf32 operands and fp32 accumulation
+//! (`templates/sum_fwd_mma.cu.tera`).
+//!
+//! A sum block of `BS` nodes over `W` children computes, per sample `b`,
+//! `out[m,b] = M_b + log Σ_w θ[pids[w] + m] · exp(elem[cids[w], b] − M_b)`, `M_b = max_w elem[cids[w], b]`:
+//! a matrix product `D = A · X` with `A[m][w] = θ` (`BS × W`) and `X[w][b] = exp(e − M)` (`W × B`).
+//!
+//! Kernel design (all shapes are template constants):
+//! - 128 threads (4 warps) per CUDA block, 256 for 128-node tiles. Block `x` owns sum block `r = x / S` and the batch tiles
+//!   `x % S, x % S + S, ...` of `TB = 64` samples; the launch has `count · S` blocks whatever the
+//!   batch (`scales_with_batch = false`), with `S` chosen so that about [`TARGET_CTAS`] blocks run.
+//!   Blocks with no batch tile (small batches) exit at once.
+//! - Per batch tile a first pass over the `W` children computes `M_b` (`NTH/TB` threads per
+//!   sample, combined in shared memory). Then, per node tile of `TM` nodes (the largest of 128/64/32/16
+//!   dividing `BS`), the children are consumed in chunks of `KC` (≤ 32, a multiple of the mma K)
+//!   staged to shared memory: `θ` and `exp(e − M)` computed in fp32, then rounded
+//!   (`cvt.rn.bf16x2.f32` / `cvt.rna.tf32.f32`). Children past `W` get weight 0 and `X = 0`.
+//! - Warps form a `WM × WN` grid (`1 × 4` for `TM = 16`, `4 × 2` for 128, else `2 × 2`); a warp owns `MF × NF`
+//!   m16n8 accumulator tiles and issues `mma.sync.aligned.m16n8k16...bf16` or `m16n8k8...tf32`.
+//! - `__launch_bounds__(threads, min_blocks)` so that ptxas keeps everything in registers (see
+//!   [`MmaShape::min_blocks`]); 128-node tiles use 256 threads (8 warps, `4 × 2`) so that a
+//!   thread holds 32 accumulators, not 64.
+//! - Epilogue: `M_b + log D`, or −inf where `M_b = −inf` (all children −inf) or `D ≤ 0`, exactly as
+//!   the scalar kernel; samples past `B` are neither read nor written.
+//!
+//! Bounds (every index the kernel forms; `LD = KCW + 4`, `WM·WTM = TM`, `WN·WTN = TB`):
+//! - `sA[i·LD + kp]` (bf16) / `sA[i·LD + 2kp + {0,1}]` (tf32): `i < TM`, `kp < KC/2`, so the word is
+//!   `< KCW < LD`; fragment loads use rows `wm·WTM + mi·16 + g + {0,8} ≤ TM − 1` and words
+//!   `ks·8 + t + {0,4} ≤ 8·KC/KSTEP − 1 = KCW − 1`. `sX` likewise with rows `j < TB` and
+//!   columns `wn·WTN + ni·8 + g ≤ TB − 1`; `sMp[kh][j]` with `kh < NTH/TB`, `sM[col]`, `col < TB`.
+//! - Global: `cids/pids[r·W + k]` only for `r < n_blocks`, `k < W`; `elem[cids·B + b]` and
+//!   `node[(nid + m)·B + b]` only for `b < B` and `m < BS`; `params[pids + m]` only for `k < W`,
+//!   `m < BS` (the scalar kernel's indices). The replay in `tests` checks the same by
+//!   construction (every staged word written before it is read, every output written once).
+//!
+//! Shared memory per block: `(TM + TB) · (KCW + 4)` words plus `(NTH/TB + 1) · TB` floats, at
+//! most `(128 + 64) · 36 · 4 + 5 · 64 · 4 = 28,928` bytes (tf32, `KC = 32`, 256 threads); bf16
+//! packs two k per word (`KCW = KC / 2`). The fragment layouts and bank analysis are in the template's header comment;
+//! `tests` replays the kernel's index arithmetic on the CPU against a plain matrix product.
+
+use pc_runtime::cuda::{KernelArg, KernelSpec};
+pub use pc_runtime::cuda::Precision;
+use pc_runtime::plan::SumPartition;
+
+use super::EmitError;
+
+const SUM_FWD_MMA: &str = include_str!("../../../templates/sum_fwd_mma.cu.tera");
+
+/// Options of [`super::emit_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmitOptions {
+    /// Operand precision of the sum forward kernels (default fp32: scalar everywhere).
+    pub precision: Precision,
+}
+
+/// Samples per batch tile.
+pub const TB: u32 = 64;
+/// About this many CUDA blocks per launch (count × split), enough to fill an H100/H200.
+pub const TARGET_CTAS: u32 = 512;
+/// At most this many blocks share one sum block's batch tiles.
+pub const MAX_SPLIT: u32 = 64;
+
+/// The tile shape of one mma sum kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmaShape {
+    pub precision: Precision,
+    pub block_size: u32,
+    pub width: u32,
+    /// Nodes per node tile and node tiles per block.
+    pub tm: u32,
+    pub nt: u32,
+    /// Children per chunk and the mma K.
+    pub kc: u32,
+    pub kstep: u32,
+    /// 32-bit words per k-row of a staged tile.
+    pub kcw: u32,
+    /// Threads per CUDA block (32 · warps_m · warps_n).
+    pub threads: u32,
+    pub warps_m: u32,
+    pub warps_n: u32,
+    /// m16 tiles and n8 tiles per warp.
+    pub mf: u32,
+    pub nf: u32,
+}
+
+impl MmaShape {
+    /// The mma shape for a sum partition, or `None` where it stays scalar (fp32, or a block size
+    /// that is not a multiple of 16).
+    pub fn for_partition(precision: Precision, block_size: u32, width: u32) -> Option<MmaShape> {
+        let kstep = match precision {
+            Precision::Fp32 => return None,
+            Precision::Bf16 => 16,
+            Precision::Tf32 => 8,
+        };
+        if block_size < 16 || !block_size.is_multiple_of(16) || width == 0 {
+            return None;
+        }
+        let tm = [128, 64, 32, 16].into_iter().find(|t| block_size.is_multiple_of(*t)).expect("16 divides block_size");
+        let kc = width.next_multiple_of(kstep).min(32);
+        let kcw = if precision == Precision::Bf16 { kc / 2 } else { kc };
+        let (warps_m, warps_n) = match tm {
+            16 => (1, 4),
+            128 => (4, 2),
+            _ => (2, 2),
+        };
+        let threads = 32 * warps_m * warps_n;
+        Some(MmaShape { precision, block_size, width, tm, nt: block_size / tm, kc, kstep, kcw, threads, warps_m, warps_n, mf: tm / warps_m / 16, nf: TB / warps_n / 8 })
+    }
+
+    pub fn kernel_name(&self) -> String {
+        format!("sum_fwd_{}_bs{}_w{}", self.precision, self.block_size, self.width)
+    }
+
+    /// The inline-PTX mma instruction with its operand list.
+    fn mma_asm(&self) -> String {
+        let shape = if self.precision == Precision::Bf16 { "m16n8k16" } else { "m16n8k8" };
+        let p = self.precision.name();
+        format!("mma.sync.aligned.{shape}.row.col.f32.{p}.{p}.f32 {{%0,%1,%2,%3}}, {{%4,%5,%6,%7}}, {{%8,%9}}, {{%0,%1,%2,%3}};")
+    }
+
+    /// `__launch_bounds__` minimum blocks per SM: at most 128 registers per thread (4 blocks of
+    /// 128 threads or 2 of 256). Without it ptxas aims at ~96 registers and spills. Spill-free on
+    /// sm_90 is checked by `tests/emit.rs`.
+    pub fn min_blocks(&self) -> u32 {
+        if self.threads >= 256 { 2 } else { 4 }
+    }
+
+    /// Shared memory the kernel declares (bytes).
+    pub fn shared_bytes(&self) -> u32 {
+        (self.tm + TB) * (self.kcw + 4) * 4 + 4 * TB * (self.threads / TB + 1)
+    }
+
+    /// How many CUDA blocks share one sum block's batch tiles, for a launch over `count` blocks.
+    pub fn split(count: u32) -> u32 {
+        TARGET_CTAS.div_ceil(count.max(1)).clamp(1, MAX_SPLIT)
+    }
+
+    fn render(&self) -> Result<String, EmitError> {
+        let err = |e: tera::Error| EmitError::Template { template: "sum_fwd_mma.cu.tera", detail: format!("{e:?}") };
+        let mut t = tera::Tera::new();
+        t.autoescape_on(Vec::<&str>::new());
+        t.add_raw_template("sum_fwd_mma", SUM_FWD_MMA).map_err(err)?;
+        let mut ctx = tera::Context::new();
+        ctx.insert("name", &self.kernel_name());
+        ctx.insert("prec", self.precision.name());
+        ctx.insert("mma_asm", &self.mma_asm());
+        ctx.insert("bs", &self.block_size);
+        ctx.insert("width", &self.width);
+        ctx.insert("tm", &self.tm);
+        ctx.insert("nt", &self.nt);
+        ctx.insert("tb", &TB);
+        ctx.insert("kc", &self.kc);
+        ctx.insert("kstep", &self.kstep);
+        ctx.insert("kcw", &self.kcw);
+        ctx.insert("warps_n", &self.warps_n);
+        ctx.insert("mf", &self.mf);
+        ctx.insert("nf", &self.nf);
+        ctx.insert("min_blocks", &self.min_blocks());
+        ctx.insert("threads", &self.threads);
+        t.render("sum_fwd_mma", &ctx).map_err(err)
+    }
+}
+
+/// The forward launch of one sum partition on tensor cores, rendering its kernel into `source`
+/// the first time its name is seen. `None`: the partition stays on the scalar kernel.
+pub(super) fn sum_forward(
+    opts: &EmitOptions,
+    part: &SumPartition,
+    emitted: &mut std::collections::BTreeSet<String>,
+    source: &mut String,
+    layer: String,
+    args: Vec<KernelArg>,
+) -> Result<Option<KernelSpec>, EmitError> {
+    let Some(shape) = MmaShape::for_partition(opts.precision, part.block_size, part.width) else { return Ok(None) };
+    let count = part.nids.len() as u32;
+    let split = MmaShape::split(count);
+    let name = shape.kernel_name();
+    if emitted.insert(name.clone()) {
+        *source += &shape.render()?;
+    }
+    Ok(Some(KernelSpec {
+        name,
+        layer,
+        count,
+        // One CUDA block per (sum block, split); each loops over its batch tiles. The kernel
+        // reads the split back as gridDim.x / count.
+        threads_per_sample: count as u64 * split as u64 * shape.threads as u64,
+        scales_with_batch: false,
+        block: shape.threads,
+        args,
+        small: None,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

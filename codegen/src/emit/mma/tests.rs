@@ -1,0 +1,392 @@
+//! CPU replay of `templates/sum_fwd_mma.cu.tera`: every CUDA block, thread and warp of a launch is
+//! run in order with the kernel's own index arithmetic (staging, fragment loads, epilogue), while
+//! the mma itself follows the PTX ISA fragment tables independently: each lane's registers are
+//! scattered to matrix coordinates by the documented formulas, multiplied, and gathered back. So a
+//! wrong lane→element mapping, a shared-memory index out of range or a missed tail shows up here,
+//! without a GPU. Keep the `kernel:` lines in step with the template.
+
+// The replay indexes by thread, lane and tile exactly as the kernel does.
+#![allow(clippy::needless_range_loop)]
+
+use super::{MmaShape, Precision, TB};
+
+/// Round to bf16, nearest even (`cvt.rn.bf16x2.f32`), as the upper 16 bits of an f32.
+fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// Round to tf32, nearest with ties away from zero (`cvt.rna.tf32.f32`), as an f32 bit pattern.
+fn tf32_bits(x: f32) -> u32 {
+    (x.to_bits() + 0x1000) & 0xffff_e000
+}
+
+fn bf16_val(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// `cvt.rn.bf16x2.f32 d, hi, lo`: `hi` goes to the upper half, `lo` to the lower.
+fn pack_bf16x2(hi: f32, lo: f32) -> u32 {
+    ((bf16_bits(hi) as u32) << 16) | bf16_bits(lo) as u32
+}
+
+/// One `mma.sync` on a warp per the PTX ISA fragment tables (g = lane >> 2, t = lane % 4).
+/// `a[lane]`, `b[lane]` are the lanes' operand registers; returns each lane's D fragment added to
+/// `c[lane]`.
+fn mma_warp(prec: Precision, a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &mut [[f32; 4]; 32]) {
+    let k = if prec == Precision::Bf16 { 16 } else { 8 };
+    let mut am = vec![[None::<f32>; 16]; 16]; // [row][k]
+    let mut bm = vec![[None::<f32>; 8]; 16]; // [k][col]
+    let put = |m: &mut Vec<[Option<f32>; 16]>, r: usize, col: usize, v: f32| {
+        assert!(m[r][col].is_none(), "A element ({r},{col}) held by two lanes");
+        m[r][col] = Some(v);
+    };
+    for lane in 0..32 {
+        let (g, t) = (lane >> 2, lane % 4);
+        if prec == Precision::Bf16 {
+            // m16n8k16 .bf16 A: a_i, i = 0..8, two per register (lower index in the low half);
+            // row = g for i in {0,1,4,5} else g + 8; col = 2t + (i & 1) (+ 8 for i >= 4).
+            for i in 0..8 {
+                let reg = a[lane][i / 2];
+                let v = bf16_val(if i % 2 == 0 { reg as u16 } else { (reg >> 16) as u16 });
+                let row = if i < 2 || (4..6).contains(&i) { g } else { g + 8 };
+                let col = 2 * t + (i & 1) + if i >= 4 { 8 } else { 0 };
+                put(&mut am, row, col, v);
+            }
+            // B: b_i, i = 0..4; row = 2t + (i & 1) (+ 8 for i >= 2), col = g.
+            for i in 0..4 {
+                let reg = b[lane][i / 2];
+                let v = bf16_val(if i % 2 == 0 { reg as u16 } else { (reg >> 16) as u16 });
+                let row = 2 * t + (i & 1) + if i >= 2 { 8 } else { 0 };
+                assert!(bm[row][g].is_none());
+                bm[row][g] = Some(v);
+            }
+        } else {
+            // m16n8k8 .tf32 A: row = g for a0, a2 else g + 8; col = t for a0, a1 else t + 4.
+            for i in 0..4 {
+                let v = f32::from_bits(a[lane][i]);
+                let row = if i % 2 == 0 { g } else { g + 8 };
+                let col = if i < 2 { t } else { t + 4 };
+                put(&mut am, row, col, v);
+            }
+            // B: row = t for b0, t + 4 for b1; col = g.
+            for i in 0..2 {
+                let row = if i == 0 { t } else { t + 4 };
+                assert!(bm[row][g].is_none());
+                bm[row][g] = Some(f32::from_bits(b[lane][i]));
+            }
+        }
+    }
+    for lane in 0..32 {
+        let (g, t) = (lane >> 2, lane % 4);
+        // C/D: row = g for c0, c1 else g + 8; col = 2t + (i & 1).
+        for (i, ci) in c[lane].iter_mut().enumerate() {
+            let row = if i < 2 { g } else { g + 8 };
+            let col = 2 * t + (i & 1);
+            let mut s = 0f32;
+            for kk in 0..k {
+                s += am[row][kk].expect("A element unset") * bm[kk][col].expect("B element unset");
+            }
+            *ci += s;
+        }
+    }
+}
+
+struct Launch<'a> {
+    shape: &'a MmaShape,
+    b: usize,
+    nids: &'a [u32],
+    cids: &'a [u32],
+    pids: &'a [u32],
+    params: &'a [f32],
+    elem: &'a [f32],
+}
+
+/// Replays the kernel; returns the node buffer (NaN where never written).
+fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
+    let sh = l.shape;
+    let (w_, tm, nt_, kc, kstep) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kstep as usize);
+    let (nth, wn, mf, nf) = (sh.threads as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
+    let (wtm, wtn, kcw) = (mf * 16, nf * 8, sh.kcw as usize);
+    let (ld, kp_n, kl, tb) = (kcw + 4, kc / 2, nth / TB as usize, TB as usize);
+    assert!(tm % wtm == 0 && (tm / wtm) * wn == nth / 32 && wn * wtn == tb);
+    assert!(kc % kstep == 0 && kcw % 8 == 0 && (tb * kp_n) % nth == 0 && nth % tb == 0);
+    let n_blocks = l.nids.len();
+    let split = MmaShape::split(n_blocks as u32) as usize;
+    let grid = n_blocks * split; // the manifest's threads_per_sample / block
+    let b = l.b;
+    let mut node = vec![f32::NAN; num_nodes * b];
+    let mut written = vec![false; num_nodes * b];
+    let neg = f32::NEG_INFINITY;
+    for bx in 0..grid {
+        let s = grid / n_blocks; // kernel: S = gridDim.x / n_blocks
+        let r = bx / s;
+        if r >= n_blocks {
+            continue;
+        }
+        let c = &l.cids[r * w_..(r + 1) * w_];
+        let p = &l.pids[r * w_..(r + 1) * w_];
+        let nid = l.nids[r] as usize;
+        let nbt = b.div_ceil(tb);
+        let mut bt = bx % s;
+        while bt < nbt {
+            let b0 = bt * tb;
+            // M pass, per thread.
+            let mut smp = vec![vec![f32::NAN; tb]; kl];
+            let mut mx_t = vec![neg; nth];
+            for tid in 0..nth {
+                let (j, kh) = (tid % tb, tid / tb);
+                let mut mx = neg;
+                if b0 + j < b {
+                    let mut w = kh;
+                    while w < w_ {
+                        mx = mx.max(l.elem[c[w] as usize * b + b0 + j]);
+                        w += kl;
+                    }
+                }
+                smp[kh][j] = mx;
+                mx_t[tid] = mx;
+            }
+            let mut sm = vec![f32::NAN; tb];
+            for tid in 0..nth {
+                let (j, kh) = (tid % tb, tid / tb);
+                let mut mx = mx_t[tid];
+                for row in &smp {
+                    mx = mx.max(row[j]);
+                }
+                mx_t[tid] = mx;
+                if kh == 0 {
+                    sm[j] = mx;
+                }
+            }
+            for nt in 0..nt_ {
+                // acc[warp][mi][ni][lane][e]
+                let mut acc = vec![vec![vec![[[0f32; 4]; 32]; nf]; mf]; nth / 32];
+                let mut k0 = 0;
+                while k0 < w_ {
+                    let mut sa = vec![None::<u32>; tm * ld];
+                    let mut sx = vec![None::<u32>; tb * ld];
+                    for tid in 0..nth {
+                        let mut q0 = 0;
+                        while q0 < tm * kp_n {
+                            let q = q0 + tid;
+                            if q < tm * kp_n {
+                                let (i, kp) = (q % tm, q / tm);
+                                let k = k0 + 2 * kp;
+                                let m = nt * tm + i;
+                                let v0 = if k < w_ { l.params[p[k] as usize + m] } else { 0.0 };
+                                let v1 = if k + 1 < w_ { l.params[p[k + 1] as usize + m] } else { 0.0 };
+                                if sh.precision == Precision::Bf16 {
+                                    sa[i * ld + kp] = Some(pack_bf16x2(v1, v0));
+                                } else {
+                                    sa[i * ld + 2 * kp] = Some(tf32_bits(v0));
+                                    sa[i * ld + 2 * kp + 1] = Some(tf32_bits(v1));
+                                }
+                            }
+                            q0 += nth;
+                        }
+                        let (j, mx) = (tid % tb, mx_t[tid]);
+                        let jin = b0 + j < b;
+                        let mut q0 = 0;
+                        while q0 < tb * kp_n {
+                            assert_eq!((q0 + tid) % tb, j);
+                            let kp = (q0 + tid) / tb;
+                            let k = k0 + 2 * kp;
+                            let (mut x0, mut x1) = (0f32, 0f32);
+                            if jin && mx != neg {
+                                if k < w_ {
+                                    x0 = (l.elem[c[k] as usize * b + b0 + j] - mx).exp();
+                                }
+                                if k + 1 < w_ {
+                                    x1 = (l.elem[c[k + 1] as usize * b + b0 + j] - mx).exp();
+                                }
+                            }
+                            if sh.precision == Precision::Bf16 {
+                                sx[j * ld + kp] = Some(pack_bf16x2(x1, x0));
+                            } else {
+                                sx[j * ld + 2 * kp] = Some(tf32_bits(x0));
+                                sx[j * ld + 2 * kp + 1] = Some(tf32_bits(x1));
+                            }
+                            q0 += nth;
+                        }
+                    }
+                    for ks in 0..kc / kstep {
+                        for warp in 0..nth / 32 {
+                            let (wm, wnn) = (warp / wn, warp % wn);
+                            let mut a = vec![[[0u32; 4]; 32]; mf];
+                            let mut bfr = vec![[[0u32; 2]; 32]; nf];
+                            for lane in 0..32 {
+                                let (g, t) = (lane >> 2, lane & 3);
+                                let rd = |s: &Vec<Option<u32>>, at: usize| s[at].expect("fragment load of an unstaged shared word");
+                                for (mi, am) in a.iter_mut().enumerate() {
+                                    let base = (wm * wtm + mi * 16 + g) * ld + ks * 8 + t;
+                                    am[lane] = [rd(&sa, base), rd(&sa, base + 8 * ld), rd(&sa, base + 4), rd(&sa, base + 8 * ld + 4)];
+                                }
+                                for (ni, bm) in bfr.iter_mut().enumerate() {
+                                    let base = (wnn * wtn + ni * 8 + g) * ld + ks * 8 + t;
+                                    bm[lane] = [rd(&sx, base), rd(&sx, base + 4)];
+                                }
+                            }
+                            for mi in 0..mf {
+                                for ni in 0..nf {
+                                    mma_warp(sh.precision, &a[mi], &bfr[ni], &mut acc[warp][mi][ni]);
+                                }
+                            }
+                        }
+                    }
+                    k0 += kc;
+                }
+                for (warp, acc_w) in acc.iter().enumerate() {
+                    let (wm, wnn) = (warp / wn, warp % wn);
+                    for lane in 0..32 {
+                        let (g, t) = (lane >> 2, lane & 3);
+                        for mi in 0..mf {
+                            for ni in 0..nf {
+                                for e in 0..4 {
+                                    let row = wm * wtm + mi * 16 + g + (e >> 1) * 8;
+                                    let col = wnn * wtn + ni * 8 + 2 * t + (e & 1);
+                                    if b0 + col < b {
+                                        let (mc, sv) = (sm[col], acc_w[mi][ni][lane][e]);
+                                        let at = (nid + nt * tm + row) * b + b0 + col;
+                                        assert!(!written[at], "output ({}, {}) written twice", nid + nt * tm + row, b0 + col);
+                                        written[at] = true;
+                                        node[at] = if mc != neg && sv > 0.0 { mc + sv.ln() } else { neg };
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            bt += s;
+        }
+    }
+    node
+}
+
+/// A small deterministic generator.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32) / (1u64 << 24) as f32
+    }
+}
+
+/// Random partition of `n` blocks: some blocks padded (children past `counts` point at the −inf
+/// dummy element 0 with pid 0), some element rows −inf for every sample, one block whose every
+/// child is −inf for sample 0, and a node with all-zero weights.
+fn check(prec: Precision, bs: u32, width: u32, batches: &[usize]) {
+    let shape = MmaShape::for_partition(prec, bs, width).unwrap();
+    let n = 3usize;
+    let (bs_, w_) = (bs as usize, width as usize);
+    let mut rng = Lcg(bs as u64 * 1000 + width as u64);
+    let num_elems = 1 + n * w_;
+    let mut cids = Vec::new();
+    let mut pids = Vec::new();
+    let mut params = vec![0f32; n * w_ * bs_];
+    for r in 0..n {
+        let real = if r == 1 { (w_ / 2).max(1) } else { w_ };
+        for w in 0..w_ {
+            if w < real {
+                cids.push((1 + r * w_ + w) as u32);
+                pids.push(((r * w_ + w) * bs_) as u32);
+            } else {
+                cids.push(0);
+                pids.push(0);
+            }
+        }
+        for w in 0..real {
+            for m in 0..bs_ {
+                // node 3 of block 0 has only zero weights: its output is −inf.
+                params[(r * w_ + w) * bs_ + m] = if r == 0 && m == 3 { 0.0 } else { 0.05 + rng.next() };
+            }
+        }
+    }
+    let nids: Vec<u32> = (0..n as u32).map(|r| 5 + r * bs).collect();
+    let num_nodes = 5 + n * bs_ + 2;
+    for &b in batches {
+        let mut elem = vec![0f32; num_elems * b];
+        for (e, row) in elem.chunks_mut(b).enumerate() {
+            for (s, x) in row.iter_mut().enumerate() {
+                *x = if e == 0 || e % 7 == 3 { f32::NEG_INFINITY } else { -40.0 * rng.next() - if s % 3 == 0 { 200.0 } else { 0.0 } };
+            }
+        }
+        // Block 2: every child −inf for sample 0.
+        for w in 0..w_ {
+            elem[(1 + 2 * w_ + w) * b] = f32::NEG_INFINITY;
+        }
+        let l = Launch { shape: &shape, b, nids: &nids, cids: &cids, pids: &pids, params: &params, elem: &elem };
+        let got = replay(&l, num_nodes);
+        // Reference in f64 on the same rounded operands (layout errors are gross; rounding is
+        // shared, summation order is not).
+        let round = |x: f32| -> f64 {
+            if prec == Precision::Bf16 { bf16_val(bf16_bits(x)) as f64 } else { f32::from_bits(tf32_bits(x)) as f64 }
+        };
+        for r in 0..n {
+            for m in 0..bs_ {
+                for s in 0..b {
+                    let mx = (0..w_).map(|w| elem[cids[r * w_ + w] as usize * b + s]).fold(f32::NEG_INFINITY, f32::max);
+                    let want = if mx == f32::NEG_INFINITY {
+                        f64::NEG_INFINITY
+                    } else {
+                        let sum: f64 = (0..w_)
+                            .map(|w| round(params[pids[r * w_ + w] as usize + m]) * round((elem[cids[r * w_ + w] as usize * b + s] - mx).exp()))
+                            .sum();
+                        if sum > 0.0 { mx as f64 + sum.ln() } else { f64::NEG_INFINITY }
+                    };
+                    let g = got[(nids[r] as usize + m) * b + s] as f64;
+                    let ok = if want == f64::NEG_INFINITY { g == f64::NEG_INFINITY } else { (g - want).abs() <= 1e-5 * want.abs().max(1.0) };
+                    assert!(ok, "{prec} bs{bs} w{width} B{b}: node {m} of block {r}, sample {s}: got {g}, want {want}");
+                }
+            }
+        }
+        // Nothing outside the partition's nodes was written.
+        for (i, v) in got.iter().enumerate() {
+            let nd = i / b;
+            if !(5..5 + n * bs_).contains(&nd) {
+                assert!(v.is_nan(), "node {nd} outside the partition was written");
+            }
+        }
+        // Spot-check against unrounded fp32 math: bf16/tf32 operand rounding stays small.
+        let tol = if prec == Precision::Bf16 { 1e-2 } else { 2e-3 };
+        let s = 1;
+        if s < b {
+            let mx = (0..w_).map(|w| elem[cids[w] as usize * b + s]).fold(f32::NEG_INFINITY, f32::max) as f64;
+            let exact: f64 = (0..w_).map(|w| params[pids[w] as usize] as f64 * ((elem[cids[w] as usize * b + s] as f64) - mx).exp()).sum();
+            let g = got[nids[0] as usize * b + s] as f64;
+            assert!((g - (mx + exact.ln())).abs() <= tol, "{prec}: {g} vs exact {}", mx + exact.ln());
+        }
+    }
+}
+
+#[test]
+fn shapes_follow_the_block_size() {
+    assert!(MmaShape::for_partition(Precision::Fp32, 32, 8).is_none());
+    assert!(MmaShape::for_partition(Precision::Bf16, 8, 8).is_none());
+    assert!(MmaShape::for_partition(Precision::Tf32, 24, 8).is_none());
+    let s = MmaShape::for_partition(Precision::Bf16, 48, 5).unwrap();
+    assert_eq!((s.tm, s.nt, s.kc, s.kcw, s.warps_m, s.warps_n, s.mf, s.nf), (16, 3, 16, 8, 1, 4, 1, 2));
+    let s = MmaShape::for_partition(Precision::Tf32, 256, 100).unwrap();
+    assert_eq!((s.tm, s.nt, s.kc, s.kcw, s.threads, s.warps_m, s.warps_n, s.mf, s.nf), (128, 2, 32, 32, 256, 4, 2, 2, 4));
+    assert!(s.shared_bytes() <= 48 * 1024);
+    assert_eq!(s.kernel_name(), "sum_fwd_tf32_bs256_w100");
+}
+
+#[test]
+fn bf16_replay_matches_the_matrix_product() {
+    check(Precision::Bf16, 16, 3, &[1, 7, 70]);
+    check(Precision::Bf16, 32, 40, &[7, 130]);
+    check(Precision::Bf16, 48, 16, &[65]);
+    check(Precision::Bf16, 128, 33, &[100]);
+    check(Precision::Bf16, 96, 20, &[64]);
+}
+
+#[test]
+fn tf32_replay_matches_the_matrix_product() {
+    check(Precision::Tf32, 16, 1, &[1, 64]);
+    check(Precision::Tf32, 32, 9, &[7, 130]);
+    check(Precision::Tf32, 64, 64, &[100]);
+    check(Precision::Tf32, 256, 20, &[3]);
+    check(Precision::Tf32, 96, 44, &[66]);
+}
