@@ -7,11 +7,12 @@
 //! (`bench/pyjuice_bench.py`) rebuilds the identical circuit.
 //!
 //! Run: `cargo run --release --example bench_gpu -- MNIST_DIR OUT_DIR [hclt128,pd128]`
+//! (`PCC_PRECISION=bf16|tf32` emits tensor-core sum forward kernels; default fp32)
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use pcc::codegen::emit::emit;
+use pcc::codegen::emit::{emit_with, EmitOptions, Precision};
 use pcc::codegen::structures::{hclt, pd};
 use pcc::codegen::{Circuit, Model};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
@@ -46,7 +47,8 @@ fn main() -> Result<()> {
         let model = Model::random(circuit, 0)?;
         model.save(&out.join(&name))?;
         let t = Instant::now();
-        let e = emit(&model.plan)?;
+        let precision: Precision = std::env::var("PCC_PRECISION").unwrap_or_else(|_| "fp32".into()).parse().map_err(anyhow::Error::msg)?;
+        let e = emit_with(&model.plan, &EmitOptions { precision })?;
         let cache = KernelCache::new(std::env::temp_dir().join(format!("pcc-bench-cache-{}", std::process::id())));
         let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &cache)?;
         let ready_cold = t.elapsed().as_secs_f64();
@@ -98,7 +100,7 @@ fn main() -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "system": "pcc", "model": name, "sum_edges": model.plan.num_sum_edges(),
+                "system": "pcc", "model": name, "precision": precision.to_string(), "sum_edges": model.plan.num_sum_edges(),
                 "params": model.plan.num_learnable_params(), "nodes": model.plan.num_nodes - model.plan.num_dummy_nodes,
                 "train_s": train_s, "fwd_s": fwd_s, "fwd_eager_s": fwd_eager_s, "device_mem_in_use_gib": mem,
                 "peak_mem_gib": gpu.peak_device_bytes() as f64 / (1u64 << 30) as f64,

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use pcc::codegen::emit::emit;
+use pcc::codegen::emit::{emit_with, EmitOptions, Precision};
 use pcc::codegen::structures::{hclt, pd};
 use pcc::codegen::Model;
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
@@ -28,7 +28,8 @@ fn main() -> Result<()> {
         pd::build(&pd::PdOptions { latents: l, ..Default::default() })?
     };
     let model = Model::random(circuit, 0)?;
-    let e = emit(&model.plan)?;
+    let precision: Precision = std::env::var("PCC_PRECISION").unwrap_or_else(|_| "fp32".into()).parse().map_err(anyhow::Error::msg)?;
+    let e = emit_with(&model.plan, &EmitOptions { precision })?;
     let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &KernelCache::new(KernelCache::default_dir()))?;
     println!("{name}: {} forward kernels, {} depths, device {}", e.manifest.forward.len(), model.plan.depths.len(), gpu.device_name);
     for &graphs in modes {
