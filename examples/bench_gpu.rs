@@ -52,8 +52,9 @@ fn main() -> Result<()> {
         let cache = KernelCache::new(std::env::temp_dir().join(format!("pcc-bench-cache-{}", std::process::id())));
         let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &cache)?;
         let ready_cold = t.elapsed().as_secs_f64();
+        let (plan, params, manifest) = (model.plan.clone(), model.params.clone(), e.manifest.clone());
         let t = Instant::now();
-        let warm = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &cache)?;
+        let warm = GpuEngine::new(plan, params, &e.source, manifest, &cache)?;
         let ready_warm = t.elapsed().as_secs_f64();
         let st = warm.startup();
         drop(warm);
