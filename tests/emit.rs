@@ -39,7 +39,26 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             Step::Launch(k) => Some(k),
             Step::ZeroElementFlows => None,
         });
-        let launches: Vec<&KernelSpec> = e.manifest.forward.iter().chain(backward).chain(&e.manifest.em).collect();
+        let q = &e.manifest.queries;
+        let walks = q.mpe_backward.iter().chain(&q.sample_backward).filter_map(|s| match s {
+            Step::Launch(k) => Some(k),
+            Step::ZeroElementFlows => None,
+        });
+        let launches: Vec<&KernelSpec> =
+            e.manifest.forward.iter().chain(backward).chain(&e.manifest.em).chain(&q.conditionals).chain(&q.mpe_forward).chain(walks).collect();
+        // Queries: the max-product forward mirrors the forward launch for launch; each walk clears
+        // the element flags once per depth and ends with one launch per input layer.
+        assert_eq!(q.mpe_forward.len(), e.manifest.forward.len(), "{name}: max-product forward mirrors the forward pass");
+        for (a, b) in q.mpe_forward.iter().zip(&e.manifest.forward) {
+            assert_eq!((&a.layer, a.count, a.threads_per_sample), (&b.layer, b.count, b.threads_per_sample), "{name}: {}", a.name);
+        }
+        for walk in [&q.mpe_backward, &q.sample_backward] {
+            assert_eq!(walk.iter().filter(|s| matches!(s, Step::ZeroElementFlows)).count(), plan.depths.len(), "{name}: flags cleared per depth");
+            assert_eq!(walk.len(), q.mpe_backward.len(), "{name}: both walks have the same steps");
+            let leaves = walk.iter().rev().take(plan.inputs.len()).filter(|s| matches!(s, Step::Launch(k) if k.args[0] == KernelArg::Output)).count();
+            assert_eq!(leaves, plan.inputs.len(), "{name}: the walk ends at the input layers");
+        }
+        assert!(q.conditionals.len() <= plan.inputs.len(), "{name}: at most one conditional launch per input layer");
         let zeroings = e.manifest.backward.iter().filter(|s| matches!(s, Step::ZeroElementFlows)).count();
         assert_eq!(zeroings, plan.depths.len(), "{name}: element flows cleared once per depth");
         let mut names: Vec<&str> = launches.iter().map(|k| k.name.as_str()).collect();

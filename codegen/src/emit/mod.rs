@@ -5,6 +5,8 @@
 //! through the manifest, so source size grows with the number of distinct shapes, never with the
 //! number of edges. This first version emits the forward pass (scalar path).
 
+mod queries;
+
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
 use pc_runtime::plan::{Dist, DistKind, Plan};
 
@@ -199,6 +201,7 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
     }
     m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
     emit_em(plan, &t, &mut source, &mut m)?;
+    queries::emit_queries(plan, &mut source, &mut m)?;
     Ok(Emitted { source, manifest: m })
 }
 

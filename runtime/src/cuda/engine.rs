@@ -10,6 +10,8 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
+mod queries;
+
 use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step};
 use crate::cpu::{check_em_hyper_parameters, Flows};
 use crate::data::Evidence;
@@ -43,6 +45,10 @@ struct Bind<'a> {
     dev: &'a DeviceState,
     /// EM step size and pseudocount (EM launches only).
     em: (f32, f32),
+    /// Query output buffer, sampling seed and the batch's first global sample (query launches only).
+    out: Option<&'a CudaSlice<f32>>,
+    seed: u64,
+    sample0: u32,
 }
 
 /// A circuit on one GPU.
@@ -53,6 +59,7 @@ pub struct GpuEngine {
     forward: Vec<CudaFunction>,
     backward: Vec<Option<CudaFunction>>,
     em: Vec<CudaFunction>,
+    queries: queries::QueryFns,
     dev: DeviceState,
     total_flow: f64,
     buffers: Option<Buffers>,
@@ -94,6 +101,7 @@ impl GpuEngine {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+        let queries = queries::QueryFns::load(&module, &manifest.queries)?;
         let up_u32 = |v: &[u32]| stream.clone_htod(&nonempty(v, 0)).map_err(CudaError::from);
         let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
         let sum_params = stream.clone_htod(&params.sum).map_err(CudaError::from)?;
@@ -108,6 +116,7 @@ impl GpuEngine {
             forward,
             backward,
             em,
+            queries,
             dev: DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats },
             total_flow: 0.0,
             buffers: None,
@@ -175,6 +184,9 @@ impl GpuEngine {
                 KernelArg::Table(i) => launch.arg(&bind.dev.tables[*i as usize]),
                 KernelArg::Batch => launch.arg(&b_i32),
                 KernelArg::Count => launch.arg(&count),
+                KernelArg::Output => launch.arg(bind.out.ok_or(CudaError::Unbound("output"))?),
+                KernelArg::Seed => launch.arg(&bind.seed),
+                KernelArg::SampleOffset => launch.arg(&bind.sample0),
             };
         }
         let grid = threads.div_ceil(spec.block as u64);
@@ -187,6 +199,20 @@ impl GpuEngine {
 
     /// Upload the batch and run the forward pass.
     fn run_forward(&mut self, ev: &Evidence) -> Result<usize, RuntimeError> {
+        let batch = self.upload(ev)?;
+        if batch == 0 {
+            return Ok(0);
+        }
+        let bufs = self.buffers.as_ref().expect("allocated by upload");
+        let bind = Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0), out: None, seed: 0, sample0: 0 };
+        for (spec, f) in self.manifest.forward.iter().zip(&self.forward) {
+            Self::launch(&self.stream, f, spec, &bind, batch)?;
+        }
+        Ok(batch)
+    }
+
+    /// Validate the batch, size the value buffers for it and upload its values and mask.
+    fn upload(&mut self, ev: &Evidence) -> Result<usize, RuntimeError> {
         ev.validate(&self.plan)?;
         let batch = ev.num_samples();
         if batch == 0 {
@@ -208,10 +234,6 @@ impl GpuEngine {
         let bufs = self.buffers.as_mut().expect("allocated above");
         self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
         self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;
-        let bind = Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0) };
-        for (spec, f) in self.manifest.forward.iter().zip(&self.forward) {
-            Self::launch(&self.stream, f, spec, &bind, batch)?;
-        }
         Ok(batch)
     }
 
@@ -252,7 +274,7 @@ impl GpuEngine {
         for (step, f) in self.manifest.backward.iter().zip(&self.backward) {
             match (step, f) {
                 (Step::ZeroElementFlows, _) => self.stream.memset_zeros(&mut bufs.elem_flows).map_err(CudaError::from)?,
-                (Step::Launch(spec), Some(f)) => Self::launch(&self.stream, f, spec, &Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0) }, batch)?,
+                (Step::Launch(spec), Some(f)) => Self::launch(&self.stream, f, spec, &Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0), out: None, seed: 0, sample0: 0 }, batch)?,
                 (Step::Launch(_), None) => unreachable!("every launch step has its function"),
             }
         }
@@ -274,7 +296,7 @@ impl GpuEngine {
     /// the flows are cleared.
     pub fn em_step(&mut self, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
         check_em_hyper_parameters(step_size, pseudocount)?;
-        let bind = Bind { bufs: None, dev: &self.dev, em: (step_size, pseudocount) };
+        let bind = Bind { bufs: None, dev: &self.dev, em: (step_size, pseudocount), out: None, seed: 0, sample0: 0 };
         for (spec, f) in self.manifest.em.iter().zip(&self.em) {
             Self::launch(&self.stream, f, spec, &bind, 0)?;
         }

@@ -14,7 +14,7 @@ mod nvrtc;
 pub use cache::KernelCache;
 pub use device::{probe, GpuInfo};
 pub use engine::GpuEngine;
-pub use manifest::{KernelArg, KernelSpec, Manifest, Step};
+pub use manifest::{conditional_slots, KernelArg, KernelSpec, Manifest, QueryManifest, Step};
 pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
 
 /// Errors of the CUDA layer; each says what is missing or what failed.
@@ -34,6 +34,10 @@ pub enum CudaError {
     Compile { name: String, arch: String, log: String },
     #[error("kernel source `{name}` contains a NUL byte")]
     NulInSource { name: String },
+    #[error("the kernel manifest has no {0} kernels (emitted by an older pcc: emit the circuit again)")]
+    MissingKernels(&'static str),
+    #[error("kernel argument {0} has nothing bound in this pass (the manifest does not match the engine)")]
+    Unbound(&'static str),
     #[error("kernel cache {path}: {source}")]
     Cache { path: std::path::PathBuf, source: std::io::Error },
 }
