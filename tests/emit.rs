@@ -28,6 +28,32 @@ fn corpus() -> Vec<(String, Circuit)> {
     v
 }
 
+/// The C type a launch passes for `a` (what the engine binds).
+fn c_type(a: &KernelArg) -> &'static str {
+    match a {
+        KernelArg::Missing => "unsigned char*",
+        KernelArg::Table(_) => "u32*",
+        KernelArg::Batch | KernelArg::Count => "int",
+        KernelArg::StepSize | KernelArg::Pseudocount => "float",
+        KernelArg::Seed => "unsigned long long",
+        KernelArg::SampleOffset => "u32",
+        _ => "float*",
+    }
+}
+
+/// Parameter types of kernel `name` as declared in `source` (qualifiers dropped).
+fn signature(source: &str, name: &str) -> Vec<String> {
+    let at = source.find(&format!("void {name}(")).unwrap_or_else(|| panic!("kernel {name} is not defined")) + name.len() + 6;
+    let end = at + source[at..].find(')').unwrap();
+    source[at..end]
+        .split(',')
+        .map(|p| {
+            let words: Vec<&str> = p.split_whitespace().filter(|w| *w != "const" && *w != "__restrict__").collect();
+            words[..words.len() - 1].join(" ")
+        })
+        .collect()
+}
+
 #[test]
 fn manifests_match_the_plan_and_sources_stay_compact() {
     for (name, c) in corpus() {
@@ -73,6 +99,12 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         layers.dedup();
         assert_eq!(layers.len(), e.manifest.forward.len(), "{name}: every launch names its own layer");
         for k in &launches {
+            let params = signature(&e.source, &k.name);
+            assert_eq!(params.len(), k.args.len(), "{name}: kernel {} parameter count", k.name);
+            // A table may hold f32 bits that the kernel reads as floats (EM's σ floors).
+            let want: Vec<&str> =
+                k.args.iter().zip(&params).map(|(a, p)| if matches!(a, KernelArg::Table(_)) && p == "float*" { "float*" } else { c_type(a) }).collect();
+            assert_eq!(params, want, "{name}: kernel {} takes the manifest's arguments in order", k.name);
             for a in &k.args {
                 if let KernelArg::Table(i) = a {
                     assert!((*i as usize) < e.manifest.tables.len());
