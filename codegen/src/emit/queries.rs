@@ -82,10 +82,16 @@ struct Leaves {
     aux: Vec<u32>,
     pstart: Vec<u32>,
     nstats: Vec<u32>,
-    /// Conditionals only: first accumulator slot of the leaf in a sample's row, and how many
-    /// categories it adds (categorical leaves).
-    slot: Vec<u32>,
-    ncat: Vec<u32>,
+}
+
+/// One leaf that adds to a conditional: its variable, and how many of the variable's categories it
+/// covers (categorical leaves: `min(leaf categories, variable categories)`).
+struct CondLeaf {
+    var: u32,
+    id: u32,
+    aux: u32,
+    pstart: u32,
+    ncat: u32,
 }
 
 impl Leaves {
@@ -124,7 +130,7 @@ pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -
     for layer in &plan.inputs {
         let kind = kind_name(layer.kind);
         let mut all = Leaves::default();
-        let mut cond = Leaves::default();
+        let mut cond: Vec<CondLeaf> = Vec::new();
         for seg in &layer.segments {
             let domain = plan.domains.get(seg.var as usize).copied();
             for i in 0..seg.num_nodes {
@@ -132,17 +138,15 @@ pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -
                 // The CPU engine's conditionals_of adds a leaf only where its family matches the
                 // variable's domain, and only the categories that exist; leaves it would skip are
                 // left out here, so every slot written is inside its variable's range.
-                let Some(off) = offsets.get(seg.var as usize).copied() else { continue };
-                let (slot, ncat) = match (seg.dist, domain) {
-                    (Dist::Categorical { num_cats }, Some(Domain::Discrete { num_cats: k })) => (off, num_cats.min(k)),
-                    (Dist::Bernoulli, Some(Domain::Discrete { num_cats: k })) if k >= 2 => (off, 2),
-                    (Dist::Indicator { num_states }, Some(Domain::Discrete { num_cats: k })) if i % num_states < k => (off + i % num_states, 1),
-                    (Dist::Gaussian { .. }, Some(Domain::Continuous)) => (off, 2),
+                let ncat = match (seg.dist, domain) {
+                    (Dist::Categorical { num_cats }, Some(Domain::Discrete { num_cats: k })) => num_cats.min(k),
+                    (Dist::Bernoulli, Some(Domain::Discrete { num_cats: k })) if k >= 2 => 2,
+                    (Dist::Indicator { num_states }, Some(Domain::Discrete { num_cats: k })) if i % num_states < k => k,
+                    (Dist::Gaussian { .. }, Some(Domain::Continuous)) => 2,
                     _ => continue,
                 };
-                cond.push(seg, i);
-                cond.slot.push(slot);
-                cond.ncat.push(ncat);
+                let l = all.ids.len() - 1;
+                cond.push(CondLeaf { var: seg.var, id: all.ids[l], aux: all.aux[l], pstart: all.pstart[l], ncat });
             }
         }
         let n = all.ids.len() as u32;
@@ -181,30 +185,63 @@ pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -
             if pass == "mpe" { mpe_leaves.push(s) } else { sample_leaves.push(s) }
         }
 
-        if !cond.ids.is_empty() {
+        if !cond.is_empty() {
+            // Gather form, no atomics: one thread per (variable, category, sample) sums over the
+            // variable's leaves of this layer (CSR by variable, leaves in plan order as the CPU
+            // engine adds them). Layers run one after another and each adds to its own slots.
+            cond.sort_by_key(|l| l.var); // stable: plan order within a variable
+            let (mut evar, mut eslot, mut encat, mut estart) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut lid, mut laux, mut lpstart, mut lncat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (j, l) in cond.iter().enumerate() {
+                if evar.last() != Some(&l.var) {
+                    evar.push(l.var);
+                    eslot.push(offsets[l.var as usize]);
+                    encat.push(0u32);
+                    estart.push(j as u32);
+                }
+                let last = encat.len() - 1;
+                encat[last] = encat[last].max(l.ncat);
+                lid.push(l.id);
+                laux.push(l.aux);
+                lpstart.push(l.pstart);
+                lncat.push(l.ncat);
+            }
+            estart.push(cond.len() as u32);
+            let kmax = encat.iter().copied().max().unwrap_or(1).max(1);
+            let entries = evar.len() as u32;
             let mut ctx = tera::Context::new();
             ctx.insert("kind", kind);
             ctx.insert("pass", "cond");
             ctx.insert("slots", &slots);
-            let name = format!("input_{kind}_cond");
+            ctx.insert("kmax", &kmax);
+            let name = format!("input_{kind}_cond_k{kmax}");
             kernel(source, "query_input", &name, &mut ctx)?;
-            let c = cond.ids.len() as u32;
             let args = vec![
                 A::Output,
                 A::NodeFlows,
                 A::Missing,
                 A::LeafTable,
                 A::InputParams,
-                tables.get(cond.ids),
-                tables.get(cond.vars),
-                tables.get(cond.aux),
-                tables.get(cond.pstart),
-                tables.get(cond.slot),
-                tables.get(cond.ncat),
+                tables.get(evar),
+                tables.get(eslot),
+                tables.get(encat),
+                tables.get(estart),
+                tables.get(lid),
+                tables.get(laux),
+                tables.get(lpstart),
+                tables.get(lncat),
                 A::Count,
                 A::Batch,
             ];
-            q.conditionals.push(spec(name, format!("{kind} inputs"), c, args));
+            q.conditionals.push(KernelSpec {
+                scales_with_batch: true,
+                name,
+                layer: format!("{kind} inputs"),
+                count: entries,
+                threads_per_sample: entries as u64 * kmax as u64,
+                block: BLOCK,
+                args,
+            });
         }
     }
 
