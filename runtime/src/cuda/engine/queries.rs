@@ -19,7 +19,7 @@ use crate::plan::{Domain, Plan};
 use crate::RuntimeError;
 
 /// Samples per device batch of a query.
-pub const QUERY_BATCH: usize = 4096;
+pub const QUERY_BATCH: usize = 2048;
 
 /// The query kernels, aligned with the manifest's query sections.
 pub(super) struct QueryFns {
