@@ -5,6 +5,8 @@
 //! order, the kernels' index arithmetic (every buffer index in bounds for this corpus) and the
 //! query algorithms are checked against the CPU engine without a GPU. What it cannot check is
 //! that the CUDA text says the same as its transcription (the GPU self-check does that).
+// Index loops on purpose: they mirror the kernels' index arithmetic.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 
