@@ -8,7 +8,8 @@ use common::Gen;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
 use pcc::codegen::{compile, Circuit, CircuitBuilder, Dist, SumEdges};
-use pcc::runtime::cuda::{compile_cubin, nvrtc_available, KernelArg, KernelSpec, Step};
+use pcc::runtime::cuda::{compile_cubin, conditional_slots, nvrtc_available, KernelArg, KernelSpec, Step};
+use pcc::runtime::Domain;
 use pcc::runtime::Evidence;
 
 fn corpus() -> Vec<(String, Circuit)> {
@@ -85,6 +86,25 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             assert_eq!(leaves, plan.inputs.len(), "{name}: the walk ends at the input layers");
         }
         assert!(q.conditionals.len() <= plan.inputs.len(), "{name}: at most one conditional launch per input layer");
+        // Conditional gathers write out[b][eslot[e] + k] for k < encat[e]: inside the variable's
+        // own slots, so never into another variable's or sample's row.
+        let (offsets, slots) = conditional_slots(&plan);
+        let width = |v: usize| match plan.domains[v] {
+            Domain::Discrete { num_cats } => num_cats,
+            Domain::Continuous => 2,
+        };
+        assert_eq!(slots, (0..plan.domains.len()).map(width).sum::<u32>(), "{name}: slots");
+        for k in &q.conditionals {
+            let t: Vec<&Vec<u32>> = k.args.iter().filter_map(|a| if let KernelArg::Table(i) = a { Some(&e.manifest.tables[*i as usize]) } else { None }).collect();
+            let (evar, eslot, encat, estart) = (t[0], t[1], t[2], t[3]);
+            assert_eq!((evar.len(), estart.len()), (k.count as usize, k.count as usize + 1), "{name}: {}", k.name);
+            assert!(estart.windows(2).all(|w| w[0] < w[1]) && *estart.last().unwrap() as usize == t[4].len(), "{name}: {} CSR", k.name);
+            for e in 0..evar.len() {
+                let v = evar[e] as usize;
+                assert!(eslot[e] == offsets[v] && encat[e] <= width(v) && encat[e] > 0, "{name}: {} entry {e}", k.name);
+                assert!(encat[e] as u64 <= k.threads_per_sample / k.count as u64, "{name}: {} categories within K", k.name);
+            }
+        }
         let zeroings = e.manifest.backward.iter().filter(|s| matches!(s, Step::ZeroElementFlows)).count();
         assert_eq!(zeroings, plan.depths.len(), "{name}: element flows cleared once per depth");
         let mut names: Vec<&str> = launches.iter().map(|k| k.name.as_str()).collect();

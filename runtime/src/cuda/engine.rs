@@ -3,7 +3,7 @@
 //! own architecture, keeps parameters, leaf tables, index tables and flow accumulators on the
 //! device, allocates value buffers once per batch size and runs the manifest's steps in order on
 //! one stream. EM runs on the device too (the CPU engine's rule, in f32), so a training step never
-//! copies parameters to the host.
+//! copies parameters to the host. Conditionals, MPE and sampling are in [`queries`].
 
 use std::sync::Arc;
 
