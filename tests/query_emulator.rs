@@ -853,7 +853,7 @@ fn generated_cuda_run_on_the_host_equals_the_emulator() {
         // Conditionals: the raw accumulators, normalized as the engine does, against the emulator.
         let (out, _) = run_host(&exe, dir.path(), ev, 0, n, 0, 0);
         let (offsets, slots) = conditional_slots(&model.plan);
-        let want = conditionals(&model, &m, ev);
+        let want = conditionals(model, &m, ev);
         for s in 0..n {
             let row = &out[s * slots as usize..][..slots as usize];
             for (v, w) in want[s].iter().enumerate() {
@@ -876,12 +876,12 @@ fn generated_cuda_run_on_the_host_equals_the_emulator() {
         }
         // MPE: values and assignments identical to the emulator's.
         let (out, root) = run_host(&exe, dir.path(), ev, 0, n, 1, 0);
-        let want = mpe(&model, &m, ev);
+        let want = mpe(model, &m, ev);
         assert!(root.iter().zip(&want.log_values).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: MPE values");
         assert!(out.iter().zip(&want.assignments).all(|(a, b)| a.to_bits() == b.to_bits()) && out.len() == n * nv, "{name}: MPE assignments");
         // Sampling: bit-identical draws, also when split into batches at other boundaries.
         let (out, _) = run_host(&exe, dir.path(), ev, 0, n, 2, 77);
-        let want = sample(&model, &m, ev, 0, n, 77);
+        let want = sample(model, &m, ev, 0, n, 77);
         assert!(out.len() == want.len() && out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: samples");
         let (first, _) = run_host(&exe, dir.path(), ev, 0, 10, 2, 77);
         let (rest, _) = run_host(&exe, dir.path(), ev, 10, n, 2, 77);
