@@ -34,7 +34,7 @@ fn c_type(a: &KernelArg) -> &'static str {
     match a {
         KernelArg::Missing => "unsigned char*",
         KernelArg::Table(_) => "u32*",
-        KernelArg::Batch | KernelArg::Count => "int",
+        KernelArg::Batch | KernelArg::Count | KernelArg::Int(_) => "int",
         KernelArg::StepSize | KernelArg::Pseudocount => "float",
         KernelArg::Seed => "unsigned long long",
         KernelArg::SampleOffset => "u32",

@@ -135,7 +135,12 @@ impl<'a> Dev<'a> {
         let bb = self.b;
         let name = k.name.as_str();
         let kind = name.split('_').nth(1).unwrap_or("");
+        // Block size and width: launch arguments of the query kernels, in the name of the others.
+        let ints: Vec<usize> = k.args.iter().filter_map(|a| if let KernelArg::Int(v) = a { Some(*v as usize) } else { None }).collect();
         let shape = |name: &str| -> (usize, usize) {
+            if let [bs, w] = ints[..] {
+                return (bs, w);
+            }
             let bs = name.split("_bs").nth(1).unwrap().split('_').next().unwrap().parse().unwrap();
             let w = name.split("_w").last().unwrap().split('_').next().unwrap().parse().unwrap();
             (bs, w)
@@ -269,7 +274,7 @@ impl<'a> Dev<'a> {
                     }
                 }
             }
-        } else if name.starts_with("sum_max_fwd_") {
+        } else if name == "sum_max_fwd" {
             let (bs, w) = shape(name);
             let (nids, cids, pids, counts) = (t[0], t[1], t[2], t[3]);
             for r in 0..n {
@@ -287,7 +292,7 @@ impl<'a> Dev<'a> {
                     }
                 }
             }
-        } else if name.starts_with("sum_mpe_") || name.starts_with("sum_sample_") {
+        } else if name == "sum_mpe" || name == "sum_sample" {
             let (bs, w) = shape(name);
             let (nids, cids, pids, counts) = (t[0], t[1], t[2], t[3]);
             for r in 0..n {
@@ -302,7 +307,7 @@ impl<'a> Dev<'a> {
                             continue;
                         }
                         let score = |x: usize| self.sum[pids[r * w + x] as usize + m].ln() + self.elems[cids[r * w + x] as usize * bb + b];
-                        let pick = if name.starts_with("sum_mpe_") {
+                        let pick = if name == "sum_mpe" {
                             let (mut pick, mut best) = (0, score(0));
                             for x in 1..cnt {
                                 if score(x) > best {
@@ -715,6 +720,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
             KernelArg::Count => format!("{}", k.count),
             KernelArg::Seed => "seed".into(),
             KernelArg::SampleOffset => "sample0".into(),
+            KernelArg::Int(v) => format!("{v}"),
             other => panic!("no query launch binds {other:?}"),
         }
     };

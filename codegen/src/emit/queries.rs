@@ -282,19 +282,16 @@ pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -
             let count = part.nids.len() as u32;
             let threads_per_sample = count as u64 * part.block_size as u64;
             let layer = format!("sums d{d} p{p}");
-            let shape = format!("bs{}_w{}", part.block_size, part.width);
+            // One kernel per pass for every partition shape (block size and width are launch
+            // arguments): the walks are off the training path, and this keeps NVRTC time flat.
+            let (bs, w) = (KernelArg::Int(part.block_size as i32), KernelArg::Int(part.width as i32));
             for pass in ["max_fwd", "mpe", "sample"] {
-                let name = match pass {
-                    "max_fwd" => format!("sum_max_fwd_{shape}"),
-                    _ => format!("sum_{pass}_{shape}"),
-                };
+                let name = format!("sum_{pass}");
                 let mut ctx = tera::Context::new();
                 ctx.insert("pass", pass);
-                ctx.insert("bs", &part.block_size);
-                ctx.insert("width", &part.width);
                 kernel(source, "query_sum", &name, &mut ctx)?;
                 let args = match pass {
-                    "max_fwd" => vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, counts, KernelArg::Count, KernelArg::Batch],
+                    "max_fwd" => vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, counts, KernelArg::Count, KernelArg::Batch, bs, w],
                     _ => vec![
                         KernelArg::ElementFlows,
                         KernelArg::NodeFlows,
@@ -306,6 +303,8 @@ pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -
                         counts,
                         KernelArg::Count,
                         KernelArg::Batch,
+                        bs,
+                        w,
                         KernelArg::Seed,
                         KernelArg::SampleOffset,
                     ],

@@ -187,6 +187,7 @@ impl GpuEngine {
                 KernelArg::Output => launch.arg(bind.out.ok_or(CudaError::Unbound("output"))?),
                 KernelArg::Seed => launch.arg(&bind.seed),
                 KernelArg::SampleOffset => launch.arg(&bind.sample0),
+                KernelArg::Int(v) => launch.arg(v),
             };
         }
         let grid = threads.div_ceil(spec.block as u64);

@@ -50,6 +50,10 @@ pub enum KernelArg {
     /// Global index of the batch's first sample (u32): Philox counters use global sample indices,
     /// so draws do not depend on how a query is split into batches.
     SampleOffset,
+    /// A constant of the launch (i32): the block size or width of a partition, for kernels that
+    /// take the shape at run time (the query walks, off the training path: one kernel for every
+    /// shape keeps NVRTC time flat).
+    Int(i32),
 }
 
 /// One kernel launch. The grid covers `threads_per_sample * B` threads in blocks of `block`.
