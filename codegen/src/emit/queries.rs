@@ -1,7 +1,9 @@
 //! Query kernels: conditionals, MPE (max-product forward and backtracking) and sampling.
 //!
-//! Everything here is generated per input family or per sum-partition shape (never per edge) from
-//! `templates/query_*.cu.tera`. Index tables are shared with the other passes: a table whose
+//! Everything here is generated from `templates/query_*.cu.tera`, never per edge: leaf kernels per
+//! input family (conditional gathers also per largest category count), and one kernel per pass for
+//! sums of every partition shape (block size and width are launch arguments, [`KernelArg::Int`]:
+//! the queries are off the training path, and this keeps NVRTC time flat). Index tables are shared with the other passes: a table whose
 //! contents already exist in the manifest is reused, not uploaded twice. The walks reuse the
 //! product kernels of the forward and backward passes (`prod_fwd_*`, `prod_bwd_*`, emitted by the
 //! parent module for every product partition shape).
