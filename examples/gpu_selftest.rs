@@ -1,20 +1,28 @@
 //! GPU self-check: every model is run on the CPU engine and the GPU engine at several batch sizes —
 //! forward log-likelihoods, marginals, flows (sum parameters and leaf statistics, with missing
-//! values and sample weights) and the parameters after one EM step — and the largest differences
-//! are printed with pass/fail.
+//! values and sample weights), the parameters after one EM step, and the queries (conditionals,
+//! MPE, unconditional and conditional sampling) — and the largest differences are printed with
+//! pass/fail. Besides the structures below, a corpus of small random circuits (tests/common's
+//! generator plus mixed Gaussian/Categorical/Bernoulli/Indicator circuits) runs every check.
 //!
-//! Run: `cargo run --release --example gpu_selftest -- [MNIST_DIR] [--quick]`
+//! Run: `cargo run --release --example gpu_selftest -- [MNIST_DIR] [--quick] [--cpu-queries]`
 //! (MNIST_DIR defaults to `../shared/data/mnist10k`; `--quick` uses small models only, e.g. under
-//! compute-sanitizer).
+//! compute-sanitizer; `--cpu-queries` needs no GPU: it runs only the query checks, with the CPU
+//! engine in the GPU's place, to check the checker itself).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
-use pcc::codegen::{Circuit, Model};
+use pcc::codegen::{Circuit, CircuitBuilder, Model, SumEdges};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
-use pcc::runtime::{dataset, Dist, Evidence};
+use pcc::runtime::{dataset, Conditional, CpuEngine, Dist, Evidence, MpeResult};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// Forward relative-error bound of the fp32 path.
 const TOL: f64 = 1e-4;
@@ -24,8 +32,12 @@ fn with_missing(ev: &Evidence, frac: f64) -> Evidence {
     Evidence::with_missing(ev.num_vars, ev.values.clone(), Some(missing)).unwrap()
 }
 
-fn check(name: &str, circuit: Circuit, data: &Evidence, cache: &KernelCache) -> Result<bool> {
+fn check(name: &str, circuit: Circuit, data: &Evidence, cache: Option<&KernelCache>) -> Result<bool> {
     let model = Model::random(circuit, 7)?;
+    let Some(cache) = cache else {
+        println!("{name}: queries of the CPU engine against itself (--cpu-queries)");
+        return check_queries(&model, data, &mut CpuQueries(model.cpu_engine()?));
+    };
     let cpu = model.cpu_engine()?;
     let t = Instant::now();
     let emitted = emit(&model.plan)?;
@@ -85,36 +97,345 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: &KernelCache) -> 
             if pass { "PASS" } else { "FAIL" }
         );
     }
+    ok &= check_queries(&model, data, &mut gpu)?;
     Ok(ok)
 }
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let cpu_queries = args.iter().any(|a| a == "--cpu-queries");
     let dir = args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "../shared/data/mnist10k".into());
     let cache = KernelCache::new(KernelCache::default_dir());
+    let cache = (!cpu_queries).then_some(&cache);
     let mut ok = true;
+    // The random corpus is built first, so a broken generator fails before any GPU work.
+    let corpus = random_corpus()?;
     // Binary data for the small structures.
     let bin: Vec<f32> = (0..1000 * 16).map(|i| ((i * 2654435761usize) >> 9 & 1) as f32).collect();
     let bin = Evidence::new(16, bin)?;
-    ok &= check("hclt16 (binary, 16 vars)", hclt::learn(&bin, &hclt::HcltOptions { latents: 16, ..Default::default() })?, &bin, &cache)?;
+    ok &= check("hclt16 (binary, 16 vars)", hclt::learn(&bin, &hclt::HcltOptions { latents: 16, ..Default::default() })?, &bin, cache)?;
     let rat = rat_spn::RatSpnOptions { num_vars: 16, latents: 8, depth: 3, input: Dist::Bernoulli, ..Default::default() };
-    ok &= check("rat-spn (binary, 16 vars)", rat_spn::build(&rat)?, &bin, &cache)?;
+    ok &= check("rat-spn (binary, 16 vars)", rat_spn::build(&rat)?, &bin, cache)?;
     let seq = Evidence::new(16, bin.values.iter().enumerate().map(|(i, x)| x + (i % 3) as f32).collect())?;
-    ok &= check("hmm (16 steps, 4 symbols)", hmm::build(&hmm::HmmOptions { seq_length: 16, hidden: 32, num_emits: 4, homogeneous: true, ..Default::default() })?, &seq, &cache)?;
+    ok &= check("hmm (16 steps, 4 symbols)", hmm::build(&hmm::HmmOptions { seq_length: 16, hidden: 32, num_emits: 4, homogeneous: true, ..Default::default() })?, &seq, cache)?;
+    for (name, circuit, data) in corpus {
+        ok &= check(&name, circuit, &data, cache)?;
+    }
     if !quick {
         let (images, _) = dataset::read_idx_images(&std::path::Path::new(&dir).join("images-idx3-ubyte"))?;
         let train = images.slice(0, 9000);
         for l in [32u32, 128] {
             let c = hclt::learn(&train, &hclt::HcltOptions { latents: l, ..Default::default() })?;
-            ok &= check(&format!("hclt{l} (mnist10k)"), c, &images, &cache)?;
+            ok &= check(&format!("hclt{l} (mnist10k)"), c, &images, cache)?;
         }
         let pdo = pd::PdOptions { latents: 16, ..Default::default() };
-        ok &= check("pd16 (mnist10k)", pd::build(&pdo)?, &images, &cache)?;
+        ok &= check("pd16 (mnist10k)", pd::build(&pdo)?, &images, cache)?;
     }
     if !ok {
         bail!("GPU and CPU engines disagree");
     }
     println!("ALL PASS");
     Ok(())
+}
+
+/// Conditionals bound: absolute on probabilities; on Gaussian means and variances relative to
+/// max(1, |CPU value|).
+const COND_TOL: f64 = 1e-4;
+/// Unconditional / conditional samples drawn for the statistical checks.
+const NUM_SAMPLES: usize = 20_000;
+/// Per-test false-alarm probability of the sampling checks (a Bernstein bound per variable and
+/// category): with at most ~2·10^5 tests per model (MNIST: 784 variables × 256 categories), a
+/// correct sampler fails a model with probability ≤ 2·10^-4.
+const SAMPLE_DELTA: f64 = 1e-9;
+
+/// The queries both engines answer; the self-check runs them on the GPU engine (or, with
+/// `--cpu-queries`, on the CPU engine to check the checker).
+trait Queries {
+    fn conditionals(&mut self, ev: &Evidence) -> Result<Vec<Vec<Conditional>>>;
+    fn mpe(&mut self, ev: &Evidence) -> Result<MpeResult>;
+    fn sample(&mut self, n: usize, seed: u64) -> Result<Vec<f32>>;
+    fn sample_conditional(&mut self, ev: &Evidence, seed: u64) -> Result<Vec<f32>>;
+}
+
+impl Queries for GpuEngine {
+    fn conditionals(&mut self, ev: &Evidence) -> Result<Vec<Vec<Conditional>>> {
+        Ok(GpuEngine::conditionals(self, ev)?)
+    }
+    fn mpe(&mut self, ev: &Evidence) -> Result<MpeResult> {
+        Ok(GpuEngine::mpe(self, ev)?)
+    }
+    fn sample(&mut self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        Ok(GpuEngine::sample(self, n, seed)?)
+    }
+    fn sample_conditional(&mut self, ev: &Evidence, seed: u64) -> Result<Vec<f32>> {
+        Ok(GpuEngine::sample_conditional(self, ev, seed)?)
+    }
+}
+
+struct CpuQueries(CpuEngine);
+
+impl Queries for CpuQueries {
+    fn conditionals(&mut self, ev: &Evidence) -> Result<Vec<Vec<Conditional>>> {
+        Ok(self.0.conditionals(ev)?)
+    }
+    fn mpe(&mut self, ev: &Evidence) -> Result<MpeResult> {
+        Ok(self.0.mpe(ev)?)
+    }
+    fn sample(&mut self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        Ok(self.0.sample(n, seed)?)
+    }
+    fn sample_conditional(&mut self, ev: &Evidence, seed: u64) -> Result<Vec<f32>> {
+        Ok(self.0.sample_conditional(ev, seed)?)
+    }
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "FAIL" }
+}
+
+/// Largest difference between two engines' conditionals (infinite on a shape or kind mismatch).
+fn conditional_error(want: &[Vec<Conditional>], got: &[Vec<Conditional>]) -> f64 {
+    if want.len() != got.len() {
+        return f64::INFINITY;
+    }
+    let mut err = 0f64;
+    for (w, g) in want.iter().zip(got) {
+        if w.len() != g.len() {
+            return f64::INFINITY;
+        }
+        for (a, b) in w.iter().zip(g) {
+            let e = match (a, b) {
+                (Conditional::Observed, Conditional::Observed) => 0.0,
+                (Conditional::Discrete(p), Conditional::Discrete(q)) if p.len() == q.len() => {
+                    p.iter().zip(q).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max)
+                }
+                (Conditional::Continuous { mean: m1, var: v1 }, Conditional::Continuous { mean: m2, var: v2 }) => {
+                    let rel = |x: f32, y: f32| (x as f64 - y as f64).abs() / (x.abs() as f64).max(1.0);
+                    rel(*m1, *m2).max(rel(*v1, *v2))
+                }
+                _ => f64::INFINITY,
+            };
+            err = if e.is_nan() { f64::INFINITY } else { err.max(e) };
+        }
+    }
+    err
+}
+
+/// Relative difference of two log-values (equal infinities count as equal).
+fn log_rel(a: f32, b: f32) -> f64 {
+    if a == b {
+        return 0.0;
+    }
+    let d = (a as f64 - b as f64).abs() / (b.abs() as f64).max(1.0);
+    if d.is_nan() { f64::INFINITY } else { d }
+}
+
+/// Half-width `t` of the Bernstein bound P(|count − n p| ≥ t) ≤ δ for a Binomial(n, p) count.
+fn bernstein(n: usize, p: f64, delta: f64) -> f64 {
+    let l = (2.0 / delta).ln();
+    let var = n as f64 * p * (1.0 - p);
+    l / 3.0 + (l * l / 9.0 + 2.0 * var * l).sqrt()
+}
+
+/// Compare `samples` (`[n][nv]`) with exact marginals `marg` (CPU conditionals; `Observed`
+/// variables are skipped). Discrete: every category's count within the Bernstein bound at
+/// [`SAMPLE_DELTA`]. Continuous: the sample mean within 6 standard errors (σ/√n) and the sample
+/// variance within 6 of its asymptotic standard errors (√((m4 − s⁴)/n)), plus 10^-3·max(1, var)
+/// for the f32 rounding of the CPU's variance. Returns (worst deviation / bound, max abs
+/// frequency error, whether every value was a valid category).
+fn sample_stats(marg: &[Conditional], samples: &[f32], n: usize, nv: usize) -> (f64, f64, bool) {
+    let (mut worst, mut freq_err, mut valid) = (0f64, 0f64, samples.len() == n * nv);
+    if !valid {
+        return (f64::INFINITY, f64::INFINITY, false);
+    }
+    for (v, c) in marg.iter().enumerate() {
+        let col = (0..n).map(|i| samples[i * nv + v]);
+        match c {
+            Conditional::Observed => {}
+            Conditional::Discrete(p) => {
+                let mut counts = vec![0usize; p.len()];
+                for x in col {
+                    if x.fract() == 0.0 && x >= 0.0 && (x as usize) < p.len() {
+                        counts[x as usize] += 1;
+                    } else {
+                        valid = false;
+                    }
+                }
+                for (k, &pk) in p.iter().enumerate() {
+                    let dev = (counts[k] as f64 - n as f64 * pk as f64).abs();
+                    worst = worst.max(dev / bernstein(n, pk as f64, SAMPLE_DELTA));
+                    freq_err = freq_err.max(dev / n as f64);
+                }
+            }
+            Conditional::Continuous { mean, var } => {
+                let xs: Vec<f64> = col.map(|x| x as f64).collect();
+                if xs.iter().any(|x| !x.is_finite()) {
+                    valid = false;
+                    continue;
+                }
+                let m = xs.iter().sum::<f64>() / n as f64;
+                let s2 = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64;
+                let m4 = xs.iter().map(|x| (x - m).powi(4)).sum::<f64>() / n as f64;
+                let (mean, var) = (*mean as f64, *var as f64);
+                let mean_bound = 6.0 * (var.max(s2) / n as f64).sqrt() + 1e-6;
+                let var_bound = 6.0 * ((m4 - s2 * s2).max(0.0) / n as f64).sqrt() + 1e-3 * var.max(1.0);
+                worst = worst.max((m - mean).abs() / mean_bound).max((s2 - var).abs() / var_bound);
+            }
+        }
+    }
+    (worst, freq_err, valid)
+}
+
+/// Conditionals, MPE and sampling of `eng` against the CPU engine on `model`.
+fn check_queries(model: &Model, data: &Evidence, eng: &mut dyn Queries) -> Result<bool> {
+    let cpu = model.cpu_engine()?;
+    let nv = model.plan.num_vars as usize;
+    let mut ok = true;
+    for &b in &[1usize, 7, 100, 512, 1000] {
+        let n = b.min(data.num_samples());
+        let ev = with_missing(&data.slice(0, n), 0.3);
+        // Conditionals.
+        let want = cpu.conditionals(&ev)?;
+        let t = Instant::now();
+        let got = eng.conditionals(&ev)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let err = conditional_error(&want, &got);
+        let pass = err <= COND_TOL;
+        ok &= pass;
+        println!("  batch {n:>4} conditionals: max abs error {err:.2e} (bound {COND_TOL:.0e}; Gaussian mean/var relative to max(1, |v|)) {} [{ms:.2} ms]", verdict(pass));
+        // MPE: values, and assignments equal up to exact ties (a differing completion must reach
+        // the same max-product value under the CPU engine).
+        let want = cpu.mpe(&ev)?;
+        let t = Instant::now();
+        let got = eng.mpe(&ev)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let shape_ok = got.log_values.len() == n && got.assignments.len() == n * nv;
+        let val_err = if shape_ok { want.log_values.iter().zip(&got.log_values).map(|(&a, &b)| log_rel(b, a)).fold(0.0, f64::max) } else { f64::INFINITY };
+        let differ: Vec<usize> = if shape_ok {
+            (0..n).filter(|&i| want.assignments[i * nv..][..nv].iter().zip(&got.assignments[i * nv..][..nv]).any(|(a, b)| a.to_bits() != b.to_bits())).collect()
+        } else {
+            Vec::new()
+        };
+        let mut tie_err = 0f64;
+        if !differ.is_empty() {
+            let rows: Vec<f32> = differ.iter().flat_map(|&i| got.assignments[i * nv..][..nv].iter().copied()).collect();
+            match Evidence::new(nv, rows).and_then(|e| cpu.mpe(&e)) {
+                Ok(eval) => {
+                    for (j, &i) in differ.iter().enumerate() {
+                        tie_err = tie_err.max(log_rel(eval.log_values[j], want.log_values[i]));
+                    }
+                }
+                // A completion the CPU engine rejects (e.g. a category out of range) is wrong.
+                Err(_) => tie_err = f64::INFINITY,
+            }
+        }
+        let pass = shape_ok && val_err <= TOL && tie_err <= TOL;
+        ok &= pass;
+        println!(
+            "  batch {n:>4} MPE: values max rel {val_err:.2e}; {} assignments differ, all exact ties (their CPU max-product value max rel {tie_err:.2e}) (bound {TOL:.0e}) {} [{ms:.2} ms]",
+            differ.len(),
+            verdict(pass)
+        );
+    }
+    // Unconditional sampling against the exact marginals.
+    let marg = cpu.conditionals(&Evidence::all_missing(nv, 1))?.remove(0);
+    let t = Instant::now();
+    let samples = eng.sample(NUM_SAMPLES, 1234)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let (worst, freq_err, valid) = sample_stats(&marg, &samples, NUM_SAMPLES, nv);
+    let again = eng.sample(1000, 1234)?;
+    let deterministic = samples.len() >= 1000 * nv && again[..] == samples[..1000 * nv];
+    let pass = valid && worst <= 1.0 && deterministic;
+    ok &= pass;
+    println!(
+        "  sample {NUM_SAMPLES}: max |freq − p| {freq_err:.2e}, worst deviation / Bernstein bound (δ = {SAMPLE_DELTA:.0e} per category) {worst:.2}; same seed, other batch size: {} {} [{ms:.2} ms]",
+        if deterministic { "identical" } else { "DIFFERENT" },
+        verdict(pass)
+    );
+    // Conditional sampling: one evidence row (about half of it missing), repeated.
+    let mut row = with_missing(&data.slice(0, 1), 0.5);
+    if let Some(m) = row.missing.as_mut() {
+        m[0] = true; // at least one variable to draw
+    }
+    let mask = row.missing.clone().unwrap_or_else(|| vec![false; nv]);
+    let rows = Evidence::with_missing(nv, row.values.repeat(NUM_SAMPLES), Some(mask.repeat(NUM_SAMPLES)))?;
+    let cmarg = cpu.conditionals(&row)?.remove(0);
+    let samples = eng.sample_conditional(&rows, 99)?;
+    let (worst, freq_err, valid) = sample_stats(&cmarg, &samples, NUM_SAMPLES, nv);
+    let kept = samples.len() == NUM_SAMPLES * nv
+        && (0..NUM_SAMPLES).all(|i| (0..nv).all(|v| mask[v] || samples[i * nv + v].to_bits() == row.values[v].to_bits()));
+    let pass = valid && kept && worst <= 1.0;
+    ok &= pass;
+    println!(
+        "  conditional sample {NUM_SAMPLES} × 1 row ({} of {nv} missing): max |freq − p| {freq_err:.2e}, worst deviation / bound {worst:.2}; observed values kept: {kept} {}",
+        mask.iter().filter(|&&m| m).count(),
+        verdict(pass)
+    );
+    Ok(ok)
+}
+
+/// A random mixed circuit: Gaussian, Categorical, Bernoulli and Indicator leaves, a tied input
+/// vector, a tied sum, block sizes 1–4 and both dense and block-diagonal sums.
+fn mixed_circuit(seed: u64) -> Result<(Circuit, Evidence)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let bs = [1u32, 2, 4][rng.random_range(0..3)];
+    let nb = rng.random_range(1..=3u32);
+    let k = rng.random_range(2..=4u32);
+    let mut b = CircuitBuilder::new(6);
+    let g0 = b.inputs(0, nb, bs, Dist::Gaussian { min_sigma: 0.05 });
+    let c1 = b.inputs(1, nb, bs, Dist::Categorical { num_cats: k });
+    let be2 = b.inputs(2, nb, bs, Dist::Bernoulli);
+    let g3 = b.tied_inputs(g0, 3);
+    let ind4 = b.inputs(4, 1, 4, Dist::Indicator { num_states: 4 });
+    let c5 = b.inputs(5, nb, bs, Dist::Categorical { num_cats: k });
+    let p01 = b.multiply(&[g0, c1]);
+    let s01 = b.summate(&[p01], nb, bs, SumEdges::Dense);
+    let p23 = b.multiply(&[be2, g3]);
+    let s23 = b.summate(&[p23], nb, bs, SumEdges::BlockDiagonal);
+    let s4 = b.summate(&[ind4], nb, bs, SumEdges::Dense);
+    let p45 = b.multiply(&[s4, c5]);
+    let s45 = b.summate(&[p45], nb, bs, SumEdges::Dense);
+    let top = b.multiply(&[s01, s23, s45]);
+    let s_top = b.summate(&[top], 2, 2, SumEdges::Dense);
+    // A second mixture over the same regions, its weights tied to the first.
+    let top2 = b.multiply(&[s23, s01, s45]);
+    let s_top2 = b.tied_summate(s_top, &[top2]);
+    let root = b.summate(&[s_top, s_top2], 1, 1, SumEdges::Dense);
+    let circuit = b.finish(root)?;
+    let mut values = Vec::with_capacity(1000 * 6);
+    for _ in 0..1000 {
+        values.extend([
+            rng.random_range(-2.0..2.0f32),
+            rng.random_range(0..k) as f32,
+            rng.random_range(0..2) as f32,
+            rng.random_range(-2.0..2.0f32),
+            rng.random_range(0..4) as f32,
+            rng.random_range(0..k) as f32,
+        ]);
+    }
+    Ok((circuit, Evidence::new(6, values)?))
+}
+
+/// Small random circuits: tests/common's generator (mixed block sizes, block-sparse sums, shared
+/// sub-circuits, tied inputs and sums, Categorical and Bernoulli leaves) and mixed circuits with
+/// Gaussian and Indicator leaves; 1000 random samples each.
+fn random_corpus() -> Result<Vec<(String, Circuit, Evidence)>> {
+    let mut v = Vec::new();
+    for seed in 0..7u64 {
+        let circuit = common::Gen::circuit(seed);
+        let model = Model::random(circuit.clone(), 7)?;
+        let data = common::random_evidence(&model, 1000, 0.0, 100 + seed);
+        v.push((format!("random{seed} ({} vars)", model.plan.num_vars), circuit, data));
+    }
+    for seed in 0..3u64 {
+        let (circuit, data) = mixed_circuit(seed)?;
+        v.push((format!("mixed{seed} (Gaussian/Categorical/Bernoulli/Indicator, 6 vars)"), circuit, data));
+    }
+    // The data fits each circuit's variable domains.
+    for (name, c, d) in &v {
+        let plan = pcc::codegen::compile(c)?;
+        d.validate(&plan).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    }
+    Ok(v)
 }

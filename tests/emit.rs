@@ -8,7 +8,8 @@ use common::Gen;
 use pcc::codegen::emit::{emit, emit_with, EmitOptions, Precision};
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
 use pcc::codegen::{compile, Circuit, CircuitBuilder, Dist, SumEdges};
-use pcc::runtime::cuda::{compile_cubin, compile_cubin_verbose, nvrtc_available, KernelArg, KernelSpec, Step};
+use pcc::runtime::cuda::{compile_cubin, compile_cubin_verbose, conditional_slots, nvrtc_available, KernelArg, KernelSpec, Step};
+use pcc::runtime::Domain;
 use pcc::runtime::Evidence;
 
 fn corpus() -> Vec<(String, Circuit)> {
@@ -28,6 +29,32 @@ fn corpus() -> Vec<(String, Circuit)> {
     v
 }
 
+/// The C type a launch passes for `a` (what the engine binds).
+fn c_type(a: &KernelArg) -> &'static str {
+    match a {
+        KernelArg::Missing => "unsigned char*",
+        KernelArg::Table(_) => "u32*",
+        KernelArg::Batch | KernelArg::Count | KernelArg::Int(_) => "int",
+        KernelArg::StepSize | KernelArg::Pseudocount => "float",
+        KernelArg::Seed => "unsigned long long",
+        KernelArg::SampleOffset => "u32",
+        _ => "float*",
+    }
+}
+
+/// Parameter types of kernel `name` as declared in `source` (qualifiers dropped).
+fn signature(source: &str, name: &str) -> Vec<String> {
+    let at = source.find(&format!("void {name}(")).unwrap_or_else(|| panic!("kernel {name} is not defined")) + name.len() + 6;
+    let end = at + source[at..].find(')').unwrap();
+    source[at..end]
+        .split(',')
+        .map(|p| {
+            let words: Vec<&str> = p.split_whitespace().filter(|w| *w != "const" && *w != "__restrict__").collect();
+            words[..words.len() - 1].join(" ")
+        })
+        .collect()
+}
+
 #[test]
 fn manifests_match_the_plan_and_sources_stay_compact() {
     for (name, c) in corpus() {
@@ -45,7 +72,45 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             }
         }
         let small = e.manifest.forward.iter().filter_map(|k| k.small.as_deref());
-        let launches: Vec<&KernelSpec> = e.manifest.forward.iter().chain(small).chain(backward).chain(&e.manifest.em).collect();
+        let q = &e.manifest.queries;
+        let walks = q.mpe_backward.iter().chain(&q.sample_backward).filter_map(|s| match s {
+            Step::Launch(k) => Some(k),
+            Step::ZeroElementFlows => None,
+        });
+        let launches: Vec<&KernelSpec> =
+            e.manifest.forward.iter().chain(small).chain(backward).chain(&e.manifest.em).chain(&q.conditionals).chain(&q.mpe_forward).chain(walks).collect();
+        // Queries: the max-product forward mirrors the forward launch for launch; each walk clears
+        // the element flags once per depth and ends with one launch per input layer.
+        assert_eq!(q.mpe_forward.len(), e.manifest.forward.len(), "{name}: max-product forward mirrors the forward pass");
+        for (a, b) in q.mpe_forward.iter().zip(&e.manifest.forward) {
+            assert_eq!((&a.layer, a.count, a.threads_per_sample), (&b.layer, b.count, b.threads_per_sample), "{name}: {}", a.name);
+        }
+        for walk in [&q.mpe_backward, &q.sample_backward] {
+            assert_eq!(walk.iter().filter(|s| matches!(s, Step::ZeroElementFlows)).count(), plan.depths.len(), "{name}: flags cleared per depth");
+            assert_eq!(walk.len(), q.mpe_backward.len(), "{name}: both walks have the same steps");
+            let leaves = walk.iter().rev().take(plan.inputs.len()).filter(|s| matches!(s, Step::Launch(k) if k.args[0] == KernelArg::Output)).count();
+            assert_eq!(leaves, plan.inputs.len(), "{name}: the walk ends at the input layers");
+        }
+        assert!(q.conditionals.len() <= plan.inputs.len(), "{name}: at most one conditional launch per input layer");
+        // Conditional gathers write out[b][eslot[e] + k] for k < encat[e]: inside the variable's
+        // own slots, so never into another variable's or sample's row.
+        let (offsets, slots) = conditional_slots(&plan);
+        let width = |v: usize| match plan.domains[v] {
+            Domain::Discrete { num_cats } => num_cats,
+            Domain::Continuous => 2,
+        };
+        assert_eq!(slots, (0..plan.domains.len()).map(width).sum::<u32>(), "{name}: slots");
+        for k in &q.conditionals {
+            let t: Vec<&Vec<u32>> = k.args.iter().filter_map(|a| if let KernelArg::Table(i) = a { Some(&e.manifest.tables[*i as usize]) } else { None }).collect();
+            let (evar, eslot, encat, estart) = (t[0], t[1], t[2], t[3]);
+            assert_eq!((evar.len(), estart.len()), (k.count as usize, k.count as usize + 1), "{name}: {}", k.name);
+            assert!(estart.windows(2).all(|w| w[0] < w[1]) && *estart.last().unwrap() as usize == t[4].len(), "{name}: {} CSR", k.name);
+            for e in 0..evar.len() {
+                let v = evar[e] as usize;
+                assert!(eslot[e] == offsets[v] && encat[e] <= width(v) && encat[e] > 0, "{name}: {} entry {e}", k.name);
+                assert!(encat[e] as u64 <= k.threads_per_sample / k.count as u64, "{name}: {} categories within K", k.name);
+            }
+        }
         let zeroings = e.manifest.backward.iter().filter(|s| matches!(s, Step::ZeroElementFlows)).count();
         assert_eq!(zeroings, plan.depths.len(), "{name}: element flows cleared once per depth");
         let mut names: Vec<&str> = launches.iter().map(|k| k.name.as_str()).collect();
@@ -60,6 +125,12 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         layers.dedup();
         assert_eq!(layers.len(), e.manifest.forward.len(), "{name}: every launch names its own layer");
         for k in &launches {
+            let params = signature(&e.source, &k.name);
+            assert_eq!(params.len(), k.args.len(), "{name}: kernel {} parameter count", k.name);
+            // A table may hold f32 bits that the kernel reads as floats (EM's σ floors).
+            let want: Vec<&str> =
+                k.args.iter().zip(&params).map(|(a, p)| if matches!(a, KernelArg::Table(_)) && p == "float*" { "float*" } else { c_type(a) }).collect();
+            assert_eq!(params, want, "{name}: kernel {} takes the manifest's arguments in order", k.name);
             for a in &k.args {
                 if let KernelArg::Table(i) = a {
                     assert!((*i as usize) < e.manifest.tables.len());

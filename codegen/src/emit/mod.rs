@@ -8,6 +8,8 @@
 pub mod mma;
 
 pub use mma::{EmitOptions, Precision};
+mod queries;
+
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
 use pc_runtime::plan::{Dist, DistKind, Plan};
 
@@ -230,6 +232,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
     emit_em(plan, &t, &mut source, &mut m)?;
     m.precision = opts.precision;
+    queries::emit_queries(plan, &mut source, &mut m)?;
     Ok(Emitted { source, manifest: m })
 }
 

@@ -3,13 +3,15 @@
 //! own architecture, keeps parameters, leaf tables, index tables and flow accumulators on the
 //! device, allocates value buffers once per batch size and runs the manifest's steps in order on
 //! one stream. EM runs on the device too (the CPU engine's rule, in f32), so a training step never
-//! copies parameters to the host.
+//! copies parameters to the host. Conditionals, MPE and sampling are in [`queries`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
+
+mod queries;
 
 use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step, SMALL_BATCH};
 use crate::cpu::{check_em_hyper_parameters, Flows};
@@ -62,6 +64,17 @@ struct Bind<'a> {
     dev: &'a DeviceState,
     /// EM step size and pseudocount (EM launches only).
     em: (f32, f32),
+    /// Query output buffer, sampling seed and the batch's first global sample (query launches only).
+    out: Option<&'a CudaSlice<f32>>,
+    seed: u64,
+    sample0: u32,
+}
+
+impl<'a> Bind<'a> {
+    /// The binding of a value, flow or EM pass (no query output).
+    fn pass(bufs: Option<&'a Buffers>, dev: &'a DeviceState, em: (f32, f32)) -> Bind<'a> {
+        Bind { bufs, dev, em, out: None, seed: 0, sample0: 0 }
+    }
 }
 
 /// A circuit on one GPU.
@@ -73,6 +86,7 @@ pub struct GpuEngine {
     forward: Vec<(CudaFunction, Option<CudaFunction>)>,
     backward: Vec<Option<CudaFunction>>,
     em: Vec<CudaFunction>,
+    queries: queries::QueryFns,
     dev: DeviceState,
     total_flow: f64,
     buffers: Option<Buffers>,
@@ -164,6 +178,7 @@ impl GpuEngine {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+        let queries = queries::QueryFns::load(&module, &manifest.queries)?;
         let t_kernels = t0.elapsed();
         let t0 = Instant::now();
         // `PCC_TRACE_START=1` prints each upload phase (to find where a warm start goes).
@@ -194,7 +209,7 @@ impl GpuEngine {
         // The leaf constants are computed on the device by the leaf EM kernels with η = 0 and
         // α = 0 on the (still zero) statistics: parameters stay, constants are refreshed. This
         // replaces a host pass and an upload as large as the leaf parameters.
-        let bind = Bind { bufs: None, dev: &dev, em: (0.0, 0.0) };
+        let bind = Bind::pass(None, &dev, (0.0, 0.0));
         for (spec, f) in manifest.em.iter().zip(&em).filter(|(k, _)| k.args.contains(&KernelArg::LeafTable)) {
             Self::launch(&stream, f, spec, &bind, 0)?;
         }
@@ -210,6 +225,7 @@ impl GpuEngine {
             forward,
             backward,
             em,
+            queries,
             dev,
             total_flow: 0.0,
             buffers: None,
@@ -309,6 +325,10 @@ impl GpuEngine {
                 KernelArg::Table(i) => launch.arg(&bind.dev.tables[*i as usize]),
                 KernelArg::Batch => launch.arg(&b_i32),
                 KernelArg::Count => launch.arg(&count),
+                KernelArg::Output => launch.arg(bind.out.ok_or(CudaError::Unbound("output"))?),
+                KernelArg::Seed => launch.arg(&bind.seed),
+                KernelArg::SampleOffset => launch.arg(&bind.sample0),
+                KernelArg::Int(v) => launch.arg(v),
             };
         }
         let grid = threads.div_ceil(spec.block as u64);
@@ -321,6 +341,36 @@ impl GpuEngine {
 
     /// Upload the batch and run the forward pass.
     fn run_forward(&mut self, ev: &Evidence) -> Result<usize, RuntimeError> {
+        let batch = self.upload(ev)?;
+        if batch == 0 {
+            return Ok(0);
+        }
+        let bufs = self.buffers.as_mut().expect("allocated by upload");
+        let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
+        let pass = |bufs: &Buffers| -> Result<(), CudaError> {
+            let bind = Bind::pass(Some(bufs), dev, (0.0, 0.0));
+            for (spec, (f, small)) in manifest.forward.iter().zip(forward) {
+                let (spec, f) = match (&spec.small, small) {
+                    (Some(s), Some(fs)) if batch <= SMALL_BATCH => (&**s, fs),
+                    _ => (spec, f),
+                };
+                Self::launch(stream, f, spec, &bind, batch)?;
+            }
+            Ok(())
+        };
+        if !self.use_graphs {
+            pass(bufs)?;
+        } else {
+            if bufs.forward_graph.is_none() {
+                bufs.forward_graph = Some(capture(stream, || pass(bufs))?);
+            }
+            bufs.forward_graph.as_ref().expect("captured above").0.launch().map_err(CudaError::from)?;
+        }
+        Ok(batch)
+    }
+
+    /// Validate the batch, size the value buffers for it and upload its values and mask.
+    fn upload(&mut self, ev: &Evidence) -> Result<usize, RuntimeError> {
         ev.validate(&self.plan)?;
         let batch = ev.num_samples();
         if batch == 0 {
@@ -342,26 +392,6 @@ impl GpuEngine {
         let bufs = self.buffers.as_mut().expect("allocated above");
         self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
         self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;
-        let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
-        let pass = |bufs: &Buffers| -> Result<(), CudaError> {
-            let bind = Bind { bufs: Some(bufs), dev, em: (0.0, 0.0) };
-            for (spec, (f, small)) in manifest.forward.iter().zip(forward) {
-                let (spec, f) = match (&spec.small, small) {
-                    (Some(s), Some(fs)) if batch <= SMALL_BATCH => (&**s, fs),
-                    _ => (spec, f),
-                };
-                Self::launch(stream, f, spec, &bind, batch)?;
-            }
-            Ok(())
-        };
-        if !self.use_graphs {
-            pass(bufs)?;
-        } else {
-            if bufs.forward_graph.is_none() {
-                bufs.forward_graph = Some(capture(stream, || pass(bufs))?);
-            }
-            bufs.forward_graph.as_ref().expect("captured above").0.launch().map_err(CudaError::from)?;
-        }
         Ok(batch)
     }
 
@@ -404,7 +434,7 @@ impl GpuEngine {
             for (step, f) in manifest.backward.iter().zip(backward) {
                 match (step, f) {
                     (Step::ZeroElementFlows, _) => stream.memset_zeros(&mut bufs.elem_flows)?,
-                    (Step::Launch(spec), Some(f)) => Self::launch(stream, f, spec, &Bind { bufs: Some(bufs), dev, em: (0.0, 0.0) }, batch)?,
+                    (Step::Launch(spec), Some(f)) => Self::launch(stream, f, spec, &Bind::pass(Some(bufs), dev, (0.0, 0.0)), batch)?,
                     (Step::Launch(_), None) => unreachable!("every launch step has its function"),
                 }
             }
@@ -437,7 +467,7 @@ impl GpuEngine {
     /// the flows are cleared.
     pub fn em_step(&mut self, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
         check_em_hyper_parameters(step_size, pseudocount)?;
-        let bind = Bind { bufs: None, dev: &self.dev, em: (step_size, pseudocount) };
+        let bind = Bind::pass(None, &self.dev, (step_size, pseudocount));
         for (spec, f) in self.manifest.em.iter().zip(&self.em) {
             Self::launch(&self.stream, f, spec, &bind, 0)?;
         }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::plan::{Domain, Plan};
+
 /// One argument of a generated kernel, in signature order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +42,18 @@ pub enum KernelArg {
     StepSize,
     /// EM pseudocount α (f32).
     Pseudocount,
+    /// The query's output buffer (f32): `[B][slots]` conditional accumulators
+    /// ([`conditional_slots`]) or `[B][num_vars]` assignments (MPE, samples).
+    Output,
+    /// Sampling seed (u64): the Philox key.
+    Seed,
+    /// Global index of the batch's first sample (u32): Philox counters use global sample indices,
+    /// so draws do not depend on how a query is split into batches.
+    SampleOffset,
+    /// A constant of the launch (i32): the block size or width of a partition, for kernels that
+    /// take the shape at run time (the query walks, off the training path: one kernel for every
+    /// shape keeps NVRTC time flat).
+    Int(i32),
 }
 
 /// One kernel launch. The grid covers `threads_per_sample * B` threads in blocks of `block`.
@@ -143,4 +157,47 @@ pub struct Manifest {
     /// Which partitions actually run on tensor cores shows in the kernel names (`sum_fwd_bf16_*`).
     #[serde(default)]
     pub precision: Precision,
+    /// Conditionals, MPE and sampling; empty in manifests emitted before queries ran on the device.
+    #[serde(default)]
+    pub queries: QueryManifest,
+}
+
+/// Query kernels. Each runs after a forward pass and uses the node/element flow buffers:
+/// conditionals as linear flows, MPE and sampling as selection flags (non-zero = in the sample's
+/// induced tree).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryManifest {
+    /// After the flow steps of [`Manifest::backward`] (those without parameter flows or input
+    /// statistics): per input layer, `Σ_{leaves n of v} F_n p_n(k)` into `Output[B][slots]`.
+    #[serde(default)]
+    pub conditionals: Vec<KernelSpec>,
+    /// Max-product forward, one launch per launch of [`Manifest::forward`] (same order): missing
+    /// leaves give their maximum log-density, sums `max_c (log θ_c + e_c)`.
+    #[serde(default)]
+    pub mpe_forward: Vec<KernelSpec>,
+    /// Top-down selection after `mpe_forward` (root flag set by the engine): per depth the
+    /// products are recomputed, element flags cleared, each selected sum flags its first argmax
+    /// child, products pass flags to their children; then selected leaves write `Output[B][num_vars]`.
+    #[serde(default)]
+    pub mpe_backward: Vec<Step>,
+    /// The same walk after a log-sum forward pass, drawing children ∝ θ_c exp(e_c) and leaf values
+    /// with Philox-4x32-10 keyed by the seed, counter (sample, node, 0, 0).
+    #[serde(default)]
+    pub sample_backward: Vec<Step>,
+}
+
+/// Layout of the conditional accumulators of one sample: variable `v` owns `[offsets[v], +n)`,
+/// `n` = its number of categories (discrete) or 2 (continuous: `Σ F μ` and `Σ F (σ² + μ²)`).
+/// Returns `(offsets, slots per sample)`. The emitter and the engine both use this.
+pub fn conditional_slots(plan: &Plan) -> (Vec<u32>, u32) {
+    let mut offsets = Vec::with_capacity(plan.domains.len());
+    let mut total = 0u32;
+    for d in &plan.domains {
+        offsets.push(total);
+        total += match d {
+            Domain::Discrete { num_cats } => *num_cats,
+            Domain::Continuous => 2,
+        };
+    }
+    (offsets, total)
 }

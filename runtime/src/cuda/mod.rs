@@ -14,7 +14,7 @@ mod nvrtc;
 pub use cache::KernelCache;
 pub use device::{probe, GpuInfo};
 pub use engine::{GpuEngine, StartupTimings};
-pub use manifest::{KernelArg, KernelSpec, Manifest, Precision, Step, SMALL_BATCH};
+pub use manifest::{conditional_slots, KernelArg, KernelSpec, Manifest, Precision, QueryManifest, Step, SMALL_BATCH};
 pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
 
 /// Errors of the CUDA layer; each says what is missing or what failed.
@@ -36,6 +36,10 @@ pub enum CudaError {
     NulInSource { name: String },
     #[error("CUDA graph capture recorded nothing (the pass has no launches)")]
     EmptyGraph,
+    #[error("the kernel manifest has no {0} kernels (emitted by an older pcc: emit the circuit again)")]
+    MissingKernels(&'static str),
+    #[error("kernel argument {0} has nothing bound in this pass (the manifest does not match the engine)")]
+    Unbound(&'static str),
     #[error("kernel cache {path}: {source}")]
     Cache { path: std::path::PathBuf, source: std::io::Error },
 }

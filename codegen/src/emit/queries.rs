@@ -1,0 +1,340 @@
+//! Query kernels: conditionals, MPE (max-product forward and backtracking) and sampling.
+//!
+//! Everything here is generated from `templates/query_*.cu.tera`, never per edge: leaf kernels per
+//! input family (conditional gathers also per largest category count), and one kernel per pass for
+//! sums of every partition shape (block size and width are launch arguments, [`KernelArg::Int`]:
+//! the queries are off the training path, and this keeps NVRTC time flat). Index tables are shared with the other passes: a table whose
+//! contents already exist in the manifest is reused, not uploaded twice. The walks reuse the
+//! product kernels of the forward and backward passes (`prod_fwd_*`, `prod_bwd_*`, emitted by the
+//! parent module for every product partition shape).
+
+use std::collections::{BTreeSet, HashMap};
+
+use pc_runtime::cuda::{conditional_slots, KernelArg, KernelSpec, Manifest, QueryManifest, Step};
+use pc_runtime::plan::{Dist, DistKind, Domain, Plan};
+
+use super::{EmitError, BLOCK};
+
+const QUERY_PRELUDE: &str = include_str!("../../../templates/query_prelude.cu.tera");
+const QUERY_INPUT: &str = include_str!("../../../templates/query_input.cu.tera");
+const QUERY_SUM: &str = include_str!("../../../templates/query_sum.cu.tera");
+
+fn engine() -> Result<tera::Tera, EmitError> {
+    let mut t = tera::Tera::new();
+    t.autoescape_on(Vec::<&str>::new());
+    for (name, src) in [("query_prelude", QUERY_PRELUDE), ("query_input", QUERY_INPUT), ("query_sum", QUERY_SUM)] {
+        t.add_raw_template(name, src).map_err(|e| EmitError::Template { template: file_of(name), detail: format!("{e:?}") })?;
+    }
+    Ok(t)
+}
+
+fn file_of(n: &str) -> &'static str {
+    match n {
+        "query_prelude" => "query_prelude.cu.tera",
+        "query_input" => "query_input.cu.tera",
+        _ => "query_sum.cu.tera",
+    }
+}
+
+fn render(t: &tera::Tera, name: &'static str, ctx: &tera::Context) -> Result<String, EmitError> {
+    t.render(name, ctx).map_err(|e| EmitError::Template { template: file_of(name), detail: format!("{e:?}") })
+}
+
+/// Index tables of the manifest, deduplicated by contents.
+struct Tables<'a> {
+    m: &'a mut Vec<Vec<u32>>,
+    index: HashMap<Vec<u32>, u32>,
+}
+
+impl<'a> Tables<'a> {
+    fn new(m: &'a mut Vec<Vec<u32>>) -> Self {
+        let mut index = HashMap::new();
+        for (i, t) in m.iter().enumerate() {
+            index.entry(t.clone()).or_insert(i as u32);
+        }
+        Tables { m, index }
+    }
+    fn get(&mut self, data: Vec<u32>) -> KernelArg {
+        if let Some(&i) = self.index.get(&data) {
+            return KernelArg::Table(i);
+        }
+        let i = self.m.len() as u32;
+        self.index.insert(data.clone(), i);
+        self.m.push(data);
+        KernelArg::Table(i)
+    }
+}
+
+fn kind_name(k: DistKind) -> &'static str {
+    match k {
+        DistKind::Categorical => "categorical",
+        DistKind::Bernoulli => "bernoulli",
+        DistKind::Gaussian => "gaussian",
+        DistKind::Indicator => "indicator",
+    }
+}
+
+/// Per-leaf columns of one input layer (or of the leaves of it that a query uses).
+#[derive(Default)]
+struct Leaves {
+    ids: Vec<u32>,
+    vars: Vec<u32>,
+    /// Leaf-table offset (node `i` of a segment: `flow_start + i * num_stats`), or `i % num_states`
+    /// for indicators — the forward pass's `aux`.
+    aux: Vec<u32>,
+    pstart: Vec<u32>,
+    nstats: Vec<u32>,
+}
+
+/// One leaf that adds to a conditional: its variable, and how many of the variable's categories it
+/// covers (categorical leaves: `min(leaf categories, variable categories)`).
+struct CondLeaf {
+    var: u32,
+    id: u32,
+    aux: u32,
+    pstart: u32,
+    ncat: u32,
+}
+
+impl Leaves {
+    fn push(&mut self, seg: &pc_runtime::plan::InputSegment, i: u32) {
+        self.ids.push(seg.node_start + i);
+        self.vars.push(seg.var);
+        self.aux.push(match seg.dist {
+            Dist::Indicator { num_states } => i % num_states,
+            d => seg.flow_start + i * d.num_stats(),
+        });
+        self.pstart.push(seg.param_start + i * seg.dist.num_params());
+        self.nstats.push(seg.dist.num_stats());
+    }
+}
+
+/// Emit the query kernels of `plan` and fill `m.queries`. Must run after the parent emitter has
+/// rendered the product kernels of every partition shape (the walks launch them).
+pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -> Result<(), EmitError> {
+    let t = engine()?;
+    *source += &render(&t, "query_prelude", &tera::Context::new())?;
+    let mut q = QueryManifest::default();
+    let mut tables = Tables::new(&mut m.tables);
+    let mut emitted = BTreeSet::new();
+    let mut kernel = |source: &mut String, template: &'static str, name: &str, ctx: &mut tera::Context| -> Result<(), EmitError> {
+        if emitted.insert(name.to_string()) {
+            ctx.insert("name", name);
+            *source += &render(&t, template, ctx)?;
+        }
+        Ok(())
+    };
+    let (offsets, slots) = conditional_slots(plan);
+    let nv = plan.num_vars;
+    let (mut mpe_leaves, mut sample_leaves) = (Vec::new(), Vec::new());
+
+    // Input layers: max forward, conditionals, and the leaf end of both walks.
+    for layer in &plan.inputs {
+        let kind = kind_name(layer.kind);
+        let mut all = Leaves::default();
+        let mut cond: Vec<CondLeaf> = Vec::new();
+        for seg in &layer.segments {
+            let domain = plan.domains.get(seg.var as usize).copied();
+            for i in 0..seg.num_nodes {
+                all.push(seg, i);
+                // The CPU engine's conditionals_of adds a leaf only where its family matches the
+                // variable's domain, and only the categories that exist; leaves it would skip are
+                // left out here, so every slot written is inside its variable's range.
+                let ncat = match (seg.dist, domain) {
+                    (Dist::Categorical { num_cats }, Some(Domain::Discrete { num_cats: k })) => num_cats.min(k),
+                    (Dist::Bernoulli, Some(Domain::Discrete { num_cats: k })) if k >= 2 => 2,
+                    (Dist::Indicator { num_states }, Some(Domain::Discrete { num_cats: k })) if i % num_states < k => k,
+                    (Dist::Gaussian { .. }, Some(Domain::Continuous)) => 2,
+                    _ => continue,
+                };
+                let l = all.ids.len() - 1;
+                cond.push(CondLeaf { var: seg.var, id: all.ids[l], aux: all.aux[l], pstart: all.pstart[l], ncat });
+            }
+        }
+        let n = all.ids.len() as u32;
+        let (ids, vars, aux, pstart, nstats) =
+            (tables.get(all.ids), tables.get(all.vars), tables.get(all.aux), tables.get(all.pstart), tables.get(all.nstats));
+        let spec = |name: String, layer: String, count: u32, args: Vec<KernelArg>| KernelSpec {
+            scales_with_batch: true,
+            name,
+            layer,
+            count,
+            threads_per_sample: count as u64,
+            block: BLOCK,
+            args,
+            small: None,
+        };
+        let mut ctx = tera::Context::new();
+        ctx.insert("kind", kind);
+        ctx.insert("pass", "max_fwd");
+        let name = format!("input_{kind}_max_fwd");
+        kernel(source, "query_input", &name, &mut ctx)?;
+        use KernelArg as A;
+        let args = vec![A::Nodes, A::Data, A::Missing, A::LeafTable, A::InputParams, ids, vars, aux, pstart, nstats, A::Count, A::Batch];
+        q.mpe_forward.push(spec(name, format!("{kind} inputs"), n, args));
+
+        for pass in ["mpe", "sample"] {
+            let mut ctx = tera::Context::new();
+            ctx.insert("kind", kind);
+            ctx.insert("pass", pass);
+            ctx.insert("nv", &nv);
+            let name = format!("input_{kind}_{pass}");
+            kernel(source, "query_input", &name, &mut ctx)?;
+            let args = vec![
+                A::Output, A::NodeFlows, A::Data, A::Missing, A::LeafTable, A::InputParams, ids, vars, aux, pstart, nstats, A::Count, A::Batch,
+                A::Seed, A::SampleOffset,
+            ];
+            let s = Step::Launch(spec(name, format!("{kind} inputs"), n, args));
+            if pass == "mpe" { mpe_leaves.push(s) } else { sample_leaves.push(s) }
+        }
+
+        if !cond.is_empty() {
+            // Gather form, no atomics: one thread per (variable, category, sample) sums over the
+            // variable's leaves of this layer (CSR by variable, leaves in plan order as the CPU
+            // engine adds them). Layers run one after another and each adds to its own slots.
+            cond.sort_by_key(|l| l.var); // stable: plan order within a variable
+            let (mut evar, mut eslot, mut encat, mut estart) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut lid, mut laux, mut lpstart, mut lncat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (j, l) in cond.iter().enumerate() {
+                if evar.last() != Some(&l.var) {
+                    evar.push(l.var);
+                    eslot.push(offsets[l.var as usize]);
+                    encat.push(0u32);
+                    estart.push(j as u32);
+                }
+                let last = encat.len() - 1;
+                encat[last] = encat[last].max(l.ncat);
+                lid.push(l.id);
+                laux.push(l.aux);
+                lpstart.push(l.pstart);
+                lncat.push(l.ncat);
+            }
+            estart.push(cond.len() as u32);
+            let kmax = encat.iter().copied().max().unwrap_or(1).max(1);
+            let entries = evar.len() as u32;
+            let mut ctx = tera::Context::new();
+            ctx.insert("kind", kind);
+            ctx.insert("pass", "cond");
+            ctx.insert("slots", &slots);
+            ctx.insert("kmax", &kmax);
+            let name = format!("input_{kind}_cond_k{kmax}");
+            kernel(source, "query_input", &name, &mut ctx)?;
+            let args = vec![
+                A::Output,
+                A::NodeFlows,
+                A::Missing,
+                A::LeafTable,
+                A::InputParams,
+                tables.get(evar),
+                tables.get(eslot),
+                tables.get(encat),
+                tables.get(estart),
+                tables.get(lid),
+                tables.get(laux),
+                tables.get(lpstart),
+                tables.get(lncat),
+                A::Count,
+                A::Batch,
+            ];
+            q.conditionals.push(KernelSpec {
+                scales_with_batch: true,
+                name,
+                layer: format!("{kind} inputs"),
+                count: entries,
+                threads_per_sample: entries as u64 * kmax as u64,
+                block: BLOCK,
+                args,
+                small: None,
+            });
+        }
+    }
+
+    // Depths: max-product forward (products as in the forward pass), then the walks top-down.
+    let (mut mpe_depths, mut sample_depths) = (Vec::new(), Vec::new());
+    for (d, depth) in plan.depths.iter().enumerate() {
+        let (mut recompute, mut down) = (Vec::new(), Vec::new());
+        for (p, part) in depth.prods.iter().enumerate() {
+            let (nids, cids) = (tables.get(part.nids.clone()), tables.get(part.cids.clone()));
+            let count = part.nids.len() as u32;
+            let threads_per_sample = count as u64 * part.block_size as u64;
+            let layer = format!("products d{d} p{p}");
+            let fwd = KernelSpec {
+                scales_with_batch: true,
+                name: format!("prod_fwd_bs{}_w{}", part.block_size, part.width),
+                layer: layer.clone(),
+                count,
+                threads_per_sample,
+                block: BLOCK,
+                args: vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch],
+                small: None,
+            };
+            q.mpe_forward.push(fwd.clone());
+            recompute.push(Step::Launch(fwd));
+            down.push(Step::Launch(KernelSpec {
+                scales_with_batch: true,
+                name: format!("prod_bwd_bs{}_w{}", part.block_size, part.width),
+                layer,
+                count,
+                threads_per_sample,
+                block: BLOCK,
+                args: vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch],
+                small: None,
+            }));
+        }
+        let (mut mpe_sums, mut sample_sums) = (Vec::new(), Vec::new());
+        for (p, part) in depth.sums.iter().enumerate() {
+            let (nids, cids, pids, counts) =
+                (tables.get(part.nids.clone()), tables.get(part.cids.clone()), tables.get(part.pids.clone()), tables.get(part.counts.clone()));
+            let count = part.nids.len() as u32;
+            let threads_per_sample = count as u64 * part.block_size as u64;
+            let layer = format!("sums d{d} p{p}");
+            // One kernel per pass for every partition shape (block size and width are launch
+            // arguments): the walks are off the training path, and this keeps NVRTC time flat.
+            let (bs, w) = (KernelArg::Int(part.block_size as i32), KernelArg::Int(part.width as i32));
+            for pass in ["max_fwd", "mpe", "sample"] {
+                let name = format!("sum_{pass}");
+                let mut ctx = tera::Context::new();
+                ctx.insert("pass", pass);
+                kernel(source, "query_sum", &name, &mut ctx)?;
+                let args = match pass {
+                    "max_fwd" => vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, counts, KernelArg::Count, KernelArg::Batch, bs, w],
+                    _ => vec![
+                        KernelArg::ElementFlows,
+                        KernelArg::NodeFlows,
+                        KernelArg::Elements,
+                        KernelArg::SumParams,
+                        nids,
+                        cids,
+                        pids,
+                        counts,
+                        KernelArg::Count,
+                        KernelArg::Batch,
+                        bs,
+                        w,
+                        KernelArg::Seed,
+                        KernelArg::SampleOffset,
+                    ],
+                };
+                let spec = KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
+                match pass {
+                    "max_fwd" => q.mpe_forward.push(spec),
+                    "mpe" => mpe_sums.push(Step::Launch(spec)),
+                    _ => sample_sums.push(Step::Launch(spec)),
+                }
+            }
+        }
+        let walk = |sums: Vec<Step>| {
+            let mut steps = recompute.clone();
+            steps.push(Step::ZeroElementFlows);
+            steps.extend(sums);
+            steps.extend(down.iter().cloned());
+            steps
+        };
+        mpe_depths.push(walk(mpe_sums));
+        sample_depths.push(walk(sample_sums));
+    }
+    q.mpe_backward = mpe_depths.into_iter().rev().flatten().chain(mpe_leaves).collect();
+    q.sample_backward = sample_depths.into_iter().rev().flatten().chain(sample_leaves).collect();
+    m.queries = q;
+    Ok(())
+}
