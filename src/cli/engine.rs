@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use pc_codegen::emit::{emit_with, EmitOptions, Precision};
 use pc_codegen::Model;
 use pc_runtime::cuda::{GpuEngine, KernelCache};
-use pc_runtime::{CpuEngine, Evidence, Params};
+use pc_runtime::{Conditional, CpuEngine, Evidence, MpeResult, Params};
 
 use super::Device;
 
@@ -15,17 +15,10 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Build the engine `device` asks for. `gpu_ready` is false for queries the GPU engine does
-    /// not run yet; then `auto` uses the CPU and `cuda` fails, naming the query.
-    pub fn new(model: &Model, device: Device, precision: Precision, query: Option<&str>) -> Result<Engine> {
+    /// Build the engine `device` asks for: `auto` falls back to the CPU engine (saying why) when
+    /// no GPU is usable, `cuda` fails instead.
+    pub fn new(model: &Model, device: Device, precision: Precision) -> Result<Engine> {
         if device == Device::Cpu {
-            return Ok(Engine::Cpu(Box::new(model.cpu_engine()?)));
-        }
-        if let Some(q) = query {
-            if device == Device::Cuda {
-                bail!("--device cuda: {q} does not run on the GPU engine yet; use --device cpu or auto");
-            }
-            eprintln!("pcc: running on the CPU: {q} does not run on the GPU engine yet");
             return Ok(Engine::Cpu(Box::new(model.cpu_engine()?)));
         }
         let gpu = emit_with(&model.plan, &EmitOptions { precision })
@@ -71,6 +64,29 @@ impl Engine {
         Ok(match self {
             Engine::Cpu(e) => e.params().clone(),
             Engine::Gpu(e) => e.params()?,
+        })
+    }
+
+    pub fn conditionals(&mut self, ev: &Evidence) -> Result<Vec<Vec<Conditional>>> {
+        Ok(match self {
+            Engine::Cpu(e) => e.conditionals(ev)?,
+            Engine::Gpu(e) => e.conditionals(ev)?,
+        })
+    }
+
+    pub fn mpe(&mut self, ev: &Evidence) -> Result<MpeResult> {
+        Ok(match self {
+            Engine::Cpu(e) => e.mpe(ev)?,
+            Engine::Gpu(e) => e.mpe(ev)?,
+        })
+    }
+
+    /// `n` samples; deterministic for a seed on one engine kind (the CPU engine draws from
+    /// ChaCha8 streams, the GPU engine from Philox, so the two give different samples).
+    pub fn sample(&mut self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        Ok(match self {
+            Engine::Cpu(e) => e.sample(n, seed)?,
+            Engine::Gpu(e) => e.sample(n, seed)?,
         })
     }
 }

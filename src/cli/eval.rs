@@ -9,7 +9,7 @@ use super::{DataArgs, DeviceArgs};
 pub fn run(dir: &Path, data: &DataArgs, device: &DeviceArgs, json: bool) -> Result<()> {
     let m = super::load_model(dir)?;
     let d = data.load()?;
-    let mut engine = device.engine(&m, None)?;
+    let mut engine = device.engine(&m)?;
     let lls = engine.log_likelihood(&d.ev)?;
     let avg = super::mean(&lls);
     let bpd = -avg / (d.ev.num_vars as f64 * std::f64::consts::LN_2);

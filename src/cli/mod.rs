@@ -40,8 +40,8 @@ pub struct DeviceArgs {
 
 impl DeviceArgs {
     /// The engine for `model` (see [`engine::Engine::new`]).
-    pub fn engine(&self, model: &Model, query: Option<&str>) -> Result<engine::Engine> {
-        engine::Engine::new(model, self.device, self.precision, query)
+    pub fn engine(&self, model: &Model) -> Result<engine::Engine> {
+        engine::Engine::new(model, self.device, self.precision)
     }
 }
 

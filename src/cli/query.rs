@@ -39,12 +39,7 @@ pub struct QueryArgs {
 pub fn run(a: &QueryArgs) -> Result<()> {
     let m = super::load_model(&a.model)?;
     let ev = dataset::read_csv_auto(&a.evidence, &a.missing_marker)?;
-    let query = match a.kind {
-        QueryKind::Marginal => None,
-        QueryKind::Conditional => Some("the conditional query"),
-        QueryKind::Mpe => Some("the MPE query"),
-    };
-    let mut engine = a.device.engine(&m, query)?;
+    let mut engine = a.device.engine(&m)?;
     let nv = ev.num_vars;
     match a.kind {
         QueryKind::Marginal => {
@@ -57,7 +52,6 @@ pub fn run(a: &QueryArgs) -> Result<()> {
             }
         }
         QueryKind::Conditional => {
-            let super::engine::Engine::Cpu(engine) = engine else { unreachable!("conditionals run on the CPU") };
             for (s, conds) in engine.conditionals(&ev)?.iter().enumerate() {
                 let mut vars = serde_json::Map::new();
                 for (v, c) in conds.iter().enumerate() {
@@ -79,7 +73,6 @@ pub fn run(a: &QueryArgs) -> Result<()> {
             }
         }
         QueryKind::Mpe => {
-            let super::engine::Engine::Cpu(engine) = engine else { unreachable!("MPE runs on the CPU") };
             let r = engine.mpe(&ev)?;
             for s in 0..ev.num_samples() {
                 let x = &r.assignments[s * nv..][..nv];

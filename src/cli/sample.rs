@@ -15,6 +15,8 @@ pub struct SampleArgs {
     /// Number of samples.
     #[arg(short = 'n', long, default_value_t = 64)]
     pub num: usize,
+    /// Random seed: the same seed gives the same samples on the same engine (the CPU and GPU
+    /// engines use different generators, so their samples differ).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write the samples as a square grid of images.
@@ -32,7 +34,7 @@ pub struct SampleArgs {
 
 pub fn run(a: &SampleArgs) -> Result<()> {
     let m = super::load_model(&a.model)?;
-    let super::engine::Engine::Cpu(engine) = a.device.engine(&m, Some("sampling"))? else { unreachable!("sampling runs on the CPU") };
+    let mut engine = a.device.engine(&m)?;
     let nv = m.plan.num_vars as usize;
     let samples = engine.sample(a.num, a.seed)?;
     if let Some(path) = &a.csv {

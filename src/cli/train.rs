@@ -61,7 +61,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         Some(p) => Some(super::load_data(p, None)?.ev),
         None => None,
     };
-    let mut engine = a.device.engine(&model, None)?;
+    let mut engine = a.device.engine(&model)?;
     let n = data.num_samples();
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
