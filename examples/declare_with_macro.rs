@@ -60,10 +60,10 @@ fn main() -> Result<()> {
 
     let mut engine = sensors::Circuit::random(7).cpu()?;
     println!("step  0: train LL {:8.4}", mean(&engine.log_likelihood(&train)?));
-    for step in 1..=15 {
+    for step in 1..=30 {
         let lls = engine.accumulate_flows(&train, None)?; // E-step (LL before this update)
         engine.em_step(1.0, 0.1)?; // full-batch M-step
-        if step % 3 == 0 {
+        if step % 5 == 0 {
             println!("step {step:2}: train LL {:8.4}", mean(&lls));
         }
     }
