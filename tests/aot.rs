@@ -197,3 +197,16 @@ fn generated_rust_snapshot() {
     let spec = ModuleSpec { name: "mix", runtime: "::pc_runtime", origin: "`models/mix/structure.json`" };
     insta::assert_snapshot!(module_source(&spec, &a, Embed::Files { plan: "mix.plan.json", manifest: "mix.manifest.json", cuda: "mix.cu" }));
 }
+
+#[test]
+fn embedded_cuda_compiles_with_nvrtc() {
+    use pcc::runtime::cuda::{compile_cubin, nvrtc_available};
+    if !nvrtc_available() {
+        eprintln!("note: NVRTC not found (source .ci/nvrtc.sh); skipping the compile check of the embedded CUDA");
+        return;
+    }
+    for (name, src) in [("tiny.cu", tiny::CUDA_SOURCE), ("pd44.cu", pd44::CUDA_SOURCE)] {
+        let cubin = compile_cubin(src, name, "90").unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!cubin.is_empty(), "{name}");
+    }
+}
