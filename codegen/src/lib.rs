@@ -1,8 +1,12 @@
 //! `pc-codegen`: the compiler side of pcc — circuit IR, builder, validation, structure files and
-//! the compiler from IR to an execution plan. (CUDA emission and the build-script API come next.)
+//! the compiler from IR to an execution plan, the CUDA emitter, and ahead-of-time output: the
+//! build-script API ([`build`]) and the declarations behind the `circuit!` macro ([`declare`]).
 
+pub mod aot;
+pub mod build;
 pub mod builder;
 pub mod compile;
+pub mod declare;
 pub mod emit;
 mod error;
 pub mod ir;

@@ -61,6 +61,8 @@ pub enum RuntimeError {
     Params(#[from] ParamsError),
     #[error("malformed plan: {0}")]
     MalformedPlan(String),
+    #[error("malformed kernel manifest: {0}")]
+    MalformedManifest(String),
     #[error("plan format version {found} is not supported (this build reads version {supported})")]
     UnsupportedPlanVersion { found: u32, supported: u32 },
     #[error("I/O error on {path}: {source}")]

@@ -17,6 +17,17 @@ pub use error::{ParamsError, RuntimeError};
 pub use params::Params;
 pub use plan::{Dist, DistKind, Domain, Plan, PLAN_VERSION};
 
+/// Include the typed module that `pc_codegen::build::Config::compile` wrote into `OUT_DIR` for a
+/// circuit: `include_circuit!("foo");` defines `mod foo` (`foo::plan()`, `foo::CUDA_SOURCE`,
+/// `foo::Circuit::load_cpu(..)`, …). The generated code names only this crate, so a deployment
+/// crate needs `pc-runtime` as its only normal dependency (`pc-codegen` as a build-dependency).
+#[macro_export]
+macro_rules! include_circuit {
+    ($name:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $name, ".rs"));
+    };
+}
+
 use std::io::Write;
 use std::path::Path;
 

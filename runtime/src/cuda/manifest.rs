@@ -92,6 +92,19 @@ impl KernelSpec {
     }
 }
 
+impl Manifest {
+    /// Serialize deterministically (the same manifest always gives the same bytes).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("manifest serialization cannot fail")
+    }
+
+    /// Parse a manifest written by [`Manifest::to_json`] (e.g. embedded by the build-script API or
+    /// the `circuit!` macro).
+    pub fn from_json(text: &str) -> Result<Manifest, crate::RuntimeError> {
+        serde_json::from_str(text).map_err(|e| crate::RuntimeError::MalformedManifest(e.to_string()))
+    }
+}
+
 /// One step of a pass.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]

@@ -1,0 +1,3 @@
+pcc::circuit! { name: c, template: hclt(latents = 8) }
+
+fn main() {}

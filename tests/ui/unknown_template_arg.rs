@@ -1,0 +1,3 @@
+pcc::circuit! { name: c, template: pd(shape = (4, 4), latent = 8) }
+
+fn main() {}
