@@ -16,7 +16,7 @@ mod common;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use pcc::codegen::emit::emit;
+use pcc::codegen::emit::{emit, emit_with, EmitOptions, Precision};
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
 use pcc::codegen::{Circuit, CircuitBuilder, Model, SumEdges};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
@@ -24,6 +24,8 @@ use pcc::runtime::{dataset, Conditional, CpuEngine, Dist, Evidence, MpeResult};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Forward relative-error bound of the bf16 (tensor-core) path.
+const TOL_BF16: f64 = 2e-3;
 /// Forward relative-error bound of the fp32 path.
 const TOL: f64 = 1e-4;
 
@@ -73,6 +75,25 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: Option<&KernelCac
             );
         }
     }
+    // The bf16 path: tensor-core sum forward (blocks of 16 nodes or more; batches of up to
+    // SMALL_BATCH samples run the fp32 small-batch kernels).
+    let bf16 = emit_with(&model.plan, &EmitOptions { precision: Precision::Bf16 })?;
+    let sums = bf16.manifest.forward.iter().filter(|k| k.name.starts_with("sum_fwd")).count();
+    let mma = bf16.manifest.forward.iter().filter(|k| k.name.starts_with("sum_fwd_bf16")).count();
+    let mut gpu16 = GpuEngine::new(model.plan.clone(), model.params.clone(), &bf16.source, bf16.manifest.clone(), cache)?;
+    for &b in &[1usize, 7, 100, 512, 1000] {
+        let n = b.min(data.num_samples());
+        let ev = data.slice(0, n);
+        let (want, got) = (cpu.log_likelihood(&ev)?, gpu16.log_likelihood(&ev)?);
+        let rel = got.iter().zip(&want).map(|(g, w)| (*g as f64 - *w as f64).abs() / (w.abs() as f64).max(1.0)).fold(0.0, f64::max);
+        let pass = rel <= TOL_BF16 && got.len() == want.len();
+        ok &= pass;
+        println!(
+            "  batch {n:>4} forward : max rel {rel:.2e} (bf16 path: {mma} of {sums} sum launches on tensor cores, bound {TOL_BF16:.0e}) {}",
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
+    drop(gpu16);
     // Flows and one EM step (mini-batch, η = 0.5) against the CPU engine.
     for &b in &[7usize, 100, 512] {
         let n = b.min(data.num_samples());
