@@ -64,7 +64,18 @@ enum Command {
     },
 }
 
+/// Let a closed pipe (`pcc query … | head`) end the process quietly, as other Unix tools do,
+/// instead of `println!` panicking on EPIPE.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> Result<()> {
+    restore_sigpipe();
     match Cli::parse().command {
         Command::Learn(a) => cli::learn::run(&a),
         Command::Train(a) => cli::train::run(&a),
