@@ -32,6 +32,13 @@ fn main() -> Result<()> {
     let e = emit_with(&model.plan, &EmitOptions { precision })?;
     let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &KernelCache::new(KernelCache::default_dir()))?;
     println!("{name}: {} forward kernels, {} depths, device {}", e.manifest.forward.len(), model.plan.depths.len(), gpu.device_name);
+    let cpu = model.cpu_engine()?;
+    for &b in &batches {
+        let x = images.slice(9000, 9000 + b);
+        let (want, got) = (cpu.log_likelihood(&x)?, gpu.log_likelihood(&x)?);
+        let rel = got.iter().zip(&want).map(|(g, w)| (*g as f64 - *w as f64).abs() / (w.abs() as f64).max(1.0)).fold(0.0, f64::max);
+        println!("batch {b:>3}: max rel error vs the CPU engine {rel:.2e} {}", if rel <= 1e-4 && got.len() == b { "PASS" } else { "FAIL" });
+    }
     for &graphs in modes {
         gpu.set_graphs(graphs);
         for &b in &batches {

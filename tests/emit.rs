@@ -66,9 +66,25 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             Step::Launch(k) => Some(k),
             Step::ZeroElementFlows => None,
         });
+        // Small-batch variants: same arguments (warp-per-node sums), or products fused into the
+        // depth's sums: the depth's product launches have an empty small variant and every sum
+        // launch of that depth a `_fused` one that reads nodes, not elements.
         for k in &e.manifest.forward {
-            if let Some(s) = &k.small {
-                assert_eq!((&s.args, &s.layer, s.count), (&k.args, &k.layer, k.count), "{name}: {} small variant binds the same arguments", k.name);
+            let Some(s) = &k.small else { continue };
+            assert_eq!((&s.layer, s.count), (&k.layer, k.count), "{name}: {} small variant covers the same layer", k.name);
+            if s.threads_per_sample == 0 {
+                assert!(k.layer.starts_with("products d"), "{name}: only product launches are skipped, not {}", k.layer);
+                let depth = k.layer.split(' ').nth(1).unwrap();
+                let sums: Vec<&KernelSpec> = e.manifest.forward.iter().filter(|x| x.layer.starts_with(&format!("sums {depth} "))).collect();
+                assert!(!sums.is_empty(), "{name}: {depth} has sums");
+                for x in sums {
+                    assert!(x.small.as_ref().is_some_and(|s| s.name.ends_with("_fused")), "{name}: {} of {depth} is fused", x.layer);
+                }
+            } else if s.name.ends_with("_fused") {
+                assert_eq!(s.args[0], KernelArg::Nodes, "{name}: {}", s.name);
+                assert!(!s.args.contains(&KernelArg::Elements), "{name}: {} reads no elements", s.name);
+            } else {
+                assert_eq!(s.args, k.args, "{name}: {} small variant binds the same arguments", k.name);
             }
         }
         let small = e.manifest.forward.iter().filter_map(|k| k.small.as_deref());

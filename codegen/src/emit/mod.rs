@@ -5,6 +5,7 @@
 //! through the manifest, so source size grows with the number of distinct shapes, never with the
 //! number of edges. This first version emits the forward pass (scalar path).
 
+mod fuse;
 pub mod mma;
 
 pub use mma::{EmitOptions, Precision};
@@ -17,6 +18,8 @@ const PRELUDE: &str = include_str!("../../../templates/prelude.cu.tera");
 const INPUT_FWD: &str = include_str!("../../../templates/input_fwd.cu.tera");
 const PROD_FWD: &str = include_str!("../../../templates/prod_fwd.cu.tera");
 const SUM_FWD: &str = include_str!("../../../templates/sum_fwd.cu.tera");
+const SUM_FWD_SMALL: &str = include_str!("../../../templates/sum_fwd_small.cu.tera");
+const SUM_FWD_FUSED: &str = include_str!("../../../templates/sum_fwd_fused.cu.tera");
 const SUM_BWD: &str = include_str!("../../../templates/sum_bwd.cu.tera");
 const PROD_BWD: &str = include_str!("../../../templates/prod_bwd.cu.tera");
 const INPUT_BWD: &str = include_str!("../../../templates/input_bwd.cu.tera");
@@ -46,6 +49,8 @@ fn engine() -> Result<tera::Tera, EmitError> {
         ("input_fwd", INPUT_FWD),
         ("prod_fwd", PROD_FWD),
         ("sum_fwd", SUM_FWD),
+        ("sum_fwd_small", SUM_FWD_SMALL),
+        ("sum_fwd_fused", SUM_FWD_FUSED),
         ("sum_bwd", SUM_BWD),
         ("prod_bwd", PROD_BWD),
         ("input_bwd", INPUT_BWD),
@@ -62,6 +67,8 @@ fn name_of(n: &str) -> &'static str {
         "input_fwd" => "input_fwd.cu.tera",
         "prod_fwd" => "prod_fwd.cu.tera",
         "sum_fwd" => "sum_fwd.cu.tera",
+        "sum_fwd_small" => "sum_fwd_small.cu.tera",
+        "sum_fwd_fused" => "sum_fwd_fused.cu.tera",
         "sum_bwd" => "sum_bwd.cu.tera",
         "prod_bwd" => "prod_bwd.cu.tera",
         "em" => "em.cu.tera",
@@ -157,6 +164,8 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     }
     for (d, depth) in plan.depths.iter().enumerate() {
         let (mut recompute, mut sum_bwd, mut prod_bwd) = (Vec::new(), Vec::new(), Vec::new());
+        let fused = fuse::fused_children(depth);
+        let first_prod = m.forward.len();
         for (p, part) in depth.prods.iter().enumerate() {
             let name = format!("prod_fwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&t, &mut emitted, &mut source, "prod_fwd", &name, part.block_size, part.width, None)?;
@@ -171,28 +180,66 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
             let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
             prod_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer: format!("products d{d} p{p}"), count: part.nids.len() as u32, threads_per_sample, block: BLOCK, args, small: None }));
         }
+        if fused.is_some() {
+            // Small batches skip this depth's product launches: the sums below form the elements.
+            for spec in &mut m.forward[first_prod..] {
+                spec.small = Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() }));
+            }
+        }
         for (p, part) in depth.sums.iter().enumerate() {
             let name = format!("sum_fwd_bs{}_w{}", part.block_size, part.width);
             let (nids, cids, pids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), table(&mut m, part.pids.clone()));
             let args = vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
             let count = part.nids.len() as u32;
-            // The scalar kernel always exists: its `_small` variant (a warp per node and sample)
-            // runs batches of up to SMALL_BATCH samples, whatever the precision.
-            shape_kernel(&t, &mut emitted, &mut source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
-            let small = KernelSpec {
-                name: format!("{name}_small"),
-                layer: format!("sums d{d} p{p}"),
-                count,
-                threads_per_sample: threads_per_sample * 32,
-                scales_with_batch: true,
-                block: BLOCK,
-                args: args.clone(),
-                small: None,
+            // Batches of up to SMALL_BATCH samples run a warp-per-node variant (`_small`, or
+            // `_fused` with the depth's products folded in), whatever the precision.
+            let small = match &fused {
+                // Products of this depth fused in (see `fuse`).
+                Some(f) => {
+                    let (pw, fc) = &f[p];
+                    let fname = format!("sum_fwd_bs{}_w{}_p{pw}_fused", part.block_size, part.width);
+                    if emitted.insert(fname.clone()) {
+                        let mut ctx = tera::Context::new();
+                        ctx.insert("name", &fname);
+                        ctx.insert("bs", &part.block_size);
+                        ctx.insert("width", &part.width);
+                        ctx.insert("pw", pw);
+                        source += &render(&t, "sum_fwd_fused", &ctx)?;
+                    }
+                    let fc = table(&mut m, fc.clone());
+                    KernelSpec {
+                        name: fname,
+                        layer: format!("sums d{d} p{p}"),
+                        count,
+                        threads_per_sample: threads_per_sample * 32,
+                        scales_with_batch: true,
+                        block: BLOCK,
+                        args: vec![KernelArg::Nodes, KernelArg::SumParams, nids, cids, pids, fc, KernelArg::Count, KernelArg::Batch],
+                        small: None,
+                    }
+                }
+                None => KernelSpec {
+                    name: {
+                        let small = format!("{name}_small");
+                        shape_kernel(&t, &mut emitted, &mut source, "sum_fwd_small", &small, part.block_size, part.width, None)?;
+                        small
+                    },
+                    layer: format!("sums d{d} p{p}"),
+                    count,
+                    threads_per_sample: threads_per_sample * 32,
+                    scales_with_batch: true,
+                    block: BLOCK,
+                    args: args.clone(),
+                    small: None,
+                },
             };
             let mut spec = match mma::sum_forward(opts, part, &mut emitted, &mut source, format!("sums d{d} p{p}"), args.clone())? {
                 Some(spec) => spec,
-                None => KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args, small: None },
+                None => {
+                    shape_kernel(&t, &mut emitted, &mut source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
+                    KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args, small: None }
+                }
             };
             spec.small = Some(Box::new(small));
             m.forward.push(spec);

@@ -72,8 +72,10 @@ pub struct KernelSpec {
     pub scales_with_batch: bool,
     pub block: u32,
     pub args: Vec<KernelArg>,
-    /// A variant of this launch for batches of at most [`SMALL_BATCH`] samples (same arguments),
-    /// e.g. a sum layer that spreads each node's children over a warp instead of looping.
+    /// A variant of this launch for batches of at most [`SMALL_BATCH`] samples, e.g. a sum layer
+    /// that spreads each node's children over a warp instead of looping, possibly computing its
+    /// child elements from the products' children itself; a variant with no threads skips the
+    /// launch (a product layer fused into the sums that consume it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub small: Option<Box<KernelSpec>>,
 }
