@@ -692,6 +692,8 @@ static pcc_dim3 blockIdx, blockDim, threadIdx;
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __shared__ static
+static inline void __syncthreads() {}
 static inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 static inline float pcc_host_expf(float x) { return expf(x); }
 static inline float pcc_host_logf(float x) { return logf(x); }

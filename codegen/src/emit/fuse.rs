@@ -1,6 +1,6 @@
 //! Product fusion for small batches: at a depth where every sum child element is made by one of
 //! the depth's product partitions, and every sum partition's children share one product width,
-//! the small-batch sum kernels form each element from its product's children as they read it,
+//! the small-batch sum kernels form each element from its product's children as they stage it,
 //! and the depth's product launches are skipped. This halves the launches of a small-batch
 //! forward pass (latency), and the element buffer is never written by it; the backward pass and
 //! the queries recompute products themselves before they read elements.
@@ -13,8 +13,9 @@ use pc_runtime::plan::DepthPlan;
 /// `fc[(r * width + w) * pw + j]` = node id of child `j` of the product that makes child element
 /// `w` of sum block `r` (0 for padded children, which the kernel treats as −inf). `None` when the
 /// depth cannot be fused.
-pub fn fused_children(depth: &DepthPlan) -> Option<Vec<(u32, Vec<u32>)>> {
-    if depth.prods.is_empty() || depth.sums.is_empty() {
+/// Also `None` when a sum partition is wider than `max_width` (it has no small-batch kernel).
+pub fn fused_children(depth: &DepthPlan, max_width: u32) -> Option<Vec<(u32, Vec<u32>)>> {
+    if depth.prods.is_empty() || depth.sums.is_empty() || depth.sums.iter().any(|s| s.width > max_width) {
         return None;
     }
     // Element id → (product partition, block row, offset in the block).

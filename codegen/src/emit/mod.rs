@@ -19,7 +19,6 @@ const INPUT_FWD: &str = include_str!("../../../templates/input_fwd.cu.tera");
 const PROD_FWD: &str = include_str!("../../../templates/prod_fwd.cu.tera");
 const SUM_FWD: &str = include_str!("../../../templates/sum_fwd.cu.tera");
 const SUM_FWD_SMALL: &str = include_str!("../../../templates/sum_fwd_small.cu.tera");
-const SUM_FWD_FUSED: &str = include_str!("../../../templates/sum_fwd_fused.cu.tera");
 const SUM_BWD: &str = include_str!("../../../templates/sum_bwd.cu.tera");
 const PROD_BWD: &str = include_str!("../../../templates/prod_bwd.cu.tera");
 const INPUT_BWD: &str = include_str!("../../../templates/input_bwd.cu.tera");
@@ -27,6 +26,10 @@ const EM: &str = include_str!("../../../templates/em.cu.tera");
 
 /// Threads per CUDA block of every generated kernel.
 pub const BLOCK: u32 = 256;
+
+/// Widest sum partition with a small-batch variant: its child values are staged in shared memory
+/// (4 bytes each, 16 KiB at most); wider partitions run their batch kernel at every batch size.
+pub const SMALL_MAX_WIDTH: u32 = 4096;
 
 /// Generated source and its manifest.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,7 +53,6 @@ fn engine() -> Result<tera::Tera, EmitError> {
         ("prod_fwd", PROD_FWD),
         ("sum_fwd", SUM_FWD),
         ("sum_fwd_small", SUM_FWD_SMALL),
-        ("sum_fwd_fused", SUM_FWD_FUSED),
         ("sum_bwd", SUM_BWD),
         ("prod_bwd", PROD_BWD),
         ("input_bwd", INPUT_BWD),
@@ -68,7 +70,6 @@ fn name_of(n: &str) -> &'static str {
         "prod_fwd" => "prod_fwd.cu.tera",
         "sum_fwd" => "sum_fwd.cu.tera",
         "sum_fwd_small" => "sum_fwd_small.cu.tera",
-        "sum_fwd_fused" => "sum_fwd_fused.cu.tera",
         "sum_bwd" => "sum_bwd.cu.tera",
         "prod_bwd" => "prod_bwd.cu.tera",
         "em" => "em.cu.tera",
@@ -164,7 +165,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     }
     for (d, depth) in plan.depths.iter().enumerate() {
         let (mut recompute, mut sum_bwd, mut prod_bwd) = (Vec::new(), Vec::new(), Vec::new());
-        let fused = fuse::fused_children(depth);
+        let fused = fuse::fused_children(depth, SMALL_MAX_WIDTH);
         let first_prod = m.forward.len();
         for (p, part) in depth.prods.iter().enumerate() {
             let name = format!("prod_fwd_bs{}_w{}", part.block_size, part.width);
@@ -194,46 +195,38 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
             let count = part.nids.len() as u32;
             // Batches of up to SMALL_BATCH samples run a warp-per-node variant (`_small`, or
             // `_fused` with the depth's products folded in), whatever the precision.
-            let small = match &fused {
-                // Products of this depth fused in (see `fuse`).
-                Some(f) => {
-                    let (pw, fc) = &f[p];
-                    let fname = format!("sum_fwd_bs{}_w{}_p{pw}_fused", part.block_size, part.width);
-                    if emitted.insert(fname.clone()) {
-                        let mut ctx = tera::Context::new();
-                        ctx.insert("name", &fname);
-                        ctx.insert("bs", &part.block_size);
-                        ctx.insert("width", &part.width);
-                        ctx.insert("pw", pw);
-                        source += &render(&t, "sum_fwd_fused", &ctx)?;
+            let small = (part.width <= SMALL_MAX_WIDTH).then(|| -> Result<KernelSpec, EmitError> {
+                // Products of this depth fused in (see `fuse`), or read from the element buffer.
+                let (kname, pw, args) = match &fused {
+                    Some(f) => {
+                        let (pw, fc) = &f[p];
+                        let fc = table(&mut m, fc.clone());
+                        let args = vec![KernelArg::Nodes, KernelArg::SumParams, nids, cids, pids, fc, KernelArg::Count, KernelArg::Batch];
+                        (format!("sum_fwd_bs{}_w{}_p{pw}_fused", part.block_size, part.width), *pw, args)
                     }
-                    let fc = table(&mut m, fc.clone());
-                    KernelSpec {
-                        name: fname,
-                        layer: format!("sums d{d} p{p}"),
-                        count,
-                        threads_per_sample: threads_per_sample * 32,
-                        scales_with_batch: true,
-                        block: BLOCK,
-                        args: vec![KernelArg::Nodes, KernelArg::SumParams, nids, cids, pids, fc, KernelArg::Count, KernelArg::Batch],
-                        small: None,
-                    }
+                    None => (format!("{name}_small"), 0, args.clone()),
+                };
+                if emitted.insert(kname.clone()) {
+                    let mut ctx = tera::Context::new();
+                    ctx.insert("name", &kname);
+                    ctx.insert("bs", &part.block_size);
+                    ctx.insert("width", &part.width);
+                    ctx.insert("pw", &pw);
+                    source += &render(&t, "sum_fwd_small", &ctx)?;
                 }
-                None => KernelSpec {
-                    name: {
-                        let small = format!("{name}_small");
-                        shape_kernel(&t, &mut emitted, &mut source, "sum_fwd_small", &small, part.block_size, part.width, None)?;
-                        small
-                    },
+                // One CUDA block per (sum block, sample).
+                Ok(KernelSpec {
+                    name: kname,
                     layer: format!("sums d{d} p{p}"),
                     count,
-                    threads_per_sample: threads_per_sample * 32,
+                    threads_per_sample: count as u64 * BLOCK as u64,
                     scales_with_batch: true,
                     block: BLOCK,
-                    args: args.clone(),
+                    args,
                     small: None,
-                },
-            };
+                })
+            });
+            let small = small.transpose()?;
             let mut spec = match mma::sum_forward(opts, part, &mut emitted, &mut source, format!("sums d{d} p{p}"), args.clone())? {
                 Some(spec) => spec,
                 None => {
@@ -241,7 +234,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
                     KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args, small: None }
                 }
             };
-            spec.small = Some(Box::new(small));
+            spec.small = small.map(Box::new);
             m.forward.push(spec);
             let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&t, &mut emitted, &mut source, "sum_bwd", &bname, part.block_size, part.width, None)?;
