@@ -7,7 +7,8 @@
 //! (`bench/pyjuice_bench.py`) rebuilds the identical circuit.
 //!
 //! Run: `cargo run --release --example bench_gpu -- MNIST_DIR OUT_DIR [hclt128,pd128]`
-//! (`PCC_PRECISION=bf16|tf32` emits tensor-core sum forward kernels; default fp32)
+//! (`PCC_PRECISION=fp32,bf16` runs each listed path on the same model; tf32/bf16 emit tensor-core
+//! sum forward kernels; default fp32)
 
 use std::time::Instant;
 
@@ -42,79 +43,86 @@ fn main() -> Result<()> {
     let (images, _) = dataset::read_idx_images(&std::path::Path::new(&dir).join("images-idx3-ubyte"))?;
     let tiled = Evidence::new(784, images.values.repeat(6))?.slice(0, 59_904);
     let batch = 512;
+    let precisions: Vec<Precision> = std::env::var("PCC_PRECISION")
+        .unwrap_or_else(|_| "fp32".into())
+        .split(',')
+        .map(|p| p.parse().map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()?;
     for name in models {
         let circuit = build(&name, &images)?;
         let model = Model::random(circuit, 0)?;
         model.save(&out.join(&name))?;
-        let t = Instant::now();
-        let precision: Precision = std::env::var("PCC_PRECISION").unwrap_or_else(|_| "fp32".into()).parse().map_err(anyhow::Error::msg)?;
-        let e = emit_with(&model.plan, &EmitOptions { precision })?;
-        let cache = KernelCache::new(std::env::temp_dir().join(format!("pcc-bench-cache-{}", std::process::id())));
-        let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &cache)?;
-        let ready_cold = t.elapsed().as_secs_f64();
-        let (plan, params, manifest) = (model.plan.clone(), model.params.clone(), e.manifest.clone());
-        let t = Instant::now();
-        let warm = GpuEngine::new(plan, params, &e.source, manifest, &cache)?;
-        let ready_warm = t.elapsed().as_secs_f64();
-        let st = warm.startup();
-        drop(warm);
-        for k in 0..3 {
-            gpu.accumulate_flows(&tiled.slice(k * batch, (k + 1) * batch), None)?;
-            gpu.em_step(0.1, 0.1)?;
-        }
-        let t = Instant::now();
-        let mut ll_sum = 0.0f64;
-        for s in (0..tiled.num_samples()).step_by(batch) {
-            let lls = gpu.accumulate_flows(&tiled.slice(s, s + batch), None)?;
-            gpu.em_step(0.1, 0.1)?;
-            ll_sum += lls.iter().map(|&x| x as f64).sum::<f64>();
-        }
-        let train_s = t.elapsed().as_secs_f64();
-        let mem = used_memory();
-        let t = Instant::now();
-        for s in (0..tiled.num_samples()).step_by(batch) {
-            gpu.log_likelihood(&tiled.slice(s, s + batch))?;
-        }
-        let fwd_s = t.elapsed().as_secs_f64();
-        gpu.set_graphs(false);
-        let t = Instant::now();
-        for s in (0..tiled.num_samples()).step_by(batch) {
-            gpu.log_likelihood(&tiled.slice(s, s + batch))?;
-        }
-        let fwd_eager_s = t.elapsed().as_secs_f64();
-        let mut lat = serde_json::Map::new();
-        for graphs in [true, false] {
-            gpu.set_graphs(graphs);
-            for b in [1usize, 8] {
-                let x = tiled.slice(0, b);
-                let mut times: Vec<f64> = (0..60)
-                    .map(|_| {
-                        let t = Instant::now();
-                        gpu.log_likelihood(&x).map(|_| t.elapsed().as_secs_f64() * 1e6)
-                    })
-                    .collect::<Result<_, _>>()?;
-                let times = &mut times[10..]; // warm-up (allocation, capture)
-                times.sort_by(f64::total_cmp);
-                lat.insert(format!("lat_b{b}_{}_us", if graphs { "graph" } else { "eager" }), times[times.len() / 2].into());
+        for precision in &precisions {
+            let precision = *precision;
+            let t = Instant::now();
+            let e = emit_with(&model.plan, &EmitOptions { precision })?;
+            let cache = KernelCache::new(std::env::temp_dir().join(format!("pcc-bench-cache-{}", std::process::id())));
+            let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &cache)?;
+            let ready_cold = t.elapsed().as_secs_f64();
+            let (plan, params, manifest) = (model.plan.clone(), model.params.clone(), e.manifest.clone());
+            let t = Instant::now();
+            let warm = GpuEngine::new(plan, params, &e.source, manifest, &cache)?;
+            let ready_warm = t.elapsed().as_secs_f64();
+            let st = warm.startup();
+            drop(warm);
+            for k in 0..3 {
+                gpu.accumulate_flows(&tiled.slice(k * batch, (k + 1) * batch), None)?;
+                gpu.em_step(0.1, 0.1)?;
             }
+            let t = Instant::now();
+            let mut ll_sum = 0.0f64;
+            for s in (0..tiled.num_samples()).step_by(batch) {
+                let lls = gpu.accumulate_flows(&tiled.slice(s, s + batch), None)?;
+                gpu.em_step(0.1, 0.1)?;
+                ll_sum += lls.iter().map(|&x| x as f64).sum::<f64>();
+            }
+            let train_s = t.elapsed().as_secs_f64();
+            let mem = used_memory();
+            let t = Instant::now();
+            for s in (0..tiled.num_samples()).step_by(batch) {
+                gpu.log_likelihood(&tiled.slice(s, s + batch))?;
+            }
+            let fwd_s = t.elapsed().as_secs_f64();
+            gpu.set_graphs(false);
+            let t = Instant::now();
+            for s in (0..tiled.num_samples()).step_by(batch) {
+                gpu.log_likelihood(&tiled.slice(s, s + batch))?;
+            }
+            let fwd_eager_s = t.elapsed().as_secs_f64();
+            let mut lat = serde_json::Map::new();
+            for graphs in [true, false] {
+                gpu.set_graphs(graphs);
+                for b in [1usize, 8] {
+                    let x = tiled.slice(0, b);
+                    let mut times: Vec<f64> = (0..60)
+                        .map(|_| {
+                            let t = Instant::now();
+                            gpu.log_likelihood(&x).map(|_| t.elapsed().as_secs_f64() * 1e6)
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let times = &mut times[10..]; // warm-up (allocation, capture)
+                    times.sort_by(f64::total_cmp);
+                    lat.insert(format!("lat_b{b}_{}_us", if graphs { "graph" } else { "eager" }), times[times.len() / 2].into());
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "system": "pcc", "model": name, "precision": precision.to_string(), "sum_edges": model.plan.num_sum_edges(),
+                    "params": model.plan.num_learnable_params(), "nodes": model.plan.num_nodes - model.plan.num_dummy_nodes,
+                    "train_s": train_s, "fwd_s": fwd_s, "fwd_eager_s": fwd_eager_s, "device_mem_in_use_gib": mem,
+                    "peak_mem_gib": gpu.peak_device_bytes() as f64 / (1u64 << 30) as f64,
+                    "ready_cold_s": ready_cold, "ready_warm_s": ready_warm,
+                    "warm_breakdown_ms": {
+                        "validate": st.validate.as_secs_f64() * 1e3, "context": st.context.as_secs_f64() * 1e3,
+                        "kernels": st.kernels.as_secs_f64() * 1e3, "upload": st.upload.as_secs_f64() * 1e3,
+                        "leaf_table": st.leaf_table.as_secs_f64() * 1e3,
+                    },
+                    "latency_us": lat,
+                    "train_mean_ll": ll_sum / tiled.num_samples() as f64, "device": gpu.device_name,
+                })
+            );
         }
-        println!(
-            "{}",
-            serde_json::json!({
-                "system": "pcc", "model": name, "precision": precision.to_string(), "sum_edges": model.plan.num_sum_edges(),
-                "params": model.plan.num_learnable_params(), "nodes": model.plan.num_nodes - model.plan.num_dummy_nodes,
-                "train_s": train_s, "fwd_s": fwd_s, "fwd_eager_s": fwd_eager_s, "device_mem_in_use_gib": mem,
-                "peak_mem_gib": gpu.peak_device_bytes() as f64 / (1u64 << 30) as f64,
-                "ready_cold_s": ready_cold, "ready_warm_s": ready_warm,
-                "warm_breakdown_ms": {
-                    "validate": st.validate.as_secs_f64() * 1e3, "context": st.context.as_secs_f64() * 1e3,
-                    "kernels": st.kernels.as_secs_f64() * 1e3, "upload": st.upload.as_secs_f64() * 1e3,
-                    "leaf_table": st.leaf_table.as_secs_f64() * 1e3,
-                },
-                "latency_us": lat,
-                "train_mean_ll": ll_sum / tiled.num_samples() as f64, "device": gpu.device_name,
-            })
-        );
     }
     Ok(())
 }

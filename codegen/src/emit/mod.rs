@@ -31,6 +31,9 @@ pub const BLOCK: u32 = 256;
 /// (4 bytes each, 16 KiB at most); wider partitions run their batch kernel at every batch size.
 pub const SMALL_MAX_WIDTH: u32 = 4096;
 
+/// Nodes per CUDA block of a small-batch sum kernel: one per warp of a [`BLOCK`]-thread block.
+const SMALL_NODES_PER_BLOCK: u32 = BLOCK / 32;
+
 /// Generated source and its manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Emitted {
@@ -212,14 +215,16 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
                     ctx.insert("bs", &part.block_size);
                     ctx.insert("width", &part.width);
                     ctx.insert("pw", &pw);
+                    ctx.insert("npb", &SMALL_NODES_PER_BLOCK);
                     source += &render(&t, "sum_fwd_small", &ctx)?;
                 }
-                // One CUDA block per (sum block, sample).
+                // One CUDA block per (sum block, tile of nodes, sample).
+                let tiles = part.block_size.div_ceil(SMALL_NODES_PER_BLOCK) as u64;
                 Ok(KernelSpec {
                     name: kname,
                     layer: format!("sums d{d} p{p}"),
                     count,
-                    threads_per_sample: count as u64 * BLOCK as u64,
+                    threads_per_sample: count as u64 * tiles * BLOCK as u64,
                     scales_with_batch: true,
                     block: BLOCK,
                     args,
