@@ -59,10 +59,30 @@ def main():
                 pc(x[s:s + batch])
         torch.cuda.synchronize()
         fwd_s = time.time() - t
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        # Forward latency at batch 1 and 8: median of 50 synchronized calls, eager and after
+        # record_cudagraph=True (replayed by later calls with the same batch size).
+        lat = {}
+        with torch.no_grad():
+            for b in (1, 8):
+                xb = x[:b]
+                for mode in ("eager", "graph"):
+                    if mode == "graph":
+                        for _ in range(4):
+                            pc(xb, record_cudagraph=True)
+                    times = []
+                    for i in range(60):
+                        torch.cuda.synchronize()
+                        t = time.perf_counter()
+                        pc(xb)
+                        torch.cuda.synchronize()
+                        if i >= 10:
+                            times.append((time.perf_counter() - t) * 1e6)
+                    lat[f"lat_b{b}_{mode}_us"] = sorted(times)[len(times) // 2]
         print(json.dumps({"system": "pyjuice", "model": name, "nodes": int(pc.num_nodes), "edges": int(pc.num_edges),
                           "sum_params": int(pc.num_sum_params), "train_s": train_s, "fwd_s": fwd_s,
-                          "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "ready_s": ready,
-                          "train_mean_ll": total / x.shape[0]}), flush=True)
+                          "peak_gib": peak, "ready_s": ready,
+                          "train_mean_ll": total / x.shape[0], "latency_us": lat}), flush=True)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,19 @@ fn main() -> Result<()> {
         .map(|p| p.parse().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
     for name in models {
-        let circuit = build(&name, &images)?;
-        let model = Model::random(circuit, 0)?;
-        model.save(&out.join(&name))?;
+        // A structure already in OUT_DIR/MODEL (e.g. from `pcc learn hclt --latents 128`) is
+        // reused with random parameters (seed 0), so a run on the GPU machine need not learn the
+        // HCLT tree again.
+        let dir = out.join(&name);
+        let model = if dir.join("structure.json").exists() {
+            let model = Model::random(pcc::codegen::model::load_structure(&dir.join("structure.json"))?, 0)?;
+            model.save(&dir)?;
+            model
+        } else {
+            let model = Model::random(build(&name, &images)?, 0)?;
+            model.save(&dir)?;
+            model
+        };
         for precision in &precisions {
             let precision = *precision;
             let t = Instant::now();
