@@ -1,37 +1,502 @@
-//! A deployment binary: `build.rs` compiled the circuit `models/mixture` at build time, so this
-//! crate depends on `pc-runtime` alone (no compiler, tera or syn) and embeds the plan and the
-//! CUDA kernels. Run: `cargo run -p pcc-deploy-example [-- params.safetensors]`.
+//! A deployment binary: `build.rs` compiled a circuit's structure file at build time (the committed
+//! `models/mixture` unless `PCC_DEPLOY_MODEL` names another) into the module `circuit`, and the
+//! CUDA kernels into CUBINs for the architectures in `PCC_DEPLOY_ARCHS` where NVRTC was available.
+//! So this crate links `pc-runtime` alone (no compiler, tera or syn), and on those GPUs needs only
+//! the NVIDIA driver: no CUDA toolkit, no NVRTC, no Python.
+//!
+//! It loads parameters from a safetensors file, reads samples from a file or stdin (CSV with
+//! missing values, or IDX images), and prints one log-likelihood (= log-marginal of the observed
+//! values) per sample, on the GPU when one is usable and on the CPU otherwise. See `--help`.
 
-pc_runtime::include_circuit!("mixture");
+pc_runtime::include_circuit!("circuit");
 
-use pc_runtime::{Evidence, RuntimeError};
+mod cubins {
+    include!(concat!(env!("OUT_DIR"), "/circuit_cubins.rs"));
+}
 
-fn main() -> Result<(), RuntimeError> {
-    let circuit = match std::env::args().nth(1) {
-        Some(path) => mixture::Circuit::load(path)?,
-        None => mixture::Circuit::random(0),
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use pc_runtime::cuda::{GpuEngine, KernelCache};
+use pc_runtime::{dataset, CpuEngine, Evidence};
+
+const BIN: &str = "pcc-deploy-example";
+
+const USAGE: &str = "\
+usage: pcc-deploy-example --params PATH [--input FILE|-] [--format csv|idx] [--missing-marker M]
+                          [--query ll|marginal] [--device auto|cpu|cuda] [--batch N] [--json]
+                          [--quiet] [--bench-latency ITERS]
+       pcc-deploy-example --info [--json]
+
+Evaluates the circuit compiled into this binary on samples read from a file or stdin.
+
+  --params PATH          parameter file (safetensors), or a model directory holding params.safetensors
+  --input FILE|-         samples: CSV (comma-separated, one sample per line; a missing value is the
+                         missing marker or an empty field) or IDX images; `-` or absent: stdin
+  --format csv|idx       input format (default: IDX if the data starts with a NUL byte, else CSV)
+  --missing-marker M     CSV field that marks a missing value (default `?`)
+  --query ll|marginal    ll: `sample S: log-likelihood = X`; marginal: `sample S: log p(evidence) = X`
+                         (as `pcc query marginal`); both marginalize missing values (default ll)
+  --device auto|cpu|cuda auto: the GPU when usable, else the CPU (saying why); cuda: GPU or error
+  --batch N              samples per engine call (default 512)
+  --json                 JSON lines: {\"sample\":S,\"log_likelihood\":X} (ll) or {\"sample\":S,\"log_marginal\":X}
+  --quiet                no notes on stderr (device, average log-likelihood)
+  --bench-latency ITERS  instead of printing results: time ITERS calls (after 10 warm-up calls) at
+                         batch 1 and 8 (the first input rows), with CUDA graphs on and off on a GPU;
+                         prints JSON lines (startup, then one per batch size and mode)
+  --info                 describe the embedded circuit and CUBINs
+  -h, --help, -V, --version
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Csv,
+    Idx,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Query {
+    Ll,
+    Marginal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Device {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug)]
+struct Args {
+    params: Option<PathBuf>,
+    /// `None`: stdin.
+    input: Option<PathBuf>,
+    format: Option<Format>,
+    missing_marker: String,
+    query: Query,
+    device: Device,
+    batch: usize,
+    json: bool,
+    quiet: bool,
+    bench_latency: Option<usize>,
+    info: bool,
+}
+
+/// Why the program stops: a usage error (exit 2, with a hint) or a failure (exit 1).
+enum Failure {
+    Usage(String),
+    Error(String),
+    /// stdout was closed (e.g. `| head`): stop quietly.
+    ClosedPipe,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure::Error(e.to_string())
+    }
+}
+
+fn fail(msg: impl Into<String>) -> Failure {
+    Failure::Error(msg.into())
+}
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure::Usage(msg.into())
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Failure> {
+    let mut a = Args {
+        params: None,
+        input: None,
+        format: None,
+        missing_marker: "?".into(),
+        query: Query::Ll,
+        device: Device::Auto,
+        batch: 512,
+        json: false,
+        quiet: false,
+        bench_latency: None,
+        info: false,
     };
-    println!(
-        "circuit `{}`: {} variables, {} sum edges, {} bytes of embedded CUDA",
-        mixture::NAME,
-        mixture::NUM_VARS,
-        mixture::NUM_SUM_EDGES,
-        mixture::CUDA_SOURCE.len()
-    );
-    let engine = circuit.cpu()?;
-    let data = Evidence::new(mixture::NUM_VARS, vec![0.0, 1.0, 2.0, 2.0, 0.0, 1.0])?;
-    println!("log p(x) = {:?}", engine.log_likelihood(&data)?);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let value = |it: &mut dyn Iterator<Item = String>| -> Result<String, Failure> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it.next().ok_or_else(|| usage(format!("{flag} needs a value"))),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("{BIN} {} (circuit `{}`, embedded CUBINs: {})", env!("CARGO_PKG_VERSION"), circuit::NAME, archs_text());
+                return Ok(None);
+            }
+            "--params" => a.params = Some(value(&mut it)?.into()),
+            "--input" => {
+                let v = value(&mut it)?;
+                a.input = if v == "-" { None } else { Some(v.into()) };
+            }
+            "--format" => {
+                a.format = Some(match value(&mut it)?.as_str() {
+                    "csv" => Format::Csv,
+                    "idx" => Format::Idx,
+                    other => return Err(usage(format!("--format {other}: expected csv or idx"))),
+                })
+            }
+            "--missing-marker" => a.missing_marker = value(&mut it)?,
+            "--query" => {
+                a.query = match value(&mut it)?.as_str() {
+                    "ll" | "log-likelihood" => Query::Ll,
+                    "marginal" => Query::Marginal,
+                    other => return Err(usage(format!("--query {other}: expected ll or marginal"))),
+                }
+            }
+            "--device" => {
+                a.device = match value(&mut it)?.as_str() {
+                    "auto" => Device::Auto,
+                    "cpu" => Device::Cpu,
+                    "cuda" | "gpu" => Device::Cuda,
+                    other => return Err(usage(format!("--device {other}: expected auto, cpu or cuda"))),
+                }
+            }
+            "--batch" => {
+                let v = value(&mut it)?;
+                a.batch = match v.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(usage(format!("--batch {v}: expected a positive integer"))),
+                }
+            }
+            "--bench-latency" => {
+                let v = value(&mut it)?;
+                a.bench_latency = match v.parse::<usize>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => return Err(usage(format!("--bench-latency {v}: expected a positive number of iterations"))),
+                }
+            }
+            "--json" | "--quiet" | "--info" if inline.is_some() => return Err(usage(format!("{flag} takes no value"))),
+            "--json" => a.json = true,
+            "--quiet" | "-q" => a.quiet = true,
+            "--info" => a.info = true,
+            other => return Err(usage(format!("unexpected argument `{other}`"))),
+        }
+    }
+    if a.params.is_none() && !a.info {
+        return Err(usage("--params PATH is required (the parameter file of the circuit)"));
+    }
+    Ok(Some(a))
+}
+
+fn archs_text() -> String {
+    if cubins::CUBINS.is_empty() {
+        "none (NVRTC at run time)".into()
+    } else {
+        cubins::CUBINS.iter().map(|(a, _)| format!("sm_{a}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Write to stdout; a closed pipe ends the program quietly.
+fn out(w: &mut impl Write, line: std::fmt::Arguments) -> Result<(), Failure> {
+    w.write_fmt(line).and_then(|_| w.write_all(b"\n")).map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Failure::ClosedPipe,
+        _ => fail(format!("cannot write to stdout: {e}")),
+    })
+}
+
+enum Engine {
+    Cpu(Box<CpuEngine>),
+    Gpu(Box<GpuEngine>),
+}
+
+impl Engine {
+    fn log_likelihood(&mut self, ev: &Evidence) -> Result<Vec<f32>, pc_runtime::RuntimeError> {
+        match self {
+            Engine::Cpu(e) => e.log_likelihood(ev),
+            Engine::Gpu(e) => e.log_likelihood(ev),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Engine::Cpu(_) => "cpu".into(),
+            Engine::Gpu(e) => e.device_name.clone(),
+        }
+    }
+}
+
+/// The architecture of device 0 (the engine's), e.g. `90`; its context is already current.
+fn device_arch() -> Option<String> {
+    let ctx = cudarc::driver::CudaContext::new(0).ok()?;
+    let (major, minor) = ctx.compute_capability().ok()?;
+    Some(format!("{major}{minor}"))
+}
+
+fn start_engine(c: &circuit::Circuit, device: Device, quiet: bool) -> Result<Engine, Failure> {
+    if device == Device::Cpu {
+        return Ok(Engine::Cpu(Box::new(c.cpu()?)));
+    }
+    let cache = KernelCache::new(KernelCache::default_dir());
+    let gpu = GpuEngine::with_cubins(c.plan().clone(), c.params().clone(), circuit::CUDA_SOURCE, cubins::CUBINS, circuit::manifest(), &cache);
+    match gpu {
+        Ok(g) => {
+            if !quiet {
+                let arch = device_arch().unwrap_or_default();
+                let kernels = if cubins::CUBINS.iter().any(|(a, _)| *a == arch) {
+                    format!("embedded sm_{arch} CUBIN")
+                } else {
+                    format!("sm_{arch} kernels from NVRTC / the kernel cache")
+                };
+                eprintln!("{BIN}: running on {} ({kernels})", g.device_name);
+            }
+            Ok(Engine::Gpu(Box::new(g)))
+        }
+        Err(e) if device == Device::Cuda => Err(fail(format!("--device cuda: no usable GPU: {e}"))),
+        Err(e) => {
+            if !quiet {
+                eprintln!("{BIN}: running on the CPU: {e}");
+            }
+            Ok(Engine::Cpu(Box::new(c.cpu()?)))
+        }
+    }
+}
+
+/// The samples of `--input` (or stdin), checked against the circuit.
+fn read_input(a: &Args) -> Result<(Evidence, String), Failure> {
+    let (name, bytes) = match &a.input {
+        Some(p) => (p.display().to_string(), std::fs::read(p).map_err(|e| fail(format!("cannot read {}: {e}", p.display())))?),
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut bytes).map_err(|e| fail(format!("cannot read stdin: {e}")))?;
+            ("<stdin>".to_string(), bytes)
+        }
+    };
+    let format = a.format.unwrap_or(if bytes.first() == Some(&0) { Format::Idx } else { Format::Csv });
+    let path = Path::new(&name);
+    let ev = match format {
+        Format::Csv => dataset::csv_auto_from_bytes(path, &bytes, &a.missing_marker)?,
+        Format::Idx => dataset::idx_images_from_bytes(path, &bytes)?.0,
+    };
+    if ev.num_vars != circuit::NUM_VARS {
+        return Err(fail(format!(
+            "{name}: each sample has {} values, but the circuit has {} variables (compiled from {})",
+            ev.num_vars,
+            circuit::NUM_VARS,
+            cubins::MODEL
+        )));
+    }
+    ev.validate(&circuit::plan()).map_err(|e| fail(format!("{name}: {e}")))?;
+    Ok((ev, name))
+}
+
+fn info(json: bool) -> Result<(), Failure> {
+    let mut w = std::io::stdout().lock();
+    let archs: Vec<&str> = cubins::CUBINS.iter().map(|(a, _)| *a).collect();
+    if json {
+        let v = serde_json::json!({
+            "circuit": circuit::NAME,
+            "model": cubins::MODEL,
+            "num_vars": circuit::NUM_VARS,
+            "num_sum_edges": circuit::NUM_SUM_EDGES,
+            "num_params": circuit::NUM_PARAMS,
+            "cuda_source_bytes": circuit::CUDA_SOURCE.len(),
+            "cubin_archs": archs,
+            "cubin_bytes": cubins::CUBINS.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(),
+        });
+        out(&mut w, format_args!("{v}"))
+    } else {
+        out(&mut w, format_args!("circuit compiled from {}", cubins::MODEL))?;
+        out(&mut w, format_args!("circuit `{}`: {} variables, {} sum edges, {} parameters", circuit::NAME, circuit::NUM_VARS, circuit::NUM_SUM_EDGES, circuit::NUM_PARAMS))?;
+        out(&mut w, format_args!("embedded CUDA source: {} bytes", circuit::CUDA_SOURCE.len()))?;
+        out(&mut w, format_args!("embedded CUBINs: {}", archs_text()))
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The sample at quantile `q` of sorted `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn median(v: &[f64]) -> f64 {
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// `--bench-latency`: host-to-host latency of `log_likelihood` at batch 1 and 8.
+fn bench(engine: &mut Engine, ev: &Evidence, iters: usize, w: &mut impl Write) -> Result<(), Failure> {
+    const WARMUP: usize = 10;
+    let device = engine.name();
+    for batch in [1usize, 8] {
+        // The first rows of the input, repeated if it has fewer.
+        let rows: Vec<usize> = (0..batch).map(|i| i % ev.num_samples()).collect();
+        let b = ev.select(&rows);
+        let modes: &[Option<bool>] = match engine {
+            Engine::Gpu(_) => &[Some(true), Some(false)],
+            Engine::Cpu(_) => &[None],
+        };
+        for &graphs in modes {
+            if let (Engine::Gpu(g), Some(on)) = (&mut *engine, graphs) {
+                g.set_graphs(on);
+            }
+            let mut times = Vec::with_capacity(iters);
+            for i in 0..WARMUP + iters {
+                let t = Instant::now();
+                let lls = engine.log_likelihood(&b)?;
+                let dt = t.elapsed();
+                std::hint::black_box(lls);
+                if i >= WARMUP {
+                    times.push(us(dt));
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let mean = times.iter().sum::<f64>() / times.len() as f64;
+            let v = serde_json::json!({
+                "bench": "latency",
+                "circuit": circuit::NAME,
+                "device": device,
+                "cuda_graphs": graphs,
+                "batch": batch,
+                "iters": iters,
+                "median_us": median(&times),
+                "p10_us": quantile(&times, 0.1),
+                "p90_us": quantile(&times, 0.9),
+                "min_us": times[0],
+                "mean_us": mean,
+            });
+            out(w, format_args!("{v}"))?;
+        }
+    }
     Ok(())
+}
+
+fn run(t_main: Instant) -> Result<(), Failure> {
+    let Some(a) = parse_args(std::env::args().skip(1))? else { return Ok(()) };
+    if a.info {
+        return info(a.json);
+    }
+    let params = a.params.clone().expect("checked by parse_args");
+    let params = if params.is_dir() { params.join("params.safetensors") } else { params };
+    let t0 = Instant::now();
+    let c = circuit::Circuit::load(&params).map_err(|e| match e {
+        pc_runtime::RuntimeError::Io { source, .. } => fail(format!("cannot read parameter file {}: {source}", params.display())),
+        e => {
+            // Most parameter errors name the file already.
+            let (msg, path) = (e.to_string(), params.display().to_string());
+            fail(if msg.contains(&path) { msg } else { format!("{path}: {msg}") })
+        }
+    })?;
+    let t_params = t0.elapsed();
+    let t0 = Instant::now();
+    let mut engine = start_engine(&c, a.device, a.quiet)?;
+    let t_engine = t0.elapsed();
+    let t_ready = t_main.elapsed();
+    let (ev, name) = read_input(&a)?;
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+
+    if let Some(iters) = a.bench_latency {
+        let mut v = serde_json::json!({
+            "bench": "startup",
+            "circuit": circuit::NAME,
+            "device": engine.name(),
+            "embedded_cubins": cubins::CUBINS.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            "params_load_us": us(t_params),
+            "engine_us": us(t_engine),
+            "ready_since_main_us": us(t_ready),
+        });
+        if let Engine::Gpu(g) = &engine {
+            let s = g.startup();
+            let fields = [
+                ("validate_us", s.validate),
+                ("context_us", s.context),
+                ("kernels_us", s.kernels),
+                ("upload_us", s.upload),
+                ("leaf_table_us", s.leaf_table),
+                ("startup_total_us", s.total()),
+            ];
+            for (k, d) in fields {
+                v[k] = serde_json::json!(us(d));
+            }
+        }
+        out(&mut w, format_args!("{v}"))?;
+        bench(&mut engine, &ev, iters, &mut w)?;
+        return w.flush().map_err(|e| fail(format!("cannot write to stdout: {e}")));
+    }
+
+    let n = ev.num_samples();
+    let mut sum = 0f64;
+    for start in (0..n).step_by(a.batch) {
+        let end = (start + a.batch).min(n);
+        let lls = engine.log_likelihood(&ev.slice(start, end)).map_err(|e| fail(format!("{name}: samples {start}..{end}: {e}")))?;
+        for (i, ll) in lls.iter().enumerate() {
+            let s = start + i;
+            sum += *ll as f64;
+            match (a.query, a.json) {
+                (Query::Ll, false) => out(&mut w, format_args!("sample {s}: log-likelihood = {ll:.6}"))?,
+                (Query::Marginal, false) => out(&mut w, format_args!("sample {s}: log p(evidence) = {ll:.6}"))?,
+                (Query::Ll, true) => out(&mut w, format_args!("{}", serde_json::json!({ "sample": s, "log_likelihood": ll })))?,
+                (Query::Marginal, true) => out(&mut w, format_args!("{}", serde_json::json!({ "sample": s, "log_marginal": ll })))?,
+            }
+        }
+    }
+    w.flush().map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Failure::ClosedPipe,
+        _ => fail(format!("cannot write to stdout: {e}")),
+    })?;
+    if a.query == Query::Ll && !a.quiet && n > 0 {
+        // The summary `pcc eval` prints.
+        let avg = sum / n as f64;
+        let bpd = -avg / (circuit::NUM_VARS as f64 * std::f64::consts::LN_2);
+        eprintln!("average log-likelihood {avg:.4} nats, {bpd:.4} bits per dimension, {n} samples");
+    }
+    Ok(())
+}
+
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() -> ExitCode {
+    let t_main = Instant::now();
+    restore_sigpipe();
+    match run(t_main) {
+        Ok(()) | Err(Failure::ClosedPipe) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("{BIN}: error: {msg}\n(run `{BIN} --help` for the flags)");
+            ExitCode::from(2)
+        }
+        Err(Failure::Error(msg)) => {
+            eprintln!("{BIN}: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mixture;
+    use super::{circuit, median, parse_args, quantile, Device, Query};
     use pc_runtime::Evidence;
 
     #[test]
     fn embedded_circuit_is_normalized() {
-        let engine = mixture::Circuit::random(1).cpu().unwrap();
+        let engine = circuit::Circuit::random(1).cpu().unwrap();
+        let nv = circuit::NUM_VARS;
+        assert_eq!(nv, 3, "the default model is models/mixture");
         let mut values = Vec::new();
         for a in 0..3 {
             for b in 0..2 {
@@ -43,8 +508,42 @@ mod tests {
         let lls = engine.log_likelihood(&Evidence::new(3, values).unwrap()).unwrap();
         let total: f64 = lls.iter().map(|&l| (l as f64).exp()).sum();
         assert!((total - 1.0).abs() < 1e-5, "{total}");
-        assert_eq!(mixture::plan().num_vars, 3);
-        assert!(!mixture::manifest().forward.is_empty());
-        assert!(mixture::CUDA_SOURCE.contains("__global__"));
+        assert!(!circuit::manifest().forward.is_empty());
+        assert!(circuit::CUDA_SOURCE.contains("__global__"));
+    }
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_flags() {
+        let a = parse_args(args(&["--params", "p", "--input=-", "--query", "marginal", "--device=cpu", "--batch", "7", "--json"]).into_iter())
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_eq!(a.input, None);
+        assert_eq!((a.query, a.device, a.batch, a.json), (Query::Marginal, Device::Cpu, 7, true));
+        assert!(parse_args(args(&["--batch", "0", "--params", "p"]).into_iter()).is_err());
+        assert!(parse_args(args(&["--params"]).into_iter()).is_err());
+        assert!(parse_args(args(&["--input", "x"]).into_iter()).is_err(), "--params is required");
+        assert!(parse_args(args(&["--params", "p", "--bogus"]).into_iter()).is_err());
+    }
+
+    #[test]
+    fn statistics() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0];
+        assert_eq!(median(&v), 6.0);
+        assert_eq!(median(&v[..4]), 2.5);
+        assert_eq!(quantile(&v, 0.1), 2.0);
+        assert_eq!(quantile(&v, 0.9), 10.0);
+    }
+
+    /// When NVRTC was loadable at build time, the default architecture's CUBIN is embedded.
+    #[test]
+    fn embedded_cubins_are_cubins() {
+        for (arch, bytes) in super::cubins::CUBINS {
+            assert!(bytes.starts_with(b"\x7fELF"), "sm_{arch}: not an ELF CUBIN");
+        }
     }
 }
