@@ -30,13 +30,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let archs_env = std::env::var("PCC_DEPLOY_ARCHS").ok();
     let explicit = archs_env.is_some();
-    let archs: Vec<String> = archs_env
+    let mut archs: Vec<String> = archs_env
         .as_deref()
         .unwrap_or(DEFAULT_ARCHS)
         .split(',')
         .map(|a| a.trim().trim_start_matches("sm_").to_string())
         .filter(|a| !a.is_empty())
         .collect();
+    let mut seen = std::collections::HashSet::new();
+    archs.retain(|a| seen.insert(a.clone()));
     if let Some(bad) = archs.iter().find(|a| !a.bytes().all(|b| b.is_ascii_alphanumeric())) {
         return Err(format!("PCC_DEPLOY_ARCHS: `{bad}` is not an architecture such as 90 or sm_90").into());
     }
@@ -45,13 +47,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "/// The structure file the circuit was compiled from.\npub const MODEL: &str = {:?};\n\n",
         generated.structure.canonicalize().unwrap_or_else(|_| generated.structure.clone()).display().to_string()
     );
+    let nvrtc = pc_runtime::cuda::nvrtc_available();
+    writeln!(list, "/// The architectures asked for (`PCC_DEPLOY_ARCHS`, default `{DEFAULT_ARCHS}`).")?;
+    writeln!(list, "pub const REQUESTED_ARCHS: &[&str] = &{archs:?};")?;
+    writeln!(list, "/// Whether NVRTC could be loaded at build time (if not, `CUBINS` is empty).")?;
+    writeln!(list, "pub const NVRTC_AT_BUILD: bool = {nvrtc};\n")?;
     list.push_str(
         "/// CUBINs compiled at build time for these architectures (`(\"90\", bytes)` = sm_90); a GPU of\n\
          /// another architecture compiles the CUDA source with NVRTC at run time instead.\n\
          pub const CUBINS: &[(&str, &[u8])] = &[\n",
     );
     if !archs.is_empty() {
-        if pc_runtime::cuda::nvrtc_available() {
+        if nvrtc {
             let source = std::fs::read_to_string(out_dir.join("circuit.cu"))?;
             for arch in &archs {
                 let cubin = pc_runtime::cuda::compile_cubin(&source, "circuit.cu", arch)

@@ -309,6 +309,8 @@ fn info(json: bool) -> Result<(), Failure> {
             "num_params": circuit::NUM_PARAMS,
             "cuda_source_bytes": circuit::CUDA_SOURCE.len(),
             "cubin_archs": archs,
+            "requested_archs": cubins::REQUESTED_ARCHS,
+            "nvrtc_at_build": cubins::NVRTC_AT_BUILD,
             "cubin_bytes": cubins::CUBINS.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(),
         });
         out(&mut w, format_args!("{v}"))
@@ -316,7 +318,9 @@ fn info(json: bool) -> Result<(), Failure> {
         out(&mut w, format_args!("circuit compiled from {}", cubins::MODEL))?;
         out(&mut w, format_args!("circuit `{}`: {} variables, {} sum edges, {} parameters", circuit::NAME, circuit::NUM_VARS, circuit::NUM_SUM_EDGES, circuit::NUM_PARAMS))?;
         out(&mut w, format_args!("embedded CUDA source: {} bytes", circuit::CUDA_SOURCE.len()))?;
-        out(&mut w, format_args!("embedded CUBINs: {}", archs_text()))
+        out(&mut w, format_args!("embedded CUBINs: {}", archs_text()))?;
+        let nvrtc = if cubins::NVRTC_AT_BUILD { "available" } else { "not available" };
+        out(&mut w, format_args!("requested architectures: {:?}; NVRTC at build time: {nvrtc}", cubins::REQUESTED_ARCHS))
     }
 }
 
@@ -539,9 +543,16 @@ mod tests {
         assert_eq!(quantile(&v, 0.9), 10.0);
     }
 
-    /// When NVRTC was loadable at build time, the default architecture's CUBIN is embedded.
+    /// When NVRTC was loadable at build time, a CUBIN is embedded for every requested architecture
+    /// (`sm_90` by default), and each is an ELF file.
     #[test]
     fn embedded_cubins_are_cubins() {
+        let embedded: Vec<&str> = super::cubins::CUBINS.iter().map(|(a, _)| *a).collect();
+        if super::cubins::NVRTC_AT_BUILD {
+            assert_eq!(embedded, super::cubins::REQUESTED_ARCHS);
+        } else {
+            assert!(embedded.is_empty());
+        }
         for (arch, bytes) in super::cubins::CUBINS {
             assert!(bytes.starts_with(b"\x7fELF"), "sm_{arch}: not an ELF CUBIN");
         }
