@@ -138,7 +138,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Fail
                 return Ok(None);
             }
             "-V" | "--version" => {
-                println!("{BIN} {} (circuit `{}`, embedded CUBINs: {})", env!("CARGO_PKG_VERSION"), circuit::NAME, archs_text());
+                println!("{BIN} {} (circuit from {}, embedded CUBINs: {})", env!("CARGO_PKG_VERSION"), cubins::MODEL, archs_text());
                 return Ok(None);
             }
             "--params" => a.params = Some(value(&mut it)?.into()),
@@ -214,21 +214,29 @@ fn out(w: &mut impl Write, line: std::fmt::Arguments) -> Result<(), Failure> {
 
 enum Engine {
     Cpu(Box<CpuEngine>),
-    Gpu(Box<GpuEngine>),
+    /// The engine and where its kernels came from (`embedded sm_90 CUBIN`, or NVRTC / the cache).
+    Gpu(Box<GpuEngine>, String),
 }
 
 impl Engine {
     fn log_likelihood(&mut self, ev: &Evidence) -> Result<Vec<f32>, pc_runtime::RuntimeError> {
         match self {
             Engine::Cpu(e) => e.log_likelihood(ev),
-            Engine::Gpu(e) => e.log_likelihood(ev),
+            Engine::Gpu(e, _) => e.log_likelihood(ev),
         }
     }
 
     fn name(&self) -> String {
         match self {
             Engine::Cpu(_) => "cpu".into(),
-            Engine::Gpu(e) => e.device_name.clone(),
+            Engine::Gpu(e, _) => e.device_name.clone(),
+        }
+    }
+
+    fn kernels(&self) -> &str {
+        match self {
+            Engine::Cpu(_) => "cpu",
+            Engine::Gpu(_, k) => k,
         }
     }
 }
@@ -248,16 +256,16 @@ fn start_engine(c: &circuit::Circuit, device: Device, quiet: bool) -> Result<Eng
     let gpu = GpuEngine::with_cubins(c.plan().clone(), c.params().clone(), circuit::CUDA_SOURCE, cubins::CUBINS, circuit::manifest(), &cache);
     match gpu {
         Ok(g) => {
+            let arch = device_arch().unwrap_or_default();
+            let kernels = if cubins::CUBINS.iter().any(|(a, _)| *a == arch) {
+                format!("embedded sm_{arch} CUBIN")
+            } else {
+                format!("sm_{arch} kernels from NVRTC / the kernel cache")
+            };
             if !quiet {
-                let arch = device_arch().unwrap_or_default();
-                let kernels = if cubins::CUBINS.iter().any(|(a, _)| *a == arch) {
-                    format!("embedded sm_{arch} CUBIN")
-                } else {
-                    format!("sm_{arch} kernels from NVRTC / the kernel cache")
-                };
                 eprintln!("{BIN}: running on {} ({kernels})", g.device_name);
             }
-            Ok(Engine::Gpu(Box::new(g)))
+            Ok(Engine::Gpu(Box::new(g), kernels))
         }
         Err(e) if device == Device::Cuda => Err(fail(format!("--device cuda: no usable GPU: {e}"))),
         Err(e) => {
@@ -302,7 +310,6 @@ fn info(json: bool) -> Result<(), Failure> {
     let archs: Vec<&str> = cubins::CUBINS.iter().map(|(a, _)| *a).collect();
     if json {
         let v = serde_json::json!({
-            "circuit": circuit::NAME,
             "model": cubins::MODEL,
             "num_vars": circuit::NUM_VARS,
             "num_sum_edges": circuit::NUM_SUM_EDGES,
@@ -316,7 +323,7 @@ fn info(json: bool) -> Result<(), Failure> {
         out(&mut w, format_args!("{v}"))
     } else {
         out(&mut w, format_args!("circuit compiled from {}", cubins::MODEL))?;
-        out(&mut w, format_args!("circuit `{}`: {} variables, {} sum edges, {} parameters", circuit::NAME, circuit::NUM_VARS, circuit::NUM_SUM_EDGES, circuit::NUM_PARAMS))?;
+        out(&mut w, format_args!("{} variables, {} sum edges, {} parameters", circuit::NUM_VARS, circuit::NUM_SUM_EDGES, circuit::NUM_PARAMS))?;
         out(&mut w, format_args!("embedded CUDA source: {} bytes", circuit::CUDA_SOURCE.len()))?;
         out(&mut w, format_args!("embedded CUBINs: {}", archs_text()))?;
         let nvrtc = if cubins::NVRTC_AT_BUILD { "available" } else { "not available" };
@@ -324,8 +331,13 @@ fn info(json: bool) -> Result<(), Failure> {
     }
 }
 
+/// Microseconds, to 0.01 µs.
 fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
+    round(d.as_secs_f64() * 1e6)
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// The sample at quantile `q` of sorted `v` (nearest rank).
@@ -347,11 +359,11 @@ fn bench(engine: &mut Engine, ev: &Evidence, iters: usize, w: &mut impl Write) -
         let rows: Vec<usize> = (0..batch).map(|i| i % ev.num_samples()).collect();
         let b = ev.select(&rows);
         let modes: &[Option<bool>] = match engine {
-            Engine::Gpu(_) => &[Some(true), Some(false)],
+            Engine::Gpu(..) => &[Some(true), Some(false)],
             Engine::Cpu(_) => &[None],
         };
         for &graphs in modes {
-            if let (Engine::Gpu(g), Some(on)) = (&mut *engine, graphs) {
+            if let (Engine::Gpu(g, _), Some(on)) = (&mut *engine, graphs) {
                 g.set_graphs(on);
             }
             let mut times = Vec::with_capacity(iters);
@@ -361,23 +373,23 @@ fn bench(engine: &mut Engine, ev: &Evidence, iters: usize, w: &mut impl Write) -
                 let dt = t.elapsed();
                 std::hint::black_box(lls);
                 if i >= WARMUP {
-                    times.push(us(dt));
+                    times.push(dt.as_secs_f64() * 1e6);
                 }
             }
             times.sort_by(f64::total_cmp);
             let mean = times.iter().sum::<f64>() / times.len() as f64;
             let v = serde_json::json!({
                 "bench": "latency",
-                "circuit": circuit::NAME,
+                "model": cubins::MODEL,
                 "device": device,
                 "cuda_graphs": graphs,
                 "batch": batch,
                 "iters": iters,
-                "median_us": median(&times),
-                "p10_us": quantile(&times, 0.1),
-                "p90_us": quantile(&times, 0.9),
-                "min_us": times[0],
-                "mean_us": mean,
+                "median_us": round(median(&times)),
+                "p10_us": round(quantile(&times, 0.1)),
+                "p90_us": round(quantile(&times, 0.9)),
+                "min_us": round(times[0]),
+                "mean_us": round(mean),
             });
             out(w, format_args!("{v}"))?;
         }
@@ -412,14 +424,14 @@ fn run(t_main: Instant) -> Result<(), Failure> {
     if let Some(iters) = a.bench_latency {
         let mut v = serde_json::json!({
             "bench": "startup",
-            "circuit": circuit::NAME,
+            "model": cubins::MODEL,
             "device": engine.name(),
-            "embedded_cubins": cubins::CUBINS.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            "kernels": engine.kernels(),
             "params_load_us": us(t_params),
             "engine_us": us(t_engine),
             "ready_since_main_us": us(t_ready),
         });
-        if let Engine::Gpu(g) = &engine {
+        if let Engine::Gpu(g, _) = &engine {
             let s = g.startup();
             let fields = [
                 ("validate_us", s.validate),
