@@ -14,7 +14,7 @@ mod cubins {
     include!(concat!(env!("OUT_DIR"), "/circuit_cubins.rs"));
 }
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -40,11 +40,13 @@ Evaluates the circuit compiled into this binary on samples read from a file or s
   --query ll|marginal    ll: `sample S: log-likelihood = X`; marginal: `sample S: log p(evidence) = X`
                          (as `pcc query marginal`); both marginalize missing values (default ll)
   --device auto|cpu|cuda auto: the GPU when usable, else the CPU (saying why); cuda: GPU or error
-  --batch N              samples per engine call (default 512)
-  --json                 JSON lines: {\"sample\":S,\"log_likelihood\":X} (ll) or {\"sample\":S,\"log_marginal\":X}
+  --batch N              samples per engine call (default 512); CSV is read as a stream, N rows at a
+                         time, and each batch's answers are printed as soon as it is done
+  --json                 JSON lines: {\"log_likelihood\":X,\"sample\":S} (ll) or {\"log_marginal\":X,\"sample\":S}
   --quiet                no notes on stderr (device, average log-likelihood)
   --bench-latency ITERS  instead of printing results: time ITERS calls (after 10 warm-up calls) at
-                         batch 1 and 8 (the first input rows), with CUDA graphs on and off on a GPU;
+                         batch 1 and 8 (the first rows of the first batch), with CUDA graphs on and
+                         off on a GPU;
                          prints JSON lines (startup, then one per batch size and mode)
   --info                 describe the embedded circuit and CUBINs
   -h, --help, -V, --version
@@ -212,6 +214,13 @@ fn out(w: &mut impl Write, line: std::fmt::Arguments) -> Result<(), Failure> {
     })
 }
 
+fn flush(w: &mut impl Write) -> Result<(), Failure> {
+    w.flush().map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Failure::ClosedPipe,
+        _ => fail(format!("cannot write to stdout: {e}")),
+    })
+}
+
 enum Engine {
     Cpu(Box<CpuEngine>),
     /// The engine and where its kernels came from (`embedded sm_90 CUBIN`, or NVRTC / the cache).
@@ -277,32 +286,161 @@ fn start_engine(c: &circuit::Circuit, device: Device, quiet: bool) -> Result<Eng
     }
 }
 
-/// The samples of `--input` (or stdin), checked against the circuit.
-fn read_input(a: &Args) -> Result<(Evidence, String), Failure> {
-    let (name, bytes) = match &a.input {
-        Some(p) => (p.display().to_string(), std::fs::read(p).map_err(|e| fail(format!("cannot read {}: {e}", p.display())))?),
-        None => {
-            let mut bytes = Vec::new();
-            std::io::stdin().lock().read_to_end(&mut bytes).map_err(|e| fail(format!("cannot read stdin: {e}")))?;
-            ("<stdin>".to_string(), bytes)
-        }
-    };
-    let format = a.format.unwrap_or(if bytes.first() == Some(&0) { Format::Idx } else { Format::Csv });
-    let path = Path::new(&name);
-    let ev = match format {
-        Format::Csv => dataset::csv_auto_from_bytes(path, &bytes, &a.missing_marker)?,
-        Format::Idx => dataset::idx_images_from_bytes(path, &bytes)?.0,
-    };
-    if ev.num_vars != circuit::NUM_VARS {
-        return Err(fail(format!(
-            "{name}: each sample has {} values, but the circuit has {} variables (compiled from {})",
-            ev.num_vars,
-            circuit::NUM_VARS,
-            cubins::MODEL
-        )));
+/// The samples of `--input` (or stdin), batch by batch, each checked against the circuit. CSV is
+/// read as a stream (`--batch` lines at a time, so a pipe gets its answers as rows arrive); an IDX
+/// file is read whole (its header gives its size).
+struct Input {
+    name: String,
+    batch: usize,
+    plan: pc_runtime::Plan,
+    source: Source,
+    /// Global index of the next sample.
+    next: usize,
+}
+
+enum Source {
+    Whole(Evidence),
+    Csv(CsvStream),
+}
+
+struct CsvStream {
+    reader: Box<dyn BufRead>,
+    marker: String,
+    /// Lines read so far (1-based number of the last one).
+    line: usize,
+    /// The first blank line seen (only trailing blank lines are allowed, as in `pcc`).
+    blank: Option<usize>,
+}
+
+impl Input {
+    fn open(a: &Args) -> Result<Input, Failure> {
+        let (name, mut reader): (String, Box<dyn BufRead>) = match &a.input {
+            Some(p) => {
+                let f = std::fs::File::open(p).map_err(|e| fail(format!("cannot read {}: {e}", p.display())))?;
+                (p.display().to_string(), Box::new(BufReader::with_capacity(1 << 20, f)))
+            }
+            None => ("<stdin>".to_string(), Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))),
+        };
+        let read_err = |e: std::io::Error| fail(format!("cannot read {name}: {e}"));
+        let format = match a.format {
+            Some(f) => f,
+            // No text file starts with a NUL byte; every IDX file does.
+            None => match reader.fill_buf().map_err(read_err)?.first() {
+                Some(0) => Format::Idx,
+                _ => Format::Csv,
+            },
+        };
+        let source = match format {
+            Format::Idx => {
+                let mut bytes = Vec::new();
+                reader.read_to_end(&mut bytes).map_err(read_err)?;
+                let (ev, _) = dataset::idx_images_from_bytes(Path::new(&name), &bytes)?;
+                Source::Whole(ev)
+            }
+            Format::Csv => Source::Csv(CsvStream { reader, marker: a.missing_marker.clone(), line: 0, blank: None }),
+        };
+        Ok(Input { name, batch: a.batch, plan: circuit::plan(), source, next: 0 })
     }
-    ev.validate(&circuit::plan()).map_err(|e| fail(format!("{name}: {e}")))?;
-    Ok((ev, name))
+
+    /// The next batch and its first sample's global index; `None` at the end. An input without a
+    /// single sample is an error.
+    fn next_batch(&mut self) -> Result<Option<(usize, Evidence)>, Failure> {
+        let start = self.next;
+        let (ev, first_line) = match &mut self.source {
+            Source::Whole(ev) => {
+                let end = (start + self.batch).min(ev.num_samples());
+                (ev.slice(start, end), None)
+            }
+            Source::Csv(csv) => match csv.next_chunk(&self.name, self.batch)? {
+                Some((ev, line)) => (ev, Some(line)),
+                None => (Evidence { num_vars: circuit::NUM_VARS, values: Vec::new(), missing: None }, None),
+            },
+        };
+        if ev.num_samples() == 0 {
+            if start == 0 {
+                return Err(fail(format!("{} holds no samples", self.name)));
+            }
+            return Ok(None);
+        }
+        let at = match first_line {
+            Some(l) => format!("{}, line {l}", self.name),
+            None => self.name.clone(),
+        };
+        if ev.num_vars != circuit::NUM_VARS {
+            return Err(fail(format!(
+                "{at}: each sample has {} values, but the circuit has {} variables (compiled from {})",
+                ev.num_vars,
+                circuit::NUM_VARS,
+                cubins::MODEL
+            )));
+        }
+        if let Err(e) = ev.validate(&self.plan) {
+            // Sample indices of the whole input (and the CSV line), not of this batch.
+            use pc_runtime::RuntimeError as E;
+            let (local, e) = match e {
+                E::NonFiniteValue { sample, var } => (sample, E::NonFiniteValue { sample: sample + start, var }),
+                E::CategoryOutOfRange { sample, var, value, num_cats } => {
+                    (sample, E::CategoryOutOfRange { sample: sample + start, var, value, num_cats })
+                }
+                E::NotACategory { sample, var, value } => (sample, E::NotACategory { sample: sample + start, var, value }),
+                other => (0, other),
+            };
+            let at = match first_line {
+                Some(l) => format!("{}, line {}", self.name, l + local),
+                None => self.name.clone(),
+            };
+            return Err(fail(format!("{at}: {e}")));
+        }
+        self.next += ev.num_samples();
+        Ok(Some((start, ev)))
+    }
+}
+
+impl CsvStream {
+    /// Up to `batch` samples and the line number of the first; `None` at the end.
+    fn next_chunk(&mut self, name: &str, batch: usize) -> Result<Option<(Evidence, usize)>, Failure> {
+        let mut chunk = Vec::new();
+        let mut line = Vec::new();
+        let (mut rows, mut first) = (0, 0);
+        while rows < batch {
+            line.clear();
+            let n = self.reader.read_until(b'\n', &mut line).map_err(|e| fail(format!("cannot read {name}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            self.line += 1;
+            if line.trim_ascii().is_empty() {
+                self.blank.get_or_insert(self.line);
+                continue;
+            }
+            if let Some(b) = self.blank {
+                return Err(fail(format!("{name}, line {b}, column 1: blank line between samples (only trailing blank lines are allowed)")));
+            }
+            if rows == 0 {
+                first = self.line;
+            }
+            chunk.extend_from_slice(&line);
+            if !line.ends_with(b"\n") {
+                chunk.push(b'\n');
+            }
+            rows += 1;
+        }
+        if rows == 0 {
+            return Ok(None);
+        }
+        let ev = dataset::csv_auto_from_bytes(Path::new(name), &chunk, &self.marker).map_err(|e| {
+            // Line numbers of the whole input, not of this chunk.
+            use dataset::DataError as D;
+            let by = first - 1;
+            match e {
+                D::Malformed { path, line, column, detail } => D::Malformed { path, line: line + by, column, detail },
+                D::OutOfRange { path, line, column, value, allowed } => D::OutOfRange { path, line: line + by, column, value, allowed },
+                D::Ragged { path, line, expected, found } => D::Ragged { path, line: line + by, expected, found },
+                other => other,
+            }
+        })?;
+        Ok(Some((ev, first)))
+    }
 }
 
 fn info(json: bool) -> Result<(), Failure> {
@@ -418,7 +556,7 @@ fn run(t_main: Instant) -> Result<(), Failure> {
     let mut engine = start_engine(&c, a.device, a.quiet)?;
     let t_engine = t0.elapsed();
     let t_ready = t_main.elapsed();
-    let (ev, name) = read_input(&a)?;
+    let mut input = Input::open(&a)?;
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
 
     if let Some(iters) = a.bench_latency {
@@ -446,15 +584,15 @@ fn run(t_main: Instant) -> Result<(), Failure> {
             }
         }
         out(&mut w, format_args!("{v}"))?;
+        let (_, ev) = input.next_batch()?.expect("an empty input is an error");
         bench(&mut engine, &ev, iters, &mut w)?;
-        return w.flush().map_err(|e| fail(format!("cannot write to stdout: {e}")));
+        return flush(&mut w);
     }
 
-    let n = ev.num_samples();
-    let mut sum = 0f64;
-    for start in (0..n).step_by(a.batch) {
-        let end = (start + a.batch).min(n);
-        let lls = engine.log_likelihood(&ev.slice(start, end)).map_err(|e| fail(format!("{name}: samples {start}..{end}: {e}")))?;
+    let (mut n, mut sum) = (0usize, 0f64);
+    while let Some((start, ev)) = input.next_batch()? {
+        let end = start + ev.num_samples();
+        let lls = engine.log_likelihood(&ev).map_err(|e| fail(format!("{}: samples {start}..{end}: {e}", input.name)))?;
         for (i, ll) in lls.iter().enumerate() {
             let s = start + i;
             sum += *ll as f64;
@@ -465,11 +603,10 @@ fn run(t_main: Instant) -> Result<(), Failure> {
                 (Query::Marginal, true) => out(&mut w, format_args!("{}", serde_json::json!({ "sample": s, "log_marginal": ll })))?,
             }
         }
+        n = end;
+        // Answers leave as each batch is done (the input may be a live stream).
+        flush(&mut w)?;
     }
-    w.flush().map_err(|e| match e.kind() {
-        std::io::ErrorKind::BrokenPipe => Failure::ClosedPipe,
-        _ => fail(format!("cannot write to stdout: {e}")),
-    })?;
     if a.query == Query::Ll && !a.quiet && n > 0 {
         // The summary `pcc eval` prints.
         let avg = sum / n as f64;

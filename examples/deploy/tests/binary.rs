@@ -275,3 +275,58 @@ fn closed_stdout_is_quiet() {
     let err = stderr(&o);
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
 }
+
+/// CSV on stdin is a stream: with `--batch 1` each row's answer is printed before the next row
+/// arrives (a deployment can sit at the end of a live pipe).
+#[test]
+fn stdin_is_streamed_batch_by_batch() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model(tmp.path(), 6);
+    let mut child = Command::new(BIN)
+        .args(["--params", dir.join("params.safetensors").to_str().unwrap(), "--device", "cpu", "--batch", "1", "--query", "marginal"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            tx.send(line.unwrap()).unwrap();
+        }
+    });
+    let ev = dataset::csv_auto_from_bytes(Path::new("x"), b"0,1,2\n?,0,1\n", "?").unwrap();
+    let want = pcc_query_marginal(&reference(&dir, &ev), false);
+    let wait = std::time::Duration::from_secs(60);
+    stdin.write_all(b"0,1,2\n").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(rx.recv_timeout(wait).expect("no answer to the first row while stdin is open"), want[0]);
+    stdin.write_all(b"?,0,1\n").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(rx.recv_timeout(wait).expect("no answer to the second row"), want[1]);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+}
+
+/// Errors in later batches of a stream name the line of the whole input.
+#[test]
+fn stream_errors_name_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model(tmp.path(), 8);
+    let p = dir.join("params.safetensors");
+    let p = p.to_str().unwrap();
+    let ok = "0,1,2\n".repeat(5);
+    let o = run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}1,z,1\n").as_bytes()));
+    fails(&o, 1, "<stdin>, line 6, column 2: `z` is not a number");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 4, "the complete batches before the error were answered");
+    fails(&run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}1,1,9\n").as_bytes())), 1, "line 6: sample 5, variable 2: category 9 is out of range");
+    fails(&run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}1,1\n").as_bytes())), 1, "line 6: 2 fields");
+    fails(&run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}\n{ok}").as_bytes())), 1, "line 6, column 1: blank line between samples");
+    // Trailing blank lines are fine.
+    let o = run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}\n\n").as_bytes()));
+    assert_eq!(stdout(&o).lines().count(), 5);
+}
