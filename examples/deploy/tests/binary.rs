@@ -99,6 +99,24 @@ fn csv_answers_equal_pcc_query_and_eval() {
         assert_eq!(got.lines().collect::<Vec<_>>(), pcc_query_marginal(&want, json), "json={json}");
     }
 
+    // With `PCC_BIN=path/to/pcc`, also against the real `pcc query marginal` (same output bytes).
+    if let Some(pcc) = std::env::var_os("PCC_BIN") {
+        for json in [false, true] {
+            let mut cmd = Command::new(&pcc);
+            cmd.args(["query", "marginal"]).arg(&dir).args(["--evidence", c, "--device", "cpu"]);
+            if json {
+                cmd.arg("--json");
+            }
+            let want = cmd.output().unwrap();
+            assert!(want.status.success(), "{}", String::from_utf8_lossy(&want.stderr));
+            let mut args = vec!["--params", p, "--input", c, "--device", "cpu", "--query", "marginal"];
+            if json {
+                args.push("--json");
+            }
+            assert_eq!(stdout(&run(&args, None)), String::from_utf8(want.stdout).unwrap(), "json={json}");
+        }
+    }
+
     // The default query (per-sample log-likelihood) holds the same numbers, and the stderr
     // summary is `pcc eval`'s line.
     let o = run(&["--params", p, "--input", c, "--device", "cpu", "--json"], None);
