@@ -276,7 +276,7 @@ fn start_engine(c: &circuit::Circuit, device: Device, quiet: bool) -> Result<Eng
             }
             Ok(Engine::Gpu(Box::new(g), kernels))
         }
-        Err(e) if device == Device::Cuda => Err(fail(format!("--device cuda: no usable GPU: {e}"))),
+        Err(e) if device == Device::Cuda => Err(fail(format!("--device cuda: the GPU engine cannot start: {e}"))),
         Err(e) => {
             if !quiet {
                 eprintln!("{BIN}: running on the CPU: {e}");

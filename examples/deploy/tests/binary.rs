@@ -48,10 +48,20 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start the deployment binary");
-    if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    // Fed from a thread (no deadlock on a full stdout pipe); the binary may exit without reading
+    // it all (e.g. a bad parameter file), so a broken pipe is not a failure here.
+    let feeder = stdin.map(|bytes| {
+        let (mut pipe, bytes) = (child.stdin.take().unwrap(), bytes.to_vec());
+        std::thread::spawn(move || match pipe.write_all(&bytes) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("cannot write the binary's stdin: {e}"),
+            _ => {}
+        })
+    });
+    let out = child.wait_with_output().unwrap();
+    if let Some(f) = feeder {
+        f.join().unwrap();
     }
-    child.wait_with_output().unwrap()
+    out
 }
 
 fn stdout(o: &Output) -> String {
