@@ -454,6 +454,18 @@ pub fn read_csv_auto(path: &Path, missing_marker: &str) -> Result<Evidence, Data
     parse_csv(path, &read_all(path)?, Kind::Real, missing_marker)
 }
 
+/// [`read_csv_auto`] of bytes already in memory (for example read from stdin); `name` stands for
+/// the file in error messages (e.g. `<stdin>`).
+pub fn csv_auto_from_bytes(name: &Path, bytes: &[u8], missing_marker: &str) -> Result<Evidence, DataError> {
+    parse_csv(name, bytes, Kind::Real, missing_marker)
+}
+
+/// [`read_idx_images`] of bytes already in memory (for example read from stdin); `name` stands for
+/// the file in error messages.
+pub fn idx_images_from_bytes(name: &Path, bytes: &[u8]) -> Result<(Evidence, [usize; 2]), DataError> {
+    parse_idx_images(name, bytes)
+}
+
 /// Read a dataset whatever its format: an IDX image file (recognized by its magic number, or by a
 /// name ending in `ubyte`) gives its images; anything else is read as CSV of numbers with `?`
 /// (or an empty field) marking missing values, as [`read_csv_auto`] does.
