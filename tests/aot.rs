@@ -87,7 +87,7 @@ fn build_script_and_builder_give_the_same_files() {
     // The Rust file is the shared generator's text, with the data in files next to it.
     let origin = format!("`{}`", model_dir.join("structure.json").display());
     let spec = ModuleSpec { name: "tiny_model", runtime: "::pc_runtime", origin: &origin };
-    let files = Embed::Files { plan: "tiny_model.plan.json", manifest: "tiny_model.manifest.json", cuda: "tiny_model.cu" };
+    let files = Embed::Files { plan: "tiny_model.plan.json", manifest: "tiny_model.manifest.json", cuda: "tiny_model.cu", cubins: &[] };
     let rust = read(&g.rust_file);
     assert_eq!(rust, module_source(&spec, &Artifacts::new(&tiny_circuit()).unwrap(), files));
     assert!(rust.contains("include_str!(\"tiny_model.cu\")"), "{rust}");
@@ -195,7 +195,7 @@ fn generated_rust_snapshot() {
     let root = b.summate(&[p], 1, 1, SumEdges::Dense);
     let a = Artifacts::new(&b.finish(root).unwrap()).unwrap();
     let spec = ModuleSpec { name: "mix", runtime: "::pc_runtime", origin: "`models/mix/structure.json`" };
-    insta::assert_snapshot!(module_source(&spec, &a, Embed::Files { plan: "mix.plan.json", manifest: "mix.manifest.json", cuda: "mix.cu" }));
+    insta::assert_snapshot!(module_source(&spec, &a, Embed::Files { plan: "mix.plan.json", manifest: "mix.manifest.json", cuda: "mix.cu", cubins: &[] }));
 }
 
 #[test]
@@ -209,4 +209,34 @@ fn embedded_cuda_compiles_with_nvrtc() {
         let cubin = compile_cubin(src, name, "90").unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!cubin.is_empty(), "{name}");
     }
+}
+
+#[test]
+fn build_script_embeds_cubins_when_nvrtc_is_available() {
+    use pcc::runtime::cuda::nvrtc_available;
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("tiny");
+    Model::random(tiny_circuit(), 3).unwrap().save(&model_dir).unwrap();
+    let out = dir.path().join("out");
+    let bad = Config::new().out_dir(&out).cargo_metadata(false).cubin_archs(["sm_9.0"]).compile(&model_dir).unwrap_err();
+    assert!(bad.to_string().contains("`9.0` is not a GPU architecture"), "{bad}");
+    if !nvrtc_available() {
+        assert!(std::env::var("CI").is_err(), "CI must have NVRTC (.ci/nvrtc.sh)");
+        eprintln!("note: NVRTC not found (source .ci/nvrtc.sh); skipping the CUBIN embedding check");
+        return;
+    }
+    let g = Config::new().out_dir(&out).cargo_metadata(false).cubin_archs(["sm_90", "90", "80"]).compile(&model_dir).unwrap();
+    assert_eq!(g.cubins, ["90", "80"], "deduplicated, `sm_` stripped, in order");
+    for arch in ["90", "80"] {
+        let file = out.join(format!("tiny.sm_{arch}.cubin"));
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(&bytes[..4], b"\x7fELF", "{} is a CUBIN", file.display());
+        assert!(g.files.contains(&file));
+    }
+    let rust = read(&g.rust_file);
+    assert!(rust.contains(r#"("90", include_bytes!("tiny.sm_90.cubin"))"#), "{rust}");
+    assert!(rust.contains("GpuEngine::with_cubins"), "the module's gpu() loads the embedded CUBINs first");
+    // Without architectures the module embeds none.
+    let g = Config::new().out_dir(&out).cargo_metadata(false).compile(&model_dir).unwrap();
+    assert!(g.cubins.is_empty() && read(&g.rust_file).contains("pub const CUBINS: &[(&str, &[u8])] = &[];"));
 }

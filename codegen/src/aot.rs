@@ -61,8 +61,9 @@ pub enum Embed<'a> {
     /// As string literals in the module itself (the macro).
     Inline,
     /// With `include_str!` of files next to the generated `.rs` file (the build script); the names
-    /// are relative to that file.
-    Files { plan: &'a str, manifest: &'a str, cuda: &'a str },
+    /// are relative to that file. `cubins` lists `(architecture, file)` pairs of CUBINs compiled at
+    /// build time (`include_bytes!`d into `CUBINS`).
+    Files { plan: &'a str, manifest: &'a str, cuda: &'a str, cubins: &'a [(&'a str, &'a str)] },
 }
 
 /// What the generated module is called, which runtime path it names, and where it came from.
@@ -101,12 +102,13 @@ fn literal(s: &str) -> String {
 /// `manifest()` and `Circuit` (plan + parameters) with `load`, `random`, `from_params`, `cpu`,
 /// `gpu`, `load_cpu` and `load_gpu`.
 pub fn module_source(spec: &ModuleSpec, a: &Artifacts, embed: Embed) -> String {
-    let (plan, manifest, cuda) = match embed {
-        Embed::Inline => (literal(&a.plan_json), literal(&a.manifest_json), literal(&a.cuda_source)),
-        Embed::Files { plan, manifest, cuda } => (
+    let (plan, manifest, cuda, cubins) = match embed {
+        Embed::Inline => (literal(&a.plan_json), literal(&a.manifest_json), literal(&a.cuda_source), String::new()),
+        Embed::Files { plan, manifest, cuda, cubins } => (
             format!("include_str!({})", literal(plan)),
             format!("include_str!({})", literal(manifest)),
             format!("include_str!({})", literal(cuda)),
+            cubins.iter().map(|(arch, file)| format!("({}, include_bytes!({})), ", literal(arch), literal(file))).collect(),
         ),
     };
     let (name, rt, origin) = (spec.name, spec.runtime, spec.origin.replace('\n', " "));
@@ -134,6 +136,9 @@ pub mod {name} {{
     pub const MANIFEST_JSON: &str = {manifest};
     /// The CUDA source generated for this circuit (compiled by NVRTC when a GPU engine starts).
     pub const CUDA_SOURCE: &str = {cuda};
+    /// CUBINs of [`CUDA_SOURCE`] compiled at build time (`("90", bytes)` = sm_90): a GPU of such an
+    /// architecture needs no NVRTC; others compile the source at their first start.
+    pub const CUBINS: &[(&str, &[u8])] = &[{cubins}];
 
     /// The execution plan.
     pub fn plan() -> __rt::Plan {{
@@ -194,9 +199,10 @@ pub mod {name} {{
             __rt::CpuEngine::new(self.plan.clone(), self.params.clone())
         }}
 
-        /// A GPU engine running the embedded kernels (compiled by NVRTC, cached in `cache`).
+        /// A GPU engine running the embedded kernels: an embedded CUBIN for the device's
+        /// architecture, else [`CUDA_SOURCE`] compiled by NVRTC (cached in `cache`).
         pub fn gpu(&self, cache: &__rt::cuda::KernelCache) -> ::core::result::Result<__rt::cuda::GpuEngine, __rt::RuntimeError> {{
-            __rt::cuda::GpuEngine::new(self.plan.clone(), self.params.clone(), CUDA_SOURCE, manifest(), cache)
+            __rt::cuda::GpuEngine::with_cubins(self.plan.clone(), self.params.clone(), CUDA_SOURCE, CUBINS, manifest(), cache)
         }}
 
         /// [`Circuit::load`], then [`Circuit::cpu`].

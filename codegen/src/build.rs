@@ -17,6 +17,7 @@
 //! | `foo.plan.json` | the execution plan (`include_str!`d by `foo.rs`) |
 //! | `foo.manifest.json` | the kernel manifest |
 //! | `foo.cu` | the CUDA source |
+//! | `foo.sm_90.cubin`, … | CUBINs for [`Config::cubin_archs`], when NVRTC can be loaded at build time |
 //!
 //! The program then writes `pc_runtime::include_circuit!("foo");` (or `pcc::include_circuit!`)
 //! and uses `foo::plan()`, `foo::CUDA_SOURCE`, `foo::Circuit::load_cpu(params_path)`, …. Files
@@ -49,6 +50,10 @@ pub enum BuildError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: RuntimeError },
+    #[error("{path}: NVRTC could not compile the CUDA source for sm_{arch}: {source}")]
+    Nvrtc { path: PathBuf, arch: String, source: pc_runtime::cuda::CudaError },
+    #[error("`{arch}` is not a GPU architecture such as 90 or sm_90")]
+    BadArch { arch: String },
 }
 
 /// Settings of a build-script compilation; see the module docs.
@@ -59,6 +64,7 @@ pub struct Config {
     runtime_path: String,
     compile_options: CompileOptions,
     cargo_metadata: bool,
+    cubin_archs: Vec<String>,
 }
 
 impl Default for Config {
@@ -80,6 +86,11 @@ pub struct Generated {
     pub files: Vec<PathBuf>,
     /// The files whose content changed and were rewritten (empty when everything was up to date).
     pub written: Vec<PathBuf>,
+    /// Architectures whose CUBIN is embedded (`CUBINS` of the module); empty when none was asked
+    /// for or NVRTC could not be loaded.
+    pub cubins: Vec<String>,
+    /// Whether NVRTC could be loaded (checked only when CUBINs were asked for).
+    pub nvrtc_available: bool,
 }
 
 impl Config {
@@ -92,7 +103,19 @@ impl Config {
             runtime_path: "::pc_runtime".into(),
             compile_options: CompileOptions::default(),
             cargo_metadata: true,
+            cubin_archs: Vec::new(),
         }
+    }
+
+    /// Also compile the CUDA source into CUBINs for these architectures (`"90"` or `"sm_90"`) and
+    /// embed them (`CUBINS`), so the program needs only the NVIDIA driver on such GPUs. Needs
+    /// NVRTC (`libnvrtc.so.13`) at build time; without it a `cargo:warning` says so and the
+    /// program compiles its kernels with NVRTC at first start instead.
+    pub fn cubin_archs<S: AsRef<str>>(&mut self, archs: impl IntoIterator<Item = S>) -> &mut Self {
+        self.cubin_archs = archs.into_iter().map(|a| a.as_ref().trim().trim_start_matches("sm_").to_string()).filter(|a| !a.is_empty()).collect();
+        let mut seen = std::collections::HashSet::new();
+        self.cubin_archs.retain(|a| seen.insert(a.clone()));
+        self
     }
 
     /// Write here instead of `OUT_DIR` (tests, or checking generated code in).
@@ -155,19 +178,42 @@ impl Config {
         let (plan_file, manifest_file, cuda_file) =
             (format!("{module}.plan.json"), format!("{module}.manifest.json"), format!("{module}.cu"));
         let origin = format!("`{}`", structure.display());
+        if let Some(bad) = self.cubin_archs.iter().find(|a| !a.bytes().all(|b| b.is_ascii_alphanumeric())) {
+            return Err(BuildError::BadArch { arch: bad.clone() });
+        }
+        let nvrtc_available = !self.cubin_archs.is_empty() && pc_runtime::cuda::nvrtc_available();
+        let mut cubins: Vec<(String, String, Vec<u8>)> = Vec::new();
+        if nvrtc_available {
+            for arch in &self.cubin_archs {
+                let bytes = pc_runtime::cuda::compile_cubin(&artifacts.cuda_source, &cuda_file, arch)
+                    .map_err(|source| BuildError::Nvrtc { path: structure.clone(), arch: arch.clone(), source })?;
+                cubins.push((arch.clone(), format!("{module}.sm_{arch}.cubin"), bytes));
+            }
+        } else if !self.cubin_archs.is_empty() && self.cargo_metadata {
+            println!(
+                "cargo:warning=NVRTC (libnvrtc.so.13) cannot be loaded: no CUBIN embedded for sm_{}; the program will compile its kernels with NVRTC at run time",
+                self.cubin_archs.join(", sm_")
+            );
+        }
+        if !self.cubin_archs.is_empty() && self.cargo_metadata {
+            // Whether NVRTC loads depends on the library path.
+            println!("cargo:rerun-if-env-changed=LD_LIBRARY_PATH");
+        }
+        let listed: Vec<(&str, &str)> = cubins.iter().map(|(a, f, _)| (a.as_str(), f.as_str())).collect();
         let spec = ModuleSpec { name: &module, runtime: &self.runtime_path, origin: &origin };
-        let rust = module_source(&spec, &artifacts, Embed::Files { plan: &plan_file, manifest: &manifest_file, cuda: &cuda_file });
+        let rust = module_source(&spec, &artifacts, Embed::Files { plan: &plan_file, manifest: &manifest_file, cuda: &cuda_file, cubins: &listed });
 
         std::fs::create_dir_all(&out_dir).map_err(|e| BuildError::CreateDir { path: out_dir.clone(), source: e })?;
-        let outputs = [
-            (out_dir.join(format!("{module}.rs")), rust.as_str()),
-            (out_dir.join(&plan_file), artifacts.plan_json.as_str()),
-            (out_dir.join(&manifest_file), artifacts.manifest_json.as_str()),
-            (out_dir.join(&cuda_file), artifacts.cuda_source.as_str()),
+        let mut outputs: Vec<(PathBuf, &[u8])> = vec![
+            (out_dir.join(format!("{module}.rs")), rust.as_bytes()),
+            (out_dir.join(&plan_file), artifacts.plan_json.as_bytes()),
+            (out_dir.join(&manifest_file), artifacts.manifest_json.as_bytes()),
+            (out_dir.join(&cuda_file), artifacts.cuda_source.as_bytes()),
         ];
+        outputs.extend(cubins.iter().map(|(_, file, bytes)| (out_dir.join(file), bytes.as_slice())));
         let mut written = Vec::new();
-        for (path, text) in &outputs {
-            if write_if_changed(path, text.as_bytes())? {
+        for (path, bytes) in &outputs {
+            if write_if_changed(path, bytes)? {
                 written.push(path.clone());
             }
         }
@@ -177,6 +223,8 @@ impl Config {
             rust_file: outputs[0].0.clone(),
             files: outputs.iter().map(|(p, _)| p.clone()).collect(),
             written,
+            cubins: cubins.into_iter().map(|(a, _, _)| a).collect(),
+            nvrtc_available,
         })
     }
 }

@@ -22,63 +22,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Whether NVRTC can be loaded depends on the library path.
     println!("cargo:rerun-if-env-changed=LD_LIBRARY_PATH");
     let model = std::env::var("PCC_DEPLOY_MODEL").ok().filter(|m| !m.is_empty()).unwrap_or_else(|| DEFAULT_MODEL.to_string());
-    let generated = pc_codegen::build::Config::new()
-        .module_name("circuit")
-        .compile(&model)
-        .map_err(|e| format!("PCC_DEPLOY_MODEL={model}: {e}"))?;
-    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
-
     let archs_env = std::env::var("PCC_DEPLOY_ARCHS").ok();
     let explicit = archs_env.is_some();
-    let mut archs: Vec<String> = archs_env
-        .as_deref()
-        .unwrap_or(DEFAULT_ARCHS)
-        .split(',')
-        .map(|a| a.trim().trim_start_matches("sm_").to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    archs.retain(|a| seen.insert(a.clone()));
-    if let Some(bad) = archs.iter().find(|a| !a.bytes().all(|b| b.is_ascii_alphanumeric())) {
-        return Err(format!("PCC_DEPLOY_ARCHS: `{bad}` is not an architecture such as 90 or sm_90").into());
-    }
+    let archs: Vec<String> = archs_env.as_deref().unwrap_or(DEFAULT_ARCHS).split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    let nvrtc = pc_runtime::cuda::nvrtc_available();
+    // The default architecture is embedded only when NVRTC is here (no warning otherwise);
+    // architectures asked for explicitly make pc-codegen warn when it cannot compile them.
+    let embed: &[String] = if nvrtc || explicit { &archs } else { &[] };
+    let generated = pc_codegen::build::Config::new()
+        .module_name("circuit")
+        .cubin_archs(embed)
+        .compile(&model)
+        .map_err(|e| format!("PCC_DEPLOY_MODEL={model}, PCC_DEPLOY_ARCHS={}: {e}", archs.join(",")))?;
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
 
+    let requested: Vec<String> = archs.iter().map(|a| a.trim_start_matches("sm_").to_string()).collect();
     let mut list = format!(
         "/// The structure file the circuit was compiled from.\npub const MODEL: &str = {:?};\n\n",
         generated.structure.canonicalize().unwrap_or_else(|_| generated.structure.clone()).display().to_string()
     );
-    let nvrtc = pc_runtime::cuda::nvrtc_available();
     writeln!(list, "/// The architectures asked for (`PCC_DEPLOY_ARCHS`, default `{DEFAULT_ARCHS}`).")?;
-    writeln!(list, "pub const REQUESTED_ARCHS: &[&str] = &{archs:?};")?;
+    writeln!(list, "pub const REQUESTED_ARCHS: &[&str] = &{requested:?};")?;
     writeln!(list, "/// Whether NVRTC could be loaded at build time (if not, `CUBINS` is empty).")?;
     writeln!(list, "pub const NVRTC_AT_BUILD: bool = {nvrtc};\n")?;
     list.push_str(
-        "/// CUBINs compiled at build time for these architectures (`(\"90\", bytes)` = sm_90); a GPU of\n\
-         /// another architecture compiles the CUDA source with NVRTC at run time instead.\n\
-         pub const CUBINS: &[(&str, &[u8])] = &[\n",
+        "/// CUBINs compiled at build time by pc-codegen (`Config::cubin_archs`; `(\"90\", bytes)` = sm_90);\n\
+         /// a GPU of another architecture compiles the CUDA source with NVRTC at run time instead.\n\
+         pub const CUBINS: &[(&str, &[u8])] = super::circuit::CUBINS;\n",
     );
-    if !archs.is_empty() {
-        if nvrtc {
-            let source = std::fs::read_to_string(out_dir.join("circuit.cu"))?;
-            for arch in &archs {
-                let cubin = pc_runtime::cuda::compile_cubin(&source, "circuit.cu", arch)
-                    .map_err(|e| format!("{}: NVRTC for sm_{arch}: {e}", generated.structure.display()))?;
-                let file = format!("circuit.sm_{arch}.cubin");
-                let path = out_dir.join(&file);
-                if std::fs::read(&path).ok().as_deref() != Some(&cubin[..]) {
-                    pc_runtime::atomic_write(&path, &cubin)?;
-                }
-                writeln!(list, "    ({arch:?}, include_bytes!({file:?})),")?;
-            }
-        } else if explicit {
-            println!(
-                "cargo:warning=PCC_DEPLOY_ARCHS={}: NVRTC (libnvrtc.so.13) cannot be loaded, so no CUBIN is embedded; \
-                 the binary will compile its kernels with NVRTC at run time",
-                archs.join(",")
-            );
-        }
-    }
-    list.push_str("];\n");
     let path = out_dir.join("circuit_cubins.rs");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(list.as_str()) {
         pc_runtime::atomic_write(&path, list.as_bytes())?;
