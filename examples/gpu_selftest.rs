@@ -18,11 +18,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use pcc::codegen::emit::{emit, emit_with, EmitOptions, Precision};
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
-use pcc::codegen::{Circuit, CircuitBuilder, Model, SumEdges};
+use pcc::codegen::{Circuit, Model};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
 use pcc::runtime::{dataset, Conditional, CpuEngine, Dist, Evidence, MpeResult};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 /// Forward relative-error bound of the bf16 (tensor-core) path.
 const TOL_BF16: f64 = 2e-3;
@@ -396,48 +394,6 @@ fn check_queries(model: &Model, data: &Evidence, eng: &mut dyn Queries) -> Resul
     Ok(ok)
 }
 
-/// A random mixed circuit: Gaussian, Categorical, Bernoulli and Indicator leaves, a tied input
-/// vector, a tied sum, block sizes 1–4 and both dense and block-diagonal sums.
-fn mixed_circuit(seed: u64) -> Result<(Circuit, Evidence)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let bs = [1u32, 2, 4][rng.random_range(0..3)];
-    let nb = rng.random_range(1..=3u32);
-    let k = rng.random_range(2..=4u32);
-    let mut b = CircuitBuilder::new(6);
-    let g0 = b.inputs(0, nb, bs, Dist::Gaussian { min_sigma: 0.05 });
-    let c1 = b.inputs(1, nb, bs, Dist::Categorical { num_cats: k });
-    let be2 = b.inputs(2, nb, bs, Dist::Bernoulli);
-    let g3 = b.tied_inputs(g0, 3);
-    let ind4 = b.inputs(4, 1, 4, Dist::Indicator { num_states: 4 });
-    let c5 = b.inputs(5, nb, bs, Dist::Categorical { num_cats: k });
-    let p01 = b.multiply(&[g0, c1]);
-    let s01 = b.summate(&[p01], nb, bs, SumEdges::Dense);
-    let p23 = b.multiply(&[be2, g3]);
-    let s23 = b.summate(&[p23], nb, bs, SumEdges::BlockDiagonal);
-    let s4 = b.summate(&[ind4], nb, bs, SumEdges::Dense);
-    let p45 = b.multiply(&[s4, c5]);
-    let s45 = b.summate(&[p45], nb, bs, SumEdges::Dense);
-    let top = b.multiply(&[s01, s23, s45]);
-    let s_top = b.summate(&[top], 2, 2, SumEdges::Dense);
-    // A second mixture over the same regions, its weights tied to the first.
-    let top2 = b.multiply(&[s23, s01, s45]);
-    let s_top2 = b.tied_summate(s_top, &[top2]);
-    let root = b.summate(&[s_top, s_top2], 1, 1, SumEdges::Dense);
-    let circuit = b.finish(root)?;
-    let mut values = Vec::with_capacity(1000 * 6);
-    for _ in 0..1000 {
-        values.extend([
-            rng.random_range(-2.0..2.0f32),
-            rng.random_range(0..k) as f32,
-            rng.random_range(0..2) as f32,
-            rng.random_range(-2.0..2.0f32),
-            rng.random_range(0..4) as f32,
-            rng.random_range(0..k) as f32,
-        ]);
-    }
-    Ok((circuit, Evidence::new(6, values)?))
-}
-
 /// Small random circuits: tests/common's generator (mixed block sizes, block-sparse sums, shared
 /// sub-circuits, tied inputs and sums, Categorical and Bernoulli leaves) and mixed circuits with
 /// Gaussian and Indicator leaves; 1000 random samples each.
@@ -450,7 +406,7 @@ fn random_corpus() -> Result<Vec<(String, Circuit, Evidence)>> {
         v.push((format!("random{seed} ({} vars)", model.plan.num_vars), circuit, data));
     }
     for seed in 0..3u64 {
-        let (circuit, data) = mixed_circuit(seed)?;
+        let (circuit, data) = common::mixed_circuit(seed, 1000, 0.0);
         v.push((format!("mixed{seed} (Gaussian/Categorical/Bernoulli/Indicator, 6 vars)"), circuit, data));
     }
     // The data fits each circuit's variable domains.

@@ -13,11 +13,9 @@ mod common;
 use common::Gen;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm};
-use pcc::codegen::{Circuit, CircuitBuilder, Dist, Model, SumEdges};
-use pcc::runtime::cuda::{conditional_slots, KernelArg, KernelSpec, Manifest, Step};
-use pcc::runtime::{Conditional, Domain, Evidence, MpeResult, Plan};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use pcc::codegen::Model;
+use pcc::runtime::cuda::{conditional_slots, conditionals_from_slots, KernelArg, KernelSpec, Manifest, Step};
+use pcc::runtime::{Conditional, Evidence, MpeResult, Plan};
 
 const NEG_INF: f32 = f32::NEG_INFINITY;
 
@@ -463,29 +461,7 @@ fn conditionals(model: &Model, m: &Manifest, ev: &Evidence) -> Vec<Vec<Condition
     (0..d.b)
         .map(|s| {
             let row = &d.out[s * slots as usize..][..slots as usize];
-            model
-                .plan
-                .domains
-                .iter()
-                .enumerate()
-                .map(|(v, dom)| {
-                    if !ev.is_missing(s, v) {
-                        return Conditional::Observed;
-                    }
-                    let o = offsets[v] as usize;
-                    match dom {
-                        Domain::Discrete { num_cats } => {
-                            let mut p = row[o..o + *num_cats as usize].to_vec();
-                            let t: f32 = p.iter().sum();
-                            if t > 0.0 {
-                                p.iter_mut().for_each(|q| *q /= t);
-                            }
-                            Conditional::Discrete(p)
-                        }
-                        Domain::Continuous => Conditional::Continuous { mean: row[o], var: (row[o + 1] - row[o] * row[o]).max(0.0) },
-                    }
-                })
-                .collect()
+            conditionals_from_slots(&model.plan, ev, s, row, &offsets)
         })
         .collect()
 }
@@ -519,45 +495,6 @@ fn sample(model: &Model, m: &Manifest, ev: &Evidence, a: usize, b: usize, seed: 
     d.out
 }
 
-fn mixed_circuit(seed: u64) -> (Circuit, Evidence) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let bs = [1u32, 2, 4][rng.random_range(0..3)];
-    let nb = rng.random_range(1..=3u32);
-    let k = rng.random_range(2..=4u32);
-    let mut b = CircuitBuilder::new(6);
-    let g0 = b.inputs(0, nb, bs, Dist::Gaussian { min_sigma: 0.05 });
-    let c1 = b.inputs(1, nb, bs, Dist::Categorical { num_cats: k });
-    let be2 = b.inputs(2, nb, bs, Dist::Bernoulli);
-    let g3 = b.tied_inputs(g0, 3);
-    let ind4 = b.inputs(4, 1, 4, Dist::Indicator { num_states: 4 });
-    let c5 = b.inputs(5, nb, bs, Dist::Categorical { num_cats: k });
-    let p01 = b.multiply(&[g0, c1]);
-    let s01 = b.summate(&[p01], nb, bs, SumEdges::Dense);
-    let p23 = b.multiply(&[be2, g3]);
-    let s23 = b.summate(&[p23], nb, bs, SumEdges::BlockDiagonal);
-    let s4 = b.summate(&[ind4], nb, bs, SumEdges::Dense);
-    let p45 = b.multiply(&[s4, c5]);
-    let s45 = b.summate(&[p45], nb, bs, SumEdges::Dense);
-    let top = b.multiply(&[s01, s23, s45]);
-    let s_top = b.summate(&[top], 2, 2, SumEdges::Dense);
-    let top2 = b.multiply(&[s23, s01, s45]);
-    let s_top2 = b.tied_summate(s_top, &[top2]);
-    let root = b.summate(&[s_top, s_top2], 1, 1, SumEdges::Dense);
-    let mut values = Vec::new();
-    for _ in 0..64 {
-        values.extend([
-            rng.random_range(-2.0..2.0f32),
-            rng.random_range(0..k) as f32,
-            rng.random_range(0..2) as f32,
-            rng.random_range(-2.0..2.0f32),
-            rng.random_range(0..4) as f32,
-            rng.random_range(0..k) as f32,
-        ]);
-    }
-    let missing = (0..values.len()).map(|_| rng.random_bool(0.4)).collect();
-    (b.finish(root).unwrap(), Evidence::with_missing(6, values, Some(missing)).unwrap())
-}
-
 fn corpus() -> Vec<(String, Model, Evidence)> {
     let mut v = Vec::new();
     for s in 0..12u64 {
@@ -566,7 +503,7 @@ fn corpus() -> Vec<(String, Model, Evidence)> {
         v.push((format!("random{s}"), model, ev));
     }
     for s in 0..3u64 {
-        let (c, ev) = mixed_circuit(s);
+        let (c, ev) = common::mixed_circuit(s, 64, 0.4);
         v.push((format!("mixed{s}"), Model::random(c, 3).unwrap(), ev));
     }
     let data: Vec<f32> = (0..200 * 10).map(|i| ((i * 2654435761usize) >> 7 & 1) as f32).collect();

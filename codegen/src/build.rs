@@ -89,8 +89,6 @@ pub struct Generated {
     /// Architectures whose CUBIN is embedded (`CUBINS` of the module); empty when none was asked
     /// for or NVRTC could not be loaded.
     pub cubins: Vec<String>,
-    /// Whether NVRTC could be loaded (checked only when CUBINs were asked for).
-    pub nvrtc_available: bool,
 }
 
 impl Config {
@@ -224,7 +222,6 @@ impl Config {
             files: outputs.iter().map(|(p, _)| p.clone()).collect(),
             written,
             cubins: cubins.into_iter().map(|(a, _, _)| a).collect(),
-            nvrtc_available,
         })
     }
 }

@@ -463,3 +463,46 @@ pub fn random_evidence(model: &Model, n: usize, p_missing: f64, seed: u64) -> Ev
     }
     Evidence::with_missing(cats.len(), values, Some(missing)).unwrap()
 }
+
+/// A random mixed circuit over 6 variables — Gaussian, Categorical, Bernoulli and Indicator leaves,
+/// a tied input vector, a tied sum, block sizes 1–4, dense and block-diagonal sums — and `n` random
+/// samples for it, each value missing with probability `p_missing`.
+pub fn mixed_circuit(seed: u64, n: usize, p_missing: f64) -> (Circuit, Evidence) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let bs = [1u32, 2, 4][rng.random_range(0..3)];
+    let nb = rng.random_range(1..=3u32);
+    let k = rng.random_range(2..=4u32);
+    let mut b = CircuitBuilder::new(6);
+    let g0 = b.inputs(0, nb, bs, Dist::Gaussian { min_sigma: 0.05 });
+    let c1 = b.inputs(1, nb, bs, Dist::Categorical { num_cats: k });
+    let be2 = b.inputs(2, nb, bs, Dist::Bernoulli);
+    let g3 = b.tied_inputs(g0, 3);
+    let ind4 = b.inputs(4, 1, 4, Dist::Indicator { num_states: 4 });
+    let c5 = b.inputs(5, nb, bs, Dist::Categorical { num_cats: k });
+    let p01 = b.multiply(&[g0, c1]);
+    let s01 = b.summate(&[p01], nb, bs, SumEdges::Dense);
+    let p23 = b.multiply(&[be2, g3]);
+    let s23 = b.summate(&[p23], nb, bs, SumEdges::BlockDiagonal);
+    let s4 = b.summate(&[ind4], nb, bs, SumEdges::Dense);
+    let p45 = b.multiply(&[s4, c5]);
+    let s45 = b.summate(&[p45], nb, bs, SumEdges::Dense);
+    let top = b.multiply(&[s01, s23, s45]);
+    let s_top = b.summate(&[top], 2, 2, SumEdges::Dense);
+    // A second mixture over the same regions, its weights tied to the first.
+    let top2 = b.multiply(&[s23, s01, s45]);
+    let s_top2 = b.tied_summate(s_top, &[top2]);
+    let root = b.summate(&[s_top, s_top2], 1, 1, SumEdges::Dense);
+    let mut values = Vec::with_capacity(n * 6);
+    for _ in 0..n {
+        values.extend([
+            rng.random_range(-2.0..2.0f32),
+            rng.random_range(0..k) as f32,
+            rng.random_range(0..2) as f32,
+            rng.random_range(-2.0..2.0f32),
+            rng.random_range(0..4) as f32,
+            rng.random_range(0..k) as f32,
+        ]);
+    }
+    let missing = (p_missing > 0.0).then(|| (0..values.len()).map(|_| rng.random_bool(p_missing)).collect());
+    (b.finish(root).expect("the mixed circuit is valid"), Evidence::with_missing(6, values, missing).expect("values match the circuit"))
+}

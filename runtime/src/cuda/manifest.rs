@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::Conditional;
+use crate::data::Evidence;
 use crate::plan::{Domain, Plan};
 
 /// One argument of a generated kernel, in signature order.
@@ -215,4 +217,34 @@ pub fn conditional_slots(plan: &Plan) -> (Vec<u32>, u32) {
         };
     }
     (offsets, total)
+}
+
+/// Sample `s`'s conditionals from its accumulator row (the [`conditional_slots`] layout),
+/// normalized as the CPU engine does; observed variables give [`Conditional::Observed`].
+pub fn conditionals_from_slots(plan: &Plan, ev: &Evidence, s: usize, row: &[f32], offsets: &[u32]) -> Vec<Conditional> {
+    plan.domains
+        .iter()
+        .enumerate()
+        .map(|(v, d)| {
+            if !ev.is_missing(s, v) {
+                return Conditional::Observed;
+            }
+            let o = offsets[v] as usize;
+            match d {
+                Domain::Discrete { num_cats } => {
+                    let mut p = row[o..o + *num_cats as usize].to_vec();
+                    // Flows sum to one up to rounding; renormalize to remove it.
+                    let t: f32 = p.iter().sum();
+                    if t > 0.0 {
+                        p.iter_mut().for_each(|q| *q /= t);
+                    }
+                    Conditional::Discrete(p)
+                }
+                Domain::Continuous => {
+                    let mean = row[o];
+                    Conditional::Continuous { mean, var: (row[o + 1] - mean * mean).max(0.0) }
+                }
+            }
+        })
+        .collect()
 }

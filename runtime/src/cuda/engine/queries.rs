@@ -13,9 +13,8 @@ use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaStream};
 
 use super::{Bind, Buffers, DeviceState, GpuEngine};
 use crate::cpu::{Conditional, MpeResult};
-use crate::cuda::{conditional_slots, CudaError, KernelArg, KernelSpec, QueryManifest, Step};
+use crate::cuda::{conditional_slots, conditionals_from_slots, CudaError, KernelArg, KernelSpec, QueryManifest, Step};
 use crate::data::Evidence;
-use crate::plan::{Domain, Plan};
 use crate::RuntimeError;
 
 /// Samples per device batch of a query.
@@ -97,35 +96,6 @@ fn part<'a>(ev: &'a Evidence, a: usize, b: usize) -> Cow<'a, Evidence> {
     if a == 0 && b == ev.num_samples() { Cow::Borrowed(ev) } else { Cow::Owned(ev.slice(a, b)) }
 }
 
-/// One sample's conditionals from its accumulator row, normalized as the CPU engine does.
-fn assemble(plan: &Plan, ev: &Evidence, s: usize, row: &[f32], offsets: &[u32]) -> Vec<Conditional> {
-    plan.domains
-        .iter()
-        .enumerate()
-        .map(|(v, d)| {
-            if !ev.is_missing(s, v) {
-                return Conditional::Observed;
-            }
-            let o = offsets[v] as usize;
-            match d {
-                Domain::Discrete { num_cats } => {
-                    let mut p = row[o..o + *num_cats as usize].to_vec();
-                    // Flows sum to one up to rounding; renormalize to remove it.
-                    let t: f32 = p.iter().sum();
-                    if t > 0.0 {
-                        p.iter_mut().for_each(|q| *q /= t);
-                    }
-                    Conditional::Discrete(p)
-                }
-                Domain::Continuous => {
-                    let mean = row[o];
-                    Conditional::Continuous { mean, var: (row[o + 1] - mean * mean).max(0.0) }
-                }
-            }
-        })
-        .collect()
-}
-
 impl GpuEngine {
     /// Manifests emitted before the query kernels existed have none: say so instead of failing.
     fn check_queries(&self) -> Result<(), CudaError> {
@@ -194,7 +164,7 @@ impl GpuEngine {
             }
             let host = self.stream.clone_dtoh(&out).map_err(CudaError::from)?;
             for s in 0..batch {
-                result.push(assemble(&self.plan, &part, s, &host[s * slots..(s + 1) * slots], &offsets));
+                result.push(conditionals_from_slots(&self.plan, &part, s, &host[s * slots..(s + 1) * slots], &offsets));
             }
         }
         Ok(result)
