@@ -625,7 +625,7 @@ const SHIM: &str = r#"
 #include <string>
 #include <algorithm>
 struct pcc_dim3 { unsigned x, y, z; };
-static pcc_dim3 blockIdx, blockDim, threadIdx;
+static pcc_dim3 blockIdx, blockDim, threadIdx, gridDim;
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -642,6 +642,19 @@ static inline int min(int a, int b) { return a < b ? a : b; }
 // parameter flows) are never launched by this driver, so reaching one is a test bug.
 static inline float __shfl_xor_sync(unsigned, float, int) { std::abort(); }
 static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
+// The persistent forward kernel (blocks wait on each other) compiles but is never launched here;
+// tests/persistent_emulator.rs runs it on threads.
+#define PCC_HOST_EMULATION 1
+#define __launch_bounds__(n)
+#define PCC_DYN_SMEM(n) float* n = nullptr; std::abort()
+#define PCC_SPIN_PAUSE()
+static inline unsigned pcc_ld_acquire(const unsigned* p) { return *p; }
+static inline void pcc_st_release(unsigned* p, unsigned v) { *p = v; }
+static inline float pcc_ld_fresh(const float* p) { return *p; }
+static inline long long clock64() { return 0; }
+static inline void __trap() { std::abort(); }
+static inline void __threadfence() {}
+static inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned o = *p; *p = o + v; return o; }
 "#;
 
 fn driver(model: &Model, m: &Manifest) -> String {

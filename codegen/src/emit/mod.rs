@@ -7,6 +7,7 @@
 
 mod fuse;
 pub mod mma;
+pub mod persistent;
 
 pub use mma::{EmitOptions, Precision};
 mod queries;
@@ -23,6 +24,7 @@ const SUM_BWD: &str = include_str!("../../../templates/sum_bwd.cu.tera");
 const PROD_BWD: &str = include_str!("../../../templates/prod_bwd.cu.tera");
 const INPUT_BWD: &str = include_str!("../../../templates/input_bwd.cu.tera");
 const EM: &str = include_str!("../../../templates/em.cu.tera");
+const FWD_PERSISTENT: &str = include_str!("../../../templates/fwd_persistent.cu.tera");
 
 /// Threads per CUDA block of every generated kernel.
 pub const BLOCK: u32 = 256;
@@ -60,6 +62,7 @@ fn engine() -> Result<tera::Tera, EmitError> {
         ("prod_bwd", PROD_BWD),
         ("input_bwd", INPUT_BWD),
         ("em", EM),
+        ("fwd_persistent", FWD_PERSISTENT),
     ] {
         t.add_raw_template(name, src).map_err(|e| EmitError::Template { template: name_of(name), detail: format!("{e:?}") })?;
     }
@@ -76,6 +79,7 @@ fn name_of(n: &str) -> &'static str {
         "sum_bwd" => "sum_bwd.cu.tera",
         "prod_bwd" => "prod_bwd.cu.tera",
         "em" => "em.cu.tera",
+        "fwd_persistent" => "fwd_persistent.cu.tera",
         _ => "input_bwd.cu.tera",
     }
 }
@@ -278,6 +282,15 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     emit_em(plan, &t, &mut source, &mut m)?;
     m.precision = opts.precision;
     queries::emit_queries(plan, &mut source, &mut m)?;
+    if let Some((p, shapes)) = persistent::build(plan, plan.inputs.len() as u32) {
+        let mut ctx = tera::Context::new();
+        ctx.insert("name", &p.kernel);
+        ctx.insert("threads", &p.threads);
+        ctx.insert("max_batch", &pc_runtime::cuda::SMALL_BATCH);
+        ctx.insert("shapes", &shapes);
+        source += &render(&t, "fwd_persistent", &ctx)?;
+        m.persistent = Some(p);
+    }
     Ok(Emitted { source, manifest: m })
 }
 

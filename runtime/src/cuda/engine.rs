@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
+mod persistent;
 mod queries;
 
 use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step, SMALL_BATCH};
@@ -87,6 +88,8 @@ pub struct GpuEngine {
     backward: Vec<Option<CudaFunction>>,
     em: Vec<CudaFunction>,
     queries: queries::QueryFns,
+    /// The small-batch forward pass as one persistent launch, when the plan has one.
+    persistent: Option<persistent::PersistentState>,
     dev: DeviceState,
     total_flow: f64,
     buffers: Option<Buffers>,
@@ -179,6 +182,10 @@ impl GpuEngine {
             .collect::<Result<Vec<_>, _>>()?;
         let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
         let queries = queries::QueryFns::load(&module, &manifest.queries)?;
+        let persistent = match &manifest.persistent {
+            Some(p) => persistent::PersistentState::load(&ctx, &module, &stream, p)?,
+            None => None,
+        };
         let t_kernels = t0.elapsed();
         let t0 = Instant::now();
         // `PCC_TRACE_START=1` prints each upload phase (to find where a warm start goes).
@@ -217,7 +224,8 @@ impl GpuEngine {
         let startup = StartupTimings { validate: t_validate, context: t_context, kernels: t_kernels, upload: t_upload, leaf_table: t0.elapsed() };
         let use_graphs = std::env::var("PCC_CUDA_GRAPHS").map_or(true, |v| v != "0");
         let state_bytes = dev.tables.iter().map(|t| t.len() * 4).sum::<usize>()
-            + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len());
+            + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len())
+            + persistent.as_ref().map_or(0, |p| p.bytes());
         Ok(GpuEngine {
             plan,
             manifest,
@@ -226,6 +234,7 @@ impl GpuEngine {
             backward,
             em,
             queries,
+            persistent,
             dev,
             total_flow: 0.0,
             buffers: None,
@@ -347,8 +356,16 @@ impl GpuEngine {
         }
         let bufs = self.buffers.as_mut().expect("allocated by upload");
         let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
+        let persistent = self.persistent.as_ref().filter(|_| batch <= SMALL_BATCH);
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {
             let bind = Bind::pass(Some(bufs), dev, (0.0, 0.0));
+            if let Some(p) = persistent {
+                // Input layers, then every sum layer in one launch.
+                for (spec, (f, _)) in manifest.forward.iter().zip(forward).take(p.prologue) {
+                    Self::launch(stream, f, spec, &bind, batch)?;
+                }
+                return p.launch(stream, &bufs.nodes, &dev.sum_params, batch);
+            }
             for (spec, (f, small)) in manifest.forward.iter().zip(forward) {
                 let (spec, f) = match (&spec.small, small) {
                     (Some(s), Some(fs)) if batch <= SMALL_BATCH => (&**s, fs),

@@ -177,6 +177,59 @@ pub struct Manifest {
     /// Conditionals, MPE and sampling; empty in manifests emitted before queries ran on the device.
     #[serde(default)]
     pub queries: QueryManifest,
+    /// The small-batch forward pass as one persistent launch (see [`PersistentForward`]); absent
+    /// when some sum layer does not fit it (or in manifests written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<PersistentForward>,
+}
+
+/// Words per task of [`PersistentForward::tasks`]: shape, first node, first weight, real
+/// children, first element offset, first dependency, dependencies, nodes in the tile.
+pub const TASK_WORDS: usize = 8;
+
+/// The forward pass of batches of at most [`SMALL_BATCH`] samples in one launch: after the input
+/// launches (`manifest.forward[..prologue]`), a persistent kernel whose resident CUDA blocks run
+/// static lists of sum tasks (a tile of one sum block's nodes, its products fused in), each
+/// waiting only for the tasks that wrote its child nodes. The runtime schedules the tasks onto
+/// the device's SMs ([`super::persistent::schedule`]). A batch-1 pass then costs the circuit's
+/// dependency chain at a few hundred ns per step instead of a kernel launch per depth.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PersistentForward {
+    /// Kernel function (`node, params, tasks, eoff, ech, deps, poff, plist, ctl, B`).
+    pub kernel: String,
+    /// Threads per CUDA block.
+    pub threads: u32,
+    /// Dynamic shared memory per CUDA block (bytes).
+    pub shared_bytes: u32,
+    /// Leading launches of [`Manifest::forward`] to run first (the input layers).
+    pub prologue: u32,
+    /// `[num_tasks * TASK_WORDS]` in topological order (every dependency comes earlier).
+    pub tasks: Vec<u32>,
+    /// Element offsets: child element `w` of a task is the product of the nodes
+    /// `children[offsets[e] .. offsets[e + 1]]`, `e` = the task's first offset + `w`.
+    pub offsets: Vec<u32>,
+    pub children: Vec<u32>,
+    /// Producer tasks of each task's child nodes (the task's slice per [`TASK_WORDS`]).
+    pub deps: Vec<u32>,
+    /// Estimated run time of each task (ns at batch 1), for the scheduler.
+    pub cost_ns: Vec<u32>,
+}
+
+impl PersistentForward {
+    pub fn num_tasks(&self) -> usize {
+        self.tasks.len() / TASK_WORDS
+    }
+
+    /// Task `i`'s words.
+    pub fn task(&self, i: usize) -> &[u32] {
+        &self.tasks[i * TASK_WORDS..(i + 1) * TASK_WORDS]
+    }
+
+    /// Task `i`'s dependencies.
+    pub fn task_deps(&self, i: usize) -> &[u32] {
+        let t = self.task(i);
+        &self.deps[t[5] as usize..(t[5] + t[6]) as usize]
+    }
 }
 
 /// Query kernels. Each runs after a forward pass and uses the node/element flow buffers:

@@ -1,0 +1,83 @@
+//! The persistent small-batch forward launch ([`PersistentForward`]): its schedule for this
+//! device, uploaded once, and the cooperative launch that runs it. Cooperative, because the
+//! kernel's blocks wait on each other: the driver refuses the launch unless every block can be
+//! resident at once, so a too-large grid is an error, never a hang.
+
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+
+use crate::cuda::manifest::PersistentForward;
+use crate::cuda::persistent::schedule;
+use crate::cuda::CudaError;
+
+pub(super) struct PersistentState {
+    func: CudaFunction,
+    /// Launches of `manifest.forward` (the input layers) that run before it.
+    pub prologue: usize,
+    grid: u32,
+    threads: u32,
+    shared_bytes: u32,
+    tasks: CudaSlice<u32>,
+    offsets: CudaSlice<u32>,
+    children: CudaSlice<u32>,
+    deps: CudaSlice<u32>,
+    poff: CudaSlice<u32>,
+    plist: CudaSlice<u32>,
+    /// Generation, finished-block counter, then one flag per task.
+    ctl: CudaSlice<u32>,
+}
+
+impl PersistentState {
+    /// Schedule `p` for this device and upload it; `None` when it is switched off
+    /// (`PCC_PERSISTENT=0`) or a block would not fit on an SM.
+    pub fn load(ctx: &Arc<CudaContext>, module: &Arc<CudaModule>, stream: &Arc<CudaStream>, p: &PersistentForward) -> Result<Option<PersistentState>, CudaError> {
+        if std::env::var("PCC_PERSISTENT").is_ok_and(|v| v == "0") {
+            return Ok(None);
+        }
+        let func = module.load_function(&p.kernel)?;
+        let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        let per_sm = func.occupancy_max_active_blocks_per_multiprocessor(p.threads, p.shared_bytes as usize, None)?;
+        if per_sm < 1 {
+            return Ok(None);
+        }
+        let grid = sms.min(p.num_tasks()).max(1);
+        let s = schedule(p, grid);
+        if std::env::var_os("PCC_TRACE_START").is_some() {
+            eprintln!("pcc: persistent forward: {} tasks on {grid} blocks, {} cross-block waits, modelled {:.1} us", p.num_tasks(), s.deps.len(), s.makespan_ns / 1e3);
+        }
+        let up = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { stream.clone_htod(v) };
+        Ok(Some(PersistentState {
+            func,
+            prologue: p.prologue as usize,
+            grid: grid as u32,
+            threads: p.threads,
+            shared_bytes: p.shared_bytes,
+            tasks: up(&s.tasks)?,
+            offsets: up(&p.offsets)?,
+            children: up(&p.children)?,
+            deps: up(&s.deps)?,
+            poff: up(&s.poff)?,
+            plist: up(&s.plist)?,
+            ctl: stream.alloc_zeros::<u32>(2 + p.num_tasks())?,
+        }))
+    }
+
+    /// Device bytes held.
+    pub fn bytes(&self) -> usize {
+        4 * (self.tasks.len() + self.offsets.len() + self.children.len() + self.deps.len() + self.poff.len() + self.plist.len() + self.ctl.len())
+    }
+
+    /// Run every sum layer of a batch of `batch` samples (the input layers already ran).
+    pub fn launch(&self, stream: &CudaStream, nodes: &CudaSlice<f32>, sum_params: &CudaSlice<f32>, batch: usize) -> Result<(), CudaError> {
+        let b = batch as i32;
+        let mut l = stream.launch_builder(&self.func);
+        l.arg(nodes).arg(sum_params).arg(&self.tasks).arg(&self.offsets).arg(&self.children).arg(&self.deps).arg(&self.poff).arg(&self.plist).arg(&self.ctl).arg(&b);
+        let cfg = LaunchConfig { grid_dim: (self.grid, 1, 1), block_dim: (self.threads, 1, 1), shared_mem_bytes: self.shared_bytes };
+        // SAFETY: the arguments match the kernel's signature (emitted with the manifest); every
+        // index in the tables lies inside the node and parameter buffers of this plan, and the
+        // batch is at most SMALL_BATCH (the shared memory was sized for it).
+        unsafe { l.launch_cooperative(cfg) }?;
+        Ok(())
+    }
+}

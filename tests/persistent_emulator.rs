@@ -1,0 +1,235 @@
+//! The persistent small-batch forward kernel, compiled from its generated CUDA for the host and
+//! run with real concurrency: every CUDA thread is an OS thread, `__syncthreads` a per-block
+//! barrier, the flags C++ acquire/release atomics, and the task lists come from the runtime's own
+//! scheduler for several block counts. So the task graph (fused children, dependencies, tiles),
+//! the schedule's dropped same-block dependencies, the generation scheme across launches and the
+//! kernel's arithmetic are checked without a GPU: every sum node must equal the one the per-depth
+//! kernels compute (run sequentially on the host), and the root must equal the CPU engine.
+
+mod common;
+
+use common::Gen;
+use pcc::codegen::emit::emit;
+use pcc::codegen::structures::{hclt, hmm, rat_spn};
+use pcc::codegen::Model;
+use pcc::runtime::cuda::persistent::schedule;
+use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, SMALL_BATCH};
+use pcc::runtime::Evidence;
+
+const SHIM: &str = r#"
+#define PCC_HOST_EMULATION 1
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+struct pcc_dim3 { unsigned x, y, z; };
+static thread_local pcc_dim3 blockIdx, threadIdx;
+static pcc_dim3 blockDim, gridDim;
+static thread_local std::barrier<>* pcc_bar = nullptr;
+static thread_local float* pcc_smem = nullptr;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static
+#define PCC_DYN_SMEM(n) float* n = pcc_smem
+#define PCC_SPIN_PAUSE() std::this_thread::yield()
+#define PCC_SPIN_LIMIT (120LL * 1000000000LL)
+static inline void __syncthreads() { if (pcc_bar) pcc_bar->arrive_and_wait(); }
+static inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+#define __expf expf
+#define __logf logf
+static inline unsigned pcc_ld_acquire(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void pcc_st_release(unsigned* p, unsigned v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline float pcc_ld_fresh(const float* p) { float v; __atomic_load(p, &v, __ATOMIC_RELAXED); return v; }
+static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+static inline long long clock64() { return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+static inline void __trap() { fprintf(stderr, "trap: a dependency never completed\n"); std::abort(); }
+static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+static inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline float __shfl_xor_sync(unsigned, float, int) { std::abort(); }
+static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
+"#;
+
+fn write_u32(path: &std::path::Path, v: &[u32]) {
+    let v = if v.is_empty() { &[0u32][..] } else { v };
+    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+}
+fn write_f32(path: &std::path::Path, v: &[f32]) {
+    let v = if v.is_empty() { &[0f32][..] } else { v };
+    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+}
+fn read_f32(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// The host driver: the per-depth forward launches sequentially (reference node values), then the
+/// persistent kernel twice on threads (node values reset to NaN before each: a stale or missing
+/// dependency shows), writing both node arrays and the final generation.
+fn driver(model: &Model, m: &Manifest) -> String {
+    let plan = &model.plan;
+    let arg = |a: &KernelArg, k: &KernelSpec| -> String {
+        match a {
+            KernelArg::Nodes => "nodes.data()".into(),
+            KernelArg::Elements => "elems.data()".into(),
+            KernelArg::Data => "data.data()".into(),
+            KernelArg::Missing => "missing.data()".into(),
+            KernelArg::SumParams => "sum.data()".into(),
+            KernelArg::LeafTable => "table.data()".into(),
+            KernelArg::Table(i) => format!("tab[{i}].data()"),
+            KernelArg::Batch => "B".into(),
+            KernelArg::Count => format!("{}", k.count),
+            other => panic!("no forward launch binds {other:?}"),
+        }
+    };
+    let fwd: String = m
+        .forward
+        .iter()
+        .map(|k| {
+            let args: Vec<String> = k.args.iter().map(|a| arg(a, k)).collect();
+            format!("    LAUNCH({}, {}LL * B, {});\n", k.name, k.threads_per_sample, args.join(", "))
+        })
+        .collect();
+    let p = m.persistent.as_ref().expect("a persistent pass");
+    let (nn, ne, nde, ndn, ntab) = (plan.num_nodes, plan.num_elements, plan.num_dummy_elements, plan.num_dummy_nodes, m.tables.len());
+    let (kernel, threads, smem_floats, ntasks) = (&p.kernel, p.threads, p.shared_bytes / 4, p.num_tasks());
+    format!(
+        r#"
+#define LAUNCH(k, threads, ...) do {{ long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; \
+    for (unsigned gx = 0; gx < g_; ++gx) for (unsigned tx = 0; tx < 256; ++tx) {{ blockIdx.x = gx; threadIdx.x = tx; k(__VA_ARGS__); }} }} while (0)
+template <class T> static std::vector<T> rd(const std::string& path) {{
+    FILE* f = fopen(path.c_str(), "rb"); if (!f) {{ perror(path.c_str()); exit(2); }}
+    fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
+    std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
+}}
+static void wr(const std::string& path, const void* p, size_t bytes) {{
+    FILE* f = fopen(path.c_str(), "wb"); fwrite(p, 1, bytes, f); fclose(f);
+}}
+int main(int argc, char** argv) {{
+    const std::string dir = argv[1];
+    const int B = atoi(argv[2]), G = atoi(argv[3]);
+    std::vector<std::vector<unsigned>> tab;
+    for (int i = 0; i < {ntab}; ++i) tab.push_back(rd<unsigned>(dir + "/tab" + std::to_string(i)));
+    std::vector<float> sum = rd<float>(dir + "/sum"), table = rd<float>(dir + "/table"), data = rd<float>(dir + "/data");
+    std::vector<unsigned char> missing = rd<unsigned char>(dir + "/missing");
+    std::vector<unsigned> tasks = rd<unsigned>(dir + "/tasks"), eoff = rd<unsigned>(dir + "/eoff"), ech = rd<unsigned>(dir + "/ech"),
+        deps = rd<unsigned>(dir + "/deps"), poff = rd<unsigned>(dir + "/poff"), plist = rd<unsigned>(dir + "/plist");
+    std::vector<float> nodes((size_t){nn} * B, 0.f), elems((size_t){ne} * B, 0.f);
+    for (size_t i = 0; i < (size_t){nde} * B; ++i) elems[i] = PCC_NEG_INF;
+{fwd}    wr(dir + "/ref", nodes.data(), nodes.size() * 4);
+    std::vector<unsigned> ctl(2 + {ntasks}, 0);
+    for (int run = 0; run < 2; ++run) {{
+        // Sum node rows back to NaN (inputs and dummy rows keep their values).
+        for (unsigned t = 0; t < {ntasks}; ++t) {{
+            const unsigned* d = &tasks[t * 8];
+            for (unsigned m = 0; m < d[7]; ++m) for (int b = 0; b < B; ++b) nodes[(size_t)(d[1] + m) * B + b] = NAN;
+        }}
+        gridDim.x = G; blockDim.x = {threads};
+        std::vector<std::unique_ptr<std::barrier<>>> bars;
+        std::vector<std::vector<float>> smem(G, std::vector<float>({smem_floats}, NAN));
+        for (int g = 0; g < G; ++g) bars.emplace_back(new std::barrier<>({threads}));
+        std::vector<std::thread> th;
+        for (int g = 0; g < G; ++g) for (unsigned t = 0; t < {threads}; ++t)
+            th.emplace_back([&, g, t] {{
+                blockIdx.x = g; threadIdx.x = t; pcc_bar = bars[g].get(); pcc_smem = smem[g].data();
+                {kernel}(nodes.data(), sum.data(), tasks.data(), eoff.data(), ech.data(), deps.data(), poff.data(), plist.data(), ctl.data(), B);
+            }});
+        for (auto& x : th) x.join();
+    }}
+    for (size_t i = 0; i < (size_t){ndn} * B; ++i) if (nodes[i] != 0.f) {{ fprintf(stderr, "dummy row changed\n"); return 4; }}
+    wr(dir + "/got", nodes.data(), nodes.size() * 4);
+    wr(dir + "/ctl", ctl.data(), 8);
+    return 0;
+}}
+"#
+    )
+}
+
+#[test]
+fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if std::process::Command::new(&cxx).arg("--version").output().is_err() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "a C++ compiler is required in CI");
+        eprintln!("note: no C++ compiler ({cxx}); skipping");
+        return;
+    }
+    let mut corpus: Vec<(String, Model)> = Vec::new();
+    for s in [0u64, 3, 7] {
+        corpus.push((format!("random{s}"), Model::random(Gen::circuit(s), 7).unwrap()));
+    }
+    let (c, mixed_ev) = common::mixed_circuit(1, SMALL_BATCH, 0.4);
+    corpus.push(("mixed1".into(), Model::random(c, 3).unwrap()));
+    let data: Vec<f32> = (0..200 * 12).map(|i| ((i * 2654435761usize) >> 7 & 1) as f32).collect();
+    let hc = hclt::learn(&Evidence::new(12, data).unwrap(), &hclt::HcltOptions { latents: 16, ..Default::default() }).unwrap();
+    corpus.push(("hclt16".into(), Model::random(hc, 5).unwrap()));
+    let hm = hmm::build(&hmm::HmmOptions { seq_length: 9, hidden: 8, num_emits: 3, homogeneous: true, ..Default::default() }).unwrap();
+    corpus.push(("hmm".into(), Model::random(hm, 5).unwrap()));
+    // Blocks of 256 nodes over 256 children: four 64-node tiles per block.
+    let hm = hmm::build(&hmm::HmmOptions { seq_length: 3, hidden: 256, num_emits: 4, homogeneous: false, ..Default::default() }).unwrap();
+    corpus.push(("hmm256".into(), Model::random(hm, 5).unwrap()));
+    let rat = rat_spn::build(&rat_spn::RatSpnOptions { num_vars: 8, latents: 8, input: pcc::codegen::Dist::Categorical { num_cats: 3 }, ..Default::default() }).unwrap();
+    corpus.push(("rat_spn".into(), Model::random(rat, 5).unwrap()));
+    for (name, model) in &corpus {
+        let e = emit(&model.plan).unwrap();
+        let p = e.manifest.persistent.as_ref().unwrap_or_else(|| panic!("{name}: no persistent pass"));
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (i, t) in e.manifest.tables.iter().enumerate() {
+            write_u32(&d.join(format!("tab{i}")), t);
+        }
+        write_f32(&d.join("sum"), &model.params.sum);
+        write_f32(&d.join("table"), &model.params.leaf_table(&model.plan));
+        write_u32(&d.join("eoff"), &p.offsets);
+        write_u32(&d.join("ech"), &p.children);
+        let src = format!("{SHIM}{}{}", e.source, driver(model, &e.manifest));
+        std::fs::write(d.join("prog.cpp"), src).unwrap();
+        let exe = d.join("prog");
+        let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let cpu = model.cpu_engine().unwrap();
+        for (batch, blocks) in [(1usize, 1usize), (1, 3), (3, 2), (SMALL_BATCH, 4)] {
+            let s = schedule(p, blocks);
+            for (f, v) in [("tasks", &s.tasks), ("deps", &s.deps), ("poff", &s.poff), ("plist", &s.plist)] {
+                write_u32(&d.join(f), v);
+            }
+            let ev = if name == "mixed1" { mixed_ev.slice(0, batch) } else { common::random_evidence(model, batch, 0.3, 11 + batch as u64) };
+            let nv = model.plan.num_vars as usize;
+            let (mut data, mut missing) = (vec![0f32; nv * batch], vec![0u8; nv * batch]);
+            for smp in 0..batch {
+                for v in 0..nv {
+                    if ev.is_missing(smp, v) {
+                        missing[v * batch + smp] = 1;
+                    } else {
+                        data[v * batch + smp] = ev.value(smp, v);
+                    }
+                }
+            }
+            write_f32(&d.join("data"), &data);
+            std::fs::write(d.join("missing"), &missing).unwrap();
+            let st = std::process::Command::new(&exe).arg(d).args([batch.to_string(), blocks.to_string()]).output().unwrap();
+            assert!(st.status.success(), "{name} B={batch} G={blocks}: {}", String::from_utf8_lossy(&st.stderr));
+            let (want, got) = (read_f32(&d.join("ref")), read_f32(&d.join("got")));
+            let ctl: Vec<u32> = std::fs::read(d.join("ctl")).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            assert_eq!(ctl, vec![2, 0], "{name}: generation after two launches, block counter reset");
+            // Every node row: inputs unchanged, every sum node as the per-depth kernels computed it.
+            for (i, (&w, &g)) in want.iter().zip(&got).enumerate() {
+                let ok = (w == g) || (w.is_finite() && g.is_finite() && (w - g).abs() <= 2e-5 * w.abs().max(1.0));
+                assert!(ok, "{name} B={batch} G={blocks}: node {} sample {}: per-depth {w}, persistent {g}", i / batch, i % batch);
+            }
+            let ll = cpu.log_likelihood(&ev).unwrap();
+            let root = model.plan.root as usize;
+            for (smp, &l) in ll.iter().enumerate() {
+                let g = got[root * batch + smp];
+                assert!((g - l).abs() <= 1e-4 * l.abs().max(1.0), "{name} B={batch}: root {g} vs CPU {l}");
+            }
+        }
+    }
+}
