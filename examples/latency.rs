@@ -27,9 +27,11 @@ fn main() -> Result<()> {
     } else {
         pd::build(&pd::PdOptions { latents: l, ..Default::default() })?
     };
+    let t0 = Instant::now();
     let model = Model::random(circuit, 0)?;
     let precision: Precision = std::env::var("PCC_PRECISION").unwrap_or_else(|_| "fp32".into()).parse().map_err(anyhow::Error::msg)?;
     let e = emit_with(&model.plan, &EmitOptions { precision })?;
+    eprintln!("latency: model ready, source emitted ({:.1} s)", t0.elapsed().as_secs_f64());
     let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), &KernelCache::new(KernelCache::default_dir()))?;
     println!("{name}: {} forward kernels, {} depths, device {}", e.manifest.forward.len(), model.plan.depths.len(), gpu.device_name);
     let cpu = model.cpu_engine()?;
@@ -53,6 +55,15 @@ fn main() -> Result<()> {
             }
             t.sort_by(f64::total_cmp);
             println!("batch {b:>3} {}: median {:.1} µs, p10 {:.1}, p90 {:.1}", if graphs { "graph" } else { "eager" }, t[t.len() / 2], t[t.len() / 10], t[t.len() * 9 / 10]);
+            // `PCC_PERSISTENT_TRACE=FILE`: the persistent pass's per-task trace of the last call
+            // at batch 1, with the task table and its dependencies (for offline analysis).
+            if let (Some(path), 1, Some(p)) = (std::env::var_os("PCC_PERSISTENT_TRACE"), b, &e.manifest.persistent)
+                && let Some(trace) = gpu.persistent_trace()?
+            {
+                let deps: Vec<&[u32]> = (0..p.num_tasks()).map(|i| p.task_deps(i)).collect();
+                let v = serde_json::json!({"model": name, "graphs": graphs, "tasks": p.tasks, "deps": deps, "cost_ns": p.cost_ns, "trace": trace});
+                std::fs::write(format!("{}.{}.json", path.to_string_lossy(), if graphs { "graph" } else { "eager" }), v.to_string())?;
+            }
         }
     }
     Ok(())

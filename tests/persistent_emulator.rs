@@ -46,8 +46,10 @@ static inline void __syncthreads() { if (pcc_bar) pcc_bar->arrive_and_wait(); }
 static inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 #define __expf expf
 #define __logf logf
-static inline unsigned pcc_ld_acquire(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static inline void pcc_st_release(unsigned* p, unsigned v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline unsigned pcc_ld_relaxed(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void pcc_fence_acquire() { std::atomic_thread_fence(std::memory_order_acquire); }
+static inline void pcc_st_relaxed(unsigned* p, unsigned v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline unsigned long long pcc_globaltimer() { return (unsigned long long)std::chrono::steady_clock::now().time_since_epoch().count(); }
 static inline float pcc_ld_fresh(const float* p) { float v; __atomic_load(p, &v, __ATOMIC_RELAXED); return v; }
 static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 static inline long long clock64() { return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
@@ -126,6 +128,7 @@ int main(int argc, char** argv) {{
     for (size_t i = 0; i < (size_t){nde} * B; ++i) elems[i] = PCC_NEG_INF;
 {fwd}    wr(dir + "/ref", nodes.data(), nodes.size() * 4);
     std::vector<unsigned> ctl(2 + {ntasks}, 0);
+    std::vector<unsigned long long> trace((size_t){ntasks} * 8, ~0ull);
     for (int run = 0; run < 2; ++run) {{
         // Sum node rows back to NaN (inputs and dummy rows keep their values).
         for (unsigned t = 0; t < {ntasks}; ++t) {{
@@ -140,13 +143,17 @@ int main(int argc, char** argv) {{
         for (int g = 0; g < G; ++g) for (unsigned t = 0; t < {threads}; ++t)
             th.emplace_back([&, g, t] {{
                 blockIdx.x = g; threadIdx.x = t; pcc_bar = bars[g].get(); pcc_smem = smem[g].data();
-                {kernel}(nodes.data(), sum.data(), tasks.data(), eoff.data(), ech.data(), deps.data(), poff.data(), plist.data(), ctl.data(), B);
+                {kernel}(nodes.data(), sum.data(), tasks.data(), eoff.data(), ech.data(), deps.data(), poff.data(), plist.data(), ctl.data(), run == 1 ? trace.data() : nullptr, B);
             }});
         for (auto& x : th) x.join();
     }}
     for (size_t i = 0; i < (size_t){ndn} * B; ++i) if (nodes[i] != 0.f) {{ fprintf(stderr, "dummy row changed\n"); return 4; }}
     wr(dir + "/got", nodes.data(), nodes.size() * 4);
     wr(dir + "/ctl", ctl.data(), 8);
+    // The second launch traced every task: the block that ran it.
+    std::vector<unsigned> owner({ntasks});
+    for (unsigned t = 0; t < {ntasks}; ++t) owner[t] = (unsigned)trace[(size_t)t * 8 + 6];
+    wr(dir + "/owner", owner.data(), owner.size() * 4);
     return 0;
 }}
 "#
@@ -219,6 +226,8 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
             let (want, got) = (read_f32(&d.join("ref")), read_f32(&d.join("got")));
             let ctl: Vec<u32> = std::fs::read(d.join("ctl")).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             assert_eq!(ctl, vec![2, 0], "{name}: generation after two launches, block counter reset");
+            let owner: Vec<u32> = std::fs::read(d.join("owner")).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            assert_eq!(owner, s.owner, "{name}: every task ran on its scheduled block (trace)");
             // Every node row: inputs unchanged, every sum node as the per-depth kernels computed it.
             for (i, (&w, &g)) in want.iter().zip(&got).enumerate() {
                 let ok = (w == g) || (w.is_finite() && g.is_finite() && (w - g).abs() <= 2e-5 * w.abs().max(1.0));

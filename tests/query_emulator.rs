@@ -648,8 +648,10 @@ static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
 #define __launch_bounds__(n)
 #define PCC_DYN_SMEM(n) float* n = nullptr; std::abort()
 #define PCC_SPIN_PAUSE()
-static inline unsigned pcc_ld_acquire(const unsigned* p) { return *p; }
-static inline void pcc_st_release(unsigned* p, unsigned v) { *p = v; }
+static inline unsigned pcc_ld_relaxed(const unsigned* p) { return *p; }
+static inline void pcc_fence_acquire() {}
+static inline void pcc_st_relaxed(unsigned* p, unsigned v) { *p = v; }
+static inline unsigned long long pcc_globaltimer() { return 0; }
 static inline float pcc_ld_fresh(const float* p) { return *p; }
 static inline long long clock64() { return 0; }
 static inline void __trap() { std::abort(); }

@@ -97,6 +97,8 @@ pub struct GpuEngine {
     pub device_name: String,
     startup: StartupTimings,
     use_graphs: bool,
+    /// Graph capture of the persistent pass failed once (warned, graphs off).
+    warned_capture: bool,
     /// Bytes of device memory this engine holds now (per-circuit state plus batch buffers) and the
     /// most it has held at once.
     bytes: (usize, usize),
@@ -241,8 +243,19 @@ impl GpuEngine {
             device_name,
             startup,
             use_graphs,
+            warned_capture: false,
             bytes: (state_bytes, state_bytes),
         })
+    }
+
+    /// The persistent forward pass's per-task trace of the last small batch (8 words per task:
+    /// start ns, cycles to the end of the wait, staging, exponentials and writes, publish ns,
+    /// block), when the engine was created with `PCC_PERSISTENT_TRACE` set; for profiling.
+    pub fn persistent_trace(&self) -> Result<Option<Vec<u64>>, RuntimeError> {
+        match &self.persistent {
+            Some(p) => Ok(p.trace(&self.stream)?),
+            None => Ok(None),
+        }
     }
 
     pub fn plan(&self) -> &Plan {
@@ -379,7 +392,21 @@ impl GpuEngine {
             pass(bufs)?;
         } else {
             if bufs.forward_graph.is_none() {
-                bufs.forward_graph = Some(capture(stream, || pass(bufs))?);
+                match capture(stream, || pass(bufs)) {
+                    Ok(g) => bufs.forward_graph = Some(g),
+                    // A driver that cannot capture the cooperative launch: run this batch size
+                    // eagerly (two launches) rather than fail.
+                    Err(e) if persistent.is_some() => {
+                        if !self.warned_capture {
+                            eprintln!("pcc: warning: CUDA graph capture of the persistent forward pass failed ({e}); launching it directly");
+                            self.warned_capture = true;
+                        }
+                        self.use_graphs = false;
+                        pass(bufs)?;
+                        return Ok(batch);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             bufs.forward_graph.as_ref().expect("captured above").0.launch().map_err(CudaError::from)?;
         }

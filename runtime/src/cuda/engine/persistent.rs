@@ -26,6 +26,9 @@ pub(super) struct PersistentState {
     plist: CudaSlice<u32>,
     /// Generation, finished-block counter, then one flag per task.
     ctl: CudaSlice<u32>,
+    /// Per task (8 words): start (globaltimer ns), cycles to the end of the wait, of staging, of
+    /// the exponentials, of the writes, publish time (ns), block. Only with `PCC_PERSISTENT_TRACE`.
+    trace: Option<CudaSlice<u64>>,
 }
 
 impl PersistentState {
@@ -60,7 +63,16 @@ impl PersistentState {
             poff: up(&s.poff)?,
             plist: up(&s.plist)?,
             ctl: stream.alloc_zeros::<u32>(2 + p.num_tasks())?,
+            trace: match std::env::var_os("PCC_PERSISTENT_TRACE") {
+                Some(_) => Some(stream.alloc_zeros::<u64>(8 * p.num_tasks())?),
+                None => None,
+            },
         }))
+    }
+
+    /// The last launch's per-task trace, when tracing (`PCC_PERSISTENT_TRACE`).
+    pub fn trace(&self, stream: &Arc<CudaStream>) -> Result<Option<Vec<u64>>, CudaError> {
+        self.trace.as_ref().map(|t| stream.clone_dtoh(t)).transpose().map_err(CudaError::from)
     }
 
     /// Device bytes held.
@@ -70,9 +82,14 @@ impl PersistentState {
 
     /// Run every sum layer of a batch of `batch` samples (the input layers already ran).
     pub fn launch(&self, stream: &CudaStream, nodes: &CudaSlice<f32>, sum_params: &CudaSlice<f32>, batch: usize) -> Result<(), CudaError> {
-        let b = batch as i32;
+        let (b, no_trace) = (batch as i32, 0u64);
         let mut l = stream.launch_builder(&self.func);
-        l.arg(nodes).arg(sum_params).arg(&self.tasks).arg(&self.offsets).arg(&self.children).arg(&self.deps).arg(&self.poff).arg(&self.plist).arg(&self.ctl).arg(&b);
+        l.arg(nodes).arg(sum_params).arg(&self.tasks).arg(&self.offsets).arg(&self.children).arg(&self.deps).arg(&self.poff).arg(&self.plist).arg(&self.ctl);
+        match &self.trace {
+            Some(t) => l.arg(t),
+            None => l.arg(&no_trace),
+        };
+        l.arg(&b);
         let cfg = LaunchConfig { grid_dim: (self.grid, 1, 1), block_dim: (self.threads, 1, 1), shared_mem_bytes: self.shared_bytes };
         // SAFETY: the arguments match the kernel's signature (emitted with the manifest); every
         // index in the tables lies inside the node and parameter buffers of this plan, and the
