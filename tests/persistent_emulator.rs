@@ -33,13 +33,16 @@ struct pcc_dim3 { unsigned x, y, z; };
 static thread_local pcc_dim3 blockIdx, threadIdx;
 static pcc_dim3 blockDim, gridDim;
 static thread_local std::barrier<>* pcc_bar = nullptr;
-static thread_local float* pcc_smem = nullptr;
+static thread_local unsigned char* pcc_smem = nullptr;
+// Warp shuffles: the warp's 32 threads meet at a barrier around a shared exchange buffer.
+static thread_local std::barrier<>* pcc_warp_bar = nullptr;
+static thread_local float* pcc_warp_buf = nullptr;
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __shared__ static
-#define PCC_DYN_SMEM(n) float* n = pcc_smem
+#define PCC_DYN_SMEM(n) unsigned char* n = pcc_smem
 #define PCC_SPIN_PAUSE() std::this_thread::yield()
 #define PCC_SPIN_LIMIT (120LL * 1000000000LL)
 static inline void __syncthreads() { if (pcc_bar) pcc_bar->arrive_and_wait(); }
@@ -57,8 +60,20 @@ static inline void __trap() { fprintf(stderr, "trap: a dependency never complete
 static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
 static inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
 static inline int min(int a, int b) { return a < b ? a : b; }
-static inline float __shfl_xor_sync(unsigned, float, int) { std::abort(); }
+static inline float __shfl_xor_sync(unsigned, float v, int o) {
+    const unsigned lane = threadIdx.x & 31;
+    pcc_warp_buf[lane] = v;
+    pcc_warp_bar->arrive_and_wait();
+    const float r = pcc_warp_buf[lane ^ o];
+    pcc_warp_bar->arrive_and_wait();
+    return r;
+}
 static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
+static inline void pcc_mbar_init(unsigned long long*) {}
+static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
+static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
+#define PCC_BULK(t) ((t)[15])
+
 "#;
 
 fn write_u32(path: &std::path::Path, v: &[u32]) {
@@ -102,7 +117,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
         .collect();
     let p = m.persistent.as_ref().expect("a persistent pass");
     let (nn, ne, nde, ndn, ntab) = (plan.num_nodes, plan.num_elements, plan.num_dummy_elements, plan.num_dummy_nodes, m.tables.len());
-    let (kernel, threads, smem_floats, ntasks) = (&p.kernel, p.threads, p.shared_bytes / 4, p.num_tasks());
+    let (kernel, threads, smem_floats, ntasks, tw) = (&p.kernel, p.threads, p.shared_bytes / 4, p.num_tasks(), pcc::runtime::cuda::TASK_WORDS);
     format!(
         r#"
 #define LAUNCH(k, threads, ...) do {{ long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; \
@@ -122,7 +137,7 @@ int main(int argc, char** argv) {{
     for (int i = 0; i < {ntab}; ++i) tab.push_back(rd<unsigned>(dir + "/tab" + std::to_string(i)));
     std::vector<float> sum = rd<float>(dir + "/sum"), table = rd<float>(dir + "/table"), data = rd<float>(dir + "/data");
     std::vector<unsigned char> missing = rd<unsigned char>(dir + "/missing");
-    std::vector<unsigned> tasks = rd<unsigned>(dir + "/tasks"), eoff = rd<unsigned>(dir + "/eoff"), ech = rd<unsigned>(dir + "/ech"),
+    std::vector<unsigned> tasks = rd<unsigned>(dir + "/tasks"), ech = rd<unsigned>(dir + "/ech"),
         deps = rd<unsigned>(dir + "/deps"), poff = rd<unsigned>(dir + "/poff"), plist = rd<unsigned>(dir + "/plist");
     std::vector<float> nodes((size_t){nn} * B, 0.f), elems((size_t){ne} * B, 0.f);
     for (size_t i = 0; i < (size_t){nde} * B; ++i) elems[i] = PCC_NEG_INF;
@@ -132,18 +147,23 @@ int main(int argc, char** argv) {{
     for (int run = 0; run < 2; ++run) {{
         // Sum node rows back to NaN (inputs and dummy rows keep their values).
         for (unsigned t = 0; t < {ntasks}; ++t) {{
-            const unsigned* d = &tasks[t * 8];
+            const unsigned* d = &tasks[t * {tw}];
             for (unsigned m = 0; m < d[7]; ++m) for (int b = 0; b < B; ++b) nodes[(size_t)(d[1] + m) * B + b] = NAN;
         }}
         gridDim.x = G; blockDim.x = {threads};
         std::vector<std::unique_ptr<std::barrier<>>> bars;
         std::vector<std::vector<float>> smem(G, std::vector<float>({smem_floats}, NAN));
         for (int g = 0; g < G; ++g) bars.emplace_back(new std::barrier<>({threads}));
+        const int warps = {threads} / 32;
+        std::vector<std::unique_ptr<std::barrier<>>> wbars;
+        for (int i = 0; i < G * warps; ++i) wbars.emplace_back(new std::barrier<>(32));
+        std::vector<float> wbuf((size_t)G * warps * 32);
         std::vector<std::thread> th;
         for (int g = 0; g < G; ++g) for (unsigned t = 0; t < {threads}; ++t)
             th.emplace_back([&, g, t] {{
-                blockIdx.x = g; threadIdx.x = t; pcc_bar = bars[g].get(); pcc_smem = smem[g].data();
-                {kernel}(nodes.data(), sum.data(), tasks.data(), eoff.data(), ech.data(), deps.data(), poff.data(), plist.data(), ctl.data(), run == 1 ? trace.data() : nullptr, B);
+                blockIdx.x = g; threadIdx.x = t; pcc_bar = bars[g].get(); pcc_smem = (unsigned char*)smem[g].data();
+                pcc_warp_bar = wbars[g * warps + t / 32].get(); pcc_warp_buf = &wbuf[(size_t)(g * warps + t / 32) * 32];
+                {kernel}(nodes.data(), sum.data(), tasks.data(), ech.data(), deps.data(), poff.data(), plist.data(), ctl.data(), run == 1 ? trace.data() : nullptr, B);
             }});
         for (auto& x : th) x.join();
     }}
@@ -177,6 +197,13 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
     let data: Vec<f32> = (0..200 * 12).map(|i| ((i * 2654435761usize) >> 7 & 1) as f32).collect();
     let hc = hclt::learn(&Evidence::new(12, data).unwrap(), &hclt::HcltOptions { latents: 16, ..Default::default() }).unwrap();
     corpus.push(("hclt16".into(), Model::random(hc, 5).unwrap()));
+    // More tasks than a block caches descriptors for (one block runs them all at G = 1).
+    let data: Vec<f32> = (0..100 * 200).map(|i| ((i * 2654435761usize) >> 9 & 1) as f32).collect();
+    let hc = hclt::learn(&Evidence::new(200, data).unwrap(), &hclt::HcltOptions { latents: 4, ..Default::default() }).unwrap();
+    let model = Model::random(hc, 5).unwrap();
+    let n = emit(&model.plan).unwrap().manifest.persistent.unwrap().num_tasks();
+    assert!(n > pcc::codegen::emit::persistent::CACHED_TASKS as usize, "{n} tasks");
+    corpus.push(("hclt4x200".into(), model));
     let hm = hmm::build(&hmm::HmmOptions { seq_length: 9, hidden: 8, num_emits: 3, homogeneous: true, ..Default::default() }).unwrap();
     corpus.push(("hmm".into(), Model::random(hm, 5).unwrap()));
     // Blocks of 256 nodes over 256 children: four 64-node tiles per block.
@@ -184,6 +211,8 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
     corpus.push(("hmm256".into(), Model::random(hm, 5).unwrap()));
     let rat = rat_spn::build(&rat_spn::RatSpnOptions { num_vars: 8, latents: 8, input: pcc::codegen::Dist::Categorical { num_cats: 3 }, ..Default::default() }).unwrap();
     corpus.push(("rat_spn".into(), Model::random(rat, 5).unwrap()));
+    let bulk = corpus.iter().filter(|(_, m)| emit(&m.plan).unwrap().manifest.persistent.unwrap().tasks.chunks(16).any(|t| t[15] > 0)).count();
+    assert!(bulk >= 3, "only {bulk} corpus circuits copy weights in bulk");
     for (name, model) in &corpus {
         let e = emit(&model.plan).unwrap();
         let p = e.manifest.persistent.as_ref().unwrap_or_else(|| panic!("{name}: no persistent pass"));
@@ -194,7 +223,6 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
         }
         write_f32(&d.join("sum"), &model.params.sum);
         write_f32(&d.join("table"), &model.params.leaf_table(&model.plan));
-        write_u32(&d.join("eoff"), &p.offsets);
         write_u32(&d.join("ech"), &p.children);
         let src = format!("{SHIM}{}{}", e.source, driver(model, &e.manifest));
         std::fs::write(d.join("prog.cpp"), src).unwrap();

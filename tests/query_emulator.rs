@@ -646,7 +646,11 @@ static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
 // tests/persistent_emulator.rs runs it on threads.
 #define PCC_HOST_EMULATION 1
 #define __launch_bounds__(n)
-#define PCC_DYN_SMEM(n) float* n = nullptr; std::abort()
+#define PCC_DYN_SMEM(n) unsigned char* n = nullptr; std::abort()
+static inline void pcc_mbar_init(unsigned long long*) {}
+static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
+static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
+#define PCC_BULK(t) ((t)[15])
 #define PCC_SPIN_PAUSE()
 static inline unsigned pcc_ld_relaxed(const unsigned* p) { return *p; }
 static inline void pcc_fence_acquire() {}

@@ -282,12 +282,22 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     emit_em(plan, &t, &mut source, &mut m)?;
     m.precision = opts.precision;
     queries::emit_queries(plan, &mut source, &mut m)?;
-    if let Some((p, shapes)) = persistent::build(plan, plan.inputs.len() as u32) {
+    if let Some((p, shapes, layout)) = persistent::build(plan, plan.inputs.len() as u32) {
         let mut ctx = tera::Context::new();
         ctx.insert("name", &p.kernel);
         ctx.insert("threads", &p.threads);
         ctx.insert("max_batch", &pc_runtime::cuda::SMALL_BATCH);
         ctx.insert("shapes", &shapes);
+        ctx.insert("task_words", &pc_runtime::cuda::TASK_WORDS);
+        ctx.insert("inline_deps", &pc_runtime::cuda::INLINE_DEPS);
+        ctx.insert("cached_tasks", &p.cached_tasks);
+        ctx.insert("off_red", &layout.off_red);
+        ctx.insert("off_smx", &layout.off_smx);
+        ctx.insert("off_gen", &layout.off_gen);
+        ctx.insert("off_task", &layout.off_task);
+        ctx.insert("off_ev", &layout.off_ev);
+        ctx.insert("off_slot", &layout.off_slot);
+        ctx.insert("slot_bytes", &layout.slot_bytes);
         source += &render(&t, "fwd_persistent", &ctx)?;
         m.persistent = Some(p);
     }

@@ -20,6 +20,10 @@ pub const THREADS: u32 = 256;
 /// (32 KiB at 1024). Plans with a wider sum partition keep the per-depth launches.
 pub const MAX_WIDTH: u32 = 1024;
 
+/// Task descriptors each block copies into shared memory when it starts (its first ones), so a
+/// task's words cost no global round trip.
+pub const CACHED_TASKS: u32 = 64;
+
 /// Most nodes per task; fewer when the children per thread would not fit in registers.
 const MAX_TILE: u32 = 128;
 
@@ -47,10 +51,11 @@ fn tile_for(bs: u32, width: u32) -> u32 {
 
 /// The task graph of `plan`, or `None` when a sum partition is too wide or a sum reads an element
 /// that is not made by its own depth's products (then the per-depth launches stay in use).
-pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape>)> {
+pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape>, Layout)> {
     let mut shapes: BTreeMap<Shape, u32> = BTreeMap::new();
     let mut shape_order: Vec<Shape> = Vec::new();
-    let (mut tasks, mut offsets, mut children, mut deps, mut cost_ns) = (Vec::new(), vec![0u32], Vec::new(), Vec::new(), Vec::new());
+    let (mut tasks, mut children, mut deps, mut cost_ns) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut slot_bytes = 0u32;
     // Node id → 1 + the task that writes it (0: an input or dummy node, ready before the kernel).
     let mut writer = vec![0u32; plan.num_nodes as usize];
     for depth in &plan.depths {
@@ -80,33 +85,52 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                 if (0..count as usize).any(|w| pids[w] != pids[0] + w as u32 * bs) {
                     return None;
                 }
-                // Child element w → its product's child nodes (padding rows, which hold 0, skipped).
-                let e0 = offsets.len() as u32 - 1;
+                // Child element w → its product's child nodes (padding rows, which hold 0,
+                // dropped), as a dense [count][pw] table padded with node 0.
+                let mut lists: Vec<Vec<u32>> = Vec::with_capacity(count as usize);
                 let mut producers: Vec<u32> = Vec::new();
                 for &c in &cids[..count as usize] {
                     let &(pi, prow, k) = made_by.get(&c)?;
                     let prod = &depth.prods[pi];
+                    let mut l = Vec::with_capacity(prod.width as usize);
                     for j in 0..prod.width as usize {
                         let node = prod.cids[prow * prod.width as usize + j] + k;
                         if node < plan.num_dummy_nodes {
                             continue;
                         }
-                        children.push(node);
+                        l.push(node);
                         if let Some(t) = writer[node as usize].checked_sub(1) {
                             producers.push(t);
                         }
                     }
-                    offsets.push(children.len() as u32);
+                    lists.push(l);
+                }
+                let pw = lists.iter().map(Vec::len).max().unwrap_or(0).max(1);
+                let c0 = children.len() as u32;
+                for l in &lists {
+                    children.extend_from_slice(l);
+                    children.extend(std::iter::repeat_n(0u32, pw - l.len()));
                 }
                 producers.sort_unstable();
                 producers.dedup();
+                // A whole block's weights are one range: copied to shared memory in bulk when it
+                // is 16-byte aligned and fits a slot.
+                let bulk = count * bs * 4;
+                let bulk = if tile == bs && pids[0] % 4 == 0 && bulk % 16 == 0 && bulk > 0 && bulk <= MAX_SLOT_BYTES { bulk } else { 0 };
+                slot_bytes = slot_bytes.max(bulk);
                 for m0 in (0..bs).step_by(tile as usize) {
                     let ntile = tile.min(bs - m0);
                     let id = (tasks.len() / TASK_WORDS) as u32;
-                    tasks.extend([sid, sum.nids[r] + m0, pids[0] + m0, count, e0, deps.len() as u32, producers.len() as u32, ntile]);
+                    let mut words = [0u32; TASK_WORDS];
+                    words[..9].copy_from_slice(&[sid, sum.nids[r] + m0, pids[0] + m0, count, c0, pw as u32, producers.len() as u32, ntile, deps.len() as u32]);
+                    words[15] = bulk;
+                    tasks.extend_from_slice(&words);
                     deps.extend_from_slice(&producers);
-                    // A fixed start-up (waits, barriers) plus the edges, at roughly 16 per ns.
-                    cost_ns.push(900 + count * ntile / 16);
+                    // Barriers, the wait and the loads' round trips, plus the weights: from shared
+                    // memory (prefetched) or through one SM's load path (~30 B/ns measured on an
+                    // H200 for 64 KiB at batch 1).
+                    let edges = count * ntile;
+                    cost_ns.push(1200 + if bulk > 0 { edges / 32 } else { edges * 4 / 30 });
                     for m in 0..ntile {
                         writer[(sum.nids[r] + m0 + m) as usize] = id + 1;
                     }
@@ -118,19 +142,51 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
         return None;
     }
     let max_width = shape_order.iter().map(|s| s.width).max().unwrap_or(1);
-    let shared_bytes = 4 * (THREADS + SMALL_BATCH as u32 + 1 + max_width * SMALL_BATCH as u32);
+    let layout = Layout::new(max_width, slot_bytes);
     let p = PersistentForward {
         kernel: "fwd_persistent".into(),
         threads: THREADS,
-        shared_bytes,
+        shared_bytes: layout.total,
+        cached_tasks: CACHED_TASKS,
         prologue,
         tasks,
-        offsets,
         children,
         deps,
         cost_ns,
     };
-    Some((p, shape_order))
+    Some((p, shape_order, layout))
+}
+
+/// Largest weight copy per shared-memory slot (two slots): 96 KiB, so a block of 128 × 128 fp32
+/// weights (64 KiB) double-buffers within an H100's 227 KiB.
+const MAX_SLOT_BYTES: u32 = 96 * 1024;
+
+/// Byte offsets of the kernel's dynamic shared memory (the template's `PCC_OFF_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Layout {
+    /// Two mbarriers at 0, then: block reduction, per-sample maxima, the generation, cached task
+    /// words, staged children, and two weight slots (128-byte aligned).
+    pub off_red: u32,
+    pub off_smx: u32,
+    pub off_gen: u32,
+    pub off_task: u32,
+    pub off_ev: u32,
+    pub off_slot: u32,
+    pub slot_bytes: u32,
+    pub total: u32,
+}
+
+impl Layout {
+    fn new(max_width: u32, slot_bytes: u32) -> Layout {
+        let off_red = 16;
+        let off_smx = off_red + 4 * THREADS;
+        let off_gen = off_smx + 4 * SMALL_BATCH as u32;
+        let off_task = off_gen + 16;
+        let off_ev = off_task + 4 * CACHED_TASKS * TASK_WORDS as u32;
+        let off_slot = (off_ev + 4 * max_width * SMALL_BATCH as u32).next_multiple_of(128);
+        let slot_bytes = slot_bytes.next_multiple_of(128);
+        Layout { off_red, off_smx, off_gen, off_task, off_ev, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
+    }
 }
 
 #[cfg(test)]

@@ -183,9 +183,16 @@ pub struct Manifest {
     pub persistent: Option<PersistentForward>,
 }
 
-/// Words per task of [`PersistentForward::tasks`]: shape, first node, first weight, real
-/// children, first element offset, first dependency, dependencies, nodes in the tile.
-pub const TASK_WORDS: usize = 8;
+/// Words per task of [`PersistentForward::tasks`]: 0 shape, 1 first node, 2 first weight, 3 real
+/// children, 4 first child id (the children are a dense `[count][width]` table), 5 product width
+/// (padded with node 0, a dummy row that holds 0), 6 dependencies, 7 nodes in the tile, 8 first
+/// dependency in `deps`, 15 bytes of weights to copy to shared memory in bulk (0: registers). The
+/// runtime's schedule moves the first [`INLINE_DEPS`] dependencies into words 9..15 (so a task's
+/// wait needs no extra load) and word 8 then points at the rest.
+pub const TASK_WORDS: usize = 16;
+
+/// Dependencies kept in the task words by the runtime's schedule.
+pub const INLINE_DEPS: usize = 6;
 
 /// The forward pass of batches of at most [`SMALL_BATCH`] samples in one launch: after the input
 /// launches (`manifest.forward[..prologue]`), a persistent kernel whose resident CUDA blocks run
@@ -201,13 +208,14 @@ pub struct PersistentForward {
     pub threads: u32,
     /// Dynamic shared memory per CUDA block (bytes).
     pub shared_bytes: u32,
+    /// Task descriptors a block keeps in shared memory (the first ones of its list).
+    pub cached_tasks: u32,
     /// Leading launches of [`Manifest::forward`] to run first (the input layers).
     pub prologue: u32,
     /// `[num_tasks * TASK_WORDS]` in topological order (every dependency comes earlier).
     pub tasks: Vec<u32>,
-    /// Element offsets: child element `w` of a task is the product of the nodes
-    /// `children[offsets[e] .. offsets[e + 1]]`, `e` = the task's first offset + `w`.
-    pub offsets: Vec<u32>,
+    /// Child element `w` of a task is the product of the nodes `children[c + w * pw ..][..pw]`
+    /// (`c`, `pw`: task words 4 and 5).
     pub children: Vec<u32>,
     /// Producer tasks of each task's child nodes (the task's slice per [`TASK_WORDS`]).
     pub deps: Vec<u32>,
@@ -228,7 +236,7 @@ impl PersistentForward {
     /// Task `i`'s dependencies.
     pub fn task_deps(&self, i: usize) -> &[u32] {
         let t = self.task(i);
-        &self.deps[t[5] as usize..(t[5] + t[6]) as usize]
+        &self.deps[t[8] as usize..(t[8] + t[6]) as usize]
     }
 }
 

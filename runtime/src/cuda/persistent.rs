@@ -9,10 +9,10 @@
 //! `__syncthreads` already orders them. Every block runs its list in increasing task order, which
 //! with co-resident blocks makes the pass deadlock-free.
 
-use super::manifest::{PersistentForward, TASK_WORDS};
+use super::manifest::{PersistentForward, INLINE_DEPS, TASK_WORDS};
 
 /// Estimated cost of waiting on another block's flag (ns): release, L2 round trip, acquire.
-const CROSS_BLOCK_NS: f64 = 700.0;
+const CROSS_BLOCK_NS: f64 = 1000.0;
 
 /// What the kernel reads: per-block task lists and the tasks with their cross-block dependencies.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,9 +20,9 @@ pub struct Schedule {
     /// Block `g` runs `plist[poff[g] .. poff[g + 1]]`.
     pub poff: Vec<u32>,
     pub plist: Vec<u32>,
-    /// The manifest's tasks with each dependency slice rewritten to index `deps`.
+    /// The manifest's tasks with their dependencies on other blocks only: the first
+    /// [`INLINE_DEPS`] in the task words, the rest in `deps`.
     pub tasks: Vec<u32>,
-    /// Dependencies on other blocks' tasks only.
     pub deps: Vec<u32>,
     /// The block of every task.
     pub owner: Vec<u32>,
@@ -74,10 +74,14 @@ pub fn schedule(p: &PersistentForward, blocks: usize) -> Schedule {
     let mut tasks = p.tasks.clone();
     let mut deps = Vec::new();
     for i in 0..n {
-        let start = deps.len() as u32;
-        deps.extend(p.task_deps(i).iter().copied().filter(|&d| owner[d as usize] != owner[i]));
-        tasks[i * TASK_WORDS + 5] = start;
-        tasks[i * TASK_WORDS + 6] = deps.len() as u32 - start;
+        let cross: Vec<u32> = p.task_deps(i).iter().copied().filter(|&d| owner[d as usize] != owner[i]).collect();
+        let t = &mut tasks[i * TASK_WORDS..(i + 1) * TASK_WORDS];
+        let inline = cross.len().min(INLINE_DEPS);
+        t[6] = cross.len() as u32;
+        t[8] = deps.len() as u32;
+        t[9..9 + inline].copy_from_slice(&cross[..inline]);
+        t[9 + inline..9 + INLINE_DEPS].fill(0);
+        deps.extend_from_slice(&cross[inline..]);
     }
     Schedule { poff, plist, tasks, deps, owner, makespan_ns: finish.iter().copied().fold(0.0, f64::max) }
 }
@@ -86,22 +90,28 @@ pub fn schedule(p: &PersistentForward, blocks: usize) -> Schedule {
 mod tests {
     use super::*;
 
+    fn words(first_dep: usize, deps: usize) -> [u32; TASK_WORDS] {
+        let mut w = [0u32; TASK_WORDS];
+        (w[6], w[7], w[8]) = (deps as u32, 1, first_dep as u32);
+        w
+    }
+
     /// A chain 0 → 1 → 2 and two independent tasks 3, 4.
     fn sample() -> PersistentForward {
         let mut tasks = Vec::new();
         let deps_of: [&[u32]; 5] = [&[], &[0], &[1], &[], &[]];
         let mut deps = Vec::new();
         for d in deps_of {
-            tasks.extend([0, 0, 0, 0, 0, deps.len() as u32, d.len() as u32, 1]);
+            tasks.extend(words(deps.len(), d.len()));
             deps.extend_from_slice(d);
         }
         PersistentForward {
             kernel: "k".into(),
             threads: 256,
             shared_bytes: 0,
+            cached_tasks: 0,
             prologue: 0,
             tasks,
-            offsets: vec![0],
             children: vec![],
             deps,
             cost_ns: vec![1000; 5],
@@ -113,7 +123,7 @@ mod tests {
         let s = schedule(&sample(), 3);
         assert_eq!(s.owner[0], s.owner[1]);
         assert_eq!(s.owner[1], s.owner[2]);
-        assert!(s.deps.is_empty(), "{:?}", s.deps);
+        assert!(s.deps.is_empty() && s.tasks.chunks(TASK_WORDS).all(|t| t[6] == 0), "{:?}", s.tasks);
         // The independent tasks run on the other blocks.
         assert_ne!(s.owner[3], s.owner[0]);
         assert_ne!(s.owner[4], s.owner[0]);
@@ -136,6 +146,25 @@ mod tests {
     }
 
     #[test]
+    fn dependencies_beyond_the_inline_ones_go_to_the_list() {
+        // Ten independent producers on ten blocks, one consumer of all.
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            tasks.extend(words(0, 0));
+        }
+        tasks.extend(words(0, 10));
+        let p = PersistentForward { tasks, deps: (0..10).collect(), cost_ns: vec![1000; 11], ..sample() };
+        let s = schedule(&p, 10);
+        let t = &s.tasks[10 * TASK_WORDS..];
+        assert_eq!(t[6], 9, "one producer shares the consumer's block");
+        assert_eq!(t[15], 0, "the bulk-copy word is kept");
+        let mut all: Vec<u32> = t[9..9 + INLINE_DEPS].iter().copied().chain(s.deps[t[8] as usize..].iter().copied()).collect();
+        all.sort();
+        let local = s.owner.iter().position(|&o| o == s.owner[10]).unwrap() as u32;
+        assert_eq!(all, (0..10).filter(|&d| d != local).collect::<Vec<u32>>());
+    }
+
+    #[test]
     fn cross_block_dependencies_are_kept() {
         // One block is busy with a long task; a dependent of two producers on different blocks
         // keeps the dependency on the one it does not run with.
@@ -145,13 +174,12 @@ mod tests {
         let deps_of: [&[u32]; 5] = [&[], &[0], &[], &[], &[1, 2]];
         p.deps.clear();
         for d in deps_of {
-            p.tasks.extend([0, 0, 0, 0, 0, p.deps.len() as u32, d.len() as u32, 1]);
+            p.tasks.extend(words(p.deps.len(), d.len()));
             p.deps.extend_from_slice(d);
         }
         let s = schedule(&p, 2);
         let t4 = &s.tasks[4 * TASK_WORDS..5 * TASK_WORDS];
-        let kept = &s.deps[t4[5] as usize..(t4[5] + t4[6]) as usize];
-        assert_eq!(kept.len(), 1);
-        assert_ne!(s.owner[kept[0] as usize], s.owner[4]);
+        assert_eq!(t4[6], 1);
+        assert_ne!(s.owner[t4[9] as usize], s.owner[4]);
     }
 }

@@ -19,7 +19,6 @@ pub(super) struct PersistentState {
     threads: u32,
     shared_bytes: u32,
     tasks: CudaSlice<u32>,
-    offsets: CudaSlice<u32>,
     children: CudaSlice<u32>,
     deps: CudaSlice<u32>,
     poff: CudaSlice<u32>,
@@ -40,6 +39,15 @@ impl PersistentState {
         }
         let func = module.load_function(&p.kernel)?;
         let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        // Weight slots take the block past the default 48 KiB of shared memory: opt in (a device
+        // with less shared memory per block keeps the per-depth launches).
+        let opt_in = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?.max(0) as u32;
+        if p.shared_bytes > opt_in {
+            return Ok(None);
+        }
+        if p.shared_bytes > 48 * 1024 {
+            func.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, p.shared_bytes as i32)?;
+        }
         let per_sm = func.occupancy_max_active_blocks_per_multiprocessor(p.threads, p.shared_bytes as usize, None)?;
         if per_sm < 1 {
             return Ok(None);
@@ -57,7 +65,6 @@ impl PersistentState {
             threads: p.threads,
             shared_bytes: p.shared_bytes,
             tasks: up(&s.tasks)?,
-            offsets: up(&p.offsets)?,
             children: up(&p.children)?,
             deps: up(&s.deps)?,
             poff: up(&s.poff)?,
@@ -77,14 +84,14 @@ impl PersistentState {
 
     /// Device bytes held.
     pub fn bytes(&self) -> usize {
-        4 * (self.tasks.len() + self.offsets.len() + self.children.len() + self.deps.len() + self.poff.len() + self.plist.len() + self.ctl.len())
+        4 * (self.tasks.len() + self.children.len() + self.deps.len() + self.poff.len() + self.plist.len() + self.ctl.len())
     }
 
     /// Run every sum layer of a batch of `batch` samples (the input layers already ran).
     pub fn launch(&self, stream: &CudaStream, nodes: &CudaSlice<f32>, sum_params: &CudaSlice<f32>, batch: usize) -> Result<(), CudaError> {
         let (b, no_trace) = (batch as i32, 0u64);
         let mut l = stream.launch_builder(&self.func);
-        l.arg(nodes).arg(sum_params).arg(&self.tasks).arg(&self.offsets).arg(&self.children).arg(&self.deps).arg(&self.poff).arg(&self.plist).arg(&self.ctl);
+        l.arg(nodes).arg(sum_params).arg(&self.tasks).arg(&self.children).arg(&self.deps).arg(&self.poff).arg(&self.plist).arg(&self.ctl);
         match &self.trace {
             Some(t) => l.arg(t),
             None => l.arg(&no_trace),
