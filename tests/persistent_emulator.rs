@@ -230,7 +230,9 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
         let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         let cpu = model.cpu_engine().unwrap();
-        for (batch, blocks) in [(1usize, 1usize), (1, 3), (3, 2), (SMALL_BATCH, 4)] {
+        // One block running every task only where that overflows its cached descriptors.
+        let configs: &[(usize, usize)] = if name == "hclt4x200" { &[(1, 1), (2, 3)] } else { &[(1, 3), (3, 2), (SMALL_BATCH, 4)] };
+        for &(batch, blocks) in configs {
             let s = schedule(p, blocks);
             for (f, v) in [("tasks", &s.tasks), ("deps", &s.deps), ("poff", &s.poff), ("plist", &s.plist)] {
                 write_u32(&d.join(f), v);

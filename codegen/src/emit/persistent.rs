@@ -14,7 +14,7 @@ use pc_runtime::cuda::{PersistentForward, SMALL_BATCH, TASK_WORDS};
 use pc_runtime::plan::Plan;
 
 /// Threads per CUDA block of the persistent kernel.
-pub const THREADS: u32 = 256;
+pub const THREADS: u32 = 512;
 
 /// Widest sum block it takes: each task stages `width × SMALL_BATCH` child values in shared memory
 /// (32 KiB at 1024). Plans with a wider sum partition keep the per-depth launches.
@@ -28,8 +28,8 @@ pub const CACHED_TASKS: u32 = 64;
 const MAX_TILE: u32 = 128;
 
 /// Children per thread whose weights are prefetched into registers (the template's
-/// `PCC_REG_WEIGHTS`).
-const REG_WEIGHTS: u32 = 64;
+/// `PCC_REG_WEIGHTS`): 512 threads leave 128 registers each.
+pub const REG_WEIGHTS: u32 = 32;
 
 /// One kernel specialisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -105,11 +105,12 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                     }
                     lists.push(l);
                 }
+                // Child j of element w at c0 + j * count + w: a warp's threads (consecutive
+                // elements) read consecutive ids, and for a product block consecutive nodes.
                 let pw = lists.iter().map(Vec::len).max().unwrap_or(0).max(1);
                 let c0 = children.len() as u32;
-                for l in &lists {
-                    children.extend_from_slice(l);
-                    children.extend(std::iter::repeat_n(0u32, pw - l.len()));
+                for j in 0..pw {
+                    children.extend(lists.iter().map(|l| l.get(j).copied().unwrap_or(0)));
                 }
                 producers.sort_unstable();
                 producers.dedup();
@@ -199,6 +200,7 @@ mod tests {
         assert_eq!(tile_for(1, 128), 1);
         assert_eq!(tile_for(128, 256), 64);
         assert_eq!(tile_for(32, 1024), 16);
+        assert_eq!(tile_for(64, 1024), 16);
         assert_eq!(tile_for(100, 64), 100);
     }
 }

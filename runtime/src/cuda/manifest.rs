@@ -184,7 +184,7 @@ pub struct Manifest {
 }
 
 /// Words per task of [`PersistentForward::tasks`]: 0 shape, 1 first node, 2 first weight, 3 real
-/// children, 4 first child id (the children are a dense `[count][width]` table), 5 product width
+/// children, 4 first child id (the children are a dense `[width][count]` table), 5 product width
 /// (padded with node 0, a dummy row that holds 0), 6 dependencies, 7 nodes in the tile, 8 first
 /// dependency in `deps`, 15 bytes of weights to copy to shared memory in bulk (0: registers). The
 /// runtime's schedule moves the first [`INLINE_DEPS`] dependencies into words 9..15 (so a task's
@@ -214,8 +214,8 @@ pub struct PersistentForward {
     pub prologue: u32,
     /// `[num_tasks * TASK_WORDS]` in topological order (every dependency comes earlier).
     pub tasks: Vec<u32>,
-    /// Child element `w` of a task is the product of the nodes `children[c + w * pw ..][..pw]`
-    /// (`c`, `pw`: task words 4 and 5).
+    /// Child element `w` of a task is the product of the nodes `children[c + j * count + w]`,
+    /// `j < pw` (`c`, `pw`, `count`: task words 4, 5 and 3).
     pub children: Vec<u32>,
     /// Producer tasks of each task's child nodes (the task's slice per [`TASK_WORDS`]).
     pub deps: Vec<u32>,
