@@ -69,6 +69,8 @@ static inline float __shfl_xor_sync(unsigned, float v, int o) {
     return r;
 }
 static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
+struct float4 { float x, y, z, w; };
+static inline void pcc_fence_acq_rel() { std::atomic_thread_fence(std::memory_order_acq_rel); }
 static inline void pcc_mbar_init(unsigned long long*) {}
 static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
 static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
@@ -197,6 +199,10 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
     let data: Vec<f32> = (0..200 * 12).map(|i| ((i * 2654435761usize) >> 7 & 1) as f32).collect();
     let hc = hclt::learn(&Evidence::new(12, data).unwrap(), &hclt::HcltOptions { latents: 16, ..Default::default() }).unwrap();
     corpus.push(("hclt16".into(), Model::random(hc, 5).unwrap()));
+    // Blocks of 128 × 128: weights copied in bulk, four children per shared-memory load at batch 1.
+    let data: Vec<f32> = (0..200 * 6).map(|i| ((i * 2654435761usize) >> 5 & 1) as f32).collect();
+    let hc = hclt::learn(&Evidence::new(6, data).unwrap(), &hclt::HcltOptions { latents: 128, ..Default::default() }).unwrap();
+    corpus.push(("hclt128x6".into(), Model::random(hc, 5).unwrap()));
     // More tasks than a block caches descriptors for (one block runs them all at G = 1).
     let data: Vec<f32> = (0..100 * 200).map(|i| ((i * 2654435761usize) >> 9 & 1) as f32).collect();
     let hc = hclt::learn(&Evidence::new(200, data).unwrap(), &hclt::HcltOptions { latents: 4, ..Default::default() }).unwrap();

@@ -647,6 +647,8 @@ static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
 #define PCC_HOST_EMULATION 1
 #define __launch_bounds__(n)
 #define PCC_DYN_SMEM(n) unsigned char* n = nullptr; std::abort()
+struct float4 { float x, y, z, w; };
+static inline void pcc_fence_acq_rel() {  }
 static inline void pcc_mbar_init(unsigned long long*) {}
 static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
 static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}

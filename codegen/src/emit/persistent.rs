@@ -183,7 +183,7 @@ impl Layout {
         let off_smx = off_red + 4 * THREADS;
         let off_gen = off_smx + 4 * SMALL_BATCH as u32;
         let off_task = off_gen + 16;
-        let off_ev = off_task + 4 * CACHED_TASKS * TASK_WORDS as u32;
+        let off_ev = (off_task + 4 * CACHED_TASKS * TASK_WORDS as u32).next_multiple_of(16);
         let off_slot = (off_ev + 4 * max_width * SMALL_BATCH as u32).next_multiple_of(128);
         let slot_bytes = slot_bytes.next_multiple_of(128);
         Layout { off_red, off_smx, off_gen, off_task, off_ev, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
