@@ -369,7 +369,7 @@ impl GpuEngine {
         }
         let bufs = self.buffers.as_mut().expect("allocated by upload");
         let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
-        let persistent = self.persistent.as_ref().filter(|_| batch <= SMALL_BATCH);
+        let persistent = self.persistent.as_ref().filter(|p| batch <= p.max_batch);
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {
             let bind = Bind::pass(Some(bufs), dev, (0.0, 0.0));
             if let Some(p) = persistent {

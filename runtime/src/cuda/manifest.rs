@@ -210,6 +210,10 @@ pub struct PersistentForward {
     pub shared_bytes: u32,
     /// Task descriptors a block keeps in shared memory (the first ones of its list).
     pub cached_tasks: u32,
+    /// Largest batch that runs this pass (larger small batches keep the per-depth launches, which
+    /// spread samples over more CUDA blocks).
+    #[serde(default = "persistent_max_batch")]
+    pub max_batch: u32,
     /// Leading launches of [`Manifest::forward`] to run first (the input layers).
     pub prologue: u32,
     /// `[num_tasks * TASK_WORDS]` in topological order (every dependency comes earlier).
@@ -221,6 +225,10 @@ pub struct PersistentForward {
     pub deps: Vec<u32>,
     /// Estimated run time of each task (ns at batch 1), for the scheduler.
     pub cost_ns: Vec<u32>,
+}
+
+fn persistent_max_batch() -> u32 {
+    2
 }
 
 impl PersistentForward {

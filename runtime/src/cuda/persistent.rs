@@ -110,6 +110,7 @@ mod tests {
             threads: 256,
             shared_bytes: 0,
             cached_tasks: 0,
+            max_batch: 2,
             prologue: 0,
             tasks,
             children: vec![],
