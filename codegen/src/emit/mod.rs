@@ -291,7 +291,6 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         ctx.insert("task_words", &pc_runtime::cuda::TASK_WORDS);
         ctx.insert("inline_deps", &pc_runtime::cuda::INLINE_DEPS);
         ctx.insert("cached_tasks", &p.cached_tasks);
-        ctx.insert("reg_weights", &persistent::REG_WEIGHTS);
         ctx.insert("off_red", &layout.off_red);
         ctx.insert("off_smx", &layout.off_smx);
         ctx.insert("off_gen", &layout.off_gen);

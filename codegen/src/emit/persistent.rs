@@ -29,26 +29,26 @@ pub const MAX_WIDTH: u32 = 1024;
 /// task's words cost no global round trip.
 pub const CACHED_TASKS: u32 = 64;
 
-/// Most nodes per task; fewer when the children per thread would not fit in registers.
+/// Most nodes per task; fewer when a thread would take more than [`CHILDREN_PER_THREAD`] children.
 const MAX_TILE: u32 = 128;
 
-/// Children per thread whose weights are prefetched into registers (the template's
-/// `PCC_REG_WEIGHTS`): 512 threads leave 128 registers each.
-pub const REG_WEIGHTS: u32 = 32;
+/// Most children per thread in the dot products (more nodes per task spread them thinner; fewer
+/// keep more tasks' worth of work per block).
+const CHILDREN_PER_THREAD: u32 = 32;
 
-/// One kernel specialisation.
+/// One kernel specialisation: block size and tile (the width is a run-time value of the task).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Shape {
     pub bs: u32,
     pub tile: u32,
-    pub width: u32,
 }
 
 /// Nodes per task of a sum block of `bs` nodes over `width` children: at most [`MAX_TILE`],
-/// halved (down to 16) until each thread's share of the children fits in registers.
+/// halved (down to 16) until each thread's share of the children is at most
+/// [`CHILDREN_PER_THREAD`].
 fn tile_for(bs: u32, width: u32) -> u32 {
     let mut tile = bs.min(MAX_TILE);
-    while tile > 16 && width.div_ceil(THREADS / tile) > REG_WEIGHTS {
+    while tile > 16 && width.div_ceil(THREADS / tile) > CHILDREN_PER_THREAD {
         tile = tile.div_ceil(2);
     }
     tile
@@ -78,7 +78,7 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
             }
             let (bs, width) = (sum.block_size, sum.width);
             let tile = tile_for(bs, width);
-            let shape = Shape { bs, tile, width };
+            let shape = Shape { bs, tile };
             let sid = *shapes.entry(shape).or_insert_with(|| {
                 shape_order.push(shape);
                 shape_order.len() as u32 - 1
@@ -128,7 +128,7 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                     let ntile = tile.min(bs - m0);
                     let id = (tasks.len() / TASK_WORDS) as u32;
                     let mut words = [0u32; TASK_WORDS];
-                    words[..9].copy_from_slice(&[sid, sum.nids[r] + m0, pids[0] + m0, count, c0, pw as u32, producers.len() as u32, ntile, deps.len() as u32]);
+                    words[..9].copy_from_slice(&[sid | width << 16, sum.nids[r] + m0, pids[0] + m0, count, c0, pw as u32, producers.len() as u32, ntile, deps.len() as u32]);
                     words[15] = bulk;
                     tasks.extend_from_slice(&words);
                     deps.extend_from_slice(&producers);
@@ -147,7 +147,7 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
     if tasks.is_empty() {
         return None;
     }
-    let max_width = shape_order.iter().map(|s| s.width).max().unwrap_or(1);
+    let max_width = depths_max_width(plan);
     let layout = Layout::new(max_width, slot_bytes);
     let p = PersistentForward {
         kernel: "fwd_persistent".into(),
@@ -162,6 +162,11 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
         cost_ns,
     };
     Some((p, shape_order, layout))
+}
+
+/// The widest sum partition (every one is below [`MAX_WIDTH`] when this is called).
+fn depths_max_width(plan: &Plan) -> u32 {
+    plan.depths.iter().flat_map(|d| d.sums.iter().map(|s| s.width)).max().unwrap_or(1)
 }
 
 /// Largest weight copy per shared-memory slot (two slots): 96 KiB, so a block of 128 × 128 fp32
