@@ -30,6 +30,44 @@ fn corpus() -> Vec<(String, Circuit)> {
 }
 
 /// The C type a launch passes for `a` (what the engine binds).
+/// The persistent pass's tasks: every sum node written by exactly one task, dependencies earlier
+/// in the order and naming the writers of the task's child nodes, children in range, bulk weight
+/// copies 16-byte aligned and inside the parameters, and shared memory within an H100's 227 KiB.
+#[test]
+fn persistent_tasks_cover_every_sum_node_once_in_topological_order() {
+    for (name, c) in corpus() {
+        let plan = compile(&c).unwrap();
+        let e = emit(&plan).unwrap();
+        let p = e.manifest.persistent.as_ref().unwrap_or_else(|| panic!("{name}: no persistent pass"));
+        assert_eq!(p.prologue as usize, plan.inputs.len(), "{name}: the input launches run first");
+        assert!(p.shared_bytes <= 227 * 1024, "{name}: {} bytes of shared memory", p.shared_bytes);
+        let mut writer = vec![None; plan.num_nodes as usize];
+        for i in 0..p.num_tasks() {
+            let t = p.task(i);
+            for m in 0..t[7] {
+                let slot = &mut writer[(t[1] + m) as usize];
+                assert!(slot.is_none(), "{name}: node {} written twice", t[1] + m);
+                *slot = Some(i);
+            }
+            let (count, c0, pw) = (t[3] as usize, t[4] as usize, t[5] as usize);
+            let kids = &p.children[c0..c0 + count * pw];
+            let mut want: Vec<u32> = kids.iter().filter_map(|&n| writer[n as usize].map(|w| w as u32)).filter(|&w| w != i as u32).collect();
+            want.sort();
+            want.dedup();
+            let mut deps = p.task_deps(i).to_vec();
+            deps.sort();
+            assert_eq!(deps, want, "{name}: task {i} depends on exactly the writers of its children");
+            assert!(deps.iter().all(|&d| (d as usize) < i), "{name}: task {i} depends on a later task");
+            if t[15] > 0 {
+                assert!(t[2] % 4 == 0 && t[15] % 16 == 0, "{name}: task {i} bulk copy alignment");
+                assert!((t[2] + t[15] / 4) as usize <= plan.num_sum_params as usize, "{name}: task {i} bulk copy past the parameters");
+            }
+        }
+        let sums: usize = plan.depths.iter().flat_map(|d| d.sums.iter()).map(|s| s.nids.len() * s.block_size as usize).sum();
+        assert_eq!(writer.iter().filter(|w| w.is_some()).count(), sums, "{name}: every sum node has a task");
+    }
+}
+
 fn c_type(a: &KernelArg) -> &'static str {
     match a {
         KernelArg::Missing => "unsigned char*",
@@ -135,7 +173,12 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         for k in &names {
             assert_eq!(e.source.matches(&format!("void {k}(")).count(), 1, "{name}: kernel {k} is defined once");
         }
-        assert_eq!(e.source.matches("__global__").count(), names.len(), "{name}: one kernel per distinct shape");
+        // Plus the persistent small-batch forward, one kernel whatever the shapes.
+        let persistent = e.manifest.persistent.as_ref().map_or(0, |p| {
+            assert_eq!(e.source.matches(&format!("void __launch_bounds__(PCC_PT) {}(", p.kernel)).count(), 1, "{name}: persistent kernel");
+            1
+        });
+        assert_eq!(e.source.matches("__global__").count(), names.len() + persistent, "{name}: one kernel per distinct shape");
         let mut layers: Vec<&str> = e.manifest.forward.iter().map(|k| k.layer.as_str()).collect();
         layers.sort();
         layers.dedup();
@@ -153,7 +196,17 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
                 }
             }
         }
-        assert!(e.source.len() < 2000 + 1500 * names.len(), "{name}: {} bytes of source for {} kernels", e.source.len(), names.len());
+        // The persistent kernel is a fixed body plus one `case` line per (block size, tile).
+        let fixed = if persistent == 1 {
+            let at = e.source.find("// Persistent small-batch forward").expect("persistent kernel header");
+            let body = e.source.len() - at;
+            let cases = e.source[at..].matches("case ").count();
+            assert!(body < 16_000 + 200 * cases, "{name}: {body} bytes of persistent kernel for {cases} shapes");
+            body
+        } else {
+            0
+        };
+        assert!(e.source.len() - fixed < 2000 + 1500 * names.len(), "{name}: {} bytes of source for {} kernels", e.source.len(), names.len());
         assert!(!e.source.contains("#include"), "{name}: generated CUDA is self-contained");
         let json = serde_json::to_string(&e.manifest).unwrap();
         assert_eq!(serde_json::from_str::<pcc::runtime::cuda::Manifest>(&json).unwrap(), e.manifest, "{name}: manifest JSON round trip");
