@@ -59,7 +59,7 @@ fn persistent_tasks_cover_every_sum_node_once_in_topological_order() {
             assert_eq!(deps, want, "{name}: task {i} depends on exactly the writers of its children");
             assert!(deps.iter().all(|&d| (d as usize) < i), "{name}: task {i} depends on a later task");
             if t[15] > 0 {
-                assert!(t[2] % 4 == 0 && t[15] % 16 == 0, "{name}: task {i} bulk copy alignment");
+                assert!(t[2].is_multiple_of(4) && t[15].is_multiple_of(16), "{name}: task {i} bulk copy alignment");
                 assert!((t[2] + t[15] / 4) as usize <= plan.num_sum_params as usize, "{name}: task {i} bulk copy past the parameters");
             }
         }
