@@ -250,7 +250,8 @@ impl GpuEngine {
 
     /// The persistent forward pass's per-task trace of the last small batch (8 words per task:
     /// start ns, cycles to the end of the wait, staging, exponentials and writes, publish ns,
-    /// block), when the engine was created with `PCC_PERSISTENT_TRACE` set; for profiling.
+    /// block, cycles to the prefetches' issue), when the engine was created with
+    /// `PCC_PERSISTENT_TRACE` set; for profiling.
     pub fn persistent_trace(&self) -> Result<Option<Vec<u64>>, RuntimeError> {
         match &self.persistent {
             Some(p) => Ok(p.trace(&self.stream)?),

@@ -183,12 +183,13 @@ pub struct Manifest {
     pub persistent: Option<PersistentForward>,
 }
 
-/// Words per task of [`PersistentForward::tasks`]: 0 shape (low 16 bits) and width (high 16), 1 first node, 2 first weight, 3 real
-/// children, 4 first child id (the children are a dense `[width][count]` table), 5 product width
-/// (padded with node 0, a dummy row that holds 0), 6 dependencies, 7 nodes in the tile, 8 first
-/// dependency in `deps`, 15 bytes of weights to copy to shared memory in bulk (0: registers). The
-/// runtime's schedule moves the first [`INLINE_DEPS`] dependencies into words 9..15 (so a task's
-/// wait needs no extra load) and word 8 then points at the rest.
+/// Words per task of [`PersistentForward::tasks`]: 0 shape (low 16 bits) and sum width (high
+/// 16), 1 first node, 2 first weight, 3 real children, 4 first child id (the children are a dense
+/// `[product width][count]` table), 5 product width (padded with node 0, a dummy row that holds
+/// 0), 6 dependencies, 7 nodes in the tile, 8 first dependency in `deps`, 15 bytes of weights to
+/// copy to shared memory in bulk (0: read from global memory). The runtime's schedule moves the
+/// first [`INLINE_DEPS`] dependencies into words 9..=14 (so a task's wait needs no extra load) and
+/// word 8 then points at the rest.
 pub const TASK_WORDS: usize = 16;
 
 /// Dependencies kept in the task words by the runtime's schedule.

@@ -29,7 +29,8 @@ pub(super) struct PersistentState {
     /// Generation, finished-block counter, then one flag per task.
     ctl: CudaSlice<u32>,
     /// Per task (8 words): start (globaltimer ns), cycles to the end of the wait, of staging, of
-    /// the exponentials, of the writes, publish time (ns), block. Only with `PCC_PERSISTENT_TRACE`.
+    /// the exponentials, of the writes, publish time (ns), block, cycles to the prefetches' issue.
+    /// Only with `PCC_PERSISTENT_TRACE`.
     trace: Option<CudaSlice<u64>>,
 }
 
