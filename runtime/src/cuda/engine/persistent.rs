@@ -36,9 +36,13 @@ pub(super) struct PersistentState {
 
 impl PersistentState {
     /// Schedule `p` for this device and upload it; `None` when it is switched off
-    /// (`PCC_PERSISTENT=0`) or a block would not fit on an SM.
+    /// (`PCC_PERSISTENT=0`), the device cannot launch cooperatively (e.g. some virtualized or MPS
+    /// setups) or a block would not fit on an SM: then the per-depth launches run instead.
     pub fn load(ctx: &Arc<CudaContext>, module: &Arc<CudaModule>, stream: &Arc<CudaStream>, p: &PersistentForward) -> Result<Option<PersistentState>, CudaError> {
         if std::env::var("PCC_PERSISTENT").is_ok_and(|v| v == "0") {
+            return Ok(None);
+        }
+        if ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)? == 0 {
             return Ok(None);
         }
         let func = module.load_function(&p.kernel)?;
