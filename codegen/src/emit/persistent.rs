@@ -61,6 +61,9 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
     let mut shape_order: Vec<Shape> = Vec::new();
     let (mut tasks, mut children, mut deps, mut cost_ns) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut slot_bytes = 0u32;
+    // Two slots within an H100's 227 KiB of shared memory per block, next to the rest.
+    let max_width = depths_max_width(plan);
+    let slot_limit = (MAX_SHARED_BYTES.saturating_sub(Layout::new(max_width, 0).total) / 2 / 128 * 128).min(MAX_SLOT_BYTES);
     // Node id → 1 + the task that writes it (0: an input or dummy node, ready before the kernel).
     let mut writer = vec![0u32; plan.num_nodes as usize];
     for depth in &plan.depths {
@@ -91,7 +94,7 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                     return None;
                 }
                 // Child element w → its product's child nodes (padding rows, which hold 0,
-                // dropped), as a dense [count][pw] table padded with node 0.
+                // dropped), then padded with node 0 to the row's widest product.
                 let mut lists: Vec<Vec<u32>> = Vec::with_capacity(count as usize);
                 let mut producers: Vec<u32> = Vec::new();
                 for &c in &cids[..count as usize] {
@@ -122,7 +125,7 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                 // A whole block's weights are one range: copied to shared memory in bulk when it
                 // is 16-byte aligned and fits a slot.
                 let bulk = count * bs * 4;
-                let bulk = if tile == bs && pids[0] % 4 == 0 && bulk % 16 == 0 && bulk > 0 && bulk <= MAX_SLOT_BYTES { bulk } else { 0 };
+                let bulk = if tile == bs && pids[0] % 4 == 0 && bulk % 16 == 0 && bulk > 0 && bulk <= slot_limit { bulk } else { 0 };
                 slot_bytes = slot_bytes.max(bulk);
                 for m0 in (0..bs).step_by(tile as usize) {
                     let ntile = tile.min(bs - m0);
@@ -147,7 +150,6 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
     if tasks.is_empty() {
         return None;
     }
-    let max_width = depths_max_width(plan);
     let layout = Layout::new(max_width, slot_bytes);
     let p = PersistentForward {
         kernel: "fwd_persistent".into(),
@@ -164,10 +166,13 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
     Some((p, shape_order, layout))
 }
 
-/// The widest sum partition (every one is below [`MAX_WIDTH`] when this is called).
+/// The widest sum partition (a plan with one above [`MAX_WIDTH`] gets no persistent pass).
 fn depths_max_width(plan: &Plan) -> u32 {
     plan.depths.iter().flat_map(|d| d.sums.iter().map(|s| s.width)).max().unwrap_or(1)
 }
+
+/// Shared memory a block may opt into on sm_90 (H100, H200).
+const MAX_SHARED_BYTES: u32 = 227 * 1024;
 
 /// Largest weight copy per shared-memory slot (two slots): 96 KiB, so a block of 128 × 128 fp32
 /// weights (64 KiB) double-buffers within an H100's 227 KiB.
@@ -208,7 +213,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tiles_fit_the_register_budget() {
+    fn two_weight_slots_fit_next_to_the_widest_staging() {
+        for w in [1, 128, 1024] {
+            let base = Layout::new(w, 0).total;
+            let limit = (MAX_SHARED_BYTES - base) / 2 / 128 * 128;
+            assert!(Layout::new(w, limit.min(MAX_SLOT_BYTES)).total <= MAX_SHARED_BYTES, "width {w}");
+        }
+    }
+
+    #[test]
+    fn tiles_bound_the_children_per_thread() {
         assert_eq!(tile_for(128, 128), 128);
         assert_eq!(tile_for(1, 128), 1);
         assert_eq!(tile_for(128, 256), 64);
