@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::host_cuda::{read_f32, write_f32, write_u32, DRIVER_PRELUDE};
 use common::Gen;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm, rat_spn};
@@ -78,17 +79,6 @@ static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
 
 "#;
 
-fn write_u32(path: &std::path::Path, v: &[u32]) {
-    let v = if v.is_empty() { &[0u32][..] } else { v };
-    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-}
-fn write_f32(path: &std::path::Path, v: &[f32]) {
-    let v = if v.is_empty() { &[0f32][..] } else { v };
-    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-}
-fn read_f32(path: &std::path::Path) -> Vec<f32> {
-    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
 
 /// The host driver: the per-depth forward launches sequentially (reference node values), then the
 /// persistent kernel twice on threads (node values reset to NaN before each: a stale or missing
@@ -120,15 +110,9 @@ fn driver(model: &Model, m: &Manifest) -> String {
     let p = m.persistent.as_ref().expect("a persistent pass");
     let (nn, ne, nde, ndn, ntab) = (plan.num_nodes, plan.num_elements, plan.num_dummy_elements, plan.num_dummy_nodes, m.tables.len());
     let (kernel, threads, smem_floats, ntasks, tw) = (&p.kernel, p.threads, p.shared_bytes / 4, p.num_tasks(), pcc::runtime::cuda::TASK_WORDS);
+    let prelude = DRIVER_PRELUDE;
     format!(
-        r#"
-#define LAUNCH(k, threads, ...) do {{ long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; \
-    for (unsigned gx = 0; gx < g_; ++gx) for (unsigned tx = 0; tx < 256; ++tx) {{ blockIdx.x = gx; threadIdx.x = tx; k(__VA_ARGS__); }} }} while (0)
-template <class T> static std::vector<T> rd(const std::string& path) {{
-    FILE* f = fopen(path.c_str(), "rb"); if (!f) {{ perror(path.c_str()); exit(2); }}
-    fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
-    std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
-}}
+        r#"{prelude}
 static void wr(const std::string& path, const void* p, size_t bytes) {{
     FILE* f = fopen(path.c_str(), "wb"); fwrite(p, 1, bytes, f); fclose(f);
 }}
@@ -244,17 +228,7 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
                 write_u32(&d.join(f), v);
             }
             let ev = if name == "mixed1" { mixed_ev.slice(0, batch) } else { common::random_evidence(model, batch, 0.3, 11 + batch as u64) };
-            let nv = model.plan.num_vars as usize;
-            let (mut data, mut missing) = (vec![0f32; nv * batch], vec![0u8; nv * batch]);
-            for smp in 0..batch {
-                for v in 0..nv {
-                    if ev.is_missing(smp, v) {
-                        missing[v * batch + smp] = 1;
-                    } else {
-                        data[v * batch + smp] = ev.value(smp, v);
-                    }
-                }
-            }
+            let (data, missing) = ev.transposed();
             write_f32(&d.join("data"), &data);
             std::fs::write(d.join("missing"), &missing).unwrap();
             let st = std::process::Command::new(&exe).arg(d).args([batch.to_string(), blocks.to_string()]).output().unwrap();

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::host_cuda::{read_f32, write_f32, DRIVER_PRELUDE};
 use common::Gen;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm};
@@ -712,15 +713,9 @@ fn driver(model: &Model, m: &Manifest) -> String {
     let (nn, ne, nde, nv, root) = (plan.num_nodes, plan.num_elements, plan.num_dummy_elements, plan.num_vars, plan.root);
     let slots = conditional_slots(plan).1;
     let ntab = m.tables.len();
+    let prelude = DRIVER_PRELUDE;
     format!(
-        r#"
-#define LAUNCH(k, threads, ...) do {{ long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; \
-    for (unsigned gx = 0; gx < g_; ++gx) for (unsigned tx = 0; tx < 256; ++tx) {{ blockIdx.x = gx; threadIdx.x = tx; k(__VA_ARGS__); }} }} while (0)
-template <class T> static std::vector<T> rd(const std::string& path) {{
-    FILE* f = fopen(path.c_str(), "rb"); if (!f) {{ perror(path.c_str()); exit(2); }}
-    fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
-    std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
-}}
+        r#"{prelude}
 static void wr(const std::string& path, const std::vector<float>& v) {{
     FILE* f = fopen(path.c_str(), "wb"); fwrite(v.data(), sizeof(float), v.size(), f); fclose(f);
 }}
@@ -755,12 +750,6 @@ int main(int argc, char** argv) {{
     )
 }
 
-fn write_f32(path: &std::path::Path, v: &[f32]) {
-    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-}
-fn read_f32(path: &std::path::Path) -> Vec<f32> {
-    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
 
 /// Compile the circuit's generated CUDA with the host C++ compiler; `None` without one.
 fn host_program(model: &Model, dir: &std::path::Path) -> Option<std::path::PathBuf> {
@@ -789,17 +778,8 @@ fn host_program(model: &Model, dir: &std::path::Path) -> Option<std::path::PathB
 /// `[a, b)` of `ev`: returns (output buffer, root values).
 fn run_host(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a: usize, b: usize, mode: u32, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let part = ev.slice(a, b);
-    let (n, nv) = (part.num_samples(), part.num_vars);
-    let (mut data, mut missing) = (vec![0f32; nv * n], vec![0u8; nv * n]);
-    for s in 0..n {
-        for v in 0..nv {
-            if part.is_missing(s, v) {
-                missing[v * n + s] = 1;
-            } else {
-                data[v * n + s] = part.value(s, v);
-            }
-        }
-    }
+    let n = part.num_samples();
+    let (data, missing) = part.transposed();
     write_f32(&dir.join("data"), &data);
     std::fs::write(dir.join("missing"), &missing).unwrap();
     let st = std::process::Command::new(exe)

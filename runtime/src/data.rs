@@ -55,6 +55,24 @@ impl Evidence {
         self.values[sample * self.num_vars + var]
     }
 
+    /// The device layout of the GPU kernels: values and the missing mask (1 = missing, value 0)
+    /// transposed to `[num_vars][num_samples]`, so a kernel's threads over samples read
+    /// consecutive addresses.
+    pub fn transposed(&self) -> (Vec<f32>, Vec<u8>) {
+        let (n, nv) = (self.num_samples(), self.num_vars);
+        let (mut data, mut missing) = (vec![0f32; nv * n], vec![0u8; nv * n]);
+        for s in 0..n {
+            for v in 0..nv {
+                if self.is_missing(s, v) {
+                    missing[v * n + s] = 1;
+                } else {
+                    data[v * n + s] = self.value(s, v);
+                }
+            }
+        }
+        (data, missing)
+    }
+
     /// Check shape and every observed value against the variables' domains.
     pub fn validate(&self, plan: &Plan) -> Result<(), RuntimeError> {
         if self.num_vars != plan.num_vars as usize {

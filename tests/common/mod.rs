@@ -3,6 +3,8 @@
 //! with the compiler or the engine it checks.
 #![allow(dead_code)]
 
+pub mod host_cuda;
+
 use std::collections::HashMap;
 
 use pcc::codegen::{Circuit, CircuitBuilder, Dist, Model, Node, NodeId, SumEdges};

@@ -9,6 +9,20 @@ use std::collections::HashMap;
 
 use pc_runtime::plan::DepthPlan;
 
+/// Element id → (product partition, block row, offset in the block) of every element `depth`'s
+/// products make.
+pub fn element_makers(depth: &DepthPlan) -> HashMap<u32, (usize, usize, u32)> {
+    let mut made_by = HashMap::new();
+    for (pi, part) in depth.prods.iter().enumerate() {
+        for (row, &e0) in part.nids.iter().enumerate() {
+            for k in 0..part.block_size {
+                made_by.insert(e0 + k, (pi, row, k));
+            }
+        }
+    }
+    made_by
+}
+
 /// Per sum partition of `depth`: the product width `pw` and the fused child table
 /// `fc[(r * width + w) * pw + j]` = node id of child `j` of the product that makes child element
 /// `w` of sum block `r` (0 for padded children, which the kernel treats as −inf). `None` when the
@@ -18,15 +32,7 @@ pub fn fused_children(depth: &DepthPlan, max_width: u32) -> Option<Vec<(u32, Vec
     if depth.prods.is_empty() || depth.sums.is_empty() || depth.sums.iter().any(|s| s.width > max_width) {
         return None;
     }
-    // Element id → (product partition, block row, offset in the block).
-    let mut made_by: HashMap<u32, (usize, usize, u32)> = HashMap::new();
-    for (pi, part) in depth.prods.iter().enumerate() {
-        for (row, &e0) in part.nids.iter().enumerate() {
-            for k in 0..part.block_size {
-                made_by.insert(e0 + k, (pi, row, k));
-            }
-        }
-    }
+    let made_by = element_makers(depth);
     depth
         .sums
         .iter()

@@ -8,7 +8,7 @@
 //! (block size, tile, width) shape through a C++ template, so the source grows with the number
 //! of shapes, not of tasks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use pc_runtime::cuda::{PersistentForward, SMALL_BATCH, TASK_WORDS};
 use pc_runtime::plan::Plan;
@@ -67,14 +67,7 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
     // Node id → 1 + the task that writes it (0: an input or dummy node, ready before the kernel).
     let mut writer = vec![0u32; plan.num_nodes as usize];
     for depth in &plan.depths {
-        let mut made_by: HashMap<u32, (usize, usize, u32)> = HashMap::new();
-        for (pi, part) in depth.prods.iter().enumerate() {
-            for (row, &e0) in part.nids.iter().enumerate() {
-                for k in 0..part.block_size {
-                    made_by.insert(e0 + k, (pi, row, k));
-                }
-            }
-        }
+        let made_by = super::fuse::element_makers(depth);
         for sum in &depth.sums {
             if sum.width > MAX_WIDTH {
                 return None;

@@ -422,18 +422,7 @@ impl GpuEngine {
             return Ok(0);
         }
         self.buffers(batch)?;
-        let nv = ev.num_vars;
-        let mut data = vec![0f32; nv * batch];
-        let mut missing = vec![0u8; nv * batch];
-        for s in 0..batch {
-            for v in 0..nv {
-                if ev.is_missing(s, v) {
-                    missing[v * batch + s] = 1;
-                } else {
-                    data[v * batch + s] = ev.value(s, v);
-                }
-            }
-        }
+        let (data, missing) = ev.transposed();
         let bufs = self.buffers.as_mut().expect("allocated above");
         self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
         self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;

@@ -1,0 +1,32 @@
+//! Support for the tests that compile generated CUDA for the host (`query_emulator`,
+//! `persistent_emulator`): the driver's file I/O and sequential launch macro, and the binary files
+//! the Rust side exchanges with it.
+
+/// C++ for a driver: `LAUNCH(kernel, threads, args…)` runs a grid of 256-thread blocks one thread
+/// at a time (kernels without intra-block synchronization), `rd<T>(path)` reads a binary file
+/// (at least one element, as the engine uploads empty buffers).
+pub const DRIVER_PRELUDE: &str = r#"
+#define LAUNCH(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; \
+    for (unsigned gx = 0; gx < g_; ++gx) for (unsigned tx = 0; tx < 256; ++tx) { blockIdx.x = gx; threadIdx.x = tx; k(__VA_ARGS__); } } while (0)
+template <class T> static std::vector<T> rd(const std::string& path) {
+    FILE* f = fopen(path.c_str(), "rb"); if (!f) { perror(path.c_str()); exit(2); }
+    fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
+    std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
+}
+"#;
+
+/// Little-endian `u32`s; an empty slice writes one 0 (what the engine uploads for it).
+pub fn write_u32(path: &std::path::Path, v: &[u32]) {
+    let v = if v.is_empty() { &[0u32][..] } else { v };
+    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+}
+
+/// Little-endian `f32`s; an empty slice writes one 0.
+pub fn write_f32(path: &std::path::Path, v: &[f32]) {
+    let v = if v.is_empty() { &[0f32][..] } else { v };
+    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+}
+
+pub fn read_f32(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
