@@ -175,7 +175,7 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         }
         // Plus the persistent small-batch forward, one kernel whatever the shapes.
         let persistent = e.manifest.persistent.as_ref().map_or(0, |p| {
-            assert_eq!(e.source.matches(&format!("void __launch_bounds__(PCC_PT) {}(", p.kernel)).count(), 1, "{name}: persistent kernel");
+            assert_eq!(e.source.matches(&format!("void __launch_bounds__(PCC_NT) {}(", p.kernel)).count(), 1, "{name}: persistent kernel");
             1
         });
         assert_eq!(e.source.matches("__global__").count(), names.len() + persistent, "{name}: one kernel per distinct shape");
@@ -201,7 +201,7 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             let at = e.source.find("// Persistent small-batch forward").expect("persistent kernel header");
             let body = e.source.len() - at;
             let cases = e.source[at..].matches("case ").count();
-            assert!(body < 16_000 + 200 * cases, "{name}: {body} bytes of persistent kernel for {cases} shapes");
+            assert!(body < 26_000 + 200 * cases, "{name}: {body} bytes of persistent kernel for {cases} shapes");
             body
         } else {
             0

@@ -285,7 +285,8 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     if let Some((p, shapes, layout)) = persistent::build(plan, plan.inputs.len() as u32) {
         let mut ctx = tera::Context::new();
         ctx.insert("name", &p.kernel);
-        ctx.insert("threads", &p.threads);
+        ctx.insert("threads", &persistent::THREADS);
+        ctx.insert("prefetch_cap", &persistent::PREFETCH_CAP);
         ctx.insert("max_batch", &pc_runtime::cuda::SMALL_BATCH);
         ctx.insert("shapes", &shapes);
         ctx.insert("task_words", &pc_runtime::cuda::TASK_WORDS);
@@ -296,7 +297,12 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         ctx.insert("off_gen", &layout.off_gen);
         ctx.insert("off_task", &layout.off_task);
         ctx.insert("off_plist", &layout.off_plist);
+        ctx.insert("off_ci", &layout.off_ci);
+        ctx.insert("ci_words", &layout.ci_words);
+        ctx.insert("off_out", &layout.off_out);
+        ctx.insert("out_floats", &layout.out_floats);
         ctx.insert("off_ev", &layout.off_ev);
+        ctx.insert("ev_floats", &layout.ev_floats);
         ctx.insert("off_slot", &layout.off_slot);
         ctx.insert("slot_bytes", &layout.slot_bytes);
         source += &render(&t, "fwd_persistent", &ctx)?;

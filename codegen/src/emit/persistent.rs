@@ -18,8 +18,21 @@ use pc_runtime::plan::Plan;
 /// 4 481 vs 440, 8 864 vs 639: one block per task serializes the samples of a larger batch.
 pub const MAX_BATCH: u32 = 2;
 
-/// Threads per CUDA block of the persistent kernel.
+/// Worker threads per CUDA block of the persistent kernel (16 warps); the block has two more warps,
+/// the producer and the publisher (see the template).
 pub const THREADS: u32 = 512;
+
+/// The whole CUDA block: workers, the producer warp and the publisher warp.
+pub const BLOCK_THREADS: u32 = THREADS + 64;
+
+/// Most child loads (`count × product width`) of a task that the producer warp sums ahead of
+/// time; wider tasks are staged by the 16 worker warps (one warp takes 32 ids per lane and round
+/// trip: beyond this it would take longer than the task it overlaps).
+pub const PREFETCH_CAP: u32 = 1024;
+
+/// Nodes of a fast task (a whole warp row: four per lane) and its batch limit.
+const FAST_TILE: u32 = 128;
+const FAST_MAX_BATCH: u32 = 2;
 
 /// Widest sum block it takes: each task stages `width × SMALL_BATCH` child values in shared memory
 /// (32 KiB at 1024). Plans with a wider sum partition keep the per-depth launches.
@@ -37,10 +50,13 @@ const MAX_TILE: u32 = 128;
 const CHILDREN_PER_THREAD: u32 = 32;
 
 /// One kernel specialisation: block size and tile (the width is a run-time value of the task).
+/// `fast`: a 128-node tile of a block of a multiple of 128 nodes, run by the fast task (task word
+/// 0 bit 15; batches ≤ 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Shape {
     pub bs: u32,
     pub tile: u32,
+    pub fast: bool,
 }
 
 /// Nodes per task of a sum block of `bs` nodes over `width` children: at most [`MAX_TILE`],
@@ -74,7 +90,7 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
             }
             let (bs, width) = (sum.block_size, sum.width);
             let tile = tile_for(bs, width);
-            let shape = Shape { bs, tile };
+            let shape = Shape { bs, tile, fast: tile == FAST_TILE && bs % FAST_TILE == 0 };
             let sid = *shapes.entry(shape).or_insert_with(|| {
                 shape_order.push(shape);
                 shape_order.len() as u32 - 1
@@ -124,7 +140,8 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                     let ntile = tile.min(bs - m0);
                     let id = (tasks.len() / TASK_WORDS) as u32;
                     let mut words = [0u32; TASK_WORDS];
-                    words[..9].copy_from_slice(&[sid | width << 16, sum.nids[r] + m0, pids[0] + m0, count, c0, pw as u32, producers.len() as u32, ntile, deps.len() as u32]);
+                    let fast_bit = if shape.fast { FAST_BIT } else { 0 };
+                    words[..9].copy_from_slice(&[sid | fast_bit | width << 16, sum.nids[r] + m0, pids[0] + m0, count, c0, pw as u32, producers.len() as u32, ntile, deps.len() as u32]);
                     words[15] = bulk;
                     tasks.extend_from_slice(&words);
                     deps.extend_from_slice(&producers);
@@ -146,7 +163,7 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
     let layout = Layout::new(max_width, slot_bytes);
     let p = PersistentForward {
         kernel: "fwd_persistent".into(),
-        threads: THREADS,
+        threads: BLOCK_THREADS,
         shared_bytes: layout.total,
         cached_tasks: CACHED_TASKS,
         max_batch: MAX_BATCH,
@@ -171,17 +188,27 @@ const MAX_SHARED_BYTES: u32 = 227 * 1024;
 /// weights (64 KiB) double-buffers within an H100's 227 KiB.
 const MAX_SLOT_BYTES: u32 = 96 * 1024;
 
+/// Task word 0's flag of a fast task (the shape id takes the bits below it).
+pub const FAST_BIT: u32 = 0x8000;
+
 /// Byte offsets of the kernel's dynamic shared memory (the template's `PCC_OFF_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
-    /// Two mbarriers at 0, then: block reduction, per-sample maxima, the generation, cached task
-    /// words and task ids, staged children, and two weight slots (128-byte aligned).
+    /// Two mbarriers at 0, then: block reduction (the fast task's per-warp partial sums), per-sample
+    /// maxima, the generation and two `staged` words, cached task words and task ids, then, two of
+    /// each (double-buffered by list position): the children's positions in the previous task's
+    /// outputs, task outputs, staged children; last two weight slots (128-byte aligned).
     pub off_red: u32,
     pub off_smx: u32,
     pub off_gen: u32,
     pub off_task: u32,
     pub off_plist: u32,
+    pub off_ci: u32,
+    pub ci_words: u32,
+    pub off_out: u32,
+    pub out_floats: u32,
     pub off_ev: u32,
+    pub ev_floats: u32,
     pub off_slot: u32,
     pub slot_bytes: u32,
     pub total: u32,
@@ -189,15 +216,22 @@ pub struct Layout {
 
 impl Layout {
     fn new(max_width: u32, slot_bytes: u32) -> Layout {
+        let batch = SMALL_BATCH as u32;
         let off_red = 16;
-        let off_smx = off_red + 4 * THREADS;
-        let off_gen = off_smx + 4 * SMALL_BATCH as u32;
+        let red_floats = THREADS.max(THREADS / 32 * FAST_TILE * FAST_MAX_BATCH);
+        let off_smx = off_red + 4 * red_floats;
+        let off_gen = off_smx + 4 * batch;
         let off_task = off_gen + 16;
         let off_plist = off_task + 4 * CACHED_TASKS * TASK_WORDS as u32;
-        let off_ev = (off_plist + 4 * CACHED_TASKS).next_multiple_of(16);
-        let off_slot = (off_ev + 4 * max_width * SMALL_BATCH as u32).next_multiple_of(128);
+        let off_ci = (off_plist + 4 * CACHED_TASKS).next_multiple_of(16);
+        let ci_words = max_width.next_multiple_of(8);
+        let off_out = off_ci + 2 * 2 * ci_words;
+        let out_floats = MAX_TILE * batch;
+        let off_ev = off_out + 2 * 4 * out_floats;
+        let ev_floats = max_width.next_multiple_of(4) * batch;
+        let off_slot = (off_ev + 2 * 4 * ev_floats).next_multiple_of(128);
         let slot_bytes = slot_bytes.next_multiple_of(128);
-        Layout { off_red, off_smx, off_gen, off_task, off_plist, off_ev, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
+        Layout { off_red, off_smx, off_gen, off_task, off_plist, off_ci, ci_words, off_out, out_floats, off_ev, ev_floats, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
     }
 }
 
