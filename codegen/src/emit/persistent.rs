@@ -140,7 +140,8 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                     let ntile = tile.min(bs - m0);
                     let id = (tasks.len() / TASK_WORDS) as u32;
                     let mut words = [0u32; TASK_WORDS];
-                    let fast_bit = if shape.fast { FAST_BIT } else { 0 };
+                    // The fast task reads its weights 16 bytes at a time.
+                    let fast_bit = if shape.fast && (pids[0] + m0).is_multiple_of(4) { FAST_BIT } else { 0 };
                     words[..9].copy_from_slice(&[sid | fast_bit | width << 16, sum.nids[r] + m0, pids[0] + m0, count, c0, pw as u32, producers.len() as u32, ntile, deps.len() as u32]);
                     words[15] = bulk;
                     tasks.extend_from_slice(&words);
