@@ -201,7 +201,7 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             let at = e.source.find("// Persistent small-batch forward").expect("persistent kernel header");
             let body = e.source.len() - at;
             let cases = e.source[at..].matches("case ").count();
-            assert!(body < 26_000 + 200 * cases, "{name}: {body} bytes of persistent kernel for {cases} shapes");
+            assert!(body < 30_000 + 200 * cases, "{name}: {body} bytes of persistent kernel for {cases} shapes");
             body
         } else {
             0

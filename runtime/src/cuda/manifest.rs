@@ -183,14 +183,19 @@ pub struct Manifest {
     pub persistent: Option<PersistentForward>,
 }
 
-/// Words per task of [`PersistentForward::tasks`]: 0 shape (low 16 bits) and sum width (high
-/// 16), 1 first node, 2 first weight, 3 real children, 4 first child id (the children are a dense
+/// Words per task of [`PersistentForward::tasks`]: 0 shape (low 14 bits), flags (bits 14 and 15,
+/// [`PUBLISH_BIT`] and the emitter's fast bit) and sum width (high 16), 1 first node, 2 first weight, 3 real children, 4 first child id (the children are a dense
 /// `[product width][count]` table), 5 product width (padded with node 0, a dummy row that holds
 /// 0), 6 dependencies, 7 nodes in the tile, 8 first dependency in `deps`, 15 bytes of weights to
 /// copy to shared memory in bulk (0: read from global memory). The runtime's schedule moves the
 /// first [`INLINE_DEPS`] dependencies into words 9..=14 (so a task's wait needs no extra load) and
 /// word 8 then points at the rest.
 pub const TASK_WORDS: usize = 16;
+
+/// Task word 0's flag, set by the runtime's schedule, of a task that some other block waits for:
+/// only those publish their flag. Bit 15 marks a fast task (see the emitter); the shape id takes
+/// the bits below.
+pub const PUBLISH_BIT: u32 = 0x4000;
 
 /// Dependencies kept in the task words by the runtime's schedule.
 pub const INLINE_DEPS: usize = 6;

@@ -9,7 +9,7 @@
 //! `__syncthreads` already orders them. Every block runs its list in increasing task order, which
 //! with co-resident blocks makes the pass deadlock-free.
 
-use super::manifest::{PersistentForward, INLINE_DEPS, TASK_WORDS};
+use super::manifest::{PersistentForward, INLINE_DEPS, PUBLISH_BIT, TASK_WORDS};
 
 /// Estimated cost of waiting on another block's flag (ns): release, L2 round trip, acquire.
 const CROSS_BLOCK_NS: f64 = 1000.0;
@@ -75,6 +75,10 @@ pub fn schedule(p: &PersistentForward, blocks: usize) -> Schedule {
     let mut deps = Vec::new();
     for i in 0..n {
         let cross: Vec<u32> = p.task_deps(i).iter().copied().filter(|&d| owner[d as usize] != owner[i]).collect();
+        // Only a task that another block waits for publishes a flag (a gpu-scope fence each).
+        for &d in &cross {
+            tasks[d as usize * TASK_WORDS] |= PUBLISH_BIT;
+        }
         let t = &mut tasks[i * TASK_WORDS..(i + 1) * TASK_WORDS];
         let inline = cross.len().min(INLINE_DEPS);
         t[6] = cross.len() as u32;
