@@ -317,3 +317,41 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
     }
     assert!(mma_kernels > 10, "the corpus exercises the mma path ({mma_kernels} launches)");
 }
+
+/// The persistent kernel keeps its state in registers: at most a few bytes of spills (the calls
+/// into its three role functions save a register or two), never spilled loop state or a local
+/// array, which would cost a round trip through L1 in every task of the chain. Checked on a
+/// circuit with fast 128-node tasks, general tasks and a wide product.
+#[test]
+fn persistent_kernel_keeps_its_state_in_registers() {
+    if !nvrtc_available() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "NVRTC is required in CI");
+        return;
+    }
+    let data: Vec<f32> = (0..200 * 8).map(|i| ((i * 2654435761usize) >> 5 & 1) as f32).collect();
+    let c = hclt::learn(&Evidence::new(8, data).unwrap(), &hclt::HcltOptions { latents: 128, ..Default::default() }).unwrap();
+    let e = emit(&compile(&c).unwrap()).unwrap();
+    assert!(e.manifest.persistent.is_some());
+    let (_, log) = compile_cubin_verbose(&e.source, "hclt128.cu", "90").unwrap();
+    let mut kernel = "";
+    let mut checked = false;
+    let bytes = |line: &str, what: &str| -> u32 {
+        let before = line.split(what).next().unwrap_or("");
+        before.split(|c: char| c == ',' || c == '.').next_back().unwrap_or("").trim().parse().unwrap_or(u32::MAX)
+    };
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            kernel = rest.split('\'').next().unwrap_or("");
+        }
+        if let Some(rest) = line.split("Function properties for ").nth(1) {
+            kernel = rest.trim();
+        }
+        if (kernel == "fwd_persistent" || kernel.contains("pcc_")) && line.contains("spill stores") {
+            eprintln!("fwd_persistent: {line}");
+            let (st, ld) = (bytes(line, " bytes spill stores"), bytes(line, " bytes spill loads"));
+            assert!(st <= 64 && ld <= 128, "{kernel} spills ({st} bytes stored, {ld} loaded): {line}");
+            checked = true;
+        }
+    }
+    assert!(checked, "no ptxas report for fwd_persistent:\n{log}");
+}

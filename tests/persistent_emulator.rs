@@ -103,6 +103,8 @@ static inline void pcc_mbar_init(unsigned long long*) {}
 static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
 static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
 #define PCC_BULK(t) ((t)[15])
+#define PCC_BULK_IDS 1
+#define __noinline__ __attribute__((noinline))
 
 "#;
 

@@ -297,6 +297,8 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         ctx.insert("off_gen", &layout.off_gen);
         ctx.insert("off_task", &layout.off_task);
         ctx.insert("off_plist", &layout.off_plist);
+        ctx.insert("off_ids", &layout.off_ids);
+        ctx.insert("ids_words", &layout.ids_words);
         ctx.insert("off_ci", &layout.off_ci);
         ctx.insert("ci_words", &layout.ci_words);
         ctx.insert("off_out", &layout.off_out);

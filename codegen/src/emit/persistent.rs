@@ -125,10 +125,14 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                 // Child j of element w at c0 + j * count + w: a warp's threads (consecutive
                 // elements) read consecutive ids, and for a product block consecutive nodes.
                 let pw = lists.iter().map(Vec::len).max().unwrap_or(0).max(1);
+                // Each task's ids start 16-byte aligned and end padded to 16 bytes: the kernel
+                // copies a narrow task's ids to shared memory in bulk.
+                children.resize(children.len().next_multiple_of(4), 0);
                 let c0 = children.len() as u32;
                 for j in 0..pw {
                     children.extend(lists.iter().map(|l| l.get(j).copied().unwrap_or(0)));
                 }
+                children.resize(children.len().next_multiple_of(4), 0);
                 producers.sort_unstable();
                 producers.dedup();
                 // A whole block's weights are one range: copied to shared memory in bulk when it
@@ -195,15 +199,17 @@ pub const FAST_BIT: u32 = 0x8000;
 /// Byte offsets of the kernel's dynamic shared memory (the template's `PCC_OFF_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
-    /// Two mbarriers at 0, then: block reduction (the fast task's per-warp partial sums), per-sample
+    /// Four mbarriers at 0 (two weight slots, two id slots), then: block reduction (the fast task's per-warp partial sums), per-sample
     /// maxima, the generation and two `staged` words, cached task words and task ids, then, two of
-    /// each (double-buffered by list position): the children's positions in the previous task's
+    /// each (double-buffered by list position): narrow tasks' child ids, the children's positions in the previous task's
     /// outputs, task outputs, staged children; last two weight slots (128-byte aligned).
     pub off_red: u32,
     pub off_smx: u32,
     pub off_gen: u32,
     pub off_task: u32,
     pub off_plist: u32,
+    pub off_ids: u32,
+    pub ids_words: u32,
     pub off_ci: u32,
     pub ci_words: u32,
     pub off_out: u32,
@@ -218,13 +224,15 @@ pub struct Layout {
 impl Layout {
     fn new(max_width: u32, slot_bytes: u32) -> Layout {
         let batch = SMALL_BATCH as u32;
-        let off_red = 16;
+        let off_red = 32;
         let red_floats = THREADS.max(THREADS / 32 * FAST_TILE * FAST_MAX_BATCH);
         let off_smx = off_red + 4 * red_floats;
         let off_gen = off_smx + 4 * batch;
         let off_task = off_gen + 16;
         let off_plist = off_task + 4 * CACHED_TASKS * TASK_WORDS as u32;
-        let off_ci = (off_plist + 4 * CACHED_TASKS).next_multiple_of(16);
+        let off_ids = (off_plist + 4 * CACHED_TASKS).next_multiple_of(128);
+        let ids_words = FAST_TILE * 8;
+        let off_ci = off_ids + 2 * 4 * ids_words;
         let ci_words = max_width.next_multiple_of(8);
         let off_out = off_ci + 2 * 2 * ci_words;
         let out_floats = MAX_TILE * batch;
@@ -232,7 +240,7 @@ impl Layout {
         let ev_floats = max_width.next_multiple_of(4) * batch;
         let off_slot = (off_ev + 2 * 4 * ev_floats).next_multiple_of(128);
         let slot_bytes = slot_bytes.next_multiple_of(128);
-        Layout { off_red, off_smx, off_gen, off_task, off_plist, off_ci, ci_words, off_out, out_floats, off_ev, ev_floats, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
+        Layout { off_red, off_smx, off_gen, off_task, off_plist, off_ids, ids_words, off_ci, ci_words, off_out, out_floats, off_ev, ev_floats, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
     }
 }
 
