@@ -318,12 +318,10 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
     assert!(mma_kernels > 10, "the corpus exercises the mma path ({mma_kernels} launches)");
 }
 
-/// The persistent kernel keeps its state in registers: no local array and little spilling (the
-/// calls into its three role functions save a register or two; the producer warp, 32 loads in
-/// flight per lane, spills ~76 bytes under ptxas's 96-register budget for called functions).
-/// Before the roles were split into functions, the worker loop spilled its state, a round trip
-/// through L1 in every task of the chain. Checked on a circuit with fast 128-node tasks, general
-/// tasks and a wide product.
+/// The persistent kernel keeps its state in registers: at most a few bytes of spills (the calls
+/// into its three role functions save a register or two), never spilled loop state or a local
+/// array, which would cost a round trip through L1 in every task of the chain. Checked on a
+/// circuit with fast 128-node tasks, general tasks and a wide product.
 #[test]
 fn persistent_kernel_keeps_its_state_in_registers() {
     if !nvrtc_available() {
@@ -349,9 +347,9 @@ fn persistent_kernel_keeps_its_state_in_registers() {
             kernel = rest.trim();
         }
         if (kernel == "fwd_persistent" || kernel.contains("pcc_")) && line.contains("spill stores") {
-            eprintln!("{kernel}: {line}");
+            eprintln!("fwd_persistent: {line}");
             let (st, ld) = (bytes(line, " bytes spill stores"), bytes(line, " bytes spill loads"));
-            assert!(st <= 128 && ld <= 256, "{kernel} spills ({st} bytes stored, {ld} loaded): {line}");
+            assert!(st <= 64 && ld <= 128, "{kernel} spills ({st} bytes stored, {ld} loaded): {line}");
             checked = true;
         }
     }

@@ -259,7 +259,7 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         let cpu = model.cpu_engine().unwrap();
         // One block running every task only where that overflows its cached descriptors.
-        let configs: &[(usize, usize)] = if name == "hclt4x200" { &[(1, 1), (2, 3)] } else { &[(1, 3), (2, 2), (2, 4)] };
+        let configs: &[(usize, usize)] = if name == "hclt4x200" { &[(1, 1), (2, 3)] } else { &[(1, 3), (2, 2), (3, 2), (SMALL_BATCH, 4)] };
         for &(batch, blocks) in configs {
             let s = schedule(p, blocks);
             for (f, v) in [("tasks", &s.tasks), ("deps", &s.deps), ("poff", &s.poff), ("plist", &s.plist)] {

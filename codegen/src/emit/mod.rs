@@ -287,7 +287,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         ctx.insert("name", &p.kernel);
         ctx.insert("threads", &persistent::THREADS);
         ctx.insert("prefetch_cap", &persistent::PREFETCH_CAP);
-        ctx.insert("max_batch", &persistent::MAX_BATCH);
+        ctx.insert("max_batch", &pc_runtime::cuda::SMALL_BATCH);
         ctx.insert("shapes", &shapes);
         ctx.insert("task_words", &pc_runtime::cuda::TASK_WORDS);
         ctx.insert("inline_deps", &pc_runtime::cuda::INLINE_DEPS);

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use pc_runtime::cuda::{PersistentForward, TASK_WORDS};
+use pc_runtime::cuda::{PersistentForward, SMALL_BATCH, TASK_WORDS};
 use pc_runtime::plan::Plan;
 
 /// Largest batch that runs the persistent pass. Measured on an H200 for hclt128 (median latency,
@@ -34,7 +34,7 @@ pub const PREFETCH_CAP: u32 = 1024;
 const FAST_TILE: u32 = 128;
 const FAST_MAX_BATCH: u32 = 2;
 
-/// Widest sum block it takes: each task stages `width × MAX_BATCH` child values in shared memory
+/// Widest sum block it takes: each task stages `width × SMALL_BATCH` child values in shared memory
 /// (32 KiB at 1024). Plans with a wider sum partition keep the per-depth launches.
 pub const MAX_WIDTH: u32 = 1024;
 
@@ -77,9 +77,9 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
     let mut shape_order: Vec<Shape> = Vec::new();
     let (mut tasks, mut children, mut deps, mut cost_ns) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut slot_bytes = 0u32;
-    // Three slots within an H100's 227 KiB of shared memory per block, next to the rest.
+    // Two slots within an H100's 227 KiB of shared memory per block, next to the rest.
     let max_width = depths_max_width(plan);
-    let slot_limit = (MAX_SHARED_BYTES.saturating_sub(Layout::new(max_width, 0).total) / SLOTS / 128 * 128).min(MAX_SLOT_BYTES);
+    let slot_limit = (MAX_SHARED_BYTES.saturating_sub(Layout::new(max_width, 0).total) / 2 / 128 * 128).min(MAX_SLOT_BYTES);
     // Node id → 1 + the task that writes it (0: an input or dummy node, ready before the kernel).
     let mut writer = vec![0u32; plan.num_nodes as usize];
     for depth in &plan.depths {
@@ -186,15 +186,12 @@ fn depths_max_width(plan: &Plan) -> u32 {
     plan.depths.iter().flat_map(|d| d.sums.iter().map(|s| s.width)).max().unwrap_or(1)
 }
 
-/// Weight slots: the copy of position k + 2 starts while k runs and k + 1 waits (k − 1's slot).
-const SLOTS: u32 = 3;
-
 /// Shared memory a block may opt into on sm_90 (H100, H200).
 const MAX_SHARED_BYTES: u32 = 227 * 1024;
 
-/// Largest weight copy per shared-memory slot: a block of 128 × 128 fp32 weights (64 KiB) takes
-/// three slots within an H100's 227 KiB next to the rest of the layout.
-const MAX_SLOT_BYTES: u32 = 64 * 1024;
+/// Largest weight copy per shared-memory slot (two slots): 96 KiB, so a block of 128 × 128 fp32
+/// weights (64 KiB) double-buffers within an H100's 227 KiB.
+const MAX_SLOT_BYTES: u32 = 96 * 1024;
 
 /// Task word 0's flag of a fast task (the shape id takes the bits below it).
 pub const FAST_BIT: u32 = 0x8000;
@@ -202,10 +199,10 @@ pub const FAST_BIT: u32 = 0x8000;
 /// Byte offsets of the kernel's dynamic shared memory (the template's `PCC_OFF_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
-    /// Five mbarriers at 0 (three weight slots, two id slots), then: block reduction (the fast task's per-warp partial sums), per-sample
+    /// Four mbarriers at 0 (two weight slots, two id slots), then: block reduction (the fast task's per-warp partial sums), per-sample
     /// maxima, the generation and two `staged` words, cached task words and task ids, then, two of
     /// each (double-buffered by list position): narrow tasks' child ids, the children's positions in the previous task's
-    /// outputs, task outputs, staged children; last three weight slots (128-byte aligned).
+    /// outputs, task outputs, staged children; last two weight slots (128-byte aligned).
     pub off_red: u32,
     pub off_smx: u32,
     pub off_gen: u32,
@@ -226,8 +223,8 @@ pub struct Layout {
 
 impl Layout {
     fn new(max_width: u32, slot_bytes: u32) -> Layout {
-        let batch = MAX_BATCH;
-        let off_red = 64;
+        let batch = SMALL_BATCH as u32;
+        let off_red = 32;
         let red_floats = THREADS.max(THREADS / 32 * FAST_TILE * FAST_MAX_BATCH);
         let off_smx = off_red + 4 * red_floats;
         let off_gen = off_smx + 4 * batch;
@@ -243,7 +240,7 @@ impl Layout {
         let ev_floats = max_width.next_multiple_of(4) * batch;
         let off_slot = (off_ev + 2 * 4 * ev_floats).next_multiple_of(128);
         let slot_bytes = slot_bytes.next_multiple_of(128);
-        Layout { off_red, off_smx, off_gen, off_task, off_plist, off_ids, ids_words, off_ci, ci_words, off_out, out_floats, off_ev, ev_floats, off_slot, slot_bytes, total: off_slot + SLOTS * slot_bytes }
+        Layout { off_red, off_smx, off_gen, off_task, off_plist, off_ids, ids_words, off_ci, ci_words, off_out, out_floats, off_ev, ev_floats, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
     }
 }
 
@@ -252,10 +249,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn weight_slots_fit_next_to_the_widest_staging() {
+    fn two_weight_slots_fit_next_to_the_widest_staging() {
         for w in [1, 128, 1024] {
             let base = Layout::new(w, 0).total;
-            let limit = (MAX_SHARED_BYTES - base) / SLOTS / 128 * 128;
+            let limit = (MAX_SHARED_BYTES - base) / 2 / 128 * 128;
             assert!(Layout::new(w, limit.min(MAX_SLOT_BYTES)).total <= MAX_SHARED_BYTES, "width {w}");
         }
     }

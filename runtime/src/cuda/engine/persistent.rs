@@ -9,14 +9,14 @@ use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, Cuda
 
 use crate::cuda::manifest::PersistentForward;
 use crate::cuda::persistent::schedule;
-use crate::cuda::CudaError;
+use crate::cuda::{CudaError, SMALL_BATCH};
 
 pub(super) struct PersistentState {
     func: CudaFunction,
     /// Launches of `manifest.forward` (the input layers) that run before it.
     pub prologue: usize,
-    /// Largest batch it runs: the manifest's (its shared memory is sized for it), or less with
-    /// `PCC_PERSISTENT_MAX_BATCH`.
+    /// Largest batch it runs (`PCC_PERSISTENT_MAX_BATCH` overrides the manifest, up to
+    /// [`SMALL_BATCH`]).
     pub max_batch: usize,
     grid: u32,
     threads: u32,
@@ -69,7 +69,7 @@ impl PersistentState {
         Ok(Some(PersistentState {
             func,
             prologue: p.prologue as usize,
-            max_batch: std::env::var("PCC_PERSISTENT_MAX_BATCH").ok().and_then(|v| v.parse().ok()).map_or(p.max_batch as usize, |v: usize| v.min(p.max_batch as usize)),
+            max_batch: std::env::var("PCC_PERSISTENT_MAX_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(p.max_batch as usize).min(SMALL_BATCH),
             grid: grid as u32,
             threads: p.threads,
             shared_bytes: p.shared_bytes,
