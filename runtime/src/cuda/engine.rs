@@ -249,9 +249,10 @@ impl GpuEngine {
     }
 
     /// The persistent forward pass's per-task trace of the last small batch (8 words per task:
-    /// start ns, cycles to the end of the wait, staging, exponentials and writes, publish ns,
-    /// block, cycles to the prefetches' issue), when the engine was created with
-    /// `PCC_PERSISTENT_TRACE` set; for profiling.
+    /// the workers' start (globaltimer ns); their cycles to the end of staging, of the maxima, of
+    /// the weight wait and of the writes; the publisher's time (ns); the block; the producer
+    /// warp's cycles waiting for flags (low 32 bits) and in all (high 32)), when the engine was
+    /// created with `PCC_PERSISTENT_TRACE` set; for profiling.
     pub fn persistent_trace(&self) -> Result<Option<Vec<u64>>, RuntimeError> {
         match &self.persistent {
             Some(p) => Ok(p.trace(&self.stream)?),

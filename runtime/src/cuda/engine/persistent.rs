@@ -28,9 +28,8 @@ pub(super) struct PersistentState {
     plist: CudaSlice<u32>,
     /// Generation, finished-block counter, then one flag per task.
     ctl: CudaSlice<u32>,
-    /// Per task (8 words): start (globaltimer ns), cycles to the end of the wait, of staging, of
-    /// the exponentials, of the writes, publish time (ns), block, cycles to the prefetches' issue.
-    /// Only with `PCC_PERSISTENT_TRACE`.
+    /// Per task (8 words): see [`super::GpuEngine::persistent_trace`]. Only with
+    /// `PCC_PERSISTENT_TRACE`.
     trace: Option<CudaSlice<u64>>,
 }
 
