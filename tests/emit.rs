@@ -337,7 +337,7 @@ fn persistent_kernel_keeps_its_state_in_registers() {
     let mut checked = false;
     let bytes = |line: &str, what: &str| -> u32 {
         let before = line.split(what).next().unwrap_or("");
-        before.split(|c: char| c == ',' || c == '.').next_back().unwrap_or("").trim().parse().unwrap_or(u32::MAX)
+        before.split([',', '.']).next_back().unwrap_or("").trim().parse().unwrap_or(u32::MAX)
     };
     for line in log.lines() {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {

@@ -186,5 +186,12 @@ mod tests {
         let t4 = &s.tasks[4 * TASK_WORDS..5 * TASK_WORDS];
         assert_eq!(t4[6], 1);
         assert_ne!(s.owner[t4[9] as usize], s.owner[4]);
+        // Exactly the tasks another block waits for publish a flag.
+        let waited: Vec<u32> = (0..5).flat_map(|i| s.tasks[i * TASK_WORDS + 9..i * TASK_WORDS + 9 + s.tasks[i * TASK_WORDS + 6] as usize].to_vec()).collect();
+        for i in 0..5u32 {
+            let bit = s.tasks[i as usize * TASK_WORDS] & PUBLISH_BIT != 0;
+            assert_eq!(bit, waited.contains(&i), "task {i}: publish bit {bit}, waited for: {waited:?}");
+        }
+        assert!(waited.len() == 1);
     }
 }
