@@ -643,12 +643,24 @@ static inline int min(int a, int b) { return a < b ? a : b; }
 // parameter flows) are never launched by this driver, so reaching one is a test bug.
 static inline float __shfl_xor_sync(unsigned, float, int) { std::abort(); }
 static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
+static inline float __shfl_sync(unsigned, float, int) { std::abort(); }
+static inline bool __any_sync(unsigned, bool) { std::abort(); }
+static inline void __syncwarp() {}
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 // The persistent forward kernel (blocks wait on each other) compiles but is never launched here;
 // tests/persistent_emulator.rs runs it on threads.
 #define PCC_HOST_EMULATION 1
 #define __launch_bounds__(n)
 #define PCC_DYN_SMEM(n) unsigned char* n = nullptr; std::abort()
 struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+#define __noinline__ __attribute__((noinline))
+#define PCC_BULK_IDS 1
+static inline void pcc_bar_work() {}
+static inline void pcc_bar_done_arrive() {}
+static inline void pcc_bar_done_wait() {}
+static inline void pcc_bar_next_wait() {}
+static inline void pcc_bar_next_arrive() {}
 static inline void pcc_fence_acq_rel() {  }
 static inline void pcc_mbar_init(unsigned long long*) {}
 static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
