@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::host_cuda::{read_f32, write_f32, write_u32, DRIVER_PRELUDE};
+use common::host_cuda::{KERNEL_SHIM, read_f32, write_f32, write_u32, DRIVER_PRELUDE};
 use common::Gen;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm, rat_spn};
@@ -18,7 +18,6 @@ use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, SMALL_BATCH};
 use pcc::runtime::Evidence;
 
 const SHIM: &str = r#"
-#define PCC_HOST_EMULATION 1
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -40,16 +39,10 @@ static thread_local unsigned char* pcc_smem = nullptr;
 // Warp shuffles: the warp's 32 threads meet at a barrier around a shared exchange buffer.
 static thread_local std::barrier<>* pcc_warp_bar = nullptr;
 static thread_local float* pcc_warp_buf = nullptr;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(n)
-#define __shared__ static
 #define PCC_DYN_SMEM(n) unsigned char* n = pcc_smem
 #define PCC_SPIN_PAUSE() std::this_thread::yield()
 #define PCC_SPIN_LIMIT (120LL * 1000000000LL)
 static inline void __syncthreads() { if (pcc_bar) pcc_bar->arrive_and_wait(); }
-static inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 #define __expf expf
 #define __logf logf
 static inline unsigned pcc_ld_relaxed(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
@@ -61,8 +54,6 @@ static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_
 static inline long long clock64() { return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 static inline void __trap() { fprintf(stderr, "trap: a dependency never completed\n"); std::abort(); }
 static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
-static inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
-static inline int min(int a, int b) { return a < b ? a : b; }
 static inline float __shfl_xor_sync(unsigned, float v, int o) {
     const unsigned lane = threadIdx.x & 31;
     pcc_warp_buf[lane] = v;
@@ -95,16 +86,7 @@ static inline void pcc_bar_done_arrive() { (void)pcc_nbar[2]->arrive(); }
 static inline void pcc_bar_done_wait() { pcc_nbar[2]->arrive_and_wait(); }
 static inline void pcc_bar_next_wait() { pcc_nbar[3]->arrive_and_wait(); }
 static inline void pcc_bar_next_arrive() { (void)pcc_nbar[3]->arrive(); }
-static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
-struct float4 { float x, y, z, w; };
-static inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
 static inline void pcc_fence_acq_rel() { std::atomic_thread_fence(std::memory_order_acq_rel); }
-static inline void pcc_mbar_init(unsigned long long*) {}
-static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
-static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
-#define PCC_BULK(t) ((t)[15])
-#define PCC_BULK_IDS 1
-#define __noinline__ __attribute__((noinline))
 
 "#;
 
@@ -252,7 +234,7 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
         write_f32(&d.join("sum"), &model.params.sum);
         write_f32(&d.join("table"), &model.params.leaf_table(&model.plan));
         write_u32(&d.join("ech"), &p.children);
-        let src = format!("{SHIM}{}{}", e.source, driver(model, &e.manifest));
+        let src = format!("{SHIM}{KERNEL_SHIM}{}{}", e.source, driver(model, &e.manifest));
         std::fs::write(d.join("prog.cpp"), src).unwrap();
         let exe = d.join("prog");
         let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();

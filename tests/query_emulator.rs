@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::host_cuda::{read_f32, write_f32, DRIVER_PRELUDE};
+use common::host_cuda::{KERNEL_SHIM, read_f32, write_f32, DRIVER_PRELUDE};
 use common::Gen;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm};
@@ -627,18 +627,11 @@ const SHIM: &str = r#"
 #include <algorithm>
 struct pcc_dim3 { unsigned x, y, z; };
 static pcc_dim3 blockIdx, blockDim, threadIdx, gridDim;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
 static inline void __syncthreads() {}
-static inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 static inline float pcc_host_expf(float x) { return expf(x); }
 static inline float pcc_host_logf(float x) { return logf(x); }
 #define __expf pcc_host_expf
 #define __logf pcc_host_logf
-static inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
-static inline int min(int a, int b) { return a < b ? a : b; }
 // Warp shuffles cannot run one thread at a time; the kernels that use them (small-batch sums,
 // parameter flows) are never launched by this driver, so reaching one is a test bug.
 static inline float __shfl_xor_sync(unsigned, float, int) { std::abort(); }
@@ -646,26 +639,15 @@ static inline float __shfl_down_sync(unsigned, float, int) { std::abort(); }
 static inline float __shfl_sync(unsigned, float, int) { std::abort(); }
 static inline bool __any_sync(unsigned, bool) { std::abort(); }
 static inline void __syncwarp() {}
-static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 // The persistent forward kernel (blocks wait on each other) compiles but is never launched here;
 // tests/persistent_emulator.rs runs it on threads.
-#define PCC_HOST_EMULATION 1
-#define __launch_bounds__(n)
 #define PCC_DYN_SMEM(n) unsigned char* n = nullptr; std::abort()
-struct float4 { float x, y, z, w; };
-static inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
-#define __noinline__ __attribute__((noinline))
-#define PCC_BULK_IDS 1
 static inline void pcc_bar_work() {}
 static inline void pcc_bar_done_arrive() {}
 static inline void pcc_bar_done_wait() {}
 static inline void pcc_bar_next_wait() {}
 static inline void pcc_bar_next_arrive() {}
 static inline void pcc_fence_acq_rel() {  }
-static inline void pcc_mbar_init(unsigned long long*) {}
-static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
-static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
-#define PCC_BULK(t) ((t)[15])
 #define PCC_SPIN_PAUSE()
 static inline unsigned pcc_ld_relaxed(const unsigned* p) { return *p; }
 static inline void pcc_fence_acquire() {}
@@ -778,7 +760,7 @@ fn host_program(model: &Model, dir: &std::path::Path) -> Option<std::path::PathB
     write_f32(&dir.join("sum"), &model.params.sum);
     write_f32(&dir.join("prm"), &nonempty(model.params.input.clone()));
     write_f32(&dir.join("table"), &nonempty(model.params.leaf_table(&model.plan)));
-    let src = format!("{SHIM}{}{}", e.source, driver(model, &e.manifest));
+    let src = format!("{SHIM}{KERNEL_SHIM}{}{}", e.source, driver(model, &e.manifest));
     std::fs::write(dir.join("prog.cpp"), src).unwrap();
     let exe = dir.join("prog");
     let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++17", "-o"]).arg(&exe).arg(dir.join("prog.cpp")).output().unwrap();

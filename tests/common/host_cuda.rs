@@ -2,6 +2,32 @@
 //! `persistent_emulator`): the driver's file I/O and sequential launch macro, and the binary files
 //! the Rust side exchanges with it.
 
+/// C++ that both host builds of the generated CUDA share, after their own shims (whose standard
+/// headers must come before the `__noinline__` macro) and before the source: CUDA's
+/// keywords and the few built-ins they treat alike, and the persistent kernel's bulk copies as
+/// `memcpy` (complete at once, so its mbarrier waits are no-ops).
+pub const KERNEL_SHIM: &str = r#"
+#include <cstring>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static
+static inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+#define __noinline__ __attribute__((noinline))
+#define PCC_HOST_EMULATION 1
+static inline void pcc_mbar_init(unsigned long long*) {}
+static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
+static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
+#define PCC_BULK(t) ((t)[15])
+#define PCC_BULK_IDS 1
+"#;
+
 /// C++ for a driver: `LAUNCH(kernel, threads, args…)` runs a grid of 256-thread blocks one thread
 /// at a time (kernels without intra-block synchronization), `rd<T>(path)` reads a binary file
 /// (at least one element, as the engine uploads empty buffers).

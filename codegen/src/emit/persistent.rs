@@ -199,10 +199,11 @@ pub const FAST_BIT: u32 = 0x8000;
 /// Byte offsets of the kernel's dynamic shared memory (the template's `PCC_OFF_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
-    /// Four mbarriers at 0 (two weight slots, two id slots), then: block reduction (the fast task's per-warp partial sums), per-sample
-    /// maxima, the generation and two `staged` words, cached task words and task ids, then, two of
-    /// each (double-buffered by list position): narrow tasks' child ids, the children's positions in the previous task's
-    /// outputs, task outputs, staged children; last two weight slots (128-byte aligned).
+    /// Four mbarriers at 0 (two weight slots, two id slots), then: block reduction (the fast
+    /// task's per-warp partial sums), per-sample maxima, the generation and two `staged` words,
+    /// cached task words and task ids; then two of each (double-buffered by list position):
+    /// narrow tasks' child ids, the children's positions in the previous task's outputs, task
+    /// outputs, staged children; last two weight slots (128-byte aligned).
     pub off_red: u32,
     pub off_smx: u32,
     pub off_gen: u32,
