@@ -61,16 +61,22 @@ impl Evidence {
     pub fn transposed(&self) -> (Vec<f32>, Vec<u8>) {
         let (n, nv) = (self.num_samples(), self.num_vars);
         let (mut data, mut missing) = (vec![0f32; nv * n], vec![0u8; nv * n]);
+        self.transpose_into(&mut data, &mut missing);
+        (data, missing)
+    }
+
+    /// [`Evidence::transposed`] into given buffers of `num_vars × num_samples` elements each
+    /// (every element is written).
+    pub fn transpose_into(&self, data: &mut [f32], missing: &mut [u8]) {
+        let (n, nv) = (self.num_samples(), self.num_vars);
+        assert!(data.len() == nv * n && missing.len() == nv * n, "transpose_into: buffers of {} and {} for {nv} × {n}", data.len(), missing.len());
         for s in 0..n {
             for v in 0..nv {
-                if self.is_missing(s, v) {
-                    missing[v * n + s] = 1;
-                } else {
-                    data[v * n + s] = self.value(s, v);
-                }
+                let (d, m) = if self.is_missing(s, v) { (0.0, 1) } else { (self.value(s, v), 0) };
+                data[v * n + s] = d;
+                missing[v * n + s] = m;
             }
         }
-        (data, missing)
     }
 
     /// Check shape and every observed value against the variables' domains.

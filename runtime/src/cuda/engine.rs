@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
 mod persistent;
@@ -41,6 +41,12 @@ struct Buffers {
     elem_flows: CudaSlice<f32>,
     data: CudaSlice<f32>,
     missing: CudaSlice<u8>,
+    /// Page-locked staging of the batch's values and mask and of the root's values: a copy from
+    /// pageable memory goes through a driver bounce buffer and blocks the host, which at batch 1
+    /// costs several µs of a ~100 µs call.
+    host_data: PinnedHostSlice<f32>,
+    host_missing: PinnedHostSlice<u8>,
+    host_root: PinnedHostSlice<f32>,
 }
 
 impl Buffers {
@@ -314,7 +320,17 @@ impl GpuEngine {
         let elem_flows = s.alloc_zeros::<f32>(p.num_elements as usize * batch)?;
         let data = s.alloc_zeros::<f32>(p.num_vars as usize * batch)?;
         let missing = s.alloc_zeros::<u8>(p.num_vars as usize * batch)?;
-        let b = Buffers { forward_graph: None, backward_graph: None, batch, nodes, elems, node_flows, elem_flows, data, missing };
+        let ctx = s.context();
+        // SAFETY: the pinned buffers are written in full before each copy that reads them.
+        // Not write-combined: the root's buffer is read by the host.
+        let (host_data, host_missing, host_root) = unsafe {
+            (
+                ctx.alloc_pinned_with_flags::<f32>(p.num_vars as usize * batch, 0)?,
+                ctx.alloc_pinned_with_flags::<u8>(p.num_vars as usize * batch, 0)?,
+                ctx.alloc_pinned_with_flags::<f32>(batch, 0)?,
+            )
+        };
+        let b = Buffers { forward_graph: None, backward_graph: None, batch, nodes, elems, node_flows, elem_flows, data, missing, host_data, host_missing, host_root };
         self.bytes.0 += b.bytes();
         self.bytes.1 = self.bytes.1.max(self.bytes.0);
         self.buffers = Some(b);
@@ -423,17 +439,22 @@ impl GpuEngine {
             return Ok(0);
         }
         self.buffers(batch)?;
-        let (data, missing) = ev.transposed();
         let bufs = self.buffers.as_mut().expect("allocated above");
-        self.stream.memcpy_htod(&data, &mut bufs.data).map_err(CudaError::from)?;
-        self.stream.memcpy_htod(&missing, &mut bufs.missing).map_err(CudaError::from)?;
+        // Waits for the previous copy out of these buffers (their events), then refills them.
+        ev.transpose_into(bufs.host_data.as_mut_slice().map_err(CudaError::from)?, bufs.host_missing.as_mut_slice().map_err(CudaError::from)?);
+        self.stream.memcpy_htod(&bufs.host_data, &mut bufs.data).map_err(CudaError::from)?;
+        self.stream.memcpy_htod(&bufs.host_missing, &mut bufs.missing).map_err(CudaError::from)?;
         Ok(batch)
     }
 
-    fn root_values(&self, batch: usize) -> Result<Vec<f32>, RuntimeError> {
-        let Some(bufs) = &self.buffers else { return Ok(Vec::new()) };
+    fn root_values(&mut self, batch: usize) -> Result<Vec<f32>, RuntimeError> {
+        let Some(bufs) = &mut self.buffers else { return Ok(Vec::new()) };
         let root = self.plan.root as usize;
-        Ok(self.stream.clone_dtoh(&bufs.nodes.slice(root * batch..(root + 1) * batch)).map_err(CudaError::from)?)
+        self.stream.memcpy_dtoh(&bufs.nodes.slice(root * batch..(root + 1) * batch), &mut bufs.host_root).map_err(CudaError::from)?;
+        // The stream's wait (a spin, under the context's default scheduling) rather than the
+        // buffer's event's, which is a blocking-sync event: a sleeping thread wakes up late.
+        self.stream.synchronize().map_err(CudaError::from)?;
+        Ok(bufs.host_root.as_slice().map_err(CudaError::from)?.to_vec())
     }
 
     /// Log-likelihood of every sample (missing values marginalized), as the CPU engine computes it.
