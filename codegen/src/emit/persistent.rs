@@ -25,8 +25,10 @@ pub const THREADS: u32 = 512;
 /// Worker warps that compute a fast (128-node) task; the others wait at its barrier. The block is
 /// issue-bound and each warp repeats the maxima, so fewer warps, each with more children, are
 /// faster: measured on an H200 (hclt128, batch 1, kernel span) 16 warps 98.9 µs, 8 93.9, 4 93.4;
-/// 8 keeps the dependent multiply-add chains short. At least 4 · the fast batch (2).
+/// 8 keeps the dependent multiply-add chains short. (With fewer than 4 · the batch, the warps that
+/// write the outputs find the maxima too.)
 pub const FAST_WARPS: u32 = 8;
+const _: () = assert!(FAST_WARPS >= 1 && FAST_WARPS <= THREADS / 32, "fast warps are worker warps");
 
 /// The whole CUDA block: workers, the producer warp and the publisher warp.
 pub const BLOCK_THREADS: u32 = THREADS + 64;
