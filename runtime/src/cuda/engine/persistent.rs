@@ -62,7 +62,10 @@ impl PersistentState {
         let grid = sms.min(p.num_tasks()).max(1);
         let s = schedule(p, grid);
         if std::env::var_os("PCC_TRACE_START").is_some() {
-            eprintln!("pcc: persistent forward: {} tasks on {grid} blocks, {} cross-block waits, modelled {:.1} us", p.num_tasks(), s.deps.len(), s.makespan_ns / 1e3);
+            // Word 6 of each task: its dependencies on other blocks (`s.deps` holds only those
+            // beyond the inline ones).
+            let waits: u32 = s.tasks.chunks(crate::cuda::TASK_WORDS).map(|t| t[6]).sum();
+            eprintln!("pcc: persistent forward: {} tasks on {grid} blocks, {waits} cross-block waits, modelled {:.1} us", p.num_tasks(), s.makespan_ns / 1e3);
         }
         let up = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { stream.clone_htod(v) };
         Ok(Some(PersistentState {
