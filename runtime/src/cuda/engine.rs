@@ -42,8 +42,8 @@ struct Buffers {
     data: CudaSlice<f32>,
     missing: CudaSlice<u8>,
     /// Page-locked staging of the batch's values and mask and of the root's values: a copy from
-    /// pageable memory goes through a driver bounce buffer and blocks the host, which at batch 1
-    /// costs several µs of a ~100 µs call.
+    /// pageable memory goes through a driver bounce buffer and blocks the host (not measured on
+    /// its own; see the perf log).
     host_data: PinnedHostSlice<f32>,
     host_missing: PinnedHostSlice<u8>,
     host_root: PinnedHostSlice<f32>,
