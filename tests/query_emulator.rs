@@ -650,7 +650,8 @@ static inline void pcc_bar_next_arrive() {}
 static inline void pcc_fence_acq_rel() {  }
 #define PCC_SPIN_PAUSE()
 static inline unsigned pcc_ld_relaxed(const unsigned* p) { return *p; }
-static inline void pcc_fence_acquire() {}
+static inline unsigned pcc_ld_acquire(const unsigned* p) { return *p; }
+static inline void pcc_prefetch_l2(const void*) {}
 static inline void pcc_st_relaxed(unsigned* p, unsigned v) { *p = v; }
 static inline unsigned long long pcc_globaltimer() { return 0; }
 static inline float pcc_ld_fresh(const float* p) { return *p; }
@@ -658,6 +659,9 @@ static inline long long clock64() { return 0; }
 static inline void __trap() { std::abort(); }
 static inline void __threadfence() {}
 static inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned o = *p; *p = o + v; return o; }
+static inline int pcc_redux_max(int) { std::abort(); }
+static inline void pcc_st_sys(unsigned* p, unsigned v) { *p = v; }
+static inline void pcc_fence_sys() {}
 "#;
 
 fn driver(model: &Model, m: &Manifest) -> String {

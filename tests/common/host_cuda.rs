@@ -5,15 +5,18 @@
 /// C++ that both host builds of the generated CUDA share, after their own shims (whose standard
 /// headers must come before the `__noinline__` macro) and before the source: CUDA's
 /// keywords and the few built-ins they treat alike, and the persistent kernel's bulk copies as
-/// `memcpy` (complete at once, so its mbarrier waits are no-ops).
+/// `memcpy` that complete their mbarrier's phase at once (a wait spins until the copy was issued).
 pub const KERNEL_SHIM: &str = r#"
 #include <cstring>
+#include <sched.h>
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __shared__ static
 static inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+static inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 static inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
@@ -21,9 +24,16 @@ struct float4 { float x, y, z, w; };
 static inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
 #define __noinline__ __attribute__((noinline))
 #define PCC_HOST_EMULATION 1
-static inline void pcc_mbar_init(unsigned long long*) {}
-static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long*) { std::memcpy(dst, src, bytes); }
-static inline void pcc_mbar_wait(unsigned long long*, unsigned) {}
+// An mbarrier as its count of completed phases: a copy completes one (the kernel's mbarriers
+// expect one copy per phase); a wait for parity P returns once phase P has completed.
+static inline void pcc_mbar_init(unsigned long long* m) { __atomic_store_n(m, 0ull, __ATOMIC_RELEASE); }
+static inline void pcc_tma(void* dst, const void* src, unsigned bytes, unsigned long long* m) {
+    std::memcpy(dst, src, bytes);
+    __atomic_fetch_add(m, 1ull, __ATOMIC_RELEASE);
+}
+static inline void pcc_mbar_wait(unsigned long long* m, unsigned parity) {
+    while ((__atomic_load_n(m, __ATOMIC_ACQUIRE) & 1ull) == parity) sched_yield();
+}
 #define PCC_BULK(t) ((t)[15])
 #define PCC_BULK_IDS 1
 "#;

@@ -296,6 +296,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         ctx.insert("off_red", &layout.off_red);
         ctx.insert("off_smx", &layout.off_smx);
         ctx.insert("off_gen", &layout.off_gen);
+        ctx.insert("off_bnd", &layout.off_bnd);
         ctx.insert("off_task", &layout.off_task);
         ctx.insert("off_plist", &layout.off_plist);
         ctx.insert("off_ids", &layout.off_ids);

@@ -214,14 +214,17 @@ const MAX_SHAPES: u32 = 0x4000;
 /// Byte offsets of the kernel's dynamic shared memory (the template's `PCC_OFF_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
-    /// Four mbarriers at 0 (two weight slots, two id slots), then: block reduction (the fast
-    /// task's per-warp partial sums), per-sample maxima, the generation and two `staged` words,
-    /// cached task words and task ids; then two of each (double-buffered by list position):
-    /// narrow tasks' child ids, the children's positions in the previous task's outputs, task
-    /// outputs, staged children; last two weight slots (128-byte aligned).
+    /// Six mbarriers at 0 (two weight slots, four id slots), then: block reduction (the fast
+    /// task's per-warp partial sums), per-sample maxima, the generation, two `staged` words and
+    /// the call's sequence number, two 16-float bound records (per list position: the producer's
+    /// maxima of the staged child values, the task's outputs' maxima per warp), cached task words
+    /// and task ids; four slots of narrow tasks' child ids (by list position mod 4); then two of
+    /// each (double-buffered by list position): the children's positions in the previous task's
+    /// outputs, task outputs, staged children; last two weight slots (128-byte aligned).
     pub off_red: u32,
     pub off_smx: u32,
     pub off_gen: u32,
+    pub off_bnd: u32,
     pub off_task: u32,
     pub off_plist: u32,
     pub off_ids: u32,
@@ -240,15 +243,16 @@ pub struct Layout {
 impl Layout {
     fn new(max_width: u32, slot_bytes: u32) -> Layout {
         let batch = SMALL_BATCH as u32;
-        let off_red = 32;
+        let off_red = 64;
         let red_floats = THREADS.max(THREADS / 32 * FAST_TILE * FAST_MAX_BATCH);
         let off_smx = off_red + 4 * red_floats;
         let off_gen = off_smx + 4 * batch;
-        let off_task = off_gen + 16;
+        let off_bnd = off_gen + 16;
+        let off_task = off_bnd + 2 * 16 * 4;
         let off_plist = off_task + 4 * CACHED_TASKS * TASK_WORDS as u32;
         let off_ids = (off_plist + 4 * CACHED_TASKS).next_multiple_of(128);
         let ids_words = FAST_TILE * 8;
-        let off_ci = off_ids + 2 * 4 * ids_words;
+        let off_ci = off_ids + 4 * 4 * ids_words;
         let ci_words = max_width.next_multiple_of(8);
         let off_out = off_ci + 2 * 2 * ci_words;
         let out_floats = MAX_TILE * batch;
@@ -256,7 +260,7 @@ impl Layout {
         let ev_floats = max_width.next_multiple_of(4) * batch;
         let off_slot = (off_ev + 2 * 4 * ev_floats).next_multiple_of(128);
         let slot_bytes = slot_bytes.next_multiple_of(128);
-        Layout { off_red, off_smx, off_gen, off_task, off_plist, off_ids, ids_words, off_ci, ci_words, off_out, out_floats, off_ev, ev_floats, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
+        Layout { off_red, off_smx, off_gen, off_bnd, off_task, off_plist, off_ids, ids_words, off_ci, ci_words, off_out, out_floats, off_ev, ev_floats, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
     }
 }
 

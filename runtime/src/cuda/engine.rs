@@ -5,16 +5,20 @@
 //! one stream. EM runs on the device too (the CPU engine's rule, in f32), so a training step never
 //! copies parameters to the host. Conditionals, MPE and sampling are in [`queries`].
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
 mod persistent;
+mod pinned;
 mod queries;
 
-use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step, SMALL_BATCH};
+use pinned::PinnedWords;
+
+use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step, SMALL_BATCH, TASK_WORDS};
 use crate::cpu::{check_em_hyper_parameters, Flows};
 use crate::data::Evidence;
 use crate::params::Params;
@@ -39,20 +43,32 @@ struct Buffers {
     elems: CudaSlice<f32>,
     node_flows: CudaSlice<f32>,
     elem_flows: CudaSlice<f32>,
-    data: CudaSlice<f32>,
-    missing: CudaSlice<u8>,
-    /// Page-locked staging of the batch's values and mask and of the root's values: a copy from
-    /// pageable memory goes through a driver bounce buffer and blocks the host (not measured on
-    /// its own; see the perf log).
-    host_data: PinnedHostSlice<f32>,
-    host_missing: PinnedHostSlice<u8>,
+    /// The batch's input on the device ([`io_layout`]): values (f32), the missing mask (bytes)
+    /// and the call's sequence number, uploaded from `staging` by one copy (two copies took
+    /// ~3.5 µs more per call on an H200, `bench/micro/host_overhead.cu`).
+    io: CudaSlice<u32>,
+    /// Values per input row (variables × batch).
+    io_n: usize,
+    /// Page-locked staging of `io`: a copy from pageable memory goes through a driver bounce
+    /// buffer and blocks the host.
+    staging: PinnedWords,
+    /// A copy out of `staging` may still be pending (cleared once a call saw its result).
+    staging_busy: bool,
+    /// The root's values, copied back (when the persistent pass does not write them to the host).
     host_root: PinnedHostSlice<f32>,
 }
 
 impl Buffers {
     fn bytes(&self) -> usize {
-        4 * (self.nodes.len() + self.elems.len() + self.node_flows.len() + self.elem_flows.len() + self.data.len()) + self.missing.len()
+        4 * (self.nodes.len() + self.elems.len() + self.node_flows.len() + self.elem_flows.len() + self.io.len())
     }
+}
+
+/// Words of a batch's device input for `n` values: the values, ⌈n / 4⌉ words of mask bytes, the
+/// sequence number; returns (words, the sequence number's word).
+fn io_layout(n: usize) -> (usize, usize) {
+    let seq = n + n.div_ceil(4);
+    (seq + 1, seq)
 }
 
 /// Per-circuit device state: parameters, leaf constants, flow accumulators, index tables.
@@ -108,6 +124,12 @@ pub struct GpuEngine {
     /// Bytes of device memory this engine holds now (per-circuit state plus batch buffers) and the
     /// most it has held at once.
     bytes: (usize, usize),
+    /// Host-mapped words the persistent pass writes the root's values to ([0] the call's sequence
+    /// number, then the values), with their device address; `None` without a persistent pass or
+    /// with `PCC_HOST_RESULT=0`. Declared after `buffers`: the graphs that write it go first.
+    host_out: Option<(PinnedWords, u64)>,
+    /// The last call's sequence number (0 is never used).
+    seq: u32,
 }
 
 /// Where [`GpuEngine::new`] spent its time (for the warm-start budget).
@@ -194,6 +216,17 @@ impl GpuEngine {
             Some(p) => persistent::PersistentState::load(&ctx, &module, &stream, p)?,
             None => None,
         };
+        // The root's values straight to the host when a task of the persistent pass writes it.
+        let root = plan.root;
+        let root_in_tasks = manifest.persistent.as_ref().is_some_and(|p| p.tasks.chunks(TASK_WORDS).any(|t| root.wrapping_sub(t[1]) < t[7]));
+        let host_out = match persistent.is_some() && root_in_tasks && std::env::var("PCC_HOST_RESULT").map_or(true, |v| v != "0") {
+            true => {
+                let w = PinnedWords::new(&stream, 1 + SMALL_BATCH, true).map_err(CudaError::from)?;
+                let d = w.device_ptr().map_err(CudaError::from)?;
+                Some((w, d))
+            }
+            false => None,
+        };
         let t_kernels = t0.elapsed();
         let t0 = Instant::now();
         // `PCC_TRACE_START=1` prints each upload phase (to find where a warm start goes).
@@ -251,6 +284,8 @@ impl GpuEngine {
             use_graphs,
             warned_capture: false,
             bytes: (state_bytes, state_bytes),
+            host_out,
+            seq: 0,
         })
     }
 
@@ -318,19 +353,12 @@ impl GpuEngine {
         let elems = s.clone_htod(&init)?;
         let node_flows = s.alloc_zeros::<f32>(p.num_nodes as usize * batch)?;
         let elem_flows = s.alloc_zeros::<f32>(p.num_elements as usize * batch)?;
-        let data = s.alloc_zeros::<f32>(p.num_vars as usize * batch)?;
-        let missing = s.alloc_zeros::<u8>(p.num_vars as usize * batch)?;
-        let ctx = s.context();
-        // SAFETY: the pinned buffers are written in full before each copy that reads them.
-        // Not write-combined: the root's buffer is read by the host.
-        let (host_data, host_missing, host_root) = unsafe {
-            (
-                ctx.alloc_pinned_with_flags::<f32>(p.num_vars as usize * batch, 0)?,
-                ctx.alloc_pinned_with_flags::<u8>(p.num_vars as usize * batch, 0)?,
-                ctx.alloc_pinned_with_flags::<f32>(batch, 0)?,
-            )
-        };
-        let b = Buffers { forward_graph: None, backward_graph: None, batch, nodes, elems, node_flows, elem_flows, data, missing, host_data, host_missing, host_root };
+        let io_n = p.num_vars as usize * batch;
+        let io = s.alloc_zeros::<u32>(io_layout(io_n).0)?;
+        let staging = PinnedWords::new(s, io_layout(io_n).0, false)?;
+        // SAFETY: written by the copy before the host reads it. Not write-combined: the host reads it.
+        let host_root = unsafe { s.context().alloc_pinned_with_flags::<f32>(batch, 0)? };
+        let b = Buffers { forward_graph: None, backward_graph: None, batch, nodes, elems, node_flows, elem_flows, io, io_n, staging, staging_busy: false, host_root };
         self.bytes.0 += b.bytes();
         self.bytes.1 = self.bytes.1.max(self.bytes.0);
         self.buffers = Some(b);
@@ -344,6 +372,13 @@ impl GpuEngine {
         }
         let (b_i32, count) = (batch as i32, spec.count as i32);
         let bufs = || bind.bufs.expect("value buffers exist for value and flow passes");
+        // The values and the mask, as the kernels see them (views into `io`).
+        // SAFETY: `io` holds `io_n` f32 values, then `io_n` mask bytes (`io_layout`).
+        let io = bind.bufs.map(|b| unsafe {
+            let mask = b.io.slice(b.io_n..).transmute::<u8>(b.io_n).expect("io_layout holds the mask");
+            (b.io.transmute::<f32>(b.io_n).expect("io_layout holds the values"), mask)
+        });
+        let io = || io.as_ref().expect("value buffers exist for value and flow passes");
         let mut launch = stream.launch_builder(f);
         // Buffers are passed by shared reference even when written: everything runs in order on
         // one stream, so cudarc's read/write event tracking has nothing to order.
@@ -353,8 +388,8 @@ impl GpuEngine {
                 KernelArg::Elements => launch.arg(&bufs().elems),
                 KernelArg::NodeFlows => launch.arg(&bufs().node_flows),
                 KernelArg::ElementFlows => launch.arg(&bufs().elem_flows),
-                KernelArg::Data => launch.arg(&bufs().data),
-                KernelArg::Missing => launch.arg(&bufs().missing),
+                KernelArg::Data => launch.arg(&io().0),
+                KernelArg::Missing => launch.arg(&io().1),
                 KernelArg::InputParams => launch.arg(&bind.dev.input_params),
                 KernelArg::StepSize => launch.arg(&bind.em.0),
                 KernelArg::Pseudocount => launch.arg(&bind.em.1),
@@ -379,15 +414,17 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Upload the batch and run the forward pass.
-    fn run_forward(&mut self, ev: &Evidence) -> Result<usize, RuntimeError> {
-        let batch = self.upload(ev)?;
+    /// Upload the batch (with the call's sequence number `seq`, see [`GpuEngine::log_likelihood`])
+    /// and run the forward pass.
+    fn run_forward(&mut self, ev: &Evidence, seq: u32) -> Result<usize, RuntimeError> {
+        let batch = self.upload(ev, seq)?;
         if batch == 0 {
             return Ok(0);
         }
         let bufs = self.buffers.as_mut().expect("allocated by upload");
         let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
         let persistent = self.persistent.as_ref().filter(|p| batch <= p.max_batch);
+        let (host_out, root) = (self.host_out.as_ref().map(|h| h.1), self.plan.root);
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {
             let bind = Bind::pass(Some(bufs), dev, (0.0, 0.0));
             if let Some(p) = persistent {
@@ -395,7 +432,9 @@ impl GpuEngine {
                 for (spec, (f, _)) in manifest.forward.iter().zip(forward).take(p.prologue) {
                     Self::launch(stream, f, spec, &bind, batch)?;
                 }
-                return p.launch(stream, &bufs.nodes, &dev.sum_params, batch);
+                let at_seq = io_layout(bufs.io_n).1;
+                let seq = bufs.io.slice(at_seq..at_seq + 1);
+                return p.launch(stream, &bufs.nodes, &dev.sum_params, batch, host_out.map(|h| (h, &seq)), root);
             }
             for (spec, (f, small)) in manifest.forward.iter().zip(forward) {
                 let (spec, f) = match (&spec.small, small) {
@@ -431,8 +470,9 @@ impl GpuEngine {
         Ok(batch)
     }
 
-    /// Validate the batch, size the value buffers for it and upload its values and mask.
-    fn upload(&mut self, ev: &Evidence) -> Result<usize, RuntimeError> {
+    /// Validate the batch, size the value buffers for it and upload its values, mask and the
+    /// call's sequence number `seq` (one copy).
+    fn upload(&mut self, ev: &Evidence, seq: u32) -> Result<usize, RuntimeError> {
         ev.validate(&self.plan)?;
         let batch = ev.num_samples();
         if batch == 0 {
@@ -440,10 +480,20 @@ impl GpuEngine {
         }
         self.buffers(batch)?;
         let bufs = self.buffers.as_mut().expect("allocated above");
-        // Waits for the previous copy out of these buffers (their events), then refills them.
-        ev.transpose_into(bufs.host_data.as_mut_slice().map_err(CudaError::from)?, bufs.host_missing.as_mut_slice().map_err(CudaError::from)?);
-        self.stream.memcpy_htod(&bufs.host_data, &mut bufs.data).map_err(CudaError::from)?;
-        self.stream.memcpy_htod(&bufs.host_missing, &mut bufs.missing).map_err(CudaError::from)?;
+        if bufs.staging_busy {
+            // A copy out of the staging words may still be pending: never refill them under it.
+            self.stream.synchronize().map_err(CudaError::from)?;
+        }
+        let n = bufs.io_n;
+        let (words, at_seq) = io_layout(n);
+        let (vals, rest) = bufs.staging.words_mut().split_at_mut(n);
+        // SAFETY: `io_layout`: n words of f32 values, then ⌈n / 4⌉ words holding n mask bytes.
+        let (data, mask) = unsafe { (std::slice::from_raw_parts_mut(vals.as_mut_ptr() as *mut f32, n), std::slice::from_raw_parts_mut(rest.as_mut_ptr() as *mut u8, n)) };
+        ev.transpose_into(data, mask);
+        rest[at_seq - n] = seq;
+        let (dst, _) = bufs.io.device_ptr(&self.stream);
+        bufs.staging.copy_to(words, dst).map_err(CudaError::from)?;
+        bufs.staging_busy = true;
         Ok(batch)
     }
 
@@ -454,13 +504,55 @@ impl GpuEngine {
         // The stream's wait (a spin, under the context's default scheduling) rather than the
         // buffer's event's, which is a blocking-sync event: a sleeping thread wakes up late.
         self.stream.synchronize().map_err(CudaError::from)?;
+        bufs.staging_busy = false;
         Ok(bufs.host_root.as_slice().map_err(CudaError::from)?.to_vec())
     }
 
+    /// The root's values of call `seq`, written to host memory by the persistent pass: spin on
+    /// the sequence number, asking the stream now and then whether it failed or finished without
+    /// it (never a hang: a kernel waiting too long on a dependency traps). The launch may still be
+    /// finishing when this returns; later work is ordered after it on the stream.
+    fn host_root_values(&mut self, batch: usize, seq: u32) -> Result<Vec<f32>, RuntimeError> {
+        let (host, _) = self.host_out.as_ref().expect("a direct call has the host words");
+        let mut spins = 0u32;
+        while host.load(0, Ordering::Acquire) != seq {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(1024) {
+                // SAFETY: this engine's stream; its context is bound (the launch above).
+                match unsafe { sys::cuStreamQuery(self.stream.cu_stream()) } {
+                    sys::CUresult::CUDA_ERROR_NOT_READY => {}
+                    sys::CUresult::CUDA_SUCCESS if host.load(0, Ordering::Acquire) == seq => break,
+                    sys::CUresult::CUDA_SUCCESS => return Err(CudaError::NoHostResult.into()),
+                    e => return Err(CudaError::from(DriverError(e)).into()),
+                }
+            }
+            std::hint::spin_loop();
+        }
+        let v = (0..batch).map(|b| f32::from_bits(host.load(1 + b, Ordering::Relaxed))).collect();
+        // The launch has started, so the copy before it has finished.
+        if let Some(b) = &mut self.buffers {
+            b.staging_busy = false;
+        }
+        Ok(v)
+    }
+
     /// Log-likelihood of every sample (missing values marginalized), as the CPU engine computes it.
+    /// A batch the persistent pass takes gets its values from host memory that the kernel writes
+    /// (no copy back, no wait for the launch's end: ~7 µs less per call on an H200,
+    /// `bench/micro/host_overhead.cu`).
     pub fn log_likelihood(&mut self, ev: &Evidence) -> Result<Vec<f32>, RuntimeError> {
-        match self.run_forward(ev)? {
+        let n = ev.num_samples();
+        let direct = self.host_out.is_some() && self.persistent.as_ref().is_some_and(|p| n > 0 && n <= p.max_batch);
+        let seq = match direct {
+            true => {
+                self.seq = self.seq.wrapping_add(1).max(1);
+                self.seq
+            }
+            false => 0,
+        };
+        match self.run_forward(ev, seq)? {
             0 => Ok(Vec::new()),
+            batch if direct => self.host_root_values(batch, seq),
             batch => self.root_values(batch),
         }
     }
@@ -474,7 +566,7 @@ impl GpuEngine {
         {
             return Err(RuntimeError::WeightsShape { expected: n, found: w.len() });
         }
-        let batch = self.run_forward(ev)?;
+        let batch = self.run_forward(ev, 0)?;
         if batch == 0 {
             return Ok(Vec::new());
         }

@@ -41,6 +41,8 @@ pub enum CudaError {
     MissingKernels(&'static str),
     #[error("kernel argument {0} has nothing bound in this pass (the manifest does not match the engine)")]
     Unbound(&'static str),
+    #[error("the persistent forward pass finished without writing the root's value to the host (the plan's root is in no task of its schedule)")]
+    NoHostResult,
     #[error("kernel cache {path}: {source}")]
     Cache { path: std::path::PathBuf, source: std::io::Error },
 }

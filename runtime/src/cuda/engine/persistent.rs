@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
 
 use crate::cuda::manifest::PersistentForward;
 use crate::cuda::persistent::schedule;
@@ -98,9 +98,12 @@ impl PersistentState {
         4 * (self.tasks.len() + self.children.len() + self.deps.len() + self.poff.len() + self.plist.len() + self.ctl.len())
     }
 
-    /// Run every sum layer of a batch of `batch` samples (the input layers already ran).
-    pub fn launch(&self, stream: &CudaStream, nodes: &CudaSlice<f32>, sum_params: &CudaSlice<f32>, batch: usize) -> Result<(), CudaError> {
-        let (b, no_trace) = (batch as i32, 0u64);
+    /// Run every sum layer of a batch of `batch` samples (the input layers already ran). With
+    /// `result` (the device address of host-mapped words, the call's sequence number on the
+    /// device), the task that computes node `root` also writes its values, then the sequence
+    /// number, to those words.
+    pub fn launch(&self, stream: &CudaStream, nodes: &CudaSlice<f32>, sum_params: &CudaSlice<f32>, batch: usize, result: Option<(u64, &CudaView<u32>)>, root: u32) -> Result<(), CudaError> {
+        let (b, no_trace, null) = (batch as i32, 0u64, 0u64);
         let mut l = stream.launch_builder(&self.func);
         l.arg(nodes).arg(sum_params).arg(&self.tasks).arg(&self.children).arg(&self.deps).arg(&self.poff).arg(&self.plist).arg(&self.ctl);
         match &self.trace {
@@ -108,6 +111,12 @@ impl PersistentState {
             None => l.arg(&no_trace),
         };
         l.arg(&b);
+        let host = result.map(|r| r.0);
+        match (&host, result) {
+            (Some(h), Some((_, seq))) => l.arg(h).arg(seq),
+            _ => l.arg(&null).arg(&null),
+        };
+        l.arg(&root);
         let cfg = LaunchConfig { grid_dim: (self.grid, 1, 1), block_dim: (self.threads, 1, 1), shared_mem_bytes: self.shared_bytes };
         // SAFETY: the arguments match the kernel's signature (emitted with the manifest); every
         // index in the tables lies inside the node and parameter buffers of this plan, and the

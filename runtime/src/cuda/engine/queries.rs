@@ -146,7 +146,7 @@ impl GpuEngine {
         let mut result = Vec::with_capacity(ev.num_samples());
         for (a, b) in chunks(ev.num_samples()) {
             let part = part(ev, a, b);
-            let batch = self.run_forward(&part)?;
+            let batch = self.run_forward(&part, 0)?;
             if batch == 0 {
                 continue;
             }
@@ -179,7 +179,7 @@ impl GpuEngine {
         let (mut log_values, mut assignments) = (Vec::with_capacity(n), Vec::with_capacity(n * self.plan.num_vars as usize));
         for (a, b) in chunks(n) {
             let part = part(ev, a, b);
-            let batch = self.upload(&part)?;
+            let batch = self.upload(&part, 0)?;
             if batch == 0 {
                 continue;
             }
@@ -211,7 +211,7 @@ impl GpuEngine {
         let mut out = Vec::with_capacity(n * self.plan.num_vars as usize);
         for (a, b) in chunks(n) {
             let part = part(ev, a, b);
-            let batch = self.run_forward(&part)?;
+            let batch = self.run_forward(&part, 0)?;
             if batch == 0 {
                 continue;
             }

@@ -1,0 +1,71 @@
+//! Page-locked host words without cudarc's per-copy events: the engine orders its staging copies
+//! itself (one stream; a copy out of the staging is known finished once the call that issued it
+//! saw its result), so each call saves the event record and stream wait cudarc adds around a copy
+//! from a [`cudarc::driver::PinnedHostSlice`]. Optionally mapped into the device's address space,
+//! for results the persistent kernel writes straight to the host.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use cudarc::driver::{result, sys, CudaStream, DriverError};
+
+/// `len` page-locked, zero-initialised 32-bit words.
+pub(super) struct PinnedWords {
+    ptr: *mut u32,
+    len: usize,
+    /// Synchronized before the memory is freed: a copy or kernel may still use it.
+    stream: Arc<CudaStream>,
+}
+
+// SAFETY: the words are only reached through `&mut GpuEngine` (or atomically, see `load`).
+unsafe impl Send for PinnedWords {}
+
+impl PinnedWords {
+    /// Allocate; `mapped`: also addressable from the device ([`PinnedWords::device_ptr`]).
+    pub fn new(stream: &Arc<CudaStream>, len: usize, mapped: bool) -> Result<PinnedWords, DriverError> {
+        stream.context().bind_to_thread()?;
+        let len = len.max(1);
+        let flags = if mapped { sys::CU_MEMHOSTALLOC_DEVICEMAP } else { 0 };
+        // SAFETY: a fresh allocation of `4 · len` bytes, zeroed before any use.
+        let ptr = unsafe { result::malloc_host(4 * len, flags)? } as *mut u32;
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(PinnedWords { ptr, len, stream: stream.clone() })
+    }
+
+    /// The words, for the host to fill. The caller makes sure no copy from them is pending.
+    pub fn words_mut(&mut self) -> &mut [u32] {
+        // SAFETY: `len` initialised words owned by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Word `i`, read atomically (the device may be writing it).
+    pub fn load(&self, i: usize, order: Ordering) -> u32 {
+        assert!(i < self.len);
+        // SAFETY: in bounds and 4-byte aligned; AtomicU32 has u32's layout.
+        unsafe { (*(self.ptr.add(i) as *const AtomicU32)).load(order) }
+    }
+
+    /// The device's address of a mapped allocation.
+    pub fn device_ptr(&self) -> Result<sys::CUdeviceptr, DriverError> {
+        let mut d: sys::CUdeviceptr = 0;
+        // SAFETY: `ptr` is a page-locked allocation of this context.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut d, self.ptr as *mut std::ffi::c_void, 0).result()? };
+        Ok(d)
+    }
+
+    /// Copy the first `n` words to `dst` on the stream (asynchronous: the words must stay
+    /// unchanged until the stream has passed the copy).
+    pub fn copy_to(&self, n: usize, dst: sys::CUdeviceptr) -> Result<(), DriverError> {
+        assert!(n <= self.len);
+        // SAFETY: `n` initialised words; `dst` holds at least as many (the caller's buffer).
+        unsafe { result::memcpy_htod_async(dst, std::slice::from_raw_parts(self.ptr, n), self.stream.cu_stream()) }
+    }
+}
+
+impl Drop for PinnedWords {
+    fn drop(&mut self) {
+        let _ = self.stream.synchronize();
+        // SAFETY: allocated by `malloc_host`, no longer used by the device (synchronized above).
+        let _ = unsafe { result::free_host(self.ptr as *mut std::ffi::c_void) };
+    }
+}
