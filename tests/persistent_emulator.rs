@@ -135,6 +135,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
     let (kernel, threads, smem_floats, ntasks, tw) = (&p.kernel, p.threads, p.shared_bytes / 4, p.num_tasks(), pcc::runtime::cuda::TASK_WORDS);
     let prelude = DRIVER_PRELUDE;
     let hw = 1 + SMALL_BATCH;
+    let pt = pcc::codegen::emit::persistent::THREADS;
     format!(
         r#"{prelude}
 static void wr(const std::string& path, const void* p, size_t bytes) {{
@@ -171,8 +172,8 @@ int main(int argc, char** argv) {{
         // Per block: workers (all but the producer and publisher warps), workers + publisher, all.
         std::vector<std::unique_ptr<std::barrier<>>> nbars;
         for (int g = 0; g < G; ++g) {{
-            nbars.emplace_back(new std::barrier<>({threads} - 64));
-            nbars.emplace_back(new std::barrier<>({threads} - 32));
+            nbars.emplace_back(new std::barrier<>({pt}));
+            nbars.emplace_back(new std::barrier<>({pt} + 32));
             nbars.emplace_back(new std::barrier<>({threads}));
         }}
         const int warps = {threads} / 32;

@@ -287,6 +287,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         ctx.insert("name", &p.kernel);
         ctx.insert("threads", &persistent::THREADS);
         ctx.insert("fast_warps", &persistent::FAST_WARPS);
+        ctx.insert("producers", &persistent::PRODUCER_WARPS);
         ctx.insert("prefetch_cap", &persistent::PREFETCH_CAP);
         ctx.insert("max_batch", &pc_runtime::cuda::SMALL_BATCH);
         ctx.insert("shapes", &shapes);

@@ -18,8 +18,8 @@ use pc_runtime::plan::Plan;
 /// 4 481 vs 440, 8 864 vs 639: one block per task serializes the samples of a larger batch.
 pub const MAX_BATCH: u32 = 2;
 
-/// Worker threads per CUDA block of the persistent kernel (16 warps); the block has two more warps,
-/// the producer and the publisher (see the template).
+/// Worker threads per CUDA block of the persistent kernel (16 warps); the block has three more
+/// warps, two producers and the publisher (see the template).
 pub const THREADS: u32 = 512;
 
 /// Worker warps that compute a fast (128-node) task; the others wait at its barrier. The block is
@@ -31,7 +31,11 @@ pub const FAST_WARPS: u32 = 8;
 const _: () = assert!(FAST_WARPS >= 1 && FAST_WARPS <= THREADS / 32, "fast warps are worker warps");
 
 /// The whole CUDA block: workers, the producer warp and the publisher warp.
-pub const BLOCK_THREADS: u32 = THREADS + 64;
+pub const BLOCK_THREADS: u32 = THREADS + 32 * PRODUCER_WARPS + 32;
+
+/// Producer warps per block (the template's `PCC_PRODUCERS`): each gathers half of the next task's
+/// elements, whose instructions are on the chain's path.
+pub const PRODUCER_WARPS: u32 = 2;
 
 /// Most child loads (`count × product width`) of a task that the producer warp sums ahead of
 /// time; wider tasks are staged by the 16 worker warps (one warp takes 32 ids per lane and round
@@ -215,8 +219,8 @@ const MAX_SHAPES: u32 = 0x4000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
     /// Six mbarriers at 0 (two weight slots, four id slots), then: block reduction (the fast
-    /// task's per-warp partial sums), per-sample maxima, the generation, two `staged` words and
-    /// the call's sequence number, two 16-float bound records (per list position: the producer's
+    /// task's per-warp partial sums), per-sample maxima, the generation, four `staged` words (list
+    /// position × producer warp) and the call's sequence number, two 16-float bound records (per list position: the producer's
     /// maxima of the staged child values, the task's outputs' maxima per warp), cached task words
     /// and task ids; four slots of narrow tasks' child ids (by list position mod 4); then two of
     /// each (double-buffered by list position): the children's positions in the previous task's
@@ -247,7 +251,7 @@ impl Layout {
         let red_floats = THREADS.max(THREADS / 32 * FAST_TILE * FAST_MAX_BATCH);
         let off_smx = off_red + 4 * red_floats;
         let off_gen = off_smx + 4 * batch;
-        let off_bnd = off_gen + 16;
+        let off_bnd = off_gen + 32;
         let off_task = off_bnd + 2 * 16 * 4;
         let off_plist = off_task + 4 * CACHED_TASKS * TASK_WORDS as u32;
         let off_ids = (off_plist + 4 * CACHED_TASKS).next_multiple_of(128);
