@@ -201,7 +201,7 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             let at = e.source.find("// Persistent small-batch forward").expect("persistent kernel header");
             let body = e.source.len() - at;
             let cases = e.source[at..].matches("case ").count();
-            assert!(body < 30_000 + 200 * cases, "{name}: {body} bytes of persistent kernel for {cases} shapes");
+            assert!(body < 42_000 + 200 * cases, "{name}: {body} bytes of persistent kernel for {cases} shapes");
             body
         } else {
             0
@@ -319,10 +319,10 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
 }
 
 /// The persistent kernel keeps its state in registers: no local array and little spilling (at
-/// most 64 bytes stored and 256 loaded per function; ptxas measures 56/220 for the worker function
-/// and 36/72 for the producer's, under the 96 registers it gives the called functions: the kernel
-/// measured fastest on an H200, where only 8 worker warps run a fast task, spills a little more
-/// than the all-warps version's 40/84). Before the roles were split into functions, the merged
+/// most 16 bytes stored and 16 loaded per function; ptxas measures 4/4 for the worker function,
+/// 0/4 for the producers' and the publisher's, under the 96 registers it gives the called
+/// functions, since the fast task shifts by a bound and each producer warp gathers two elements
+/// per lane; before, 56/220 and 36/72). Before the roles were split into functions, the merged
 /// loop spilled its state: a round trip through L1 in every task of the chain. Checked on a
 /// circuit with fast 128-node tasks, general tasks and a wide product.
 #[test]
@@ -352,7 +352,7 @@ fn persistent_kernel_keeps_its_state_in_registers() {
         if (kernel == "fwd_persistent" || kernel.contains("pcc_")) && line.contains("spill stores") {
             eprintln!("fwd_persistent: {line}");
             let (st, ld) = (bytes(line, " bytes spill stores"), bytes(line, " bytes spill loads"));
-            assert!(st <= 64 && ld <= 256, "{kernel} spills ({st} bytes stored, {ld} loaded): {line}");
+            assert!(st <= 16 && ld <= 16, "{kernel} spills ({st} bytes stored, {ld} loaded): {line}");
             checked = true;
         }
     }
