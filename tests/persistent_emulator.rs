@@ -283,36 +283,34 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
 /// Run `exe` (one build of the driver) on each (batch, blocks) configuration of `name`.
 #[allow(clippy::too_many_arguments)]
 fn run_configs(name: &str, model: &Model, p: &pcc::runtime::cuda::PersistentForward, d: &std::path::Path, exe: &std::path::Path, cpu: &pcc::runtime::CpuEngine, mixed_ev: &Evidence) {
-    {
-        // One block running every task only where that overflows its cached descriptors.
-        let configs: &[(usize, usize)] = if name == "hclt4x200" { &[(1, 1), (2, 3)] } else { &[(1, 3), (2, 2), (3, 2), (SMALL_BATCH, 4)] };
-        for &(batch, blocks) in configs {
-            let s = schedule(p, blocks);
-            for (f, v) in [("tasks", &s.tasks), ("deps", &s.deps), ("poff", &s.poff), ("plist", &s.plist)] {
-                write_u32(&d.join(f), v);
-            }
-            let ev = if name == "mixed1" { mixed_ev.slice(0, batch) } else { common::random_evidence(model, batch, 0.3, 11 + batch as u64) };
-            let (data, missing) = ev.transposed();
-            write_f32(&d.join("data"), &data);
-            std::fs::write(d.join("missing"), &missing).unwrap();
-            let st = std::process::Command::new(&exe).arg(d).args([batch.to_string(), blocks.to_string()]).output().unwrap();
-            assert!(st.status.success(), "{name} B={batch} G={blocks}: {} {}", st.status, String::from_utf8_lossy(&st.stderr));
-            let (want, got) = (read_f32(&d.join("ref")), read_f32(&d.join("got")));
-            let ctl: Vec<u32> = std::fs::read(d.join("ctl")).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            assert_eq!(ctl, vec![2, 0], "{name}: generation after two launches, block counter reset");
-            let owner: Vec<u32> = std::fs::read(d.join("owner")).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            assert_eq!(owner, s.owner, "{name}: every task ran on its scheduled block (trace)");
-            // Every node row: inputs unchanged, every sum node as the per-depth kernels computed it.
-            for (i, (&w, &g)) in want.iter().zip(&got).enumerate() {
-                let ok = (w == g) || (w.is_finite() && g.is_finite() && (w - g).abs() <= 2e-5 * w.abs().max(1.0));
-                assert!(ok, "{name} B={batch} G={blocks}: node {} sample {}: per-depth {w}, persistent {g}", i / batch, i % batch);
-            }
-            let ll = cpu.log_likelihood(&ev).unwrap();
-            let root = model.plan.root as usize;
-            for (smp, &l) in ll.iter().enumerate() {
-                let g = got[root * batch + smp];
-                assert!((g - l).abs() <= 1e-4 * l.abs().max(1.0), "{name} B={batch}: root {g} vs CPU {l}");
-            }
+    // One block running every task only where that overflows its cached descriptors.
+    let configs: &[(usize, usize)] = if name == "hclt4x200" { &[(1, 1), (2, 3)] } else { &[(1, 3), (2, 2), (3, 2), (SMALL_BATCH, 4)] };
+    for &(batch, blocks) in configs {
+        let s = schedule(p, blocks);
+        for (f, v) in [("tasks", &s.tasks), ("deps", &s.deps), ("poff", &s.poff), ("plist", &s.plist)] {
+            write_u32(&d.join(f), v);
+        }
+        let ev = if name == "mixed1" { mixed_ev.slice(0, batch) } else { common::random_evidence(model, batch, 0.3, 11 + batch as u64) };
+        let (data, missing) = ev.transposed();
+        write_f32(&d.join("data"), &data);
+        std::fs::write(d.join("missing"), &missing).unwrap();
+        let st = std::process::Command::new(exe).arg(d).args([batch.to_string(), blocks.to_string()]).output().unwrap();
+        assert!(st.status.success(), "{name} B={batch} G={blocks}: {} {}", st.status, String::from_utf8_lossy(&st.stderr));
+        let (want, got) = (read_f32(&d.join("ref")), read_f32(&d.join("got")));
+        let ctl: Vec<u32> = std::fs::read(d.join("ctl")).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(ctl, vec![2, 0], "{name}: generation after two launches, block counter reset");
+        let owner: Vec<u32> = std::fs::read(d.join("owner")).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(owner, s.owner, "{name}: every task ran on its scheduled block (trace)");
+        // Every node row: inputs unchanged, every sum node as the per-depth kernels computed it.
+        for (i, (&w, &g)) in want.iter().zip(&got).enumerate() {
+            let ok = (w == g) || (w.is_finite() && g.is_finite() && (w - g).abs() <= 2e-5 * w.abs().max(1.0));
+            assert!(ok, "{name} B={batch} G={blocks}: node {} sample {}: per-depth {w}, persistent {g}", i / batch, i % batch);
+        }
+        let ll = cpu.log_likelihood(&ev).unwrap();
+        let root = model.plan.root as usize;
+        for (smp, &l) in ll.iter().enumerate() {
+            let g = got[root * batch + smp];
+            assert!((g - l).abs() <= 1e-4 * l.abs().max(1.0), "{name} B={batch}: root {g} vs CPU {l}");
         }
     }
 }
