@@ -220,9 +220,9 @@ const MAX_SHAPES: u32 = 0x4000;
 pub struct Layout {
     /// Six mbarriers at 0 (two weight slots, four id slots), then: block reduction (the fast
     /// task's per-warp partial sums), per-sample maxima, the generation, four `staged` words (list
-    /// position × producer warp) and the call's sequence number, two 16-float bound records (per list position: the producer's
-    /// maxima of the staged child values, the task's outputs' maxima per warp), cached task words
-    /// and task ids; four slots of narrow tasks' child ids (by list position mod 4); then two of
+    /// position × producer warp) and the call's sequence number, two 16-float bound records (per
+    /// list position: the producer warps' maxima of the staged child values, the task's outputs'
+    /// maxima per warp), cached task words and task ids; four slots of narrow tasks' child ids (by list position mod 4); then two of
     /// each (double-buffered by list position): the children's positions in the previous task's
     /// outputs, task outputs, staged children; last two weight slots (128-byte aligned).
     pub off_red: u32,

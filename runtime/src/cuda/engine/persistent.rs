@@ -111,10 +111,9 @@ impl PersistentState {
             None => l.arg(&no_trace),
         };
         l.arg(&b);
-        let host = result.map(|r| r.0);
-        match (&host, result) {
-            (Some(h), Some((_, seq))) => l.arg(h).arg(seq),
-            _ => l.arg(&null).arg(&null),
+        match &result {
+            Some((host, seq)) => l.arg(host).arg(*seq),
+            None => l.arg(&null).arg(&null),
         };
         l.arg(&root);
         let cfg = LaunchConfig { grid_dim: (self.grid, 1, 1), block_dim: (self.threads, 1, 1), shared_mem_bytes: self.shared_bytes };
