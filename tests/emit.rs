@@ -283,8 +283,25 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                 }
             }
             assert!(sums > 0);
-            // Everything but the sum forward launches is unchanged.
-            assert_eq!(e.manifest.backward, fp32.manifest.backward, "{name}");
+            // Sum partitions on tensor cores run their backward there too (element and parameter
+            // flows), reading the maxima buffer that their forward writes; everything else is
+            // unchanged.
+            let launches = |m: &pcc::runtime::cuda::Manifest| -> Vec<KernelSpec> {
+                m.backward.iter().filter_map(|s| if let Step::Launch(k) = s { Some(k.clone()) } else { None }).collect()
+            };
+            let (bwd, bwd32) = (launches(&e.manifest), launches(&fp32.manifest));
+            assert_eq!(bwd.len(), bwd32.len(), "{name}: one launch per scalar launch");
+            let mut rows = 0;
+            for (k, k32) in bwd.iter().zip(&bwd32) {
+                if k.name.starts_with(&format!("sum_bwd_{precision}_")) {
+                    assert!(k.args.contains(&KernelArg::SumMax) && k.layer == k32.layer, "{name}: {k:?}");
+                    assert_eq!(k.name.ends_with("_eflow"), k32.name.ends_with("_eflow"), "{name}: {} for {}", k.name, k32.name);
+                    rows += k.count * k.name.ends_with("_pflow") as u32;
+                } else {
+                    assert_eq!(k, k32, "{name}");
+                }
+            }
+            assert_eq!(rows, e.manifest.sum_max_rows, "{name}: one maxima row per tensor-core sum block");
             assert_eq!(e.manifest.em, fp32.manifest.em, "{name}");
             assert_eq!(e.manifest.tables, fp32.manifest.tables, "{name}");
             // Without an mma launch the source is the fp32 one, which the test above compiles.
@@ -303,7 +320,7 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                     if let Some(rest) = line.split("Compiling entry function '").nth(1) {
                         kernel = rest.split('\'').next().unwrap_or("");
                     }
-                    if kernel.starts_with(&format!("sum_fwd_{precision}_")) {
+                    if kernel.starts_with(&format!("sum_fwd_{precision}_")) || kernel.starts_with(&format!("sum_bwd_{precision}_")) {
                         if line.contains("spill") {
                             assert!(line.contains(" 0 bytes spill stores, 0 bytes spill loads"), "{name}: {kernel} spills: {line}");
                         }

@@ -7,6 +7,7 @@
 
 mod fuse;
 pub mod mma;
+pub mod mma_bwd;
 pub mod persistent;
 
 pub use mma::{EmitOptions, Precision};
@@ -106,6 +107,8 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     let mut input_bwd: Vec<Step> = Vec::new();
     // Per depth, backward steps in launch order (assembled top-down at the end).
     let mut depth_bwd: Vec<Vec<Step>> = Vec::new();
+    // Rows of the forward maxima buffer (`KernelArg::SumMax`): one per sum block on tensor cores.
+    let mut max_rows = 0u32;
     let table = |m: &mut Manifest, data: Vec<u32>| {
         m.tables.push(data);
         KernelArg::Table(m.tables.len() as u32 - 1)
@@ -194,6 +197,9 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
                 spec.small = Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() }));
             }
         }
+        // The tensor-core element flows store instead of adding where no element of this depth
+        // has two parent sum blocks.
+        let exclusive_elements = distinct_nonzero(&depth.sums.iter().flat_map(|s| s.cids.iter().copied()).collect::<Vec<_>>());
         for (p, part) in depth.sums.iter().enumerate() {
             let name = format!("sum_fwd_bs{}_w{}", part.block_size, part.width);
             let (nids, cids, pids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), table(&mut m, part.pids.clone()));
@@ -236,8 +242,13 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
                 })
             });
             let small = small.transpose()?;
-            let mut spec = match mma::sum_forward(opts, part, &mut emitted, &mut source, format!("sums d{d} p{p}"), args.clone())? {
-                Some(spec) => spec,
+            let moff = max_rows;
+            let mma_args = [args.clone(), vec![KernelArg::SumMax, KernelArg::Int(moff as i32)]].concat();
+            let mut spec = match mma::sum_forward(opts, part, &mut emitted, &mut source, format!("sums d{d} p{p}"), mma_args)? {
+                Some(spec) => {
+                    max_rows += count;
+                    spec
+                }
                 None => {
                     shape_kernel(&t, &mut emitted, &mut source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
                     KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args, small: None }
@@ -245,6 +256,12 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
             };
             spec.small = small.map(Box::new);
             m.forward.push(spec);
+            let layer = format!("sums d{d} p{p}");
+            let excl = mma_bwd::Exclusive { elements: exclusive_elements, params: distinct_nonzero(&part.pids) };
+            if let Some(specs) = mma_bwd::sum_backward(opts.precision, part, &mut emitted, &mut source, &layer, [nids, cids, pids], moff, excl)? {
+                sum_bwd.extend(specs.map(Step::Launch));
+                continue;
+            }
             let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&t, &mut emitted, &mut source, "sum_bwd", &bname, part.block_size, part.width, None)?;
             let args = |out: KernelArg| vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
@@ -279,6 +296,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         depth_bwd.push(steps);
     }
     m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
+    m.sum_max_rows = max_rows;
     emit_em(plan, &t, &mut source, &mut m)?;
     m.precision = opts.precision;
     queries::emit_queries(plan, &mut source, &mut m)?;
@@ -314,6 +332,13 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         m.persistent = Some(p);
     }
     Ok(Emitted { source, manifest: m })
+}
+
+/// True when no nonzero id occurs twice (0 is padding).
+fn distinct_nonzero(ids: &[u32]) -> bool {
+    let mut v: Vec<u32> = ids.iter().copied().filter(|&i| i != 0).collect();
+    v.sort_unstable();
+    v.windows(2).all(|w| w[0] != w[1])
 }
 
 /// Render the kernel `name` of one partition shape from `template`, once per distinct name.
@@ -394,7 +419,9 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
             KernelArg::StepSize,
             KernelArg::Pseudocount,
         ];
-        specs.push(KernelSpec { scales_with_batch: false, name: format!("em_{kind}"), layer: format!("{kind} EM"), count: n as u32, threads_per_sample: n, block: BLOCK, args, small: None });
+        // Categorical leaves: a warp per leaf (coalesced rows); other families: a thread per leaf.
+        let threads = if layer.kind == DistKind::Categorical { 32 * n } else { n };
+        specs.push(KernelSpec { scales_with_batch: false, name: format!("em_{kind}"), layer: format!("{kind} EM"), count: n as u32, threads_per_sample: threads, block: BLOCK, args, small: None });
     }
     let mut ctx = tera::Context::new();
     ctx.insert("kinds", &kinds);

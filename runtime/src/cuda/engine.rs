@@ -36,6 +36,9 @@ struct Buffers {
     // Graphs are declared first so they are destroyed before the buffers they point into.
     /// The forward pass captured for this batch size (inputs → root), when graphs are on.
     forward_graph: Option<Graph>,
+    /// The forward pass of a training step (always the batch kernels: the tensor-core backward
+    /// reads the maxima only they write), when it differs from `forward_graph` (small batches).
+    train_graph: Option<Graph>,
     /// The backward steps captured for this batch size (after the root flows are set).
     backward_graph: Option<Graph>,
     batch: usize,
@@ -43,6 +46,8 @@ struct Buffers {
     elems: CudaSlice<f32>,
     node_flows: CudaSlice<f32>,
     elem_flows: CudaSlice<f32>,
+    /// Forward maxima of the tensor-core sum blocks (`KernelArg::SumMax`).
+    smax: CudaSlice<f32>,
     /// The batch's input on the device ([`io_layout`]): values (f32), the missing mask (bytes)
     /// and the call's sequence number, uploaded from `staging` by one copy (two copies took
     /// ~3.5 µs more per call on an H200, `bench/micro/host_overhead.cu`).
@@ -60,7 +65,7 @@ struct Buffers {
 
 impl Buffers {
     fn bytes(&self) -> usize {
-        4 * (self.nodes.len() + self.elems.len() + self.node_flows.len() + self.elem_flows.len() + self.io.len())
+        4 * (self.nodes.len() + self.elems.len() + self.node_flows.len() + self.elem_flows.len() + self.smax.len() + self.io.len())
     }
 }
 
@@ -323,6 +328,7 @@ impl GpuEngine {
             self.use_graphs = on;
             if let Some(b) = &mut self.buffers {
                 b.forward_graph = None;
+                b.train_graph = None;
                 b.backward_graph = None;
             }
         }
@@ -353,12 +359,13 @@ impl GpuEngine {
         let elems = s.clone_htod(&init)?;
         let node_flows = s.alloc_zeros::<f32>(p.num_nodes as usize * batch)?;
         let elem_flows = s.alloc_zeros::<f32>(p.num_elements as usize * batch)?;
+        let smax = s.alloc_zeros::<f32>((self.manifest.sum_max_rows as usize * batch).max(1))?;
         let io_n = p.num_vars as usize * batch;
         let io = s.alloc_zeros::<u32>(io_layout(io_n).0)?;
         let staging = PinnedWords::new(s, io_layout(io_n).0, false)?;
         // SAFETY: written by the copy before the host reads it. Not write-combined: the host reads it.
         let host_root = unsafe { s.context().alloc_pinned_with_flags::<f32>(batch, 0)? };
-        let b = Buffers { forward_graph: None, backward_graph: None, batch, nodes, elems, node_flows, elem_flows, io, io_n, staging, staging_busy: false, host_root };
+        let b = Buffers { forward_graph: None, train_graph: None, backward_graph: None, batch, nodes, elems, node_flows, elem_flows, smax, io, io_n, staging, staging_busy: false, host_root };
         self.bytes.0 += b.bytes();
         self.bytes.1 = self.bytes.1.max(self.bytes.0);
         self.buffers = Some(b);
@@ -388,6 +395,7 @@ impl GpuEngine {
                 KernelArg::Elements => launch.arg(&bufs().elems),
                 KernelArg::NodeFlows => launch.arg(&bufs().node_flows),
                 KernelArg::ElementFlows => launch.arg(&bufs().elem_flows),
+                KernelArg::SumMax => launch.arg(&bufs().smax),
                 KernelArg::Data => launch.arg(&io().0),
                 KernelArg::Missing => launch.arg(&io().1),
                 KernelArg::InputParams => launch.arg(&bind.dev.input_params),
@@ -418,12 +426,21 @@ impl GpuEngine {
     /// and run the forward pass.
     fn run_forward(&mut self, ev: &Evidence, seq: u32) -> Result<usize, RuntimeError> {
         let batch = self.upload(ev, seq)?;
+        self.forward_pass(batch, false)?;
+        Ok(batch)
+    }
+
+    /// The forward pass over the uploaded batch. `train`: the pass before a backward, which always
+    /// runs the batch kernels (the small-batch and persistent variants do not write the maxima
+    /// that the tensor-core backward reads).
+    fn forward_pass(&mut self, batch: usize, train: bool) -> Result<(), RuntimeError> {
         if batch == 0 {
-            return Ok(0);
+            return Ok(());
         }
         let bufs = self.buffers.as_mut().expect("allocated by upload");
         let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
-        let persistent = self.persistent.as_ref().filter(|p| batch <= p.max_batch);
+        let small = batch <= SMALL_BATCH && !train;
+        let persistent = self.persistent.as_ref().filter(|p| batch <= p.max_batch && !train);
         let (host_out, root) = (self.host_out.as_ref().map(|h| h.1), self.plan.root);
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {
             let bind = Bind::pass(Some(bufs), dev, (0.0, 0.0));
@@ -436,20 +453,24 @@ impl GpuEngine {
                 let seq = bufs.io.slice(at_seq..at_seq + 1);
                 return p.launch(stream, &bufs.nodes, &dev.sum_params, batch, host_out.map(|h| (h, &seq)), root);
             }
-            for (spec, (f, small)) in manifest.forward.iter().zip(forward) {
-                let (spec, f) = match (&spec.small, small) {
-                    (Some(s), Some(fs)) if batch <= SMALL_BATCH => (&**s, fs),
+            for (spec, (f, small_fn)) in manifest.forward.iter().zip(forward) {
+                let (spec, f) = match (&spec.small, small_fn) {
+                    (Some(s), Some(fs)) if small => (&**s, fs),
                     _ => (spec, f),
                 };
                 Self::launch(stream, f, spec, &bind, batch)?;
             }
             Ok(())
         };
+        // Batches above SMALL_BATCH run the same launches in both modes: one graph.
+        let separate = train && batch <= SMALL_BATCH;
         if !self.use_graphs {
             pass(bufs)?;
         } else {
-            if bufs.forward_graph.is_none() {
+            let slot = if separate { &bufs.train_graph } else { &bufs.forward_graph };
+            if slot.is_none() {
                 match capture(stream, || pass(bufs)) {
+                    Ok(g) if separate => bufs.train_graph = Some(g),
                     Ok(g) => bufs.forward_graph = Some(g),
                     // A driver that cannot capture the cooperative launch: run this batch size
                     // eagerly (two launches) rather than fail.
@@ -460,14 +481,15 @@ impl GpuEngine {
                         }
                         self.use_graphs = false;
                         pass(bufs)?;
-                        return Ok(batch);
+                        return Ok(());
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
-            bufs.forward_graph.as_ref().expect("captured above").0.launch().map_err(CudaError::from)?;
+            let g = if separate { &bufs.train_graph } else { &bufs.forward_graph };
+            g.as_ref().expect("captured above").0.launch().map_err(CudaError::from)?;
         }
-        Ok(batch)
+        Ok(())
     }
 
     /// Validate the batch, size the value buffers for it and upload its values, mask and the
@@ -566,7 +588,8 @@ impl GpuEngine {
         {
             return Err(RuntimeError::WeightsShape { expected: n, found: w.len() });
         }
-        let batch = self.run_forward(ev, 0)?;
+        let batch = self.upload(ev, 0)?;
+        self.forward_pass(batch, true)?;
         if batch == 0 {
             return Ok(Vec::new());
         }

@@ -36,6 +36,9 @@ pub enum KernelArg {
     ElementFlows,
     /// Sum-parameter flows (f32, plan layout), accumulated across calls.
     SumFlows,
+    /// Forward maxima of the tensor-core sum blocks, `[Manifest::sum_max_rows][B]` (f32): written
+    /// by the tensor-core forward, read by the tensor-core backward.
+    SumMax,
     /// Input expected statistics (f32, statistics layout), accumulated across calls.
     InputStats,
     /// Leaf parameters (f32, plan layout).
@@ -181,6 +184,9 @@ pub struct Manifest {
     /// when some sum layer does not fit it (or in manifests written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent: Option<PersistentForward>,
+    /// Rows of the [`KernelArg::SumMax`] buffer (one per sum block on tensor cores).
+    #[serde(default)]
+    pub sum_max_rows: u32,
 }
 
 /// Words per task of [`PersistentForward::tasks`]: 0 shape (low 14 bits), flags (bits 14 and 15,

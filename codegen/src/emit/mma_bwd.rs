@@ -1,0 +1,233 @@
+//! Tensor-core (mma) sum-layer backward kernels (`templates/sum_bwd_mma.cu.tera`, helpers in
+//! `templates/mma_core.cu.tera`), used wherever the forward of a partition runs on tensor cores
+//! ([`super::mma::MmaShape::for_partition`]): they scale by the forward maximum of each block and
+//! sample, which only that kernel writes.
+//!
+//! Per sum block of `BS` nodes over `W` children, with `G[m][b] = F[m][b]·exp(M_b − v[m][b])` and
+//! `X[w][b] = exp(e[c_w][b] − M_b)`:
+//! - element flows `F_c += X ⊙ (Θᵀ·G)`: a `W × B` output, `K = BS`; CUDA block = (sum block, tile
+//!   of `TR` children, batch tiles of [`TN`] samples split as in the forward);
+//! - parameter flows `PF += Θ ⊙ (G·Xᵀ)`: a `BS × W` output, `K` = the batch in chunks of 32;
+//!   CUDA block = (sum block, tile of `TM` nodes, tile of [`PC`] children).
+//! Both stage operand chunks through registers (all loads of a chunk issued before the first
+//! conversion) and rely on several resident CUDA blocks per SM to overlap staging with mma.
+//!
+//! Warp grids follow the forward's ([`super::mma::MmaShape`]): `1 × 4` warps for 16-row tiles,
+//! `4 × 2` (256 threads) for 128, else `2 × 2`, each warp a grid of m16n8 accumulators.
+//! Bounds: every global index is the scalar kernel's (`nids/cids/pids[r·W + w]` for `w < W`,
+//! node rows `n0 + m` for `m < BS`, samples `b < B`); staged words stay below `KCW < LD`.
+
+use pc_runtime::cuda::{KernelArg, KernelSpec, Precision};
+use pc_runtime::plan::SumPartition;
+
+use super::EmitError;
+use super::mma::{MAX_SPLIT, MmaShape, TARGET_CTAS};
+
+const SUM_BWD_MMA: &str = include_str!("../../../templates/sum_bwd_mma.cu.tera");
+const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
+
+/// Samples per batch tile of the element-flow kernel.
+pub const TN: u32 = 64;
+/// Children per tile of the parameter-flow kernel.
+pub const PC: u32 = 64;
+/// Batch samples per staged chunk of the parameter-flow kernel (tf32 stages a word per value:
+/// half the chunk keeps its staging registers, and so the kernel, spill-free).
+fn p_kc(precision: Precision) -> u32 {
+    if precision == Precision::Bf16 { 32 } else { 16 }
+}
+
+/// A warp grid for a `rows × cols` tile (cols = 64): threads, warps along the columns, m16 and n8
+/// tiles per warp (the forward kernel's table).
+fn warp_grid(rows: u32, cols: u32) -> (u32, u32, u32, u32) {
+    let (wm, wn) = match rows {
+        16 => (1, 4),
+        128 => (4, 2),
+        _ => (2, 2),
+    };
+    (32 * wm * wn, wn, rows / wm / 16, cols / wn / 8)
+}
+
+/// `__launch_bounds__` minimum blocks per SM (≤ 128 registers per thread, as the forward).
+fn min_blocks(threads: u32) -> u32 {
+    if threads >= 256 { 2 } else { 4 }
+}
+
+/// The tile shape of one partition's backward kernels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BwdShape {
+    pub precision: Precision,
+    pub block_size: u32,
+    pub width: u32,
+    /// Children per element-flow tile (rows) and the K chunk over the block's nodes.
+    pub er: u32,
+    pub e_kc: u32,
+    /// Nodes per parameter-flow tile (rows).
+    pub pm: u32,
+}
+
+impl BwdShape {
+    pub fn for_partition(precision: Precision, block_size: u32, width: u32) -> Option<BwdShape> {
+        MmaShape::for_partition(precision, block_size, width)?;
+        let er = [128, 64, 32]
+            .into_iter()
+            .find(|&t| width >= t)
+            .unwrap_or(16);
+        let e_kc = block_size.min(32);
+        let pm = [128, 64, 32, 16]
+            .into_iter()
+            .find(|t| block_size.is_multiple_of(*t))
+            .expect("16 divides block_size");
+        Some(BwdShape {
+            precision,
+            block_size,
+            width,
+            er,
+            e_kc,
+            pm,
+        })
+    }
+
+    pub fn kernel_name(&self) -> String {
+        format!(
+            "sum_bwd_{}_bs{}_w{}",
+            self.precision, self.block_size, self.width
+        )
+    }
+
+    /// Child tiles of the element-flow kernel and of the parameter-flow kernel, node tiles of the latter.
+    fn tiles(&self) -> (u32, u32, u32) {
+        (
+            self.width.div_ceil(self.er),
+            self.width.div_ceil(PC),
+            self.block_size / self.pm,
+        )
+    }
+
+    fn render(&self) -> Result<String, EmitError> {
+        let err = |e: tera::Error| EmitError::Template {
+            template: "sum_bwd_mma.cu.tera",
+            detail: format!("{e:?}"),
+        };
+        let mut t = tera::Tera::new();
+        t.autoescape_on(Vec::<&str>::new());
+        t.add_raw_template("sum_bwd_mma", SUM_BWD_MMA)
+            .map_err(err)?;
+        let mut ctx = tera::Context::new();
+        ctx.insert("name", &self.kernel_name());
+        ctx.insert("prec", self.precision.name());
+        ctx.insert(
+            "bf16",
+            if self.precision == Precision::Bf16 {
+                "true"
+            } else {
+                "false"
+            },
+        );
+        ctx.insert("bs", &self.block_size);
+        ctx.insert("width", &self.width);
+        ctx.insert("tn", &TN);
+        let (et, ewn, emf, enf) = warp_grid(self.er, TN);
+        ctx.insert("er", &self.er);
+        ctx.insert("e_kc", &self.e_kc);
+        ctx.insert("e_threads", &et);
+        ctx.insert("e_minb", &min_blocks(et));
+        ctx.insert("e_wn", &ewn);
+        ctx.insert("e_mf", &emf);
+        ctx.insert("e_nf", &enf);
+        let (pt, pwn, pmf, pnf) = warp_grid(self.pm, PC);
+        ctx.insert("pm", &self.pm);
+        ctx.insert("pc", &PC);
+        ctx.insert("p_kc", &p_kc(self.precision));
+        ctx.insert("p_threads", &pt);
+        // The parameter-flow staging holds more loads per pair (flow, value, maximum): 3 blocks of
+        // 128 threads (≤ 168 registers) keep it spill-free.
+        ctx.insert("p_minb", &if pt >= 256 { 2 } else { 3 });
+        ctx.insert("p_wn", &pwn);
+        ctx.insert("p_mf", &pmf);
+        ctx.insert("p_nf", &pnf);
+        t.render("sum_bwd_mma", &ctx).map_err(err)
+    }
+}
+
+/// Where a partition's backward writes without atomics.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Exclusive {
+    /// No other sum block of the depth has one of this partition's children.
+    pub elements: bool,
+    /// No two blocks of this partition share a parameter (no tied sums inside it).
+    pub params: bool,
+}
+
+/// The element-flow and parameter-flow launches of one partition on tensor cores, rendering the
+/// kernels (and the shared helpers) the first time they are seen; `None`: the partition stays
+/// on the scalar backward. `moff`: the partition's first row of the forward maxima.
+#[allow(clippy::too_many_arguments)] // the launch's tables and placement
+pub(super) fn sum_backward(
+    precision: Precision,
+    part: &SumPartition,
+    emitted: &mut std::collections::BTreeSet<String>,
+    source: &mut String,
+    layer: &str,
+    tables: [KernelArg; 3],
+    moff: u32,
+    excl: Exclusive,
+) -> Result<Option<[KernelSpec; 2]>, EmitError> {
+    let Some(shape) = BwdShape::for_partition(precision, part.block_size, part.width) else {
+        return Ok(None);
+    };
+    if emitted.insert("mma_core".into()) {
+        *source += MMA_CORE;
+    }
+    let name = shape.kernel_name();
+    if emitted.insert(name.clone()) {
+        *source += &shape.render()?;
+    }
+    let count = part.nids.len() as u32;
+    let (rt, ct, mt) = shape.tiles();
+    let [nids, cids, pids] = tables;
+    let args = |out: KernelArg, excl: bool| {
+        vec![
+            out,
+            KernelArg::Nodes,
+            KernelArg::NodeFlows,
+            KernelArg::Elements,
+            KernelArg::SumParams,
+            KernelArg::SumMax,
+            nids,
+            cids,
+            pids,
+            KernelArg::Count,
+            KernelArg::Batch,
+            KernelArg::Int(moff as i32),
+            KernelArg::Int(excl as i32),
+        ]
+    };
+    // Element flows: (block, child tile) pairs split over the batch tiles like the forward.
+    let items = count * rt;
+    let split = TARGET_CTAS
+        .div_ceil(items.max(1))
+        .clamp(1, MAX_SPLIT.min(8));
+    let (et, ..) = warp_grid(shape.er, TN);
+    let (pt, ..) = warp_grid(shape.pm, PC);
+    let eflow = KernelSpec {
+        name: format!("{name}_eflow"),
+        layer: layer.to_string(),
+        count,
+        threads_per_sample: items as u64 * split as u64 * et as u64,
+        scales_with_batch: false,
+        block: et,
+        args: args(KernelArg::ElementFlows, excl.elements),
+        small: None,
+    };
+    let pflow = KernelSpec {
+        name: format!("{name}_pflow"),
+        layer: layer.to_string(),
+        count,
+        threads_per_sample: count as u64 * mt as u64 * ct as u64 * pt as u64,
+        scales_with_batch: false,
+        block: pt,
+        args: args(KernelArg::SumFlows, excl.params),
+        small: None,
+    };
+    Ok(Some([eflow, pflow]))
+}
