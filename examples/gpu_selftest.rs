@@ -73,6 +73,20 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: Option<&KernelCac
             );
         }
     }
+    // Data resident on the device: row ranges give exactly the host path's results (same
+    // kernels, same values; only the batch's copy differs), with and without missing values.
+    for ev in [data.slice(0, data.num_samples().min(600)), with_missing(&data.slice(0, data.num_samples().min(600)), 0.3)] {
+        let n = ev.num_samples();
+        let d = gpu.upload_data(&ev)?;
+        let (a, b) = (n / 3, n);
+        let got = gpu.log_likelihood_at(&d, a..b)?;
+        let want = gpu.log_likelihood(&ev.slice(a, b))?;
+        let bad_range = gpu.log_likelihood_at(&d, 0..n + 1).is_err();
+        gpu.release_data(d);
+        let pass = got == want && bad_range;
+        ok &= pass;
+        println!("  rows {a}..{b} from device-resident data: identical to the host path: {} {}", got == want, verdict(pass));
+    }
     // The bf16 path: tensor-core sum forward (blocks of 16 nodes or more; batches of up to
     // SMALL_BATCH samples run the fp32 small-batch kernels).
     let bf16 = emit_with(&model.plan, &EmitOptions { precision: Precision::Bf16 })?;

@@ -53,6 +53,10 @@ pub enum RuntimeError {
     CategoryOutOfRange { sample: usize, var: usize, value: f32, num_cats: u32 },
     #[error("sample {sample}, variable {var}: value {value} is not a category index (a whole number)")]
     NotACategory { sample: usize, var: usize, value: f32 },
+    #[error("rows {start}..{end} are not a range of the {len} samples on the device")]
+    RowRange { start: usize, end: usize, len: usize },
+    #[error("the data on the device has {found} variables per sample, the model has {expected}")]
+    DeviceDataShape { expected: usize, found: usize },
     #[error("sample weights have {found} entries, the batch has {expected} samples")]
     WeightsShape { expected: usize, found: usize },
     #[error("invalid EM hyper-parameter: {0}")]

@@ -15,6 +15,9 @@ use cudarc::nvrtc::Ptx;
 mod persistent;
 mod pinned;
 mod queries;
+mod resident;
+
+pub use resident::DeviceData;
 
 use pinned::PinnedWords;
 
@@ -589,6 +592,11 @@ impl GpuEngine {
             return Err(RuntimeError::WeightsShape { expected: n, found: w.len() });
         }
         let batch = self.upload(ev, 0)?;
+        self.train_pass(batch, weights)
+    }
+
+    /// Forward and backward over the uploaded batch (see [`GpuEngine::accumulate_flows`]).
+    fn train_pass(&mut self, batch: usize, weights: Option<&[f32]>) -> Result<Vec<f32>, RuntimeError> {
         self.forward_pass(batch, true)?;
         if batch == 0 {
             return Ok(Vec::new());

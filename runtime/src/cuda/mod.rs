@@ -14,7 +14,7 @@ pub mod persistent;
 
 pub use cache::KernelCache;
 pub use device::{probe, GpuInfo};
-pub use engine::{GpuEngine, StartupTimings};
+pub use engine::{DeviceData, GpuEngine, StartupTimings};
 pub use manifest::{conditional_slots, conditionals_from_slots, KernelArg, KernelSpec, Manifest, PersistentForward, Precision, QueryManifest, Step, SMALL_BATCH, INLINE_DEPS, TASK_WORDS};
 pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
 
