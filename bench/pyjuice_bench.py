@@ -27,7 +27,7 @@ def main():
     import pyjuice as juice
     imgs, out, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
     x = torch.from_numpy(np.tile(images(imgs), (6, 1))[:59904].astype(np.int64)).cuda()
-    batch = 512
+    batch = int(os.environ.get("PJ_BATCH", "512"))
     for name in names:
         t = time.time()
         root = rebuild(load(os.path.join(out, name, "structure.json")))

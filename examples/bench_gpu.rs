@@ -42,7 +42,7 @@ fn main() -> Result<()> {
     let models: Vec<String> = args.get(2).map_or(vec!["hclt128".into(), "pd128".into()], |s| s.split(',').map(String::from).collect());
     let (images, _) = dataset::read_idx_images(&std::path::Path::new(&dir).join("images-idx3-ubyte"))?;
     let tiled = Evidence::new(784, images.values.repeat(6))?.slice(0, 59_904);
-    let batch = 512;
+    let batch: usize = std::env::var("PCC_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(512);
     let precisions: Vec<Precision> = std::env::var("PCC_PRECISION")
         .unwrap_or_else(|_| "fp32".into())
         .split(',')

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use pc_codegen::emit::{emit_with, EmitOptions, Precision};
 use pc_codegen::Model;
-use pc_runtime::cuda::{GpuEngine, KernelCache};
+use pc_runtime::cuda::{DeviceData, GpuEngine, KernelCache};
 use pc_runtime::{Conditional, CpuEngine, Evidence, MpeResult, Params};
 
 use super::Device;
@@ -49,6 +49,33 @@ impl Engine {
             Engine::Cpu(e) => e.accumulate_flows(ev, None)?,
             Engine::Gpu(e) => e.accumulate_flows(ev, None)?,
         })
+    }
+
+    /// `data` on the device for [`Engine::accumulate_flows_at`], when this is the GPU engine and
+    /// the data leaves at least half of the free device memory free; `None` otherwise (then
+    /// every batch goes from host memory).
+    pub fn upload(&mut self, data: &Evidence) -> Result<Option<DeviceData>> {
+        let Engine::Gpu(e) = self else { return Ok(None) };
+        let need = 5 * data.values.len();
+        if e.free_device_bytes()? < 2 * need {
+            return Ok(None);
+        }
+        Ok(Some(e.upload_data(data)?))
+    }
+
+    /// Flows of rows `rows` of data on the device, else of the host rows `host`.
+    pub fn accumulate_flows_at(&mut self, dev: Option<&DeviceData>, rows: std::ops::Range<usize>, host: impl FnOnce() -> Evidence) -> Result<Vec<f32>> {
+        match (self, dev) {
+            (Engine::Gpu(e), Some(d)) => Ok(e.accumulate_flows_at(d, rows, None)?),
+            (e, _) => e.accumulate_flows(&host()),
+        }
+    }
+
+    /// Free the device copy of a dataset.
+    pub fn release(&mut self, data: Option<DeviceData>) {
+        if let (Engine::Gpu(e), Some(d)) = (self, data) {
+            e.release_data(d);
+        }
     }
 
     pub fn em_step(&mut self, step_size: f32, pseudocount: f32) -> Result<()> {

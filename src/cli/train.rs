@@ -66,18 +66,28 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
     let mut best = f64::NEG_INFINITY;
+    let mut device_data = None;
     for epoch in 1..=a.epochs {
         let t0 = Instant::now();
         if a.em == EmMode::Mini {
             order.shuffle(&mut rng);
         }
+        // On the GPU, the epoch's rows go to the device once, in this epoch's order, when they
+        // fit (then a batch is a row range there, with no per-batch upload).
+        let shuffled = if a.em == EmMode::Mini { Some(data.select(&order)) } else { None };
+        let epoch_data = shuffled.as_ref().unwrap_or(&data);
+        let on_device = if epoch == 1 || shuffled.is_some() {
+            engine.release(device_data.take());
+            engine.upload(epoch_data)?
+        } else {
+            device_data.take()
+        };
         let pb = super::progress(n as u64, a.quiet);
         pb.set_prefix(format!("epoch {epoch}/{}", a.epochs));
         let (mut sum, mut count) = (0.0f64, 0usize);
         for start in (0..n).step_by(a.batch_size) {
             let end = (start + a.batch_size).min(n);
-            let batch = data.select(&order[start..end]);
-            let lls = engine.accumulate_flows(&batch)?;
+            let lls = engine.accumulate_flows_at(on_device.as_ref(), start..end, || epoch_data.slice(start, end))?;
             if a.em == EmMode::Mini {
                 engine.em_step(a.step_size, a.pseudocount)?;
             }
@@ -86,6 +96,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             pb.set_position(end as u64);
             pb.set_message(format!("LL {:.4}", sum / count as f64));
         }
+        device_data = on_device;
         if a.em == EmMode::Full {
             engine.em_step(1.0, a.pseudocount)?;
         }
@@ -111,5 +122,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         line += &format!(" ({:.1} s)", t0.elapsed().as_secs_f64());
         println!("{line}");
     }
+    engine.release(device_data);
     Ok(())
 }

@@ -56,6 +56,11 @@ impl GpuEngine {
         Ok(data)
     }
 
+    /// Device memory free now (bytes), as the driver reports it.
+    pub fn free_device_bytes(&self) -> Result<usize, RuntimeError> {
+        Ok(self.stream.context().mem_get_info().map_err(CudaError::from)?.0)
+    }
+
     /// Drop `data` and its bytes from the engine's memory count.
     pub fn release_data(&mut self, data: DeviceData) {
         self.bytes.0 -= data.bytes();
