@@ -9,6 +9,7 @@
 //!   of `TR` children, batch tiles of [`TN`] samples split as in the forward);
 //! - parameter flows `PF += Θ ⊙ (G·Xᵀ)`: a `BS × W` output, `K` = the batch in chunks of 32;
 //!   CUDA block = (sum block, tile of `TM` nodes, tile of [`PC`] children).
+//!
 //! Both stage operand chunks through registers (all loads of a chunk issued before the first
 //! conversion) and rely on several resident CUDA blocks per SM to overlap staging with mma.
 //!
