@@ -6,12 +6,14 @@
 //! a matrix product `D = A · X` with `A[m][w] = θ` (`BS × W`) and `X[w][b] = exp(e − M)` (`W × B`).
 //!
 //! Kernel design (all shapes are template constants):
-//! - 128 threads (4 warps) per CUDA block, 256 for 128-node tiles. Block `x` owns sum block `r = x / S` and the batch tiles
-//!   `x % S, x % S + S, ...` of `TB = 64` samples; the launch has `count · S` blocks whatever the
-//!   batch (`scales_with_batch = false`), with `S` chosen so that about [`TARGET_CTAS`] blocks run.
+//! - 128 threads (4 warps) per CUDA block, 256 for 128-node tiles. Block `x` owns node tile
+//!   `(x / S) % NT` of sum block `r = x / (S · NT)` and the batch tiles `x % S, x % S + S, ...` of
+//!   `TB = 64` samples; the launch has `count · NT · S` blocks whatever the batch
+//!   (`scales_with_batch = false`), with `S ≤ 8` chosen so that about [`TARGET_CTAS`] blocks run
+//!   (a depth often has few sum blocks: its node tiles run in parallel, not one after another).
 //!   Blocks with no batch tile (small batches) exit at once.
 //! - Per batch tile a first pass over the `W` children computes `M_b` (`NTH/TB` threads per
-//!   sample, combined in shared memory). Then, per node tile of `TM` nodes (the largest of 128/64/32/16
+//!   sample, combined in shared memory). Then, for its node tile of `TM` nodes (the largest of 128/64/32/16
 //!   dividing `BS`), the children are consumed in chunks of `KC` (≤ 32, a multiple of the mma K)
 //!   staged to shared memory: `θ` and `exp(e − M)` computed in fp32, then rounded
 //!   (`cvt.rn.bf16x2.f32` / `cvt.rna.tf32.f32`). Children past `W` get weight 0 and `X = 0`.
@@ -58,7 +60,7 @@ pub const TB: u32 = 64;
 /// About this many CUDA blocks per launch (count × split), enough to fill an H100/H200.
 pub const TARGET_CTAS: u32 = 512;
 /// At most this many blocks share one sum block's batch tiles.
-pub const MAX_SPLIT: u32 = 64;
+pub const MAX_SPLIT: u32 = 8;
 
 /// The tile shape of one mma sum kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,9 +132,10 @@ impl MmaShape {
         (self.tm + TB) * (self.kcw + 4) * 4 + 4 * TB * (self.threads / TB + 1)
     }
 
-    /// How many CUDA blocks share one sum block's batch tiles, for a launch over `count` blocks.
-    pub fn split(count: u32) -> u32 {
-        TARGET_CTAS.div_ceil(count.max(1)).clamp(1, MAX_SPLIT)
+    /// How many CUDA blocks share one node tile's batch tiles, for a launch over `count` sum
+    /// blocks of `nt` node tiles (at most [`MAX_SPLIT`]: a batch of 512 has 8 tiles).
+    pub fn split(count: u32, nt: u32) -> u32 {
+        TARGET_CTAS.div_ceil((count * nt).max(1)).clamp(1, MAX_SPLIT)
     }
 
     fn render(&self) -> Result<String, EmitError> {
@@ -173,7 +176,7 @@ pub(super) fn sum_forward(
 ) -> Result<Option<KernelSpec>, EmitError> {
     let Some(shape) = MmaShape::for_partition(opts.precision, part.block_size, part.width) else { return Ok(None) };
     let count = part.nids.len() as u32;
-    let split = MmaShape::split(count);
+    let split = MmaShape::split(count, shape.nt);
     let name = shape.kernel_name();
     if emitted.insert(name.clone()) {
         *source += &shape.render()?;
@@ -182,9 +185,9 @@ pub(super) fn sum_forward(
         name,
         layer,
         count,
-        // One CUDA block per (sum block, split); each loops over its batch tiles. The kernel
-        // reads the split back as gridDim.x / count.
-        threads_per_sample: count as u64 * split as u64 * shape.threads as u64,
+        // One CUDA block per (sum block, node tile, split); each loops over its batch tiles. The
+        // kernel reads the split back as gridDim.x / (count · nt).
+        threads_per_sample: count as u64 * shape.nt as u64 * split as u64 * shape.threads as u64,
         scales_with_batch: false,
         block: shape.threads,
         args,

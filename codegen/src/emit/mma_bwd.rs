@@ -207,7 +207,7 @@ pub(super) fn sum_backward(
     let items = count * rt;
     let split = TARGET_CTAS
         .div_ceil(items.max(1))
-        .clamp(1, MAX_SPLIT.min(8));
+        .clamp(1, MAX_SPLIT);
     let (et, ..) = warp_grid(shape.er, TN);
     let (pt, ..) = warp_grid(shape.pm, PC);
     let eflow = KernelSpec {

@@ -112,15 +112,15 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
     assert!(tm % wtm == 0 && (tm / wtm) * wn == nth / 32 && wn * wtn == tb);
     assert!(kc % kstep == 0 && kcw % 8 == 0 && (tb * kp_n) % nth == 0 && nth % tb == 0);
     let n_blocks = l.nids.len();
-    let split = MmaShape::split(n_blocks as u32) as usize;
-    let grid = n_blocks * split; // the manifest's threads_per_sample / block
+    let split = MmaShape::split(n_blocks as u32, nt_ as u32) as usize;
+    let grid = n_blocks * nt_ * split; // the manifest's threads_per_sample / block
     let b = l.b;
     let mut node = vec![f32::NAN; num_nodes * b];
     let mut written = vec![false; num_nodes * b];
     let neg = f32::NEG_INFINITY;
     for bx in 0..grid {
-        let s = grid / n_blocks; // kernel: S = gridDim.x / n_blocks
-        let r = bx / s;
+        let s = grid / (n_blocks * nt_); // kernel: S = gridDim.x / (n_blocks * NT)
+        let (r, ntile) = (bx / (s * nt_), bx / s % nt_);
         if r >= n_blocks {
             continue;
         }
@@ -159,7 +159,7 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
                     sm[j] = mx;
                 }
             }
-            for nt in 0..nt_ {
+            for nt in ntile..ntile + 1 {
                 // acc[warp][mi][ni][lane][e]
                 let mut acc = vec![vec![vec![[[0f32; 4]; 32]; nf]; mf]; nth / 32];
                 let mut k0 = 0;
