@@ -22,6 +22,11 @@ static inline int min(int a, int b) { return a < b ? a : b; }
 static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 struct float4 { float x, y, z, w; };
 static inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+// Host launches run one thread at a time: a thread's warp is itself.
+static inline unsigned pcc_host_lane_bit() { return 1u << (threadIdx.x & 31); }
+#define __activemask() pcc_host_lane_bit()
+#define __match_any_sync(mask, v) ((void)(v), pcc_host_lane_bit())
+static inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
 #define __noinline__ __attribute__((noinline))
 #define PCC_HOST_EMULATION 1
 // An mbarrier as its count of completed phases: a copy completes one (the kernel's mbarriers
