@@ -28,6 +28,17 @@ fn build(name: &str, images: &Evidence) -> Result<Circuit> {
     })
 }
 
+/// The model's files for the PyJuice script (structure) and `pcc` (parameters too, unless
+/// `PCC_BENCH_STRUCTURE_ONLY=1`: hclt1024's parameters are 2.4 GB to write).
+fn save(model: &Model, dir: &std::path::Path) -> Result<()> {
+    if std::env::var("PCC_BENCH_STRUCTURE_ONLY").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(dir)?;
+        pcc::codegen::model::save_structure(&model.circuit, &dir.join(pcc::codegen::model::STRUCTURE_FILE))?;
+        return Ok(());
+    }
+    Ok(model.save(dir)?)
+}
+
 fn used_memory() -> f64 {
     cudarc::driver::CudaContext::new(0)
         .and_then(|c| c.mem_get_info())
@@ -55,11 +66,11 @@ fn main() -> Result<()> {
         let dir = out.join(&name);
         let model = if dir.join("structure.json").exists() {
             let model = Model::random(pcc::codegen::model::load_structure(&dir.join("structure.json"))?, 0)?;
-            model.save(&dir)?;
+            save(&model, &dir)?;
             model
         } else {
             let model = Model::random(build(&name, &images)?, 0)?;
-            model.save(&dir)?;
+            save(&model, &dir)?;
             model
         };
         for precision in &precisions {

@@ -58,15 +58,104 @@ pub struct EmitOptions {
 /// Samples per batch tile.
 pub const TB: u32 = 64;
 /// About this many CUDA blocks per launch (count × split), enough to fill an H100/H200.
-pub const TARGET_CTAS: u32 = 512;
+pub const TARGET_CTAS: u32 = 2048;
 /// At most this many blocks share one sum block's batch tiles.
 pub const MAX_SPLIT: u32 = 8;
+
+/// Rows of a merged block at most (the largest node tile).
+const MAX_GROUP_ROWS: u32 = 128;
+
+/// A sum partition as the tensor-core kernels see it: runs of `g` blocks over the same children,
+/// with consecutive nodes, merged into one block of `g · sub` nodes (PD's regions have 8 blocks
+/// of 32 nodes over one child list: merged, a tile computes each child's exponentials once for
+/// 128 rows instead of 32). Node `m` of merged block `r` reads the weights
+/// `pids[(r·g + m / sub)·W + w] + m % sub` (the original blocks' weight rows, in merged order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmaPart {
+    /// Nodes per merged block (`g · sub`) and per original block.
+    pub block_size: u32,
+    pub sub: u32,
+    pub width: u32,
+    /// First node and children of each merged block, and the weight rows of its blocks.
+    pub nids: Vec<u32>,
+    pub cids: Vec<u32>,
+    pub pids: Vec<u32>,
+}
+
+impl MmaPart {
+    /// The partition's blocks as tensor-core launches: runs of `g` blocks (ordered by first node)
+    /// with consecutive nodes and one child list merged, for the largest `g` (a power of two,
+    /// `g · block_size ≤ 128`) that merges at least half of the blocks; the blocks left over
+    /// (a region cut by the partition) form a second, unmerged part. One part with `g = 1` when
+    /// nothing merges.
+    pub fn split(part: &SumPartition) -> Vec<MmaPart> {
+        let (bs, w, n) = (part.block_size, part.width as usize, part.nids.len());
+        let row = |t: &[u32], r: usize| t[r * w..(r + 1) * w].to_vec();
+        let whole = || MmaPart { block_size: bs, sub: bs, width: part.width, nids: part.nids.clone(), cids: part.cids.clone(), pids: part.pids.clone() };
+        if w == 0 || n == 0 {
+            return vec![whole()];
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&r| part.nids[r]);
+        // Greedy runs of at most g blocks: (merged runs, blocks left over).
+        let runs = |g: usize| {
+            let (mut full, mut rest) = (Vec::new(), Vec::new());
+            let mut i = 0;
+            while i < n {
+                let r = order[i];
+                let mut len = 1;
+                while len < g && i + len < n {
+                    let q = order[i + len];
+                    if part.nids[q] != part.nids[r] + (len as u32) * bs || part.cids[q * w..(q + 1) * w] != part.cids[r * w..(r + 1) * w] {
+                        break;
+                    }
+                    len += 1;
+                }
+                if len == g { full.push(order[i..i + g].to_vec()) } else { rest.extend_from_slice(&order[i..i + len]) }
+                i += len;
+            }
+            (full, rest)
+        };
+        let pick = (2..=MAX_GROUP_ROWS / bs.max(1)).rev().filter(|g| g.is_power_of_two()).map(|g| (g, runs(g as usize))).find(|(g, (full, _))| 2 * full.len() * *g as usize >= n);
+        let Some((g, (full, rest))) = pick else { return vec![whole()] };
+        let merged = MmaPart {
+            block_size: g * bs,
+            sub: bs,
+            width: part.width,
+            nids: full.iter().map(|run| part.nids[run[0]]).collect(),
+            cids: full.iter().flat_map(|run| row(&part.cids, run[0])).collect(),
+            pids: full.iter().flatten().flat_map(|&r| row(&part.pids, r)).collect(),
+        };
+        let mut parts = vec![merged];
+        if !rest.is_empty() {
+            parts.push(MmaPart {
+                block_size: bs,
+                sub: bs,
+                width: part.width,
+                nids: rest.iter().map(|&r| part.nids[r]).collect(),
+                cids: rest.iter().flat_map(|&r| row(&part.cids, r)).collect(),
+                pids: rest.iter().flat_map(|&r| row(&part.pids, r)).collect(),
+            });
+        }
+        parts
+    }
+
+    pub fn count(&self) -> u32 {
+        self.nids.len() as u32
+    }
+
+    pub fn group(&self) -> u32 {
+        self.block_size / self.sub
+    }
+}
 
 /// The tile shape of one mma sum kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MmaShape {
     pub precision: Precision,
     pub block_size: u32,
+    /// Nodes per original block (`block_size` unless blocks were merged, see [`MmaPart`]).
+    pub sub: u32,
     pub width: u32,
     /// Nodes per node tile and node tiles per block.
     pub tm: u32,
@@ -106,11 +195,16 @@ impl MmaShape {
             _ => (2, 2),
         };
         let threads = 32 * warps_m * warps_n;
-        Some(MmaShape { precision, block_size, width, tm, nt: block_size / tm, kc, kstep, kcw, threads, warps_m, warps_n, mf: tm / warps_m / 16, nf: TB / warps_n / 8 })
+        Some(MmaShape { precision, block_size, sub: block_size, width, tm, nt: block_size / tm, kc, kstep, kcw, threads, warps_m, warps_n, mf: tm / warps_m / 16, nf: TB / warps_n / 8 })
+    }
+
+    /// The shape of a (possibly merged) partition view.
+    pub fn for_part(precision: Precision, part: &MmaPart) -> Option<MmaShape> {
+        MmaShape::for_partition(precision, part.block_size, part.width).map(|s| MmaShape { sub: part.sub, ..s })
     }
 
     pub fn kernel_name(&self) -> String {
-        format!("sum_fwd_{}_bs{}_w{}", self.precision, self.block_size, self.width)
+        format!("sum_fwd_{}_bs{}_w{}", self.precision, block_label(self.block_size, self.sub), self.width)
     }
 
     /// The inline-PTX mma instruction with its operand list.
@@ -148,6 +242,8 @@ impl MmaShape {
         ctx.insert("prec", self.precision.name());
         ctx.insert("mma_asm", &self.mma_asm());
         ctx.insert("bs", &self.block_size);
+        ctx.insert("sub", &self.sub);
+        ctx.insert("group", &(self.block_size / self.sub));
         ctx.insert("width", &self.width);
         ctx.insert("tm", &self.tm);
         ctx.insert("nt", &self.nt);
@@ -168,14 +264,14 @@ impl MmaShape {
 /// the first time its name is seen. `None`: the partition stays on the scalar kernel.
 pub(super) fn sum_forward(
     opts: &EmitOptions,
-    part: &SumPartition,
+    part: &MmaPart,
     emitted: &mut std::collections::BTreeSet<String>,
     source: &mut String,
     layer: String,
     args: Vec<KernelArg>,
 ) -> Result<Option<KernelSpec>, EmitError> {
-    let Some(shape) = MmaShape::for_partition(opts.precision, part.block_size, part.width) else { return Ok(None) };
-    let count = part.nids.len() as u32;
+    let Some(shape) = MmaShape::for_part(opts.precision, part) else { return Ok(None) };
+    let count = part.count();
     let split = MmaShape::split(count, shape.nt);
     let name = shape.kernel_name();
     if emitted.insert(name.clone()) {
@@ -193,6 +289,11 @@ pub(super) fn sum_forward(
         args,
         small: None,
     }))
+}
+
+/// `512`, or `32x4` for 4 merged blocks of 32 nodes (kernel names).
+pub(super) fn block_label(block_size: u32, sub: u32) -> String {
+    if sub == block_size { block_size.to_string() } else { format!("{sub}x{}", block_size / sub) }
 }
 
 #[cfg(test)]

@@ -19,10 +19,9 @@
 //! node rows `n0 + m` for `m < BS`, samples `b < B`); staged words stay below `KCW < LD`.
 
 use pc_runtime::cuda::{KernelArg, KernelSpec, Precision};
-use pc_runtime::plan::SumPartition;
 
 use super::EmitError;
-use super::mma::{MAX_SPLIT, MmaShape, TARGET_CTAS};
+use super::mma::{block_label, MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS};
 
 const SUM_BWD_MMA: &str = include_str!("../../../templates/sum_bwd_mma.cu.tera");
 const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
@@ -58,6 +57,8 @@ fn min_blocks(threads: u32) -> u32 {
 pub struct BwdShape {
     pub precision: Precision,
     pub block_size: u32,
+    /// Nodes per original block (see [`MmaPart`]).
+    pub sub: u32,
     pub width: u32,
     /// Children per element-flow tile (rows) and the K chunk over the block's nodes.
     pub er: u32,
@@ -67,7 +68,8 @@ pub struct BwdShape {
 }
 
 impl BwdShape {
-    pub fn for_partition(precision: Precision, block_size: u32, width: u32) -> Option<BwdShape> {
+    pub fn for_part(precision: Precision, part: &MmaPart) -> Option<BwdShape> {
+        let (block_size, width) = (part.block_size, part.width);
         MmaShape::for_partition(precision, block_size, width)?;
         let er = [128, 64, 32]
             .into_iter()
@@ -81,6 +83,7 @@ impl BwdShape {
         Some(BwdShape {
             precision,
             block_size,
+            sub: part.sub,
             width,
             er,
             e_kc,
@@ -91,7 +94,9 @@ impl BwdShape {
     pub fn kernel_name(&self) -> String {
         format!(
             "sum_bwd_{}_bs{}_w{}",
-            self.precision, self.block_size, self.width
+            self.precision,
+            block_label(self.block_size, self.sub),
+            self.width
         )
     }
 
@@ -125,6 +130,8 @@ impl BwdShape {
             },
         );
         ctx.insert("bs", &self.block_size);
+        ctx.insert("sub", &self.sub);
+        ctx.insert("group", &(self.block_size / self.sub));
         ctx.insert("width", &self.width);
         ctx.insert("tn", &TN);
         let (et, ewn, emf, enf) = warp_grid(self.er, TN);
@@ -165,7 +172,7 @@ pub(super) struct Exclusive {
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement
 pub(super) fn sum_backward(
     precision: Precision,
-    part: &SumPartition,
+    part: &MmaPart,
     emitted: &mut std::collections::BTreeSet<String>,
     source: &mut String,
     layer: &str,
@@ -173,7 +180,7 @@ pub(super) fn sum_backward(
     moff: u32,
     excl: Exclusive,
 ) -> Result<Option<[KernelSpec; 2]>, EmitError> {
-    let Some(shape) = BwdShape::for_partition(precision, part.block_size, part.width) else {
+    let Some(shape) = BwdShape::for_part(precision, part) else {
         return Ok(None);
     };
     if emitted.insert("mma_core".into()) {
@@ -183,7 +190,7 @@ pub(super) fn sum_backward(
     if emitted.insert(name.clone()) {
         *source += &shape.render()?;
     }
-    let count = part.nids.len() as u32;
+    let count = part.count();
     let (rt, ct, mt) = shape.tiles();
     let [nids, cids, pids] = tables;
     let args = |out: KernelArg, excl: bool| {

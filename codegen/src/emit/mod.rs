@@ -242,26 +242,42 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
                 })
             });
             let small = small.transpose()?;
-            let moff = max_rows;
-            let mma_args = [args.clone(), vec![KernelArg::SumMax, KernelArg::Int(moff as i32)]].concat();
-            let mut spec = match mma::sum_forward(opts, part, &mut emitted, &mut source, format!("sums d{d} p{p}"), mma_args)? {
-                Some(spec) => {
-                    max_rows += count;
-                    spec
-                }
-                None => {
-                    shape_kernel(&t, &mut emitted, &mut source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
-                    KernelSpec { scales_with_batch: true, name, layer: format!("sums d{d} p{p}"), count, threads_per_sample, block: BLOCK, args, small: None }
-                }
-            };
-            spec.small = small.map(Box::new);
-            m.forward.push(spec);
             let layer = format!("sums d{d} p{p}");
-            let excl = mma_bwd::Exclusive { elements: exclusive_elements, params: distinct_nonzero(&part.pids) };
-            if let Some(specs) = mma_bwd::sum_backward(opts.precision, part, &mut emitted, &mut source, &layer, [nids, cids, pids], moff, excl)? {
-                sum_bwd.extend(specs.map(Step::Launch));
+            // The tensor-core kernels see runs of blocks over the same children as one block
+            // (`mma::MmaPart`): a partition may become two launches (merged runs, the rest), each
+            // with its own tables; small batches run the partition's small-batch variant once.
+            let parts = mma::MmaPart::split(part);
+            if mma::MmaShape::for_part(opts.precision, &parts[0]).is_some() {
+                let excl = mma_bwd::Exclusive { elements: exclusive_elements, params: distinct_nonzero(&part.pids) };
+                let has_small = small.is_some();
+                let mut small = small.map(Box::new);
+                for (i, mp) in parts.iter().enumerate() {
+                    let moff = max_rows;
+                    let tables = match parts.len() == 1 && mp.group() == 1 {
+                        true => [nids, cids, pids],
+                        false => [table(&mut m, mp.nids.clone()), table(&mut m, mp.cids.clone()), table(&mut m, mp.pids.clone())],
+                    };
+                    let mma_args =
+                        vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, tables[0], tables[1], tables[2], KernelArg::Count, KernelArg::Batch, KernelArg::SumMax, KernelArg::Int(moff as i32)];
+                    let mut spec = mma::sum_forward(opts, mp, &mut emitted, &mut source, layer.clone(), mma_args)?.expect("every part of a tensor-core partition is one");
+                    // The first launch carries the partition's small-batch variant (which covers every
+                    // block); the others then skip small batches (a variant with no threads).
+                    spec.small = match (i, has_small) {
+                        (0, _) => small.take(),
+                        (_, true) => Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() })),
+                        (_, false) => None,
+                    };
+                    m.forward.push(spec);
+                    max_rows += mp.count();
+                    let specs = mma_bwd::sum_backward(opts.precision, mp, &mut emitted, &mut source, &layer, tables, moff, excl)?.expect("the forward's shape");
+                    sum_bwd.extend(specs.map(Step::Launch));
+                }
                 continue;
             }
+            shape_kernel(&t, &mut emitted, &mut source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
+            let mut spec = KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
+            spec.small = small.map(Box::new);
+            m.forward.push(spec);
             let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&t, &mut emitted, &mut source, "sum_bwd", &bname, part.block_size, part.width, None)?;
             let args = |out: KernelArg| vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
