@@ -12,11 +12,14 @@
 //!   (`scales_with_batch = false`), with `S ≤ 8` chosen so that about [`TARGET_CTAS`] blocks run
 //!   (a depth often has few sum blocks: its node tiles run in parallel, not one after another).
 //!   Blocks with no batch tile (small batches) exit at once.
-//! - Per batch tile a first pass over the `W` children computes `M_b` (`NTH/TB` threads per
-//!   sample, combined in shared memory). Then, for its node tile of `TM` nodes (the largest of 128/64/32/16
-//!   dividing `BS`), the children are consumed in chunks of `KC` (≤ 32, a multiple of the mma K)
-//!   staged to shared memory: `θ` and `exp(e − M)` computed in fp32, then rounded
-//!   (`cvt.rn.bf16x2.f32` / `cvt.rna.tf32.f32`). Children past `W` get weight 0 and `X = 0`.
+//! - Per batch tile and node tile of `TM` nodes (the largest of 128/64/32/16 dividing `BS`), the
+//!   children are consumed in chunks of `KC` (≤ 32, a multiple of the mma K) staged to shared
+//!   memory: `θ` and `exp(e − M)` computed in fp32, then rounded (`cvt.rn.bf16x2.f32` /
+//!   `cvt.rna.tf32.f32`). Children past `W` get weight 0 and `X = 0`. `M_b` is a running maximum
+//!   (online log-sum-exp): each chunk's values are loaded once, its column maxima combined in
+//!   shared memory (`NTH/TB` threads per sample), and where `M_b` grows the column's
+//!   accumulators are rescaled by `exp(M_old − M_new)` before the chunk's mma (a separate maxima
+//!   pass read every child twice, with its dependent loads few in flight).
 //! - Warps form a `WM × WN` grid (`1 × 4` for `TM = 16`, `4 × 2` for 128, else `2 × 2`); a warp owns `MF × NF`
 //!   m16n8 accumulator tiles and issues `mma.sync.aligned.m16n8k16...bf16` or `m16n8k8...tf32`.
 //! - `__launch_bounds__(threads, min_blocks)` so that ptxas keeps everything in registers (see

@@ -131,34 +131,8 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
         let mut bt = bx % s;
         while bt < nbt {
             let b0 = bt * tb;
-            // M pass, per thread.
-            let mut smp = vec![vec![f32::NAN; tb]; kl];
-            let mut mx_t = vec![neg; nth];
-            for tid in 0..nth {
-                let (j, kh) = (tid % tb, tid / tb);
-                let mut mx = neg;
-                if b0 + j < b {
-                    let mut w = kh;
-                    while w < w_ {
-                        mx = mx.max(l.elem[c[w] as usize * b + b0 + j]);
-                        w += kl;
-                    }
-                }
-                smp[kh][j] = mx;
-                mx_t[tid] = mx;
-            }
-            let mut sm = vec![f32::NAN; tb];
-            for tid in 0..nth {
-                let (j, kh) = (tid % tb, tid / tb);
-                let mut mx = mx_t[tid];
-                for row in &smp {
-                    mx = mx.max(row[j]);
-                }
-                mx_t[tid] = mx;
-                if kh == 0 {
-                    sm[j] = mx;
-                }
-            }
+            // kernel: the column's running maximum (every thread of column j holds the same).
+            let mut run_m = vec![neg; tb];
             for nt in ntile..ntile + 1 {
                 // acc[warp][mi][ni][lane][e]
                 let mut acc = vec![vec![vec![[[0f32; 4]; 32]; nf]; mf]; nth / 32];
@@ -185,29 +159,58 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
                             }
                             q0 += nth;
                         }
-                        let (j, mx) = (tid % tb, mx_t[tid]);
+                    }
+                    // kernel: each thread's raw child values and chunk maximum (sMp[kh][j]).
+                    let xq_n = tb * kp_n / nth;
+                    let mut raw = vec![Vec::new(); nth];
+                    let mut smp = vec![vec![f32::NAN; tb]; kl];
+                    for tid in 0..nth {
+                        let (j, kh) = (tid % tb, tid / tb);
                         let jin = b0 + j < b;
-                        let mut q0 = 0;
-                        while q0 < tb * kp_n {
-                            assert_eq!((q0 + tid) % tb, j);
-                            let kp = (q0 + tid) / tb;
-                            let k = k0 + 2 * kp;
-                            let (mut x0, mut x1) = (0f32, 0f32);
-                            if jin && mx != neg {
-                                if k < w_ {
-                                    x0 = (l.elem[c[k] as usize * b + b0 + j] - mx).exp();
-                                }
-                                if k + 1 < w_ {
-                                    x1 = (l.elem[c[k + 1] as usize * b + b0 + j] - mx).exp();
-                                }
-                            }
+                        let mut cm = neg;
+                        for xq in 0..xq_n {
+                            assert_eq!((xq * nth + tid) % tb, j);
+                            let k = k0 + 2 * ((xq * nth + tid) / tb);
+                            let e0 = if jin && k < w_ { l.elem[c[k] as usize * b + b0 + j] } else { neg };
+                            let e1 = if jin && k + 1 < w_ { l.elem[c[k + 1] as usize * b + b0 + j] } else { neg };
+                            cm = cm.max(e0.max(e1));
+                            raw[tid].push((e0, e1));
+                        }
+                        smp[kh][j] = cm;
+                    }
+                    // kernel: new running maximum, the accumulators' scale, X = exp(e − M).
+                    let mut scale = vec![f32::NAN; tb];
+                    let new_m: Vec<f32> = (0..tb).map(|j| smp.iter().fold(run_m[j], |m, row| m.max(row[j]))).collect();
+                    for tid in 0..nth {
+                        let (j, kh) = (tid % tb, tid / tb);
+                        let (mx, nm) = (run_m[j], new_m[j]);
+                        if kh == 0 {
+                            scale[j] = if nm == mx { 1.0 } else { (mx - nm).exp() };
+                        }
+                        for (xq, &(e0, e1)) in raw[tid].iter().enumerate() {
+                            let kp = (xq * nth + tid) / tb;
+                            let (x0, x1) = if nm == neg { (0.0, 0.0) } else { ((e0 - nm).exp(), (e1 - nm).exp()) };
                             if sh.precision == Precision::Bf16 {
                                 sx[j * ld + kp] = Some(pack_bf16x2(x1, x0));
                             } else {
                                 sx[j * ld + 2 * kp] = Some(tf32_bits(x0));
                                 sx[j * ld + 2 * kp + 1] = Some(tf32_bits(x1));
                             }
-                            q0 += nth;
+                        }
+                    }
+                    run_m = new_m;
+                    // kernel: accumulators of column col scale by sScale[col] before the mma.
+                    for (warp, acc_w) in acc.iter_mut().enumerate() {
+                        let wnn = warp % wn;
+                        for lane in 0..32 {
+                            let t = lane & 3;
+                            for mi in 0..mf {
+                                for ni in 0..nf {
+                                    for e in 0..4 {
+                                        acc_w[mi][ni][lane][e] *= scale[wnn * wtn + ni * 8 + 2 * t + (e & 1)];
+                                    }
+                                }
+                            }
                         }
                     }
                     for ks in 0..kc / kstep {
@@ -246,7 +249,7 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
                                     let row = wm * wtm + mi * 16 + g + (e >> 1) * 8;
                                     let col = wnn * wtn + ni * 8 + 2 * t + (e & 1);
                                     if b0 + col < b {
-                                        let (mc, sv) = (sm[col], acc_w[mi][ni][lane][e]);
+                                        let (mc, sv) = (run_m[col], acc_w[mi][ni][lane][e]);
                                         let at = (nid + nt * tm + row) * b + b0 + col;
                                         assert!(!written[at], "output ({}, {}) written twice", nid + nt * tm + row, b0 + col);
                                         written[at] = true;
@@ -319,7 +322,9 @@ fn check(prec: Precision, bs: u32, width: u32, batches: &[usize]) {
         let l = Launch { shape: &shape, b, nids: &nids, cids: &cids, pids: &pids, params: &params, elem: &elem };
         let got = replay(&l, num_nodes);
         // Reference in f64 on the same rounded operands (layout errors are gross; rounding is
-        // shared, summation order is not).
+        // shared, summation order is not). The kernel shifts chunk c's children by the running
+        // maximum M_c over chunks 0..=c before rounding, then scales by exp(M_c − M) in fp32.
+        let kc = shape.kc as usize;
         let round = |x: f32| -> f64 {
             if prec == Precision::Bf16 { bf16_val(bf16_bits(x)) as f64 } else { f32::from_bits(tf32_bits(x)) as f64 }
         };
@@ -330,8 +335,11 @@ fn check(prec: Precision, bs: u32, width: u32, batches: &[usize]) {
                     let want = if mx == f32::NEG_INFINITY {
                         f64::NEG_INFINITY
                     } else {
+                        let e = |w: usize| elem[cids[r * w_ + w] as usize * b + s];
+                        let run = |w: usize| (0..((w / kc + 1) * kc).min(w_)).map(e).fold(f32::NEG_INFINITY, f32::max);
                         let sum: f64 = (0..w_)
-                            .map(|w| round(params[pids[r * w_ + w] as usize + m]) * round((elem[cids[r * w_ + w] as usize * b + s] - mx).exp()))
+                            .filter(|&w| run(w) != f32::NEG_INFINITY)
+                            .map(|w| round(params[pids[r * w_ + w] as usize + m]) * round((e(w) - run(w)).exp()) * ((run(w) - mx) as f64).exp())
                             .sum();
                         if sum > 0.0 { mx as f64 + sum.ln() } else { f64::NEG_INFINITY }
                     };
