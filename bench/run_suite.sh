@@ -16,11 +16,12 @@ mkdir -p "$out"
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-')
 suffix=$([ "$batch" = 512 ] && echo "" || echo "-b$batch")
 base="$out/$(date +%F)-$card-suite$suffix"
-commit=$(cat carry/commit.txt 2>/dev/null || echo unknown)
+bin=${PCC_BIN:-carry/bin}
+commit=$(cat ${PCC_COMMIT_FILE:-carry/commit.txt} 2>/dev/null || echo unknown)
 python3 -m pip install -q --no-index --no-deps --target /tmp/site carry/pyjuice-2.6.3-py3-none-any.whl 2>/dev/null
 export PYTHONPATH=/tmp/site PYJUICE_DISABLE_CUDA_KERNELS=1 PYTHONUNBUFFERED=1
 # Structures are learned once (by pcc) and kept in /tmp/suite for PyJuice and later calls.
-PCC_BENCH_STRUCTURE_ONLY=1 PCC_BATCH=$batch PCC_PRECISION=${PCC_PRECISION:-bf16} timeout ${PCC_TIMEOUT:-400} carry/bin/bench_gpu carry/data /tmp/suite "$models" \
+PCC_BENCH_STRUCTURE_ONLY=1 PCC_BATCH=$batch PCC_PRECISION=${PCC_PRECISION:-bf16} timeout ${PCC_TIMEOUT:-400} $bin/bench_gpu carry/data /tmp/suite "$models" \
     | python3 bench/suite_table.py --tag "$commit" "$batch" >> "$base.jsonl"
 PJ_BATCH=$batch timeout ${PJ_TIMEOUT:-400} python3 bench/pyjuice_bench.py carry/data/images-idx3-ubyte /tmp/suite "$models" \
     | python3 bench/suite_table.py --tag "$commit" "$batch" >> "$base.jsonl"
