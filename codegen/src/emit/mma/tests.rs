@@ -398,3 +398,66 @@ fn tf32_replay_matches_the_matrix_product() {
     check(Precision::Tf32, 256, 20, &[3]);
     check(Precision::Tf32, 96, 44, &[66]);
 }
+
+/// A partition of `n` blocks of `bs` nodes over `w` children; `kids(r)` gives block r's first
+/// child id (children `kids(r)..kids(r) + w`); nodes consecutive, weights laid out per block.
+fn partition(n: usize, bs: u32, w: u32, kids: impl Fn(usize) -> u32) -> pc_runtime::plan::SumPartition {
+    pc_runtime::plan::SumPartition {
+        block_size: bs,
+        child_block_size: bs,
+        width: w,
+        nids: (0..n as u32).map(|r| 10 + r * bs).collect(),
+        cids: (0..n).flat_map(|r| (0..w).map(move |k| (r, k))).map(|(r, k)| kids(r) + k).collect(),
+        counts: vec![w; n],
+        pids: (0..n as u32).flat_map(|r| (0..w).map(move |k| 100 + (r * w + k) * bs)).collect(),
+    }
+}
+
+#[test]
+fn runs_of_blocks_over_one_child_list_merge() {
+    use super::MmaPart;
+    // Regions of 8 blocks of 32 over one child list (PD): merged 4 at a time into 128-row blocks.
+    let p = partition(16, 32, 5, |r| 1 + (r / 8) as u32 * 100);
+    let parts = MmaPart::split(&p);
+    assert_eq!(parts.len(), 1);
+    let m = &parts[0];
+    assert_eq!((m.block_size, m.sub, m.group(), m.count()), (128, 32, 4, 4));
+    assert_eq!(m.nids, vec![10, 10 + 128, 10 + 256, 10 + 384]);
+    assert_eq!(&m.cids[..5], &p.cids[..5]);
+    assert_eq!(&m.cids[2 * 5..3 * 5], &p.cids[8 * 5..9 * 5]);
+    // The weight rows of merged block r's g-th original block: row r·G + g.
+    assert_eq!(m.pids, p.pids);
+}
+
+#[test]
+fn a_block_cut_from_its_region_stays_unmerged() {
+    use super::MmaPart;
+    // Block 0 is the last block of another region; blocks 1..=8 form a region of 8.
+    let p = partition(9, 32, 3, |r| if r == 0 { 500 } else { 1 });
+    let parts = MmaPart::split(&p);
+    assert_eq!(parts.len(), 2);
+    assert_eq!((parts[0].group(), parts[0].count(), parts[1].group(), parts[1].count()), (4, 2, 1, 1));
+    assert_eq!(parts[0].nids, vec![10 + 32, 10 + 5 * 32]);
+    assert_eq!(parts[1].nids, vec![10]);
+    assert_eq!(parts[1].cids, p.cids[..3].to_vec());
+    assert_eq!(parts[1].pids, p.pids[..3].to_vec());
+    // Every original block's weights appear exactly once over the parts.
+    let mut all: Vec<u32> = parts.iter().flat_map(|m| m.pids.clone()).collect();
+    all.sort_unstable();
+    let mut want = p.pids.clone();
+    want.sort_unstable();
+    assert_eq!(all, want);
+}
+
+#[test]
+fn blocks_with_their_own_children_stay_as_they_are() {
+    use super::MmaPart;
+    let p = partition(6, 32, 4, |r| 1 + r as u32 * 10);
+    let parts = MmaPart::split(&p);
+    assert_eq!(parts.len(), 1);
+    assert_eq!((parts[0].block_size, parts[0].group()), (32, 1));
+    assert_eq!((&parts[0].nids, &parts[0].cids, &parts[0].pids), (&p.nids, &p.cids, &p.pids));
+    // 128-node blocks have no room to merge.
+    let p = partition(4, 128, 4, |_| 1);
+    assert_eq!(MmaPart::split(&p)[0].group(), 1);
+}
