@@ -118,6 +118,57 @@ fn errors_are_clear() {
     assert!(err.contains("nowhere"), "{err}");
 }
 
+/// Row ranges, empty data and flags that would be silently ignored are errors (issue 15): training
+/// on no rows used to print "saved" over uniform parameters, and `eval` on none printed NaN.
+#[test]
+fn empty_or_out_of_range_rows_and_ignored_flags_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 10, 3);
+    let model = p("model");
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    let params = std::fs::read(Path::new(&model).join("params.safetensors")).unwrap();
+    let err = fails(&["train", &model, "--data", &p("train.csv"), "--rows", "5..5", "--device", "cpu", "--epochs", "1", "--quiet"]);
+    assert!(err.contains("5..5") && err.contains("no rows"), "{err}");
+    assert_eq!(std::fs::read(Path::new(&model).join("params.safetensors")).unwrap(), params, "the model is untouched");
+    let err = fails(&["eval", &model, "--data", &p("train.csv"), "--rows", "3..3", "--device", "cpu"]);
+    assert!(err.contains("no rows"), "{err}");
+    let err = fails(&["eval", &model, "--data", &p("train.csv"), "--rows", "2..11", "--device", "cpu"]);
+    assert!(err.contains("2..11") && err.contains("only 10 rows"), "{err}");
+    ok(&["eval", &model, "--data", &p("train.csv"), "--rows", "2..", "--device", "cpu"]);
+    ok(&["eval", &model, "--data", &p("train.csv"), "--rows", "2..10", "--device", "cpu"]);
+    std::fs::write(p("empty.csv"), "").unwrap();
+    let err = fails(&["eval", &model, "--data", &p("empty.csv"), "--device", "cpu"]);
+    assert!(err.contains("no samples") || err.contains("empty"), "{err}");
+    let err = fails(&["eval", &model, "--data", &p("train.csv"), "--device", "cpu", "--precision", "bf16"]);
+    assert!(err.contains("--precision bf16") && err.contains("--device cpu"), "{err}");
+}
+
+/// A structure file with a field pcc does not know (a misspelt `tied_to`, say) is rejected, not
+/// read with the field dropped.
+#[test]
+fn unknown_fields_in_a_structure_file_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 10, 4);
+    let model = p("model");
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    let path = Path::new(&model).join("structure.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for (what, bad) in [
+        ("file", text.replacen("{", "{\"comment\":1,", 1)),
+        ("circuit", text.replacen("\"num_vars\"", "\"extra\":0,\"num_vars\"", 1)),
+        ("node", text.replacen("\"var\"", "\"tied_too\":0,\"var\"", 1)),
+    ] {
+        assert_ne!(bad, text, "{what}: the edit applies");
+        std::fs::write(&path, &bad).unwrap();
+        let err = fails(&["info", &model]);
+        assert!(err.contains("unknown field"), "{what}: {err}");
+    }
+    std::fs::write(&path, &text).unwrap();
+    ok(&["info", &model]);
+}
+
 #[test]
 fn every_structure_learns_trains_and_evaluates() {
     let dir = tempfile::tempdir().unwrap();

@@ -26,8 +26,9 @@ impl std::fmt::Display for NodeId {
 }
 
 /// One vector of nodes.
+// Unknown fields are errors: a misspelt `tied_to` would otherwise silently untie a vector.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Node {
     /// `num_blocks * block_size` leaves on variable `var`.
     Input {
@@ -93,6 +94,7 @@ impl Node {
 
 /// A whole circuit over variables `0..num_vars`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Circuit {
     pub num_vars: u32,
     pub nodes: Vec<Node>,

@@ -18,6 +18,7 @@ pub const STRUCTURE_FILE: &str = "structure.json";
 pub const PARAMS_FILE: &str = "params.safetensors";
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StructureFile {
     format: String,
     version: u32,

@@ -19,6 +19,9 @@ impl Engine {
     /// no GPU is usable, `cuda` fails instead.
     pub fn new(model: &Model, device: Device, precision: Precision) -> Result<Engine> {
         if device == Device::Cpu {
+            if precision != Precision::Fp32 {
+                bail!("--precision {precision} selects the GPU engine's tensor-core kernels; the CPU engine (--device cpu) computes in f32/f64: drop --precision or use --device cuda");
+            }
             return Ok(Engine::Cpu(Box::new(model.cpu_engine()?)));
         }
         let gpu = emit_with(&model.plan, &EmitOptions { precision })

@@ -91,16 +91,24 @@ pub fn load_data(path: &Path, rows: Option<(usize, usize)>) -> Result<Data> {
     } else {
         (dataset::read_csv_auto(path, "?")?, None)
     };
+    let n = ev.num_samples();
     let ev = match rows {
         Some((a, b)) => {
-            let n = ev.num_samples();
-            if a >= n {
-                bail!("--rows {a}..: {} has only {n} rows", path.display());
+            // An open end (`A..`) runs to the last row; an explicit end past it is a mistake.
+            if a >= n || (b != usize::MAX && b > n) {
+                let end = if b == usize::MAX { String::new() } else { b.to_string() };
+                bail!("--rows {a}..{end}: {} has only {n} rows", path.display());
+            }
+            if a == b {
+                bail!("--rows {a}..{b} selects no rows");
             }
             ev.slice(a, b.min(n))
         }
         None => ev,
     };
+    if ev.num_samples() == 0 {
+        bail!("{}: no samples", path.display());
+    }
     Ok(Data { ev, shape })
 }
 
