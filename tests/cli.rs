@@ -144,6 +144,28 @@ fn empty_or_out_of_range_rows_and_ignored_flags_are_errors() {
     assert!(err.contains("--precision bf16") && err.contains("--device cpu"), "{err}");
 }
 
+/// Sample counts and image shapes from the command line are checked before anything is drawn
+/// (issue 15: a huge `-n` wrote an empty file with exit 0, a huge `--shape` overflowed).
+#[test]
+fn sample_sizes_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 10, 5);
+    let model = p("model");
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    let cpu = ["--device", "cpu"];
+    let err = fails(&[&["sample", &model, "-n", "1152921504606846976", "--csv", &p("s.csv")][..], &cpu].concat());
+    assert!(err.contains("exceed"), "{err}");
+    assert!(!Path::new(&p("s.csv")).exists(), "nothing written");
+    let err = fails(&[&["sample", &model, "-n", "0", "--csv", &p("s.csv")][..], &cpu].concat());
+    assert!(err.contains("nothing to sample"), "{err}");
+    let err = fails(&[&["sample", &model, "-n", "2", "--png", &p("s.png"), "--shape", "2x9223372036854775816"][..], &cpu].concat());
+    assert!(err.contains("--shape") && !err.contains("panicked"), "{err}");
+    let err = fails(&[&["sample", &model, "-n", "2", "--png", &p("s.png"), "--shape", "3x2x1"][..], &cpu].concat());
+    assert!(err.contains("--shape"), "{err}");
+    ok(&[&["sample", &model, "-n", "2", "--png", &p("s.png"), "--shape", "2x3"][..], &cpu].concat());
+}
+
 /// A structure file with a field pcc does not know (a misspelt `tied_to`, say) is rejected, not
 /// read with the field dropped.
 #[test]

@@ -32,10 +32,24 @@ pub struct SampleArgs {
     pub device: DeviceArgs,
 }
 
+/// Most sample values one call draws (4 GiB of f32): a larger `-n` is an error, not an abort.
+const MAX_VALUES: usize = 1 << 30;
+
 pub fn run(a: &SampleArgs) -> Result<()> {
     let m = super::load_model(&a.model)?;
-    let mut engine = a.device.engine(&m)?;
     let nv = m.plan.num_vars as usize;
+    if a.num == 0 {
+        bail!("-n 0: nothing to sample");
+    }
+    if a.num.checked_mul(nv).is_none_or(|v| v > MAX_VALUES) {
+        bail!("-n {}: {} samples of {nv} variables exceed the {MAX_VALUES} values one call draws", a.num, a.num);
+    }
+    // The image shape is checked before any sampling.
+    let shape = match &a.png {
+        Some(_) => Some(image_shape(a.shape.as_deref(), nv)?),
+        None => None,
+    };
+    let mut engine = a.device.engine(&m)?;
     let samples = engine.sample(a.num, a.seed)?;
     if let Some(path) = &a.csv {
         dataset::write_csv(path, &Evidence::new(nv, samples)?, "?")?;
@@ -43,22 +57,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         return Ok(());
     }
     let path = a.png.as_ref().expect("clap requires --png or --csv");
-    let (h, w) = match &a.shape {
-        Some(s) => {
-            let (h, w) = s.split_once('x').context("--shape must look like 28x28")?;
-            (h.parse::<usize>()?, w.parse::<usize>()?)
-        }
-        None => {
-            let side = (nv as f64).sqrt().round() as usize;
-            if side * side != nv {
-                bail!("{nv} variables are not a square image; pass --shape HEIGHTxWIDTH");
-            }
-            (side, side)
-        }
-    };
-    if h * w != nv {
-        bail!("--shape {h}x{w} has {} pixels, the model has {nv} variables", h * w);
-    }
+    let (h, w) = shape.expect("computed for --png");
     let levels = m.plan.domains.iter().map(|d| match d {
         Domain::Discrete { num_cats } => *num_cats as f32,
         Domain::Continuous => 256.0,
@@ -79,6 +78,28 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     write_png(path, gw as u32, gh as u32, &img)?;
     println!("wrote a {rows}x{cols} grid of {} samples to {}", a.num, path.display());
     Ok(())
+}
+
+/// HEIGHTxWIDTH from `--shape` (or the square side), which must cover exactly `nv` variables.
+fn image_shape(shape: Option<&str>, nv: usize) -> Result<(usize, usize)> {
+    let (h, w) = match shape {
+        Some(s) => {
+            let (h, w) = s.split_once('x').context("--shape must look like 28x28")?;
+            let dim = |d: &str| d.parse::<usize>().with_context(|| format!("--shape {s}: {d:?} is not a size"));
+            (dim(h)?, dim(w)?)
+        }
+        None => {
+            let side = (nv as f64).sqrt().round() as usize;
+            if side * side != nv {
+                bail!("{nv} variables are not a square image; pass --shape HEIGHTxWIDTH");
+            }
+            (side, side)
+        }
+    };
+    if h.checked_mul(w) != Some(nv) {
+        bail!("--shape {h}x{w} does not have {nv} pixels (the model's variables)");
+    }
+    Ok((h, w))
 }
 
 /// Grayscale PNG, written atomically.
