@@ -144,6 +144,34 @@ fn empty_or_out_of_range_rows_and_ignored_flags_are_errors() {
     assert!(err.contains("--precision bf16") && err.contains("--device cpu"), "{err}");
 }
 
+/// `train` checks its hyper-parameters and validation data before the first epoch, and with
+/// `--valid` keeps a model on disk that training does not beat (issue 15).
+#[test]
+fn train_checks_before_it_trains_and_keeps_a_better_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 40, 6);
+    let model = p("model");
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    let params = || std::fs::read(Path::new(&model).join("params.safetensors")).unwrap();
+    let before = params();
+    let cpu = ["--device", "cpu", "--quiet", "--epochs", "1"];
+    let err = fails(&[&["train", &model, "--data", &p("train.csv"), "--em", "mini", "--step-size", "0"][..], &cpu].concat());
+    assert!(err.contains("step"), "{err}");
+    std::fs::write(p("wide.csv"), "0,1,0,1,0,1,1\n").unwrap();
+    let err = fails(&[&["train", &model, "--data", &p("train.csv"), "--valid", &p("wide.csv")][..], &cpu].concat());
+    assert!(err.contains("7 variables"), "{err}");
+    assert_eq!(params(), before, "a failed start leaves the model untouched");
+    // Train well, then try to replace it with one epoch on 2 rows: its validation score is worse,
+    // so the model on disk stays.
+    ok(&[&["train", &model, "--data", &p("train.csv"), "--valid", &p("train.csv")][..], &["--device", "cpu", "--quiet", "--epochs", "5"][..]].concat());
+    let good = params();
+    let out = ok(&[&["train", &model, "--data", &p("train.csv"), "--rows", "0..2", "--valid", &p("train.csv"), "--pseudocount", "0"][..], &cpu].concat());
+    assert!(out.contains("valid LL of the model on disk"), "{out}");
+    assert!(!out.contains("saved"), "{out}");
+    assert_eq!(params(), good, "not beaten: not replaced");
+}
+
 /// Sample counts and image shapes from the command line are checked before anything is drawn
 /// (issue 15: a huge `-n` wrote an empty file with exit 0, a huge `--shape` overflowed).
 #[test]

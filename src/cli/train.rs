@@ -55,6 +55,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be positive");
     }
+    // Hyper-parameters are checked before any work (EM would reject them only after an epoch).
+    let full_step = if a.em == EmMode::Full { 1.0 } else { a.step_size };
+    pc_runtime::cpu::check_em_hyper_parameters(full_step, a.pseudocount)?;
     let model = super::load_model(&a.model)?;
     let data = a.data.load()?.ev;
     let valid = match &a.valid {
@@ -65,7 +68,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let n = data.num_samples();
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
-    let mut best = f64::NEG_INFINITY;
+    // With --valid, the model on disk is the best one on it: its score now is the one to beat (a
+    // worse model never replaces it), and a validation file that does not fit the model fails
+    // here, before the first epoch.
+    let mut best = match &valid {
+        Some(v) => {
+            let now = super::mean(&engine.log_likelihood(v)?);
+            println!("valid LL of the model on disk: {now:.4}");
+            now.max(f64::NEG_INFINITY) // NaN: any trained model beats it
+        }
+        None => f64::NEG_INFINITY,
+    };
     let mut device_data = None;
     for epoch in 1..=a.epochs {
         let t0 = Instant::now();
