@@ -172,6 +172,28 @@ fn train_checks_before_it_trains_and_keeps_a_better_model() {
     assert_eq!(params(), good, "not beaten: not replaced");
 }
 
+/// Data read from a pipe keeps every row (issue 15: format sniffing read the first bytes, then
+/// reopened the file, so `--data <(cat ten_rows.csv)` silently lost the first rows).
+#[cfg(unix)]
+#[test]
+fn data_from_a_pipe_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 10, 7);
+    let model = p("model");
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    let fifo = p("rows.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let text = std::fs::read(p("train.csv")).unwrap();
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::write(fifo, text).unwrap()
+    });
+    let out = ok(&["eval", &model, "--data", &fifo, "--device", "cpu"]);
+    writer.join().unwrap();
+    assert!(out.contains("10 samples"), "{out}");
+}
+
 /// Sample counts and image shapes from the command line are checked before anything is drawn
 /// (issue 15: a huge `-n` wrote an empty file with exit 0, a huge `--shape` overflowed).
 #[test]

@@ -78,18 +78,16 @@ impl DataArgs {
     }
 }
 
-fn is_idx(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic[..3] == [0, 0, 8]
-}
-
+/// Read `path` once (a pipe or `/dev/stdin` cannot be reopened: sniffing the format from a first
+/// read and then reading again lost the bytes of the first read), then parse IDX images (by their
+/// magic number) or CSV.
 pub fn load_data(path: &Path, rows: Option<(usize, usize)>) -> Result<Data> {
-    let (ev, shape) = if is_idx(path) {
-        let (ev, shape) = dataset::read_idx_images(path)?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (ev, shape) = if bytes.len() >= 4 && bytes[..3] == [0, 0, 8] {
+        let (ev, shape) = dataset::idx_images_from_bytes(path, &bytes)?;
         (ev, Some(shape))
     } else {
-        (dataset::read_csv_auto(path, "?")?, None)
+        (dataset::csv_auto_from_bytes(path, &bytes, "?")?, None)
     };
     let n = ev.num_samples();
     let ev = match rows {
