@@ -194,6 +194,48 @@ fn data_from_a_pipe_keeps_every_row() {
     assert!(out.contains("10 samples"), "{out}");
 }
 
+/// Outputs never replace what is not a regular file or a read-only file, and keep an existing
+/// file's mode; new files get 0666 less the umask (issue 15: `--csv /dev/null` as root replaced
+/// the device node, a symlink became a file, a FIFO was replaced, every output was 0600).
+#[cfg(unix)]
+#[test]
+fn outputs_replace_only_writable_regular_files() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 10, 8);
+    let model = p("model");
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    let sample_to = |out: &str| pcc(&["sample", &model, "-n", "2", "--csv", out, "--device", "cpu"]);
+    // A symbolic link: refused, the link and its target untouched.
+    std::fs::write(p("target.csv"), "keep").unwrap();
+    std::os::unix::fs::symlink(p("target.csv"), p("link.csv")).unwrap();
+    let out = sample_to(&p("link.csv"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    assert!(std::fs::symlink_metadata(p("link.csv")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(p("target.csv")).unwrap(), "keep");
+    // A FIFO: refused, still a FIFO (and nothing blocks on it).
+    assert!(Command::new("mkfifo").arg(p("out.fifo")).status().unwrap().success());
+    let out = sample_to(&p("out.fifo"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    assert!(std::fs::symlink_metadata(p("out.fifo")).unwrap().file_type().is_fifo());
+    // A read-only file: refused, unchanged.
+    std::fs::write(p("ro.csv"), "keep").unwrap();
+    std::fs::set_permissions(p("ro.csv"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    let out = sample_to(&p("ro.csv"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("read-only"));
+    assert_eq!(std::fs::read_to_string(p("ro.csv")).unwrap(), "keep");
+    // An existing file keeps its mode; a new one gets 0666 less the umask.
+    std::fs::write(p("old.csv"), "x").unwrap();
+    std::fs::set_permissions(p("old.csv"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(sample_to(&p("old.csv")).status.success());
+    assert_eq!(std::fs::metadata(p("old.csv")).unwrap().permissions().mode() & 0o777, 0o640);
+    assert!(sample_to(&p("new.csv")).status.success());
+    let umask = Command::new("sh").args(["-c", "umask"]).output().unwrap();
+    let umask = u32::from_str_radix(String::from_utf8_lossy(&umask.stdout).trim(), 8).unwrap();
+    assert_eq!(std::fs::metadata(p("new.csv")).unwrap().permissions().mode() & 0o777, 0o666 & !umask);
+}
+
 /// Sample counts and image shapes from the command line are checked before anything is drawn
 /// (issue 15: a huge `-n` wrote an empty file with exit 0, a huge `--shape` overflowed).
 #[test]

@@ -69,6 +69,10 @@ pub enum RuntimeError {
     MalformedManifest(String),
     #[error("plan format version {found} is not supported (this build reads version {supported})")]
     UnsupportedPlanVersion { found: u32, supported: u32 },
+    #[error("{path}: not a regular file (a device, FIFO, directory or symbolic link is never replaced by an output)")]
+    NotARegularFile { path: PathBuf },
+    #[error("{path} is read-only: not replaced (make it writable or choose another path)")]
+    ReadOnlyOutput { path: PathBuf },
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]

@@ -32,15 +32,41 @@ use std::io::Write;
 use std::path::Path;
 
 /// Write `bytes` to `path` atomically: a temporary file in the same directory is written, synced
-/// and renamed over the target, so a crash never leaves a half-written model behind.
+/// and renamed over the target, then the directory is synced, so a crash never leaves a
+/// half-written model behind and the new name survives it.
+///
+/// Every output of pcc goes through here, so it also decides what may be replaced: never
+/// something that is not a regular file (a device such as `/dev/null`, a FIFO, a directory, a
+/// symbolic link — renaming over it would destroy it, not write into it) and never a read-only
+/// file. An existing file keeps its permissions; a new one gets the mode a plain create gives
+/// (0666 less the umask), not the temporary file's 0600.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let existing = match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => return Err(RuntimeError::NotARegularFile { path: path.to_path_buf() }),
+        Ok(m) if m.permissions().readonly() => return Err(RuntimeError::ReadOnlyOutput { path: path.to_path_buf() }),
+        Ok(m) => Some(m.permissions()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(RuntimeError::io(path, e)),
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| RuntimeError::io(dir, e))?;
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The mode passed to open(2): the umask applies to it, as for any created file.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| RuntimeError::io(dir, e))?;
+    if let Some(perms) = existing {
+        tmp.as_file().set_permissions(perms).map_err(|e| RuntimeError::io(tmp.path(), e))?;
+    }
     tmp.write_all(bytes).map_err(|e| RuntimeError::io(tmp.path(), e))?;
     tmp.as_file().sync_all().map_err(|e| RuntimeError::io(tmp.path(), e))?;
     tmp.persist(path).map_err(|e| RuntimeError::io(path, e.error))?;
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| RuntimeError::io(dir, e))?;
     Ok(())
 }
