@@ -370,3 +370,33 @@ fn tensor_names_and_shapes_match_the_ir() {
     let names: BTreeSet<_> = m.plan.tensors.iter().map(|t| &t.name).collect();
     assert_eq!(names.len(), m.plan.tensors.len(), "tensor names are unique");
 }
+
+/// Two structures with the same parameter tensors (the variables of two input vectors swapped):
+/// a parameter file from one never loads next to the other's structure (issue 15: a kill between
+/// a save's two renames left a new structure next to old parameters, which evaluated silently).
+#[test]
+fn parameters_of_another_structure_are_rejected() {
+    let build = |swap: bool| {
+        let mut b = CircuitBuilder::new(2);
+        let (va, vb) = if swap { (1, 0) } else { (0, 1) };
+        let x = b.inputs(va, 1, 2, Dist::Bernoulli);
+        let y = b.inputs(vb, 1, 2, Dist::Categorical { num_cats: 2 });
+        let p = b.multiply(&[x, y]);
+        let root = b.summate(&[p], 1, 1, SumEdges::Dense);
+        Model::random(b.finish(root).unwrap(), 3).unwrap()
+    };
+    let (a, b) = (build(false), build(true));
+    assert_eq!(a.plan.tensors, b.plan.tensors, "the same tensors: only the fingerprint tells them apart");
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    a.save(&da).unwrap();
+    b.save(&db).unwrap();
+    Model::load(&da).unwrap();
+    std::fs::copy(db.join(PARAMS_FILE), da.join(PARAMS_FILE)).unwrap();
+    let err = Model::load(&da).unwrap_err().to_string();
+    assert!(err.contains("another structure"), "{err}");
+    // A parameter file without the fingerprint (saved by `Params::save`, or before it existed)
+    // still loads.
+    a.params.save(&a.plan, &da.join(PARAMS_FILE)).unwrap();
+    Model::load(&da).unwrap();
+}

@@ -25,6 +25,22 @@ struct StructureFile {
     circuit: Circuit,
 }
 
+/// Metadata key of the parameter file naming its structure's fingerprint.
+const STRUCTURE_TAG_KEY: &str = "structure_sha256";
+
+/// SHA-256 (hex) of a circuit's serialized form: the identity of a structure.
+pub fn structure_fingerprint(c: &Circuit) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(c).expect("IR serialization cannot fail");
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Save `params` (of `circuit`, compiled to `plan`) to `path`, tagged with the structure's
+/// fingerprint; what [`Model::save`] and `pcc train` write.
+pub fn save_params(circuit: &Circuit, plan: &Plan, params: &Params, path: &Path) -> Result<(), ModelError> {
+    Ok(params.save_tagged(plan, path, &[(STRUCTURE_TAG_KEY, structure_fingerprint(circuit))])?)
+}
+
 /// Write a circuit as a versioned JSON structure file (atomically).
 pub fn save_structure(c: &Circuit, path: &Path) -> Result<(), ModelError> {
     let file = StructureFile { format: STRUCTURE_TAG.into(), version: STRUCTURE_VERSION, circuit: c.clone() };
@@ -77,19 +93,26 @@ impl Model {
         Ok(CpuEngine::new(self.plan.clone(), self.params.clone())?)
     }
 
-    /// Save into directory `dir` (created if needed).
+    /// Save into directory `dir` (created if needed): the structure, then the parameters tagged
+    /// with the structure's fingerprint (so a kill between the two writes leaves a pair that
+    /// [`Model::load`] rejects rather than one that evaluates silently).
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::Io { path: dir.into(), source: e })?;
         save_structure(&self.circuit, &dir.join(STRUCTURE_FILE))?;
-        self.params.save(&self.plan, &dir.join(PARAMS_FILE))?;
-        Ok(())
+        save_params(&self.circuit, &self.plan, &self.params, &dir.join(PARAMS_FILE))
     }
 
-    /// Load a model directory, validating the structure, the tensors' shapes and values.
+    /// Load a model directory, validating the structure, the tensors' shapes and values, and
+    /// that the parameters were saved for this structure (files written before the fingerprint
+    /// existed carry none and load as before).
     pub fn load(dir: &Path) -> Result<Model, ModelError> {
         let circuit = load_structure(&dir.join(STRUCTURE_FILE))?;
         let plan = compile(&circuit)?;
-        let params = Params::load(&plan, &dir.join(PARAMS_FILE))?;
+        let path = dir.join(PARAMS_FILE);
+        let (params, tags) = Params::load_tagged(&plan, &path)?;
+        if tags.get(STRUCTURE_TAG_KEY).is_some_and(|f| *f != structure_fingerprint(&circuit)) {
+            return Err(pc_runtime::ParamsError::OtherStructure { path }.into());
+        }
         Ok(Model { circuit, plan, params })
     }
 }

@@ -12,6 +12,8 @@ pub enum ParamsError {
     Malformed { path: PathBuf, detail: String },
     #[error("parameter file {path} is corrupted: checksum {found:08x} does not match the recorded {expected:08x}")]
     ChecksumMismatch { path: PathBuf, expected: u32, found: u32 },
+    #[error("parameter file {path} was saved for another structure (the model directory holds files of two different saves)")]
+    OtherStructure { path: PathBuf },
     #[error("parameter tensor `{name}` is missing")]
     MissingTensor { name: String },
     #[error("parameter tensor `{name}` does not belong to this model")]

@@ -206,6 +206,12 @@ impl Params {
     /// Write a safetensors file atomically (temporary file + rename), with a CRC32 checksum of all
     /// tensor bytes in the metadata so that corruption is detected on load.
     pub fn save(&self, plan: &Plan, path: &Path) -> Result<(), RuntimeError> {
+        self.save_tagged(plan, path, &[])
+    }
+
+    /// [`Params::save`] with extra metadata entries (for example the fingerprint of the structure
+    /// the parameters belong to), read back by [`Params::load_tagged`].
+    pub fn save_tagged(&self, plan: &Plan, path: &Path, tags: &[(&str, String)]) -> Result<(), RuntimeError> {
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = plan
             .tensors
             .iter()
@@ -220,11 +226,12 @@ impl Params {
         let views = tensors
             .iter()
             .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data")));
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             ("format".to_string(), FORMAT_TAG.to_string()),
             ("version".to_string(), FORMAT_VERSION.to_string()),
             ("crc32".to_string(), format!("{crc:08x}")),
         ]);
+        meta.extend(tags.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let bytes = safetensors::serialize(views, Some(meta))
             .map_err(|e| ParamsError::Malformed { path: path.into(), detail: e.to_string() })?;
         atomic_write(path, &bytes)
@@ -234,6 +241,14 @@ impl Params {
     pub fn load(plan: &Plan, path: &Path) -> Result<Params, RuntimeError> {
         let bytes = std::fs::read(path).map_err(|e| RuntimeError::io(path, e))?;
         Ok(Self::from_bytes(plan, &bytes, path)?)
+    }
+
+    /// [`Params::load`], with the file's metadata (its format entries and any tags).
+    pub fn load_tagged(plan: &Plan, path: &Path) -> Result<(Params, HashMap<String, String>), RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::io(path, e))?;
+        let params = Self::from_bytes(plan, &bytes, path)?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| ParamsError::Malformed { path: path.into(), detail: e.to_string() })?;
+        Ok((params, meta.metadata().clone().unwrap_or_default()))
     }
 
     /// Parse parameter-file bytes (`path` only names the source in errors).

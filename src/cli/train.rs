@@ -129,7 +129,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             None => true,
         };
         if improved {
-            engine.params()?.save(&model.plan, &a.model.join(PARAMS_FILE))?;
+            pc_codegen::model::save_params(&model.circuit, &model.plan, &engine.params()?, &a.model.join(PARAMS_FILE))?;
             line += ", saved";
         }
         line += &format!(" ({:.1} s)", t0.elapsed().as_secs_f64());
