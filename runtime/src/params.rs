@@ -223,6 +223,7 @@ impl Params {
         // The checksum covers tensors in name order, the order `load` sees them in.
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let crc = checksum(tensors.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())));
+        let crc = with_tags(crc, tags.iter().map(|(k, v)| (*k, v.as_str())));
         let views = tensors
             .iter()
             .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data")));
@@ -289,6 +290,7 @@ impl Params {
         names.sort_unstable();
         let views: Vec<(String, TensorView)> = names.iter().map(|n| (n.to_string(), st.tensor(n).expect("listed"))).collect();
         let found = checksum(views.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())));
+        let found = with_tags(found, info.iter().filter(|(k, _)| !CORE_KEYS.contains(&k.as_str())).map(|(k, v)| (k.as_str(), v.as_str())));
         if found != expected {
             return Err(ParamsError::ChecksumMismatch { path: path.into(), expected, found });
         }
@@ -328,6 +330,28 @@ fn declared_len(bytes: &[u8]) -> Option<usize> {
         .max()
         .unwrap_or(0);
     Some(8 + n + end as usize)
+}
+
+/// The metadata entries every parameter file has; the others are tags ([`Params::save_tagged`]).
+const CORE_KEYS: [&str; 3] = ["format", "version", "crc32"];
+
+/// The tensors' checksum extended over the tags (sorted by key), so that a flipped bit in a tag
+/// (e.g. the structure fingerprint) is detected too; unchanged without tags, so files written
+/// before tags existed keep their checksum.
+fn with_tags<'a>(crc: u32, tags: impl Iterator<Item = (&'a str, &'a str)>) -> u32 {
+    let mut tags: Vec<(&str, &str)> = tags.collect();
+    if tags.is_empty() {
+        return crc;
+    }
+    tags.sort_unstable();
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    for (k, v) in tags {
+        h.update(k.as_bytes());
+        h.update(&[0]);
+        h.update(v.as_bytes());
+        h.update(&[0]);
+    }
+    h.finalize()
 }
 
 fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> u32 {
