@@ -236,6 +236,19 @@ fn outputs_replace_only_writable_regular_files() {
     assert_eq!(std::fs::metadata(p("new.csv")).unwrap().permissions().mode() & 0o777, 0o666 & !umask);
 }
 
+/// A structure too large for a plan's 32-bit indices is an error naming the size (issue 15: a
+/// CSV value of 16777215 with `--latents 256` asked for 2^33 leaf parameters and panicked).
+#[test]
+fn structures_too_large_for_a_plan_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(p("big.csv"), "0,1\n16777215,0\n").unwrap();
+    let out = pcc(&["learn", "hclt", "--data", &p("big.csv"), "--latents", "256", "-o", &p("m")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("leaf parameters") && !err.contains("panicked"), "{err}");
+    assert!(!Path::new(&p("m")).exists(), "nothing written");
+}
+
 /// Sample counts and image shapes from the command line are checked before anything is drawn
 /// (issue 15: a huge `-n` wrote an empty file with exit 0, a huge `--shape` overflowed).
 #[test]

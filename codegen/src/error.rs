@@ -9,6 +9,8 @@ use crate::ir::NodeId;
 pub enum CircuitError {
     #[error("the circuit has no nodes")]
     Empty,
+    #[error("the circuit needs {count} {what}, more than the {limit} one plan buffer holds (fewer latents or categories?)")]
+    TooLarge { what: &'static str, count: u64, limit: u64 },
     #[error("{node}: child {child} does not exist or does not come before its parent (nodes must be in topological order)")]
     BadChild { node: NodeId, child: NodeId },
     #[error("root {root} does not exist")]

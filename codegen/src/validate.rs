@@ -173,6 +173,40 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
     if let Some(var) = scopes[root.index()].first_missing(c.num_vars) {
         return Err(CircuitError::VarNotCovered { var });
     }
+    check_sizes(c)
+}
+
+/// Most entries of one plan buffer (nodes, elements, weights, leaf parameters or statistics):
+/// plans index them with 32-bit integers, and a structure file or flag that asks for more (a
+/// CSV value of 16777215 makes a categorical of 16,777,216 categories) must be an error naming
+/// the size, not an overflow further on.
+pub const MAX_BUFFER_ENTRIES: u64 = 1 << 31;
+
+fn check_sizes(c: &Circuit) -> Result<(), CircuitError> {
+    let (mut nodes, mut elements, mut weights, mut leaf_params, mut leaf_stats) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for node in &c.nodes {
+        let n = node.num_nodes();
+        nodes += n;
+        match node {
+            Node::Input { dist, tied_to, .. } => {
+                leaf_stats += n * dist.num_stats() as u64;
+                if tied_to.is_none() {
+                    leaf_params += n * dist.num_params() as u64;
+                }
+            }
+            Node::Product { .. } => elements += n,
+            Node::Sum { children, edges, block_size, tied_to, .. } => {
+                if tied_to.is_none() {
+                    weights += edges.len() as u64 * *block_size as u64 * c.node(children[0]).block_size() as u64;
+                }
+            }
+        }
+    }
+    for (what, count) in [("nodes", nodes), ("product elements", elements), ("sum weights", weights), ("leaf parameters", leaf_params), ("leaf statistics", leaf_stats)] {
+        if count > MAX_BUFFER_ENTRIES {
+            return Err(CircuitError::TooLarge { what, count, limit: MAX_BUFFER_ENTRIES });
+        }
+    }
     Ok(())
 }
 
