@@ -41,6 +41,16 @@ fn write_data(path: &Path, n: usize, seed: u64) {
     std::fs::write(path, text).unwrap();
 }
 
+/// A temporary directory holding `train.csv` (`rows` rows of [`write_data`] with `seed`) and
+/// `model`, a 2-latent HCLT learned from it; returns the directory and the model's path.
+fn learned(rows: usize, seed: u64) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    write_data(&dir.path().join("train.csv"), rows, seed);
+    let model = dir.path().join("model").to_str().unwrap().to_string();
+    ok(&["learn", "hclt", "--data", dir.path().join("train.csv").to_str().unwrap(), "--latents", "2", "-o", &model]);
+    (dir, model)
+}
+
 #[test]
 fn learn_train_eval_query_sample_info() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,11 +111,8 @@ fn learn_train_eval_query_sample_info() {
 
 #[test]
 fn errors_are_clear() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, model) = learned(50, 1);
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 50, 1);
-    let model = p("model");
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
     let err = fails(&["eval", &model, "--data", &p("train.csv"), "--device", "cuda"]);
     assert!(err.contains("CUDA"), "{err}");
     std::fs::write(p("wide.csv"), "0,1,0,1,0,1,1\n").unwrap();
@@ -122,11 +129,8 @@ fn errors_are_clear() {
 /// on no rows used to print "saved" over uniform parameters, and `eval` on none printed NaN.
 #[test]
 fn empty_or_out_of_range_rows_and_ignored_flags_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, model) = learned(10, 3);
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 10, 3);
-    let model = p("model");
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
     let params = std::fs::read(Path::new(&model).join("params.safetensors")).unwrap();
     let err = fails(&["train", &model, "--data", &p("train.csv"), "--rows", "5..5", "--device", "cpu", "--epochs", "1", "--quiet"]);
     assert!(err.contains("5..5") && err.contains("no rows"), "{err}");
@@ -148,11 +152,8 @@ fn empty_or_out_of_range_rows_and_ignored_flags_are_errors() {
 /// `--valid` keeps a model on disk that training does not beat (issue 15).
 #[test]
 fn train_checks_before_it_trains_and_keeps_a_better_model() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, model) = learned(40, 6);
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 40, 6);
-    let model = p("model");
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
     let params = || std::fs::read(Path::new(&model).join("params.safetensors")).unwrap();
     let before = params();
     let cpu = ["--device", "cpu", "--quiet", "--epochs", "1"];
@@ -177,11 +178,8 @@ fn train_checks_before_it_trains_and_keeps_a_better_model() {
 #[cfg(unix)]
 #[test]
 fn data_from_a_pipe_keeps_every_row() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, model) = learned(10, 7);
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 10, 7);
-    let model = p("model");
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
     let fifo = p("rows.fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let text = std::fs::read(p("train.csv")).unwrap();
@@ -201,11 +199,8 @@ fn data_from_a_pipe_keeps_every_row() {
 #[test]
 fn outputs_replace_only_writable_regular_files() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, model) = learned(10, 8);
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 10, 8);
-    let model = p("model");
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
     let sample_to = |out: &str| pcc(&["sample", &model, "-n", "2", "--csv", out, "--device", "cpu"]);
     // A symbolic link: refused, the link and its target untouched.
     std::fs::write(p("target.csv"), "keep").unwrap();
@@ -253,11 +248,8 @@ fn structures_too_large_for_a_plan_are_errors() {
 /// (issue 15: a huge `-n` wrote an empty file with exit 0, a huge `--shape` overflowed).
 #[test]
 fn sample_sizes_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, model) = learned(10, 5);
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 10, 5);
-    let model = p("model");
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
     let cpu = ["--device", "cpu"];
     let err = fails(&[&["sample", &model, "-n", "1152921504606846976", "--csv", &p("s.csv")][..], &cpu].concat());
     assert!(err.contains("exceed"), "{err}");
@@ -275,11 +267,7 @@ fn sample_sizes_are_checked() {
 /// read with the field dropped.
 #[test]
 fn unknown_fields_in_a_structure_file_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 10, 4);
-    let model = p("model");
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    let (_dir, model) = learned(10, 4);
     let path = Path::new(&model).join("structure.json");
     let text = std::fs::read_to_string(&path).unwrap();
     for (what, bad) in [

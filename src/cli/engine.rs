@@ -54,16 +54,19 @@ impl Engine {
         })
     }
 
-    /// `data` on the device for [`Engine::accumulate_flows_at`], when this is the GPU engine and
-    /// the data leaves at least half of the free device memory free; `None` otherwise (then
-    /// every batch goes from host memory).
-    pub fn upload(&mut self, data: &Evidence) -> Result<Option<DeviceData>> {
+    /// `data`'s rows (in `order` when given) on the device for [`Engine::accumulate_flows_at`],
+    /// when this is the GPU engine and they leave at least half of the free device memory free;
+    /// `None` otherwise (then every batch goes from host memory, and no reordered copy is made).
+    pub fn upload(&mut self, data: &Evidence, order: Option<&[usize]>) -> Result<Option<DeviceData>> {
         let Engine::Gpu(e) = self else { return Ok(None) };
         let need = 5 * data.values.len();
         if e.free_device_bytes()? < 2 * need {
             return Ok(None);
         }
-        Ok(Some(e.upload_data(data)?))
+        Ok(Some(match order {
+            Some(order) => e.upload_data(&data.select(order))?,
+            None => e.upload_data(data)?,
+        }))
     }
 
     /// Flows of rows `rows` of data on the device, else of the host rows `host`.

@@ -87,11 +87,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         // On the GPU, the epoch's rows go to the device once, in this epoch's order, when they
         // fit (then a batch is a row range there, with no per-batch upload).
-        let shuffled = if a.em == EmMode::Mini { Some(data.select(&order)) } else { None };
-        let epoch_data = shuffled.as_ref().unwrap_or(&data);
-        let on_device = if epoch == 1 || shuffled.is_some() {
+        let mini = a.em == EmMode::Mini;
+        let on_device = if epoch == 1 || mini {
             engine.release(device_data.take());
-            engine.upload(epoch_data)?
+            engine.upload(&data, mini.then_some(&order[..]))?
         } else {
             device_data.take()
         };
@@ -100,7 +99,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         let (mut sum, mut count) = (0.0f64, 0usize);
         for start in (0..n).step_by(a.batch_size) {
             let end = (start + a.batch_size).min(n);
-            let lls = engine.accumulate_flows_at(on_device.as_ref(), start..end, || epoch_data.slice(start, end))?;
+            let lls = engine.accumulate_flows_at(on_device.as_ref(), start..end, || data.select(&order[start..end]))?;
             if a.em == EmMode::Mini {
                 engine.em_step(a.step_size, a.pseudocount)?;
             }

@@ -192,11 +192,7 @@ impl MmaShape {
         let tm = [128, 64, 32, 16].into_iter().find(|t| block_size.is_multiple_of(*t)).expect("16 divides block_size");
         let kc = width.next_multiple_of(kstep).min(32);
         let kcw = if precision == Precision::Bf16 { kc / 2 } else { kc };
-        let (warps_m, warps_n) = match tm {
-            16 => (1, 4),
-            128 => (4, 2),
-            _ => (2, 2),
-        };
+        let (warps_m, warps_n) = warps(tm);
         let threads = 32 * warps_m * warps_n;
         Some(MmaShape { precision, block_size, sub: block_size, width, tm, nt: block_size / tm, kc, kstep, kcw, threads, warps_m, warps_n, mf: tm / warps_m / 16, nf: TB / warps_n / 8 })
     }
@@ -221,7 +217,7 @@ impl MmaShape {
     /// 128 threads or 2 of 256). Without it ptxas aims at ~96 registers and spills. Spill-free on
     /// sm_90 is checked by `tests/emit.rs`.
     pub fn min_blocks(&self) -> u32 {
-        if self.threads >= 256 { 2 } else { 4 }
+        min_blocks(self.threads)
     }
 
     /// Shared memory the kernel declares (bytes).
@@ -292,6 +288,23 @@ pub(super) fn sum_forward(
         args,
         small: None,
     }))
+}
+
+/// The warp grid (rows × columns of warps) of a tile of `rows` (16, 32, 64 or 128) × 64: `1 × 4`
+/// for 16 rows, `4 × 2` (256 threads) for 128, else `2 × 2`; shared by the forward and backward
+/// kernels.
+pub(super) fn warps(rows: u32) -> (u32, u32) {
+    match rows {
+        16 => (1, 4),
+        128 => (4, 2),
+        _ => (2, 2),
+    }
+}
+
+/// `__launch_bounds__` minimum blocks per SM for `threads` per block: at most 128 registers per
+/// thread (see [`MmaShape::min_blocks`]).
+pub(super) fn min_blocks(threads: u32) -> u32 {
+    if threads >= 256 { 2 } else { 4 }
 }
 
 /// `512`, or `32x4` for 4 merged blocks of 32 nodes (kernel names).

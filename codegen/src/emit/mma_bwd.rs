@@ -21,7 +21,7 @@
 use pc_runtime::cuda::{KernelArg, KernelSpec, Precision};
 
 use super::EmitError;
-use super::mma::{block_label, MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS};
+use super::mma::{block_label, min_blocks, warps, MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS};
 
 const SUM_BWD_MMA: &str = include_str!("../../../templates/sum_bwd_mma.cu.tera");
 const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
@@ -36,20 +36,11 @@ fn p_kc(precision: Precision) -> u32 {
     if precision == Precision::Bf16 { 32 } else { 16 }
 }
 
-/// A warp grid for a `rows × cols` tile (cols = 64): threads, warps along the columns, m16 and n8
-/// tiles per warp (the forward kernel's table).
+/// A `rows × cols` tile's warp grid ([`warps`]): threads, warps along the columns, m16 and n8
+/// tiles per warp.
 fn warp_grid(rows: u32, cols: u32) -> (u32, u32, u32, u32) {
-    let (wm, wn) = match rows {
-        16 => (1, 4),
-        128 => (4, 2),
-        _ => (2, 2),
-    };
+    let (wm, wn) = warps(rows);
     (32 * wm * wn, wn, rows / wm / 16, cols / wn / 8)
-}
-
-/// `__launch_bounds__` minimum blocks per SM (≤ 128 registers per thread, as the forward).
-fn min_blocks(threads: u32) -> u32 {
-    if threads >= 256 { 2 } else { 4 }
 }
 
 /// The tile shape of one partition's backward kernels.

@@ -246,8 +246,9 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
             // The tensor-core kernels see runs of blocks over the same children as one block
             // (`mma::MmaPart`): a partition may become two launches (merged runs, the rest), each
             // with its own tables; small batches run the partition's small-batch variant once.
-            let parts = mma::MmaPart::split(part);
-            if mma::MmaShape::for_part(opts.precision, &parts[0]).is_some() {
+            // (Merging keeps a block size that is a multiple of 16: one test for every part.)
+            if mma::MmaShape::for_partition(opts.precision, part.block_size, part.width).is_some() {
+                let parts = mma::MmaPart::split(part);
                 let excl = mma_bwd::Exclusive { elements: exclusive_elements, params: distinct_nonzero(&part.pids) };
                 let has_small = small.is_some();
                 let mut small = small.map(Box::new);

@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{sys, CudaSlice, DevicePtr, DriverError};
+use cudarc::driver::{sys, CudaSlice, DevicePtr};
 
 use super::{io_layout, GpuEngine};
 use crate::cuda::CudaError;
@@ -140,7 +140,7 @@ impl GpuEngine {
         }
         let (_, at_seq) = io_layout(n);
         // SAFETY: the sequence word lies inside `io` (`io_layout`).
-        unsafe { sys::cuMemsetD32Async(io + 4 * at_seq as u64, 0, 1, stream.cu_stream()).result() }.map_err(|e: DriverError| CudaError::from(e))?;
+        unsafe { sys::cuMemsetD32Async(io + 4 * at_seq as u64, 0, 1, stream.cu_stream()).result() }.map_err(CudaError::from)?;
         Ok(batch)
     }
 }
