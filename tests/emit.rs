@@ -71,7 +71,7 @@ fn persistent_tasks_cover_every_sum_node_once_in_topological_order() {
 fn c_type(a: &KernelArg) -> &'static str {
     match a {
         KernelArg::Missing => "unsigned char*",
-        KernelArg::Table(_) => "u32*",
+        KernelArg::Table(_) | KernelArg::PackedWeights => "u32*",
         KernelArg::Batch | KernelArg::Count | KernelArg::Int(_) => "int",
         KernelArg::StepSize | KernelArg::Pseudocount => "float",
         KernelArg::Seed => "unsigned long long",
@@ -316,8 +316,22 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                 }
             }
             assert_eq!(rows, e.manifest.sum_max_rows, "{name}: one maxima row per tensor-core sum block");
-            assert_eq!(e.manifest.em.len(), fp32.manifest.em.len(), "{name}");
-            e.manifest.em.iter().zip(&fp32.manifest.em).for_each(|(k, k32)| same(k, k32));
+            // EM as in fp32, then one pack kernel per tensor-core forward launch (same name with
+            // `_pack`), whose regions of the packed weights tile the buffer in order.
+            let n32 = fp32.manifest.em.len();
+            e.manifest.em[..n32].iter().zip(&fp32.manifest.em).for_each(|(k, k32)| same(k, k32));
+            let fwd: Vec<&KernelSpec> = e.manifest.forward.iter().filter(|k| k.name.starts_with(&format!("sum_fwd_{precision}_"))).collect();
+            let packs = &e.manifest.em[n32..];
+            assert_eq!(packs.len(), fwd.len(), "{name}: one pack kernel per tensor-core forward");
+            let mut end = 0u64;
+            for (pk, f) in packs.iter().zip(&fwd) {
+                assert_eq!(pk.name, format!("{}_pack", f.name), "{name}");
+                assert!(pk.args[0] == KernelArg::PackedWeights && f.args[2] == KernelArg::PackedWeights, "{name}: {pk:?}");
+                let (Some(KernelArg::Int(po)), Some(KernelArg::Int(fo))) = (pk.args.last(), f.args.last()) else { panic!("{name}: offsets") };
+                assert_eq!((*po as u64, *fo as u64), (end, end), "{name}: packed regions in order, without gaps");
+                end += pk.threads_per_sample;
+            }
+            assert_eq!(end, e.manifest.packed_words, "{name}: packed words");
             // Without an mma launch the source is the fp32 one, which the test above compiles.
             if e.source != fp32.source {
                 sources.push((precision, e.source));

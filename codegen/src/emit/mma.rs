@@ -190,7 +190,9 @@ impl MmaShape {
             return None;
         }
         let tm = [128, 64, 32, 16].into_iter().find(|t| block_size.is_multiple_of(*t)).expect("16 divides block_size");
-        let kc = width.next_multiple_of(kstep).min(32);
+        // 32 children per chunk; tf32 (a word per value) 16, so that two stages of weights fit
+        // the 48 KB of static shared memory.
+        let kc = width.next_multiple_of(kstep).min(if precision == Precision::Bf16 { 32 } else { 16 });
         let kcw = if precision == Precision::Bf16 { kc / 2 } else { kc };
         let (warps_m, warps_n) = warps(tm);
         let threads = 32 * warps_m * warps_n;
@@ -220,9 +222,21 @@ impl MmaShape {
         min_blocks(self.threads)
     }
 
-    /// Shared memory the kernel declares (bytes).
+    /// Shared memory the kernel declares (bytes): two stages of weights and raw child values,
+    /// the staged X tile, the column maxima, maximum and scale.
     pub fn shared_bytes(&self) -> u32 {
-        (self.tm + TB) * (self.kcw + 4) * 4 + 4 * TB * (self.threads / TB + 1)
+        let ld = self.kcw + 4;
+        2 * self.tm * ld * 4 + 2 * self.kc * TB * 4 + TB * ld * 4 + 4 * TB * (self.threads / TB + 2)
+    }
+
+    /// Chunks of `kc` children per block row.
+    pub fn chunks(&self) -> u32 {
+        self.width.div_ceil(self.kc)
+    }
+
+    /// Words of packed weights for `count` blocks (see the template: every node tile's chunks).
+    pub fn packed_words(&self, count: u32) -> u64 {
+        count as u64 * self.block_size as u64 * self.chunks() as u64 * self.kcw as u64
     }
 
     /// How many CUDA blocks share one node tile's batch tiles, for a launch over `count` sum
@@ -259,35 +273,62 @@ impl MmaShape {
     }
 }
 
-/// The forward launch of one sum partition on tensor cores, rendering its kernel into `source`
-/// the first time its name is seen. `None`: the partition stays on the scalar kernel.
+/// The launches of one sum partition's forward on tensor cores: the forward itself and the
+/// kernel that packs its weights (run after every EM step), rendering both (and the shared
+/// helpers) into `source` the first time their shape is seen. `tables`: nids, cids, pids;
+/// `moff`: the partition's first row of the forward maxima; `poff`: its first packed word.
+/// `None`: the partition stays on the scalar kernel.
 pub(super) fn sum_forward(
     opts: &EmitOptions,
     part: &MmaPart,
     emitted: &mut std::collections::BTreeSet<String>,
     source: &mut String,
     layer: String,
-    args: Vec<KernelArg>,
-) -> Result<Option<KernelSpec>, EmitError> {
+    tables: [KernelArg; 3],
+    moff: u32,
+    poff: u64,
+) -> Result<Option<[KernelSpec; 2]>, EmitError> {
     let Some(shape) = MmaShape::for_part(opts.precision, part) else { return Ok(None) };
     let count = part.count();
     let split = MmaShape::split(count, shape.nt);
     let name = shape.kernel_name();
+    if emitted.insert("mma_core".into()) {
+        *source += super::mma_bwd::MMA_CORE;
+    }
     if emitted.insert(name.clone()) {
         *source += &shape.render()?;
     }
-    Ok(Some(KernelSpec {
-        name,
-        layer,
+    let words = shape.packed_words(count);
+    let int = |v: u64, what: &str| {
+        i32::try_from(v).map(KernelArg::Int).map_err(|_| EmitError::Template { template: "sum_fwd_mma.cu.tera", detail: format!("{what} {v} past 2^31 words") })
+    };
+    let poff_arg = int(poff, "packed weights offset")?;
+    int(poff + words, "packed weights end")?;
+    let [nids, cids, pids] = tables;
+    let forward = KernelSpec {
+        name: name.clone(),
+        layer: layer.clone(),
         count,
         // One CUDA block per (sum block, node tile, split); each loops over its batch tiles. The
         // kernel reads the split back as gridDim.x / (count · nt).
         threads_per_sample: count as u64 * shape.nt as u64 * split as u64 * shape.threads as u64,
         scales_with_batch: false,
         block: shape.threads,
-        args,
+        args: vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::PackedWeights, nids, cids, KernelArg::Count, KernelArg::Batch, KernelArg::SumMax, KernelArg::Int(moff as i32), poff_arg],
         small: None,
-    }))
+    };
+    let pack = KernelSpec {
+        name: format!("{name}_pack"),
+        layer: format!("{layer} (packed weights)"),
+        count,
+        // One thread per packed word (the kernel loops, so any grid covers them).
+        threads_per_sample: words,
+        scales_with_batch: false,
+        block: 256,
+        args: vec![KernelArg::PackedWeights, KernelArg::SumParams, pids, KernelArg::Count, poff_arg],
+        small: None,
+    };
+    Ok(Some([forward, pack]))
 }
 
 /// The warp grid (rows × columns of warps) of a tile of `rows` (16, 32, 64 or 128) × 64: `1 × 4`

@@ -24,7 +24,7 @@ use super::EmitError;
 use super::mma::{block_label, min_blocks, warps, MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS};
 
 const SUM_BWD_MMA: &str = include_str!("../../../templates/sum_bwd_mma.cu.tera");
-const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
+pub(super) const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
 
 /// Samples per batch tile of the element-flow kernel.
 pub const TN: u32 = 64;

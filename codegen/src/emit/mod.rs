@@ -109,6 +109,9 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     let mut depth_bwd: Vec<Vec<Step>> = Vec::new();
     // Rows of the forward maxima buffer (`KernelArg::SumMax`): one per sum block on tensor cores.
     let mut max_rows = 0u32;
+    // Packed weights of the tensor-core forward (`KernelArg::PackedWeights`) and their kernels,
+    // which run after the EM kernels.
+    let (mut packed_words, mut packs) = (0u64, Vec::new());
     let table = |m: &mut Manifest, data: Vec<u32>| {
         m.tables.push(data);
         KernelArg::Table(m.tables.len() as u32 - 1)
@@ -258,9 +261,9 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
                         true => [nids, cids, pids],
                         false => [table(&mut m, mp.nids.clone()), table(&mut m, mp.cids.clone()), table(&mut m, mp.pids.clone())],
                     };
-                    let mma_args =
-                        vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, tables[0], tables[1], tables[2], KernelArg::Count, KernelArg::Batch, KernelArg::SumMax, KernelArg::Int(moff as i32)];
-                    let mut spec = mma::sum_forward(opts, mp, &mut emitted, &mut source, layer.clone(), mma_args)?.expect("every part of a tensor-core partition is one");
+                    let [mut spec, pack] = mma::sum_forward(opts, mp, &mut emitted, &mut source, layer.clone(), tables, moff, packed_words)?.expect("every part of a tensor-core partition is one");
+                    packed_words += pack.threads_per_sample;
+                    packs.push(pack);
                     // The first launch carries the partition's small-batch variant (which covers every
                     // block); the others then skip small batches (a variant with no threads).
                     spec.small = match (i, has_small) {
@@ -315,6 +318,8 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
     m.sum_max_rows = max_rows;
     emit_em(plan, &t, &mut source, &mut m)?;
+    m.em.extend(packs);
+    m.packed_words = packed_words;
     m.precision = opts.precision;
     queries::emit_queries(plan, &mut source, &mut m)?;
     if let Some((p, shapes, layout)) = persistent::build(plan, plan.inputs.len() as u32) {

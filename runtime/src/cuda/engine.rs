@@ -87,6 +87,9 @@ struct DeviceState {
     leaf_table: CudaSlice<f32>,
     sum_flows: CudaSlice<f32>,
     input_stats: CudaSlice<f32>,
+    /// The tensor-core forward's packed weights (`KernelArg::PackedWeights`), rewritten from
+    /// `sum_params` by the pack kernels after every EM step.
+    packed: CudaSlice<u32>,
 }
 
 /// Everything a launch may bind.
@@ -257,23 +260,26 @@ impl GpuEngine {
         let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize).map_err(CudaError::from)?;
         let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
         let leaf_table = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
+        let packed = stream.alloc_zeros::<u32>((manifest.packed_words as usize).max(1)).map_err(CudaError::from)?;
         lap("zeroed accumulators and leaf table", &mut t1);
         stream.synchronize().map_err(CudaError::from)?;
         let t_upload = t0.elapsed();
         let t0 = Instant::now();
-        let dev = DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats };
+        let dev = DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, packed };
         // The leaf constants are computed on the device by the leaf EM kernels with η = 0 and
         // α = 0 on the (still zero) statistics: parameters stay, constants are refreshed. This
-        // replaces a host pass and an upload as large as the leaf parameters.
+        // replaces a host pass and an upload as large as the leaf parameters. The pack kernels
+        // write the tensor-core forward's copy of the sum weights.
         let bind = Bind::pass(None, &dev, (0.0, 0.0));
-        for (spec, f) in manifest.em.iter().zip(&em).filter(|(k, _)| k.args.contains(&KernelArg::LeafTable)) {
+        let init = |k: &KernelSpec| k.args.contains(&KernelArg::LeafTable) || k.args.contains(&KernelArg::PackedWeights);
+        for (spec, f) in manifest.em.iter().zip(&em).filter(|(k, _)| init(k)) {
             Self::launch(&stream, f, spec, &bind, 0)?;
         }
         stream.synchronize().map_err(CudaError::from)?;
         let startup = StartupTimings { validate: t_validate, context: t_context, kernels: t_kernels, upload: t_upload, leaf_table: t0.elapsed() };
         let use_graphs = std::env::var("PCC_CUDA_GRAPHS").map_or(true, |v| v != "0");
         let state_bytes = dev.tables.iter().map(|t| t.len() * 4).sum::<usize>()
-            + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len())
+            + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len() + dev.packed.len())
             + persistent.as_ref().map_or(0, |p| p.bytes());
         Ok(GpuEngine {
             plan,
@@ -407,6 +413,7 @@ impl GpuEngine {
                 KernelArg::SumParams => launch.arg(&bind.dev.sum_params),
                 KernelArg::LeafTable => launch.arg(&bind.dev.leaf_table),
                 KernelArg::SumFlows => launch.arg(&bind.dev.sum_flows),
+                KernelArg::PackedWeights => launch.arg(&bind.dev.packed),
                 KernelArg::InputStats => launch.arg(&bind.dev.input_stats),
                 KernelArg::Table(i) => launch.arg(&bind.dev.tables[*i as usize]),
                 KernelArg::Batch => launch.arg(&b_i32),

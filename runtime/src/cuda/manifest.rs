@@ -39,6 +39,10 @@ pub enum KernelArg {
     /// Forward maxima of the tensor-core sum blocks, `[Manifest::sum_max_rows][B]` (f32): written
     /// by the tensor-core forward, read by the tensor-core backward.
     SumMax,
+    /// Sum weights packed for the tensor-core forward (u32 words, [`Manifest::packed_words`]):
+    /// written from [`KernelArg::SumParams`] by the `*_pack` kernels at the end of
+    /// [`Manifest::em`], read by the forward (layout: `templates/sum_fwd_mma.cu.tera`).
+    PackedWeights,
     /// Input expected statistics (f32, statistics layout), accumulated across calls.
     InputStats,
     /// Leaf parameters (f32, plan layout).
@@ -187,6 +191,9 @@ pub struct Manifest {
     /// Rows of the [`KernelArg::SumMax`] buffer (one per sum block on tensor cores).
     #[serde(default)]
     pub sum_max_rows: u32,
+    /// Words of the [`KernelArg::PackedWeights`] buffer (0 without tensor-core sums).
+    #[serde(default)]
+    pub packed_words: u64,
 }
 
 /// Words per task of [`PersistentForward::tasks`]: 0 shape (low 14 bits), flags (bits 14 and 15,

@@ -1,5 +1,6 @@
-//! CPU replay of `templates/sum_fwd_mma.cu.tera`: every CUDA block, thread and warp of a launch is
-//! run in order with the kernel's own index arithmetic (staging, fragment loads, epilogue), while
+//! CPU replay of `templates/sum_fwd_mma.cu.tera`: the pack kernel, then every CUDA block, thread
+//! and warp of a launch in order with the kernel's own index arithmetic (cp.async copies of packed
+//! weights and raw child rows, the column maxima, staging, fragment loads, epilogue), while
 //! the mma itself follows the PTX ISA fragment tables independently: each lane's registers are
 //! scattered to matrix coordinates by the documented formulas, multiplied, and gathered back. So a
 //! wrong lane→element mapping, a shared-memory index out of range or a missed tail shows up here,
@@ -115,6 +116,24 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
     let split = MmaShape::split(n_blocks as u32, nt_ as u32) as usize;
     let grid = n_blocks * nt_ * split; // the manifest's threads_per_sample / block
     let b = l.b;
+    // kernel `_pack`: every packed word, row i fastest, written once.
+    let (nch, sub, grp) = (w_.div_ceil(kc), sh.sub as usize, (sh.block_size / sh.sub) as usize);
+    let mut packed = vec![None::<u32>; n_blocks * nt_ * nch * tm * kcw];
+    for q in 0..packed.len() {
+        let i = q % tm;
+        let rest = q / tm;
+        let (kw, rest) = (rest % kcw, rest / kcw);
+        let (ch, rest) = (rest % nch, rest / nch);
+        let (nt, r) = (rest % nt_, rest / nt_);
+        let (mrow, at) = (nt * tm + i, ((((r * nt_ + nt) * nch + ch) * tm + i) * kcw + kw));
+        let prow = &l.pids[(r * grp + mrow / sub) * w_..];
+        let wt = |k: usize| if k < w_ { l.params[prow[k] as usize + mrow % sub] } else { 0.0 };
+        let word = match sh.precision {
+            Precision::Bf16 => pack_bf16x2(wt(ch * kc + 2 * kw + 1), wt(ch * kc + 2 * kw)),
+            _ => tf32_bits(wt(ch * kc + kw)),
+        };
+        assert!(packed[at].replace(word).is_none(), "packed word {at} written twice");
+    }
     let mut node = vec![f32::NAN; num_nodes * b];
     let mut written = vec![false; num_nodes * b];
     let neg = f32::NEG_INFINITY;
@@ -125,7 +144,6 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
             continue;
         }
         let c = &l.cids[r * w_..(r + 1) * w_];
-        let p = &l.pids[r * w_..(r + 1) * w_];
         let nid = l.nids[r] as usize;
         let nbt = b.div_ceil(tb);
         let mut bt = bx % s;
@@ -138,29 +156,44 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
                 let mut acc = vec![vec![vec![[[0f32; 4]; 32]; nf]; mf]; nth / 32];
                 let mut k0 = 0;
                 while k0 < w_ {
-                    let mut sa = vec![None::<u32>; tm * ld];
                     let mut sx = vec![None::<u32>; tb * ld];
+                    // kernel: `issue`, the chunk's cp.async copies: packed weights (16 bytes), raw
+                    // child rows (16 bytes when B % 4 == 0, else 4); children past W and samples
+                    // past B are not copied.
+                    let ch = k0 / kc;
+                    let mut sa = vec![None::<u32>; tm * ld];
+                    let mut sr = vec![None::<f32>; kc * tb];
+                    let a0 = ((r * nt_ + nt) * nch + ch) * tm * kcw;
+                    let (av, rv, xv) = (tm * kcw / 4, kcw / 4, kc * tb / 4);
                     for tid in 0..nth {
-                        let mut q0 = 0;
-                        while q0 < tm * kp_n {
-                            let q = q0 + tid;
-                            if q < tm * kp_n {
-                                let (i, kp) = (q % tm, q / tm);
-                                let k = k0 + 2 * kp;
-                                let m = nt * tm + i;
-                                let v0 = if k < w_ { l.params[p[k] as usize + m] } else { 0.0 };
-                                let v1 = if k + 1 < w_ { l.params[p[k + 1] as usize + m] } else { 0.0 };
-                                if sh.precision == Precision::Bf16 {
-                                    sa[i * ld + kp] = Some(pack_bf16x2(v1, v0));
-                                } else {
-                                    sa[i * ld + 2 * kp] = Some(tf32_bits(v0));
-                                    sa[i * ld + 2 * kp + 1] = Some(tf32_bits(v1));
+                        for v in (tid..av).step_by(nth) {
+                            let (row, w4) = (v / rv, v % rv);
+                            for i in 0..4 {
+                                assert!(sa[row * ld + 4 * w4 + i].is_none(), "weight word copied twice");
+                                sa[row * ld + 4 * w4 + i] = Some(packed[a0 + row * kcw + 4 * w4 + i].expect("packed word unwritten"));
+                            }
+                        }
+                        if b % 4 == 0 {
+                            for v in (tid..xv).step_by(nth) {
+                                let (kk, q) = (v / (tb / 4), 4 * (v % (tb / 4)));
+                                if k0 + kk < w_ && b0 + q < b {
+                                    for i in 0..4 {
+                                        assert!(sr[kk * tb + q + i].is_none());
+                                        sr[kk * tb + q + i] = Some(l.elem[c[k0 + kk] as usize * b + b0 + q + i]);
+                                    }
                                 }
                             }
-                            q0 += nth;
+                        } else {
+                            for v in (tid..kc * tb).step_by(nth) {
+                                let (kk, q) = (v / tb, v % tb);
+                                if k0 + kk < w_ && b0 + q < b {
+                                    assert!(sr[kk * tb + q].is_none());
+                                    sr[kk * tb + q] = Some(l.elem[c[k0 + kk] as usize * b + b0 + q]);
+                                }
+                            }
                         }
                     }
-                    // kernel: each thread's raw child values and chunk maximum (sMp[kh][j]).
+                    // kernel: each thread's child values from sR and chunk maximum (sMp[kh][j]).
                     let xq_n = tb * kp_n / nth;
                     let mut raw = vec![Vec::new(); nth];
                     let mut smp = vec![vec![f32::NAN; tb]; kl];
@@ -170,9 +203,10 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
                         let mut cm = neg;
                         for xq in 0..xq_n {
                             assert_eq!((xq * nth + tid) % tb, j);
-                            let k = k0 + 2 * ((xq * nth + tid) / tb);
-                            let e0 = if jin && k < w_ { l.elem[c[k] as usize * b + b0 + j] } else { neg };
-                            let e1 = if jin && k + 1 < w_ { l.elem[c[k + 1] as usize * b + b0 + j] } else { neg };
+                            let k = 2 * ((xq * nth + tid) / tb);
+                            let rd = |kk: usize| sr[kk * tb + j].expect("raw child value read before its copy");
+                            let e0 = if jin && k0 + k < w_ { rd(k) } else { neg };
+                            let e1 = if jin && k0 + k + 1 < w_ { rd(k + 1) } else { neg };
                             cm = cm.max(e0.max(e1));
                             raw[tid].push((e0, e1));
                         }
@@ -376,8 +410,12 @@ fn shapes_follow_the_block_size() {
     let s = MmaShape::for_partition(Precision::Bf16, 48, 5).unwrap();
     assert_eq!((s.tm, s.nt, s.kc, s.kcw, s.warps_m, s.warps_n, s.mf, s.nf), (16, 3, 16, 8, 1, 4, 1, 2));
     let s = MmaShape::for_partition(Precision::Tf32, 256, 100).unwrap();
-    assert_eq!((s.tm, s.nt, s.kc, s.kcw, s.threads, s.warps_m, s.warps_n, s.mf, s.nf), (128, 2, 32, 32, 256, 4, 2, 2, 4));
+    assert_eq!((s.tm, s.nt, s.kc, s.kcw, s.threads, s.warps_m, s.warps_n, s.mf, s.nf), (128, 2, 16, 16, 256, 4, 2, 2, 4));
     assert!(s.shared_bytes() <= 48 * 1024);
+    // The largest tiles of either precision fit the 48 KB of static shared memory.
+    for prec in [Precision::Bf16, Precision::Tf32] {
+        assert!(MmaShape::for_partition(prec, 128, 4096).unwrap().shared_bytes() <= 48 * 1024, "{prec}");
+    }
     assert_eq!(s.kernel_name(), "sum_fwd_tf32_bs256_w100");
 }
 
