@@ -10,8 +10,9 @@
 //! - parameter flows `PF += Θ ⊙ (G·Xᵀ)`: a `BS × W` output, `K` = the batch in chunks of 32;
 //!   CUDA block = (sum block, tile of `TM` nodes, tile of [`PC`] children).
 //!
-//! Both stage operand chunks through registers (all loads of a chunk issued before the first
-//! conversion) and rely on several resident CUDA blocks per SM to overlap staging with mma.
+//! Both stage operand chunks through registers: the loads of chunk k + 1 are issued before the
+//! mma of chunk k (`pcc_fetch`) and stored to shared memory after it (`pcc_put`), so their
+//! latency hides behind the tensor-core work, with several resident CUDA blocks per SM on top.
 //!
 //! Warp grids follow the forward's ([`super::mma::MmaShape`]): `1 × 4` warps for 16-row tiles,
 //! `4 × 2` (256 threads) for 128, else `2 × 2`, each warp a grid of m16n8 accumulators.
@@ -21,7 +22,7 @@
 use pc_runtime::cuda::{KernelArg, KernelSpec, Precision};
 
 use super::EmitError;
-use super::mma::{block_label, min_blocks, warps, MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS};
+use super::mma::{block_label, warps, MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS};
 
 const SUM_BWD_MMA: &str = include_str!("../../../templates/sum_bwd_mma.cu.tera");
 pub(super) const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
@@ -34,6 +35,13 @@ pub const PC: u32 = 64;
 /// half the chunk keeps its staging registers, and so the kernel, spill-free).
 fn p_kc(precision: Precision) -> u32 {
     if precision == Precision::Bf16 { 32 } else { 16 }
+}
+
+/// `__launch_bounds__` minimum blocks per SM of the backward kernels: 2 of 256 threads, 3 of 128
+/// (up to 168 registers: a thread holds its accumulators and the next chunk's operands, loaded
+/// during the current chunk's mma).
+fn bwd_min_blocks(threads: u32) -> u32 {
+    if threads >= 256 { 2 } else { 3 }
 }
 
 /// A `rows × cols` tile's warp grid ([`warps`]): threads, warps along the columns, m16 and n8
@@ -66,7 +74,8 @@ impl BwdShape {
             .into_iter()
             .find(|&t| width >= t)
             .unwrap_or(16);
-        let e_kc = block_size.min(32);
+        // tf32 stages a word per value: half the chunk keeps the prefetched next chunk in registers.
+        let e_kc = block_size.min(p_kc(precision));
         let pm = [128, 64, 32, 16]
             .into_iter()
             .find(|t| block_size.is_multiple_of(*t))
@@ -129,7 +138,7 @@ impl BwdShape {
         ctx.insert("er", &self.er);
         ctx.insert("e_kc", &self.e_kc);
         ctx.insert("e_threads", &et);
-        ctx.insert("e_minb", &min_blocks(et));
+        ctx.insert("e_minb", &bwd_min_blocks(et));
         ctx.insert("e_wn", &ewn);
         ctx.insert("e_mf", &emf);
         ctx.insert("e_nf", &enf);
@@ -140,7 +149,7 @@ impl BwdShape {
         ctx.insert("p_threads", &pt);
         // The parameter-flow staging holds more loads per pair (flow, value, maximum): 3 blocks of
         // 128 threads (≤ 168 registers) keep it spill-free.
-        ctx.insert("p_minb", &if pt >= 256 { 2 } else { 3 });
+        ctx.insert("p_minb", &bwd_min_blocks(pt));
         ctx.insert("p_wn", &pwn);
         ctx.insert("p_mf", &pmf);
         ctx.insert("p_nf", &pnf);
