@@ -403,3 +403,41 @@ fn persistent_kernel_keeps_its_state_in_registers() {
     }
     assert!(checked, "no ptxas report for fwd_persistent:\n{log}");
 }
+
+/// The engine compiles a source's translation units separately (in parallel): each must compile
+/// alone, every kernel of the manifest must be in exactly one unit, and the persistent kernel in
+/// the unit the engine compiles in the background.
+#[test]
+fn translation_units_compile_alone_and_hold_every_kernel_once() {
+    use pcc::runtime::cuda::{split_units, PERSISTENT_UNIT};
+    let nvrtc = nvrtc_available();
+    let data: Vec<f32> = (0..400 * 10).map(|i| ((i * 2654435761usize) >> 9 & 1) as f32).collect();
+    let ev = Evidence::new(10, data).unwrap();
+    let models = [
+        ("hclt64", hclt::learn(&ev, &hclt::HcltOptions { latents: 64, ..Default::default() }).unwrap()),
+        ("pd32", pd::build(&pd::PdOptions { height: 8, width: 8, split_intervals: (4, 4), latents: 32, input: Dist::Bernoulli, ..Default::default() }).unwrap()),
+    ];
+    for (name, c) in models {
+        let plan = compile(&c).unwrap();
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let e = emit_with(&plan, &EmitOptions { precision }).unwrap();
+            let units = split_units(&e.source);
+            assert!(units.len() >= 4, "{name} {precision}: inputs, em, queries, persistent at least ({})", units.len());
+            let m = &e.manifest;
+            let mut names: Vec<&str> = m.forward.iter().chain(&m.em).map(|k| k.name.as_str()).collect();
+            names.extend(m.backward.iter().filter_map(|s| if let Step::Launch(k) = s { Some(k.name.as_str()) } else { None }));
+            for k in names {
+                let def = format!(" {k}(");
+                let holders: Vec<&str> = units.iter().filter(|u| u.source.contains(&def)).map(|u| u.name.as_str()).collect();
+                assert_eq!(holders.len(), 1, "{name} {precision}: kernel {k} in units {holders:?}");
+            }
+            let p = m.persistent.as_ref().expect("a persistent pass");
+            assert!(units.iter().any(|u| u.name == PERSISTENT_UNIT && u.source.contains(&format!(" {}(", p.kernel))), "{name} {precision}");
+            if nvrtc {
+                for u in &units {
+                    compile_cubin(&u.source, &format!("{name}_{}.cu", u.name), "90").unwrap_or_else(|err| panic!("{name} {precision} unit {}: {err}", u.name));
+                }
+            }
+        }
+    }
+}

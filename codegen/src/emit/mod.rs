@@ -94,6 +94,29 @@ pub fn emit(plan: &Plan) -> Result<Emitted, EmitError> {
     emit_with(plan, &EmitOptions::default())
 }
 
+/// Source bytes after which the layer kernels start a new translation unit (before a partition's
+/// kernels): NVRTC compiles the units in parallel (`pc_runtime::cuda::split_units`), so its time
+/// follows the largest unit. A few kernels; each unit costs NVRTC a fixed ~0.1 s on top.
+const UNIT_BYTES: usize = 12_000;
+
+/// A new unit `name` when the current one (from `start`) has grown past [`UNIT_BYTES`].
+fn next_unit(source: &mut String, start: &mut usize, name: &str) {
+    if source.len() - *start > UNIT_BYTES {
+        *start = source.len();
+        unit(source, name);
+    }
+}
+
+/// Open translation unit `name` (every unit shares the text before the first one).
+fn unit(source: &mut String, name: &str) {
+    if !source.ends_with('\n') {
+        source.push('\n');
+    }
+    *source += pc_runtime::cuda::UNIT_MARKER;
+    *source += name;
+    source.push('\n');
+}
+
 /// Emit with `opts`: with tf32/bf16 precision, sum partitions of block size ≥ 16 run forward on
 /// tensor cores ([`mma`]).
 pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> {
@@ -116,6 +139,13 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         m.tables.push(data);
         KernelArg::Table(m.tables.len() as u32 - 1)
     };
+    // The tensor-core helpers go to the head that every translation unit shares (see `unit`).
+    if plan.depths.iter().flat_map(|d| &d.sums).any(|p| mma::MmaShape::for_partition(opts.precision, p.block_size, p.width).is_some()) {
+        source += mma_bwd::MMA_CORE;
+        emitted.insert("mma_core".to_string());
+    }
+    let mut unit_start = source.len();
+    unit(&mut source, "inputs");
     for layer in &plan.inputs {
         let kind = match layer.kind {
             DistKind::Categorical => "categorical",
@@ -181,6 +211,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         let fused = fuse::fused_children(depth, SMALL_MAX_WIDTH);
         let first_prod = m.forward.len();
         for (p, part) in depth.prods.iter().enumerate() {
+            next_unit(&mut source, &mut unit_start, &format!("d{d}p{p}"));
             let name = format!("prod_fwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&t, &mut emitted, &mut source, "prod_fwd", &name, part.block_size, part.width, None)?;
             let (nids, cids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()));
@@ -204,6 +235,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
         // has two parent sum blocks.
         let exclusive_elements = distinct_nonzero(&depth.sums.iter().flat_map(|s| s.cids.iter().copied()).collect::<Vec<_>>());
         for (p, part) in depth.sums.iter().enumerate() {
+            next_unit(&mut source, &mut unit_start, &format!("d{d}s{p}"));
             let name = format!("sum_fwd_bs{}_w{}", part.block_size, part.width);
             let (nids, cids, pids) = (table(&mut m, part.nids.clone()), table(&mut m, part.cids.clone()), table(&mut m, part.pids.clone()));
             let args = vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
@@ -261,6 +293,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
                         true => [nids, cids, pids],
                         false => [table(&mut m, mp.nids.clone()), table(&mut m, mp.cids.clone()), table(&mut m, mp.pids.clone())],
                     };
+                    next_unit(&mut source, &mut unit_start, &format!("d{d}s{p}f{i}"));
                     let [mut spec, pack] = mma::sum_forward(opts, mp, &mut emitted, &mut source, layer.clone(), tables, moff, packed_words)?.expect("every part of a tensor-core partition is one");
                     packed_words += pack.threads_per_sample;
                     packs.push(pack);
@@ -273,6 +306,7 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
                     };
                     m.forward.push(spec);
                     max_rows += mp.count();
+                    next_unit(&mut source, &mut unit_start, &format!("d{d}s{p}b{i}"));
                     let specs = mma_bwd::sum_backward(opts.precision, mp, &mut emitted, &mut source, &layer, tables, moff, excl)?.expect("the forward's shape");
                     sum_bwd.extend(specs.map(Step::Launch));
                 }
@@ -317,12 +351,15 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     }
     m.backward = depth_bwd.into_iter().rev().flatten().chain(input_bwd).collect();
     m.sum_max_rows = max_rows;
+    unit(&mut source, "em");
     emit_em(plan, &t, &mut source, &mut m)?;
     m.em.extend(packs);
     m.packed_words = packed_words;
     m.precision = opts.precision;
+    unit(&mut source, "queries");
     queries::emit_queries(plan, &mut source, &mut m)?;
     if let Some((p, shapes, layout)) = persistent::build(plan, plan.inputs.len() as u32) {
+        unit(&mut source, pc_runtime::cuda::PERSISTENT_UNIT);
         let mut ctx = tera::Context::new();
         ctx.insert("name", &p.kernel);
         ctx.insert("threads", &persistent::THREADS);

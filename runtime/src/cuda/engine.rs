@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg};
-use cudarc::nvrtc::Ptx;
+
+use super::units::{compile_units, split_units, Modules, PERSISTENT_UNIT};
 
 mod persistent;
 mod pinned;
@@ -141,6 +142,8 @@ pub struct GpuEngine {
     host_out: Option<(PinnedWords, u64)>,
     /// The last call's sequence number (0 is never used).
     seq: u32,
+    /// The persistent kernel's compile, still running on its own thread (see `ready_persistent`).
+    pending_persistent: Option<std::thread::JoinHandle<Result<Vec<u8>, CudaError>>>,
 }
 
 /// Where [`GpuEngine::new`] spent its time (for the warm-start budget).
@@ -206,12 +209,22 @@ impl GpuEngine {
         let t_context = t0.elapsed();
         let t0 = Instant::now();
         let arch = format!("{major}{minor}");
-        let cubin = match cubins.iter().find(|(a, _)| *a == arch) {
-            Some((_, bytes)) => bytes.to_vec(),
-            None => cache.get_or_compile(source, "circuit.cu", &arch)?.0,
+        // An embedded CUBIN is the whole source; otherwise its units compile in parallel, and the
+        // persistent kernel (small batches only, the largest unit) on a thread of its own that
+        // the first small batch waits for: the batch kernels are ready first.
+        let (cubins, pending) = match cubins.iter().find(|(a, _)| *a == arch) {
+            Some((_, bytes)) => (vec![bytes.to_vec()], None),
+            None => {
+                let mut units = split_units(source);
+                let pending = units.iter().position(|u| u.name == PERSISTENT_UNIT).map(|i| units.remove(i)).map(|u| {
+                    let (cache, arch) = (cache.clone(), arch.clone());
+                    std::thread::spawn(move || cache.get_or_compile(&u.source, "persistent.cu", &arch).map(|(c, _)| c))
+                });
+                (compile_units(cache, &units, &arch)?, pending)
+            }
         };
-        let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(CudaError::from)?;
-        let load = |k: &KernelSpec| module.load_function(&k.name).map_err(CudaError::from);
+        let modules = Modules::load(&ctx, cubins)?;
+        let load = |k: &KernelSpec| modules.function(&k.name);
         let forward = manifest.forward.iter().map(|k| Ok((load(k)?, k.small.as_deref().map(load).transpose()?))).collect::<Result<Vec<_>, CudaError>>()?;
         let backward = manifest
             .backward
@@ -222,15 +235,15 @@ impl GpuEngine {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
-        let queries = queries::QueryFns::load(&module, &manifest.queries)?;
-        let persistent = match &manifest.persistent {
-            Some(p) => persistent::PersistentState::load(&ctx, &module, &stream, p)?,
-            None => None,
+        let queries = queries::QueryFns::load(&modules, &manifest.queries)?;
+        let persistent = match (&manifest.persistent, &pending) {
+            (Some(p), None) => persistent::PersistentState::load(&ctx, &modules, &stream, p)?,
+            _ => None,
         };
         // The root's values straight to the host when a task of the persistent pass writes it.
         let root = plan.root;
         let root_in_tasks = manifest.persistent.as_ref().is_some_and(|p| p.tasks.chunks(TASK_WORDS).any(|t| root.wrapping_sub(t[1]) < t[7]));
-        let host_out = match persistent.is_some() && root_in_tasks && std::env::var("PCC_HOST_RESULT").map_or(true, |v| v != "0") {
+        let host_out = match (persistent.is_some() || pending.is_some()) && root_in_tasks && std::env::var("PCC_HOST_RESULT").map_or(true, |v| v != "0") {
             true => {
                 let w = PinnedWords::new(&stream, 1 + SMALL_BATCH, true).map_err(CudaError::from)?;
                 let d = w.device_ptr().map_err(CudaError::from)?;
@@ -281,7 +294,7 @@ impl GpuEngine {
         let state_bytes = dev.tables.iter().map(|t| t.len() * 4).sum::<usize>()
             + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len() + dev.packed.len())
             + persistent.as_ref().map_or(0, |p| p.bytes());
-        Ok(GpuEngine {
+        GpuEngine {
             plan,
             manifest,
             stream,
@@ -300,7 +313,31 @@ impl GpuEngine {
             bytes: (state_bytes, state_bytes),
             host_out,
             seq: 0,
-        })
+            pending_persistent: pending,
+        }
+        .with_persistent_if_compiled()
+    }
+
+    /// The engine with its persistent kernel loaded when its background compile is already done
+    /// (a warm start: it came from the cache).
+    fn with_persistent_if_compiled(mut self) -> Result<GpuEngine, RuntimeError> {
+        if self.pending_persistent.as_ref().is_some_and(|h| h.is_finished()) {
+            self.ready_persistent()?;
+        }
+        Ok(self)
+    }
+
+    /// Load the persistent kernel once its background compile is done (waiting for it): before
+    /// the first small batch, which it runs.
+    fn ready_persistent(&mut self) -> Result<(), RuntimeError> {
+        let Some(job) = self.pending_persistent.take() else { return Ok(()) };
+        let cubin = job.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        let Some(p) = &self.manifest.persistent else { return Ok(()) };
+        let modules = Modules::load(self.stream.context(), vec![cubin])?;
+        self.persistent = persistent::PersistentState::load(self.stream.context(), &modules, &self.stream, p)?;
+        let extra = self.persistent.as_ref().map_or(0, |p| p.bytes());
+        self.bytes = (self.bytes.0 + extra, self.bytes.1 + extra);
+        Ok(())
     }
 
     /// The persistent forward pass's per-task trace of the last small batch (8 words per task:
@@ -447,6 +484,9 @@ impl GpuEngine {
         if batch == 0 {
             return Ok(());
         }
+        if batch <= SMALL_BATCH && !train {
+            self.ready_persistent()?;
+        }
         let bufs = self.buffers.as_mut().expect("allocated by upload");
         let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
         let small = batch <= SMALL_BATCH && !train;
@@ -574,6 +614,9 @@ impl GpuEngine {
     /// `bench/micro/host_overhead.cu`).
     pub fn log_likelihood(&mut self, ev: &Evidence) -> Result<Vec<f32>, RuntimeError> {
         let n = ev.num_samples();
+        if n <= SMALL_BATCH {
+            self.ready_persistent()?;
+        }
         let direct = self.host_out.is_some() && self.persistent.as_ref().is_some_and(|p| n > 0 && n <= p.max_batch);
         let seq = match direct {
             true => {

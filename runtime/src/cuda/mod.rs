@@ -11,12 +11,14 @@ mod engine;
 pub mod manifest;
 mod nvrtc;
 pub mod persistent;
+mod units;
 
 pub use cache::KernelCache;
 pub use device::{probe, GpuInfo};
 pub use engine::{DeviceData, GpuEngine, StartupTimings};
 pub use manifest::{conditional_slots, conditionals_from_slots, KernelArg, KernelSpec, Manifest, PersistentForward, Precision, QueryManifest, Step, SMALL_BATCH, INLINE_DEPS, TASK_WORDS};
 pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
+pub use units::{compile_units, split_units, Unit, PERSISTENT_UNIT, UNIT_MARKER};
 
 /// Errors of the CUDA layer; each says what is missing or what failed.
 #[derive(Debug, thiserror::Error)]

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
 
 use crate::cuda::manifest::PersistentForward;
 use crate::cuda::persistent::schedule;
+use crate::cuda::units::Modules;
 use crate::cuda::{CudaError, SMALL_BATCH};
 
 pub(super) struct PersistentState {
@@ -37,14 +38,14 @@ impl PersistentState {
     /// Schedule `p` for this device and upload it; `None` when it is switched off
     /// (`PCC_PERSISTENT=0`), the device cannot launch cooperatively (e.g. some virtualized or MPS
     /// setups) or a block would not fit on an SM: then the per-depth launches run instead.
-    pub fn load(ctx: &Arc<CudaContext>, module: &Arc<CudaModule>, stream: &Arc<CudaStream>, p: &PersistentForward) -> Result<Option<PersistentState>, CudaError> {
+    pub fn load(ctx: &Arc<CudaContext>, modules: &Modules, stream: &Arc<CudaStream>, p: &PersistentForward) -> Result<Option<PersistentState>, CudaError> {
         if std::env::var("PCC_PERSISTENT").is_ok_and(|v| v == "0") {
             return Ok(None);
         }
         if ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)? == 0 {
             return Ok(None);
         }
-        let func = module.load_function(&p.kernel)?;
+        let func = modules.function(&p.kernel)?;
         let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
         // Weight slots take the block past the default 48 KiB of shared memory: opt in (a device
         // with less shared memory per block keeps the per-depth launches).

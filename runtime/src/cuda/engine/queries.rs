@@ -9,7 +9,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaStream};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream};
+
+use crate::cuda::units::Modules;
 
 use super::{Bind, Buffers, DeviceState, GpuEngine};
 use crate::cpu::{Conditional, MpeResult};
@@ -29,8 +31,8 @@ pub(super) struct QueryFns {
 }
 
 impl QueryFns {
-    pub(super) fn load(module: &Arc<CudaModule>, q: &QueryManifest) -> Result<QueryFns, CudaError> {
-        let load = |k: &KernelSpec| module.load_function(&k.name).map_err(CudaError::from);
+    pub(super) fn load(modules: &Modules, q: &QueryManifest) -> Result<QueryFns, CudaError> {
+        let load = |k: &KernelSpec| modules.function(&k.name);
         let steps = |s: &[Step]| {
             s.iter()
                 .map(|s| match s {
