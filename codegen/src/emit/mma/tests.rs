@@ -499,3 +499,42 @@ fn blocks_with_their_own_children_stay_as_they_are() {
     let p = partition(4, 128, 4, |_| 1);
     assert_eq!(MmaPart::split(&p)[0].group(), 1);
 }
+
+/// Merged blocks (`MmaPart`: runs of blocks over one child list) through the pack kernel's
+/// weight-row arithmetic (`pids[(r·G + m / SUB)·W + w] + m % SUB`) and the forward, against the
+/// original blocks' log-sum-exp in f64 (operand rounding within bf16/tf32 tolerance).
+#[test]
+fn merged_blocks_replay_matches_each_original_block() {
+    use super::MmaPart;
+    for (prec, tol) in [(Precision::Bf16, 2e-2), (Precision::Tf32, 2e-3)] {
+        // Two regions of 8 blocks of 16 nodes over 40 children each (merged 8 at a time: 128 rows).
+        let (bs, w) = (16u32, 40u32);
+        let p = partition(16, bs, w, |r| 1 + (r / 8) as u32 * 100);
+        let parts = MmaPart::split(&p);
+        assert_eq!((parts.len(), parts[0].group(), parts[0].block_size), (1, 8, 128));
+        let mp = &parts[0];
+        let shape = MmaShape::for_part(prec, mp).unwrap();
+        let mut rng = Lcg(7);
+        let num_params = *p.pids.iter().max().unwrap() as usize + bs as usize;
+        let params: Vec<f32> = (0..num_params).map(|_| 0.05 + rng.next()).collect();
+        let num_elems = 300;
+        for b in [66usize, 64] {
+            let elem: Vec<f32> = (0..num_elems * b).map(|_| -30.0 * rng.next()).collect();
+            let num_nodes = 10 + 16 * bs as usize;
+            let l = Launch { shape: &shape, b, nids: &mp.nids, cids: &mp.cids, pids: &mp.pids, params: &params, elem: &elem };
+            let got = replay(&l, num_nodes);
+            for r in 0..16usize {
+                for m in 0..bs as usize {
+                    for s in [0, 1, b - 1] {
+                        let e = |k: usize| elem[p.cids[r * w as usize + k] as usize * b + s] as f64;
+                        let mx = (0..w as usize).map(e).fold(f64::NEG_INFINITY, f64::max);
+                        let sum: f64 = (0..w as usize).map(|k| params[p.pids[r * w as usize + k] as usize + m] as f64 * (e(k) - mx).exp()).sum();
+                        let want = mx + sum.ln();
+                        let g = got[(p.nids[r] as usize + m) * b + s] as f64;
+                        assert!((g - want).abs() <= tol, "{prec} B{b}: block {r} node {m} sample {s}: {g} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
