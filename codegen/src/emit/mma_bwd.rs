@@ -166,9 +166,9 @@ pub(super) struct Exclusive {
     pub params: bool,
 }
 
-/// The element-flow and parameter-flow launches of one partition on tensor cores, rendering the
-/// kernels (and the shared helpers) the first time they are seen; `None`: the partition stays
-/// on the scalar backward. `moff`: the partition's first row of the forward maxima.
+/// The launches of one partition's backward on tensor cores (G in place, element flows,
+/// parameter flows), rendering the kernels the first time they are seen; `None`: the partition
+/// stays on the scalar backward. `moff`: the partition's first row of the forward maxima.
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement
 pub(super) fn sum_backward(
     precision: Precision,
@@ -179,7 +179,7 @@ pub(super) fn sum_backward(
     tables: [KernelArg; 3],
     moff: u32,
     excl: Exclusive,
-) -> Result<Option<[KernelSpec; 2]>, EmitError> {
+) -> Result<Option<[KernelSpec; 3]>, EmitError> {
     let Some(shape) = BwdShape::for_part(precision, part) else {
         return Ok(None);
     };
@@ -237,5 +237,16 @@ pub(super) fn sum_backward(
         args: args(KernelArg::SumFlows, excl.params),
         small: None,
     };
-    Ok(Some([eflow, pflow]))
+    // G in place first (thread = block, node, sample).
+    let gflow = KernelSpec {
+        name: format!("{name}_gflow"),
+        layer: layer.to_string(),
+        count,
+        threads_per_sample: count as u64 * shape.block_size as u64,
+        scales_with_batch: true,
+        block: 256,
+        args: vec![KernelArg::NodeFlows, KernelArg::Nodes, KernelArg::SumMax, nids, KernelArg::Count, KernelArg::Batch, KernelArg::Int(moff as i32)],
+        small: None,
+    };
+    Ok(Some([gflow, eflow, pflow]))
 }
