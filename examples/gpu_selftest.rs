@@ -105,6 +105,16 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: Option<&KernelCac
             if pass { "PASS" } else { "FAIL" }
         );
     }
+    // Conditionals on the bf16 engine: its backward runs on tensor cores and reads the forward's
+    // maxima, so every batch (the small ones too) needs the batch forward before it.
+    for &b in &[3usize, 100] {
+        let n = b.min(data.num_samples());
+        let ev = with_missing(&data.slice(0, n), 0.3);
+        let err = conditional_error(&cpu.conditionals(&ev)?, &gpu16.conditionals(&ev)?);
+        let pass = err <= TOL_FLOWS_BF16;
+        ok &= pass;
+        println!("  batch {n:>4} conditionals (bf16 backward): max abs error {err:.2e} (bound {TOL_FLOWS_BF16:.0e}) {}", verdict(pass));
+    }
     drop(gpu16);
     // Flows and one EM step (mini-batch, η = 0.5) against the CPU engine: the scalar fp32
     // backward, then the tensor-core backward (element and parameter flows as block mma tiles)

@@ -148,10 +148,13 @@ impl GpuEngine {
         let mut result = Vec::with_capacity(ev.num_samples());
         for (a, b) in chunks(ev.num_samples()) {
             let part = part(ev, a, b);
-            let batch = self.run_forward(&part, 0)?;
+            // The forward of a training step (the batch kernels whatever the batch): the
+            // tensor-core backward below reads the maxima only they write.
+            let batch = self.upload(&part, 0)?;
             if batch == 0 {
                 continue;
             }
+            self.forward_pass(batch, true)?;
             self.set_root_flow(batch)?;
             let out = self.stream.alloc_zeros::<f32>((batch * slots).max(1)).map_err(CudaError::from)?;
             let bufs = self.buffers.as_mut().ok_or(CudaError::Unbound("value buffers"))?;
