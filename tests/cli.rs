@@ -238,7 +238,7 @@ fn structures_too_large_for_a_plan_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     std::fs::write(p("big.csv"), "0,1\n16777215,0\n").unwrap();
-    let out = pcc(&["learn", "hclt", "--data", &p("big.csv"), "--latents", "256", "-o", &p("m")]);
+    let out = pcc(&["learn", "hclt", "--data", &p("big.csv"), "--latents", "256", "--max-categories", "16777216", "-o", &p("m")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("leaf parameters") && !err.contains("panicked"), "{err}");
     assert!(!Path::new(&p("m")).exists(), "nothing written");
@@ -328,4 +328,61 @@ fn codegen_writes_source_and_manifest() {
     } else {
         assert!(out.contains("not compiled"), "{out}");
     }
+}
+
+/// Sizes from flags and data files are checked before anything is allocated by them (issue 15:
+/// each of these panicked or aborted on an allocation).
+#[test]
+fn sizes_from_flags_and_data_are_checked_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("six.csv")), 20, 9);
+    let clean = |args: &[String], needles: &[&str]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args);
+        assert!(!err.contains("panicked") && !err.contains("memory allocation"), "{args:?}: {err}");
+        assert!(needles.iter().all(|n| err.contains(n)), "{args:?}: {err}");
+        assert!(!Path::new(&p("m")).exists(), "{args:?}: nothing written");
+    };
+    let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let learn = |structure: &str, extra: &[&str]| strings(&[&["learn", structure, "--data", &p("six.csv"), "-o", &p("m")][..], extra].concat());
+    // 2 x 2147484040 wraps to 784 in u32; the product is checked in 64 bits.
+    std::fs::write(p("img.csv"), format!("{}\n", vec!["0"; 784].join(","))).unwrap();
+    clean(&strings(&["learn", "pd", "--data", &p("img.csv"), "--shape", "2x2147484040", "-o", &p("m")]), &["4294968080 pixels"]);
+    clean(&learn("hclt", &["--latents", "2147483648"]), &["limit"]);
+    clean(&learn("hclt", &["--latents", "65536", "--block-size", "1"]), &["sum weights", "limit"]);
+    clean(&learn("hmm", &["--latents", "2147483648"]), &["limit"]);
+    clean(&learn("pd", &["--shape", "2x3", "--latents", "2147483648"]), &["limit"]);
+    clean(&learn("rat-spn", &["--latents", "4294967295", "--block-size", "1"]), &["limit"]);
+    clean(&learn("rat-spn", &["--repetitions", "4294967295"]), &["limit"]);
+    // 2,000,000 columns: refused on the first line.
+    let wide = vec!["0"; 2_000_000].join(",");
+    std::fs::write(p("wide.csv"), format!("{wide}\n{wide}\n")).unwrap();
+    clean(&strings(&["learn", "hclt", "--data", &p("wide.csv"), "-o", &p("m")]), &["2000000 columns", "limit"]);
+    // One outlier would make a categorical of 1,000,001 categories: refused, naming the place.
+    std::fs::write(p("outlier.csv"), "0,1,2\n1,1000000,0\n2,0,1\n").unwrap();
+    let err = fails(&["learn", "hclt", "--data", &p("outlier.csv"), "-o", &p("m")]);
+    assert!(err.contains("value 1000000") && err.contains("column 2") && err.contains("row 2") && err.contains("--max-categories 1024"), "{err}");
+    std::fs::write(p("small.csv"), "0,1,2\n1,5,0\n2,0,1\n").unwrap();
+    let err = fails(&["learn", "rat-spn", "--data", &p("small.csv"), "--max-categories", "5", "-o", &p("m")]);
+    assert!(err.contains("value 5") && err.contains("6 categories"), "{err}");
+    ok(&["learn", "rat-spn", "--data", &p("small.csv"), "--max-categories", "6", "-o", &p("m")]);
+}
+
+/// Recursion depth is bounded (issue 15: `learn rat-spn --depth 1000000` overflowed the stack):
+/// RAT-SPN depth and PD cut points have limits with an error naming them.
+#[test]
+fn structure_recursion_depth_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("six.csv")), 20, 10);
+    for pieces in ["2", "1"] {
+        let err = fails(&["learn", "rat-spn", "--data", &p("six.csv"), "--depth", "1000000", "--pieces", pieces, "-o", &p("m")]);
+        assert!(err.contains("depth = 1000000") && err.contains("64 levels") && !err.contains("overflow"), "{err}");
+    }
+    ok(&["learn", "rat-spn", "--data", &p("six.csv"), "--depth", "64", "-o", &p("m")]);
+    // A 1 x 3000 image cut at every pixel nests 3000 levels deep.
+    std::fs::write(p("row.csv"), format!("{}\n", vec!["1"; 3000].join(","))).unwrap();
+    let err = fails(&["learn", "pd", "--data", &p("row.csv"), "--shape", "1x3000", "--split-interval", "1", "-o", &p("pd")]);
+    assert!(err.contains("2999 cut points") && err.contains("2048"), "{err}");
 }

@@ -481,3 +481,20 @@ fn all_density_datasets_have_the_published_shapes() {
     }
     eprintln!("15 density files (with naive cross-checks) in {:?}", t.elapsed());
 }
+
+/// More variables than `MAX_VARIABLES` are refused from the first line or the header, before
+/// anything is allocated for them (issue 15: a CSV of 2,000,000 columns went on to ask structure
+/// learning for a 2,000,000² matrix).
+#[test]
+fn too_many_variables_are_refused_before_allocating() {
+    use pcc::runtime::dataset::MAX_VARIABLES;
+    let dir = tempfile::tempdir().unwrap();
+    let line = vec!["1"; MAX_VARIABLES + 1].join(",");
+    let p = write(dir.path(), "wide.csv", format!("{line}\n{line}\n").as_bytes());
+    let err = read_csv_auto(&p, "?").unwrap_err();
+    assert!(matches!(err, DataError::TooManyColumns { line: 1, found, .. } if found == MAX_VARIABLES + 1), "{err}");
+    assert_names(&err, &p, &["1048577 columns", "limit"]);
+    let p = write(dir.path(), "huge-ubyte", &idx_header(0x803, &[0, 65536, 65536]));
+    let err = read_idx_images(&p).unwrap_err();
+    assert_names(&err, &p, &["65536x65536", "limit"]);
+}

@@ -449,3 +449,30 @@ fn degenerate_options_give_typed_errors() {
     compile(&rat_spn::build(&rat_spn::RatSpnOptions::default()).unwrap()).unwrap();
     compile(&hmm::build(&hmm::HmmOptions::default()).unwrap()).unwrap();
 }
+
+/// Generator options that would overflow or nest without bound are errors naming the option
+/// (issue 15): an image of 2 x 2147484040 pixels (its u32 product wraps to 784), a RAT-SPN of a
+/// million levels (a stack overflow), a PD with thousands of cut points (as deep a recursion),
+/// and latents whose sum edges would be materialized past every limit.
+#[test]
+fn generator_options_past_their_limits_are_errors() {
+    let err = pd::build(&pd::PdOptions { height: 2, width: 2_147_484_040, ..Default::default() }).unwrap_err();
+    assert!(matches!(err, CircuitError::BadOption { option: "image shape", .. }), "{err}");
+    let err = pd::build(&pd::PdOptions { height: 1, width: 5000, split_intervals: (1, 1), ..Default::default() }).unwrap_err();
+    assert!(err.to_string().contains("4999 cut points"), "{err}");
+    let atomic = pd::PdOptions { height: 1, width: 5000, split_intervals: (1, 1), max_split_depth: Some(0), latents: 1, input: Dist::Bernoulli, ..Default::default() };
+    pd::build(&atomic).unwrap();
+    for num_pieces in [0, 1, 2] {
+        let err = rat_spn::build(&rat_spn::RatSpnOptions { depth: 1_000_000, num_pieces, ..Default::default() }).unwrap_err();
+        assert!(matches!(err, CircuitError::BadOption { option: "depth", .. }), "{err}");
+    }
+    rat_spn::build(&rat_spn::RatSpnOptions { depth: rat_spn::MAX_DEPTH, num_pieces: 1, num_vars: 2, latents: 2, ..Default::default() }).unwrap();
+    for latents in [1 << 20, u32::MAX] {
+        let opts = hmm::HmmOptions { hidden: latents, block_size: Some(1), ..Default::default() };
+        assert!(matches!(hmm::build(&opts).unwrap_err(), CircuitError::TooLarge { .. }));
+        let opts = rat_spn::RatSpnOptions { latents, block_size: Some(1), ..Default::default() };
+        assert!(matches!(rat_spn::build(&opts).unwrap_err(), CircuitError::TooLarge { .. }));
+        let opts = pd::PdOptions { height: 4, width: 4, split_intervals: (1, 1), latents, block_size: Some(1), ..Default::default() };
+        assert!(matches!(pd::build(&opts).unwrap_err(), CircuitError::TooLarge { .. }));
+    }
+}

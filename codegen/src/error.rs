@@ -9,12 +9,14 @@ use crate::ir::NodeId;
 pub enum CircuitError {
     #[error("the circuit has no nodes")]
     Empty,
-    #[error("the circuit needs {count} {what}, more than the {limit} one plan buffer holds (fewer latents or categories?)")]
+    #[error("the circuit needs {count} {what}, more than the limit of {limit} (fewer latents or categories?)")]
     TooLarge { what: &'static str, count: u64, limit: u64 },
     #[error("{node}: child {child} does not exist or does not come before its parent (nodes must be in topological order)")]
     BadChild { node: NodeId, child: NodeId },
     #[error("root {root} does not exist")]
     BadRoot { root: NodeId },
+    #[error("structure option {option} = {value}: {reason}")]
+    BadOption { option: &'static str, value: String, reason: String },
     #[error("{node}: a node vector needs at least one block")]
     EmptyNode { node: NodeId },
     #[error("{node}: block size {block_size} is not a power of two")]

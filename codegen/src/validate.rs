@@ -51,6 +51,8 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
     if c.nodes.is_empty() {
         return Err(CircuitError::Empty);
     }
+    check_allocations(c)?;
+    check_sizes(c)?;
     let mut scopes: Vec<Scope> = Vec::with_capacity(c.nodes.len());
     let mut domains: Vec<Option<(Domain, NodeId)>> = vec![None; c.num_vars as usize];
     for (i, node) in c.nodes.iter().enumerate() {
@@ -143,7 +145,7 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
                     }
                 }
                 scope = first.clone();
-                let child_blocks: u32 = children.iter().map(|ch| c.node(*ch).num_blocks()).sum();
+                let child_blocks = children.iter().fold(0u32, |n, ch| n.saturating_add(c.node(*ch).num_blocks()));
                 let mut seen = std::collections::BTreeSet::new();
                 let mut has_edge = vec![false; *num_blocks as usize];
                 for (e, &[blk, cb]) in edges.iter().enumerate() {
@@ -173,7 +175,7 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
     if let Some(var) = scopes[root.index()].first_missing(c.num_vars) {
         return Err(CircuitError::VarNotCovered { var });
     }
-    check_sizes(c)
+    Ok(())
 }
 
 /// Most entries of one plan buffer (nodes, elements, weights, leaf parameters or statistics):
@@ -182,22 +184,58 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
 /// the size, not an overflow further on.
 pub const MAX_BUFFER_ENTRIES: u64 = 1 << 31;
 
+/// Most node vectors of a circuit: each costs a few hundred bytes in the compiler, so a structure
+/// file or a generator asking for more is refused before the work starts (the largest structures
+/// pcc builds, a PD over 28x28 pixels cut at every pixel, have about 5 million).
+pub const MAX_NODE_VECTORS: u64 = 1 << 24;
+
+/// Most bytes of variable sets (one bit per variable per node vector) validation may allocate.
+pub const MAX_SCOPE_BYTES: u64 = 1 << 32;
+
+/// What validation itself allocates, checked before it does (and [`check_sizes`] before the
+/// per-block tables): the variable sets are
+/// `node vectors × num_vars` bits. Every variable needs an input vector, so a `num_vars` beyond
+/// the input vectors (2^31 in a small file) is reported as the first uncovered variable, without
+/// a table of 2^31 entries.
+fn check_allocations(c: &Circuit) -> Result<(), CircuitError> {
+    let vectors = c.nodes.len() as u64;
+    if vectors > MAX_NODE_VECTORS {
+        return Err(CircuitError::TooLarge { what: "node vectors", count: vectors, limit: MAX_NODE_VECTORS });
+    }
+    let mut vars: Vec<u32> = c.nodes.iter().filter_map(|n| if let Node::Input { var, .. } = n { Some(*var) } else { None }).collect();
+    if vars.len() < c.num_vars as usize {
+        vars.sort_unstable();
+        vars.dedup();
+        let var = vars.iter().zip(0u32..).find(|(v, i)| *v != i).map_or(vars.len() as u32, |(_, i)| i);
+        return Err(CircuitError::VarNotCovered { var });
+    }
+    let bytes = vectors * (c.num_vars as u64).div_ceil(64) * 8;
+    if bytes > MAX_SCOPE_BYTES {
+        return Err(CircuitError::TooLarge { what: "bytes of variable sets to validate (node vectors x variables / 8)", count: bytes, limit: MAX_SCOPE_BYTES });
+    }
+    Ok(())
+}
+
 fn check_sizes(c: &Circuit) -> Result<(), CircuitError> {
     let (mut nodes, mut elements, mut weights, mut leaf_params, mut leaf_stats) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for node in &c.nodes {
+        // Saturating: 2^32 nodes of 2^32 categories would wrap a u64.
         let n = node.num_nodes();
-        nodes += n;
+        nodes = nodes.saturating_add(n);
         match node {
             Node::Input { dist, tied_to, .. } => {
-                leaf_stats += n * dist.num_stats() as u64;
+                leaf_stats = leaf_stats.saturating_add(n.saturating_mul(dist.num_stats() as u64));
                 if tied_to.is_none() {
-                    leaf_params += n * dist.num_params() as u64;
+                    leaf_params = leaf_params.saturating_add(n.saturating_mul(dist.num_params() as u64));
                 }
             }
-            Node::Product { .. } => elements += n,
+            Node::Product { .. } => elements = elements.saturating_add(n),
             Node::Sum { children, edges, block_size, tied_to, .. } => {
                 if tied_to.is_none() {
-                    weights += edges.len() as u64 * *block_size as u64 * c.node(children[0]).block_size() as u64;
+                    // Runs before the children are checked: a bad index counts as block size 0.
+                    let cbs = children.first().and_then(|ch| c.nodes.get(ch.index())).map_or(0, Node::block_size);
+                    let tile = *block_size as u64 * cbs as u64;
+                    weights = weights.saturating_add((edges.len() as u64).saturating_mul(tile));
                 }
             }
         }
@@ -251,7 +289,7 @@ fn check_tie(c: &Circuit, node: NodeId, src: NodeId, i: usize) -> Result<(), Cir
             if ea != eb {
                 return bad("the edges differ");
             }
-            let blocks = |ch: &[NodeId]| ch.iter().map(|x| c.node(*x).num_blocks()).sum::<u32>();
+            let blocks = |ch: &[NodeId]| ch.iter().fold(0u32, |n, x| n.saturating_add(c.node(*x).num_blocks()));
             let cbs = |ch: &[NodeId]| c.node(ch[0]).block_size();
             if blocks(ca) != blocks(cb) || cbs(ca) != cbs(cb) {
                 return bad("the children's blocks differ");

@@ -26,6 +26,11 @@ pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 /// integer reader refuses them instead of silently rounding a category index.
 pub const MAX_EXACT_INT: u64 = 1 << 24;
 
+/// Most variables (CSV columns, IDX pixels per image) a data file may have: checked on the first
+/// line or the header, before anything is allocated for them (a two-line CSV of 2,000,000 columns
+/// otherwise went on to ask structure learning for a 2,000,000² matrix).
+pub const MAX_VARIABLES: usize = 1 << 20;
+
 const IDX_IMAGES_HEADER: usize = 16;
 const IDX_LABELS_HEADER: usize = 8;
 
@@ -57,6 +62,9 @@ pub enum DataError {
     /// A binary header whose dimensions cannot describe samples (zero rows or columns).
     #[error("{path} has an invalid header: {detail}")]
     BadHeader { path: PathBuf, detail: String },
+    /// A first line with more fields than [`MAX_VARIABLES`].
+    #[error("{path}, line {line}: {found} columns, more than the limit of {limit} variables")]
+    TooManyColumns { path: PathBuf, line: usize, found: usize, limit: usize },
     /// A CSV row with a different number of fields than the first row.
     #[error("{path}, line {line}: {found} fields, but the first line has {expected}")]
     Ragged { path: PathBuf, line: usize, expected: usize, found: usize },
@@ -131,6 +139,12 @@ fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(Evidence, [usize; 2]),
         return Err(DataError::BadHeader {
             path: path.to_path_buf(),
             detail: format!("images of {rows}x{cols} pixels have no variables"),
+        });
+    }
+    if rows.saturating_mul(cols) > MAX_VARIABLES {
+        return Err(DataError::BadHeader {
+            path: path.to_path_buf(),
+            detail: format!("images of {rows}x{cols} pixels have more than the limit of {MAX_VARIABLES} variables"),
         });
     }
     let values: Vec<f32> = bytes[IDX_IMAGES_HEADER..].iter().map(|&b| b as f32).collect();
@@ -394,6 +408,12 @@ impl Csv<'_> {
                     1,
                     "blank line between samples (only trailing blank lines are allowed)".into(),
                 ));
+            }
+            if num_vars == 0 {
+                let found = line.iter().filter(|&&b| b == b',').count() + 1;
+                if found > MAX_VARIABLES {
+                    return Err(DataError::TooManyColumns { path: path.to_path_buf(), line: line_no, found, limit: MAX_VARIABLES });
+                }
             }
             let mut fields = 0usize;
             for f in line.split(|&b| b == b',') {

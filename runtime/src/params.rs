@@ -294,8 +294,10 @@ impl Params {
         if found != expected {
             return Err(ParamsError::ChecksumMismatch { path: path.into(), expected, found });
         }
+        // A set, not a scan per name: a structure of a million sums has a million tensors.
+        let expected: std::collections::HashSet<&str> = plan.tensors.iter().map(|t| t.name.as_str()).collect();
         for name in &names {
-            if !plan.tensors.iter().any(|t| t.name == *name) {
+            if !expected.contains(name) {
                 return Err(ParamsError::UnexpectedTensor { name: name.to_string() });
             }
         }

@@ -29,6 +29,10 @@ pub struct Common {
     /// Block size (default: the largest power of two dividing L, capped per structure).
     #[arg(long)]
     pub block_size: Option<u32>,
+    /// Most categories a discrete variable may get from the data (its largest value + 1): one
+    /// outlier such as 1000000 would otherwise silently make a huge categorical model.
+    #[arg(long, default_value_t = 1024)]
+    pub max_categories: u32,
     /// Seed of the random parameters (and of random structure choices).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -92,9 +96,10 @@ pub enum Structure {
     },
 }
 
-/// Leaf distribution for discrete data: Bernoulli for binary, else Categorical over `0..=max`.
-fn leaf_for(ev: &Evidence) -> Result<Dist> {
-    let mut max = 0f32;
+/// Leaf distribution for discrete data: Bernoulli for binary, else Categorical over `0..=max`,
+/// with at most `max_categories` categories.
+fn leaf_for(ev: &Evidence, max_categories: u32) -> Result<Dist> {
+    let mut max = (0f32, 0);
     for (i, &x) in ev.values.iter().enumerate() {
         if ev.missing.as_ref().is_some_and(|m| m[i]) {
             continue;
@@ -102,17 +107,32 @@ fn leaf_for(ev: &Evidence) -> Result<Dist> {
         if !(x >= 0.0 && x.fract() == 0.0) {
             bail!("structure learning needs discrete data: value {x} at sample {}, variable {}", i / ev.num_vars, i % ev.num_vars);
         }
-        max = max.max(x);
+        if x > max.0 {
+            max = (x, i);
+        }
     }
-    Ok(if max <= 1.0 { Dist::Bernoulli } else { Dist::Categorical { num_cats: max as u32 + 1 } })
+    let (x, i) = max;
+    // Values are at most 2^24 (the data readers' limit), so x + 1 is exact in u64.
+    if x as u64 + 1 > max_categories as u64 {
+        let (sample, var) = (i / ev.num_vars, i % ev.num_vars);
+        bail!(
+            "sample {sample} (row {}), variable {var} (column {}): value {x} would make a categorical of {} categories, more than --max-categories {max_categories} (raise it if the value is right)",
+            sample + 1,
+            var + 1,
+            x as u64 + 1
+        );
+    }
+    Ok(if x <= 1.0 { Dist::Bernoulli } else { Dist::Categorical { num_cats: x as u32 + 1 } })
 }
 
 fn image_shape(shape: &Option<String>, from_data: Option<[usize; 2]>, num_vars: usize) -> Result<(u32, u32)> {
     if let Some(s) = shape {
         let (h, w) = s.split_once('x').context("--shape must look like 28x28")?;
-        let (h, w): (u32, u32) = (h.parse()?, w.parse()?);
-        if (h * w) as usize != num_vars {
-            bail!("--shape {h}x{w} has {} pixels, the data has {num_vars} variables", h * w);
+        let parse = |x: &str| x.parse::<u32>().with_context(|| format!("--shape {s}: `{x}` is not a side length"));
+        let (h, w) = (parse(h)?, parse(w)?);
+        let pixels = h as u64 * w as u64;
+        if pixels != num_vars as u64 {
+            bail!("--shape {h}x{w} has {pixels} pixels, the data has {num_vars} variables");
         }
         return Ok((h, w));
     }
@@ -133,7 +153,7 @@ pub fn run(a: &LearnArgs) -> Result<()> {
             let opts = HcltOptions {
                 latents: common.latents,
                 block_size: common.block_size,
-                input: None,
+                input: Some(leaf_for(&d.ev, common.max_categories)?),
                 tie_inputs: *tie_inputs,
                 mi: MiOptions { soft_bins: *mi_bins, max_samples: *mi_samples, ..MiOptions::default() },
             };
@@ -149,7 +169,7 @@ pub fn run(a: &LearnArgs) -> Result<()> {
                 max_split_depth: *max_split_depth,
                 latents: common.latents,
                 max_prod_block_conns: *max_prod_conns,
-                input: leaf_for(&d.ev)?,
+                input: leaf_for(&d.ev, common.max_categories)?,
                 block_size: common.block_size,
                 seed: common.seed,
             };
@@ -163,7 +183,7 @@ pub fn run(a: &LearnArgs) -> Result<()> {
                 depth: *depth,
                 num_repetitions: *repetitions,
                 num_pieces: *pieces,
-                input: leaf_for(&d.ev)?,
+                input: leaf_for(&d.ev, common.max_categories)?,
                 block_size: common.block_size,
                 seed: common.seed,
             };
@@ -171,7 +191,7 @@ pub fn run(a: &LearnArgs) -> Result<()> {
         }
         Structure::Hmm { common, homogeneous } => {
             let d = common.data.load()?;
-            let num_emits = match leaf_for(&d.ev)? {
+            let num_emits = match leaf_for(&d.ev, common.max_categories)? {
                 Dist::Categorical { num_cats } => num_cats,
                 _ => 2,
             };

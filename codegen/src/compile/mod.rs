@@ -182,6 +182,12 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
     }
     let mut order: Vec<usize> = (0..units.len()).collect();
     order.sort_by_key(|&u| units[u].depth);
+    // The units of each depth, in `order`: the passes below visit each depth once, so a deep
+    // circuit (a chain of a million sums) costs linear, not depth × units, time.
+    let mut at_depth: Vec<Vec<usize>> = vec![Vec::new(); max_depth as usize + 1];
+    for &u in &order {
+        at_depth[units[u].depth as usize].push(u);
+    }
     let mut unit_start = vec![0u32; units.len()];
     for &u in &order {
         unit_start[u] = cursor;
@@ -262,14 +268,18 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
     let num_dummy_elements = 1u32;
     let mut instances: Vec<BTreeMap<ProdKey, u32>> = vec![BTreeMap::new(); max_depth as usize + 1];
     let mut inst_order: Vec<Vec<ProdKey>> = vec![Vec::new(); max_depth as usize + 1];
+    let mut prod_instances: BTreeMap<u32, Vec<ProductInstance>> = BTreeMap::new();
     let mut num_elements = num_dummy_elements;
     for d in 1..=max_depth {
         let mut ecur = num_dummy_elements;
-        for &u in order.iter().filter(|&&u| units[u].depth == d) {
+        for &u in &at_depth[d as usize] {
             for &k in &units[u].children {
                 if let std::collections::btree_map::Entry::Vacant(v) = instances[d as usize].entry(k) {
                     v.insert(ecur);
                     inst_order[d as usize].push(k);
+                    if let ProdKey::Ir(p) = k {
+                        prod_instances.entry(p).or_default().push(ProductInstance { depth: d - 1, element_start: ecur });
+                    }
                     let p = prod(k);
                     ecur += p.edges.len() as u32 * p.block_size;
                 }
@@ -314,7 +324,7 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
             pids: Vec<u32>,
         }
         let mut sgroups: BTreeMap<(u32, u32), Vec<Row>> = BTreeMap::new();
-        for &u in order.iter().filter(|&&u| units[u].depth == d as u32) {
+        for &u in &at_depth[d] {
             let unit = &units[u];
             let (bs, cbs) = (unit.block_size, unit.child_block_size);
             let mut prefix = vec![0u32];
@@ -395,11 +405,7 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
                 Node::Sum { .. } => IrLocation::Sum { node_start: node_start[i], num_nodes: nn },
                 Node::Product { .. } => IrLocation::Product {
                     num_nodes: nn,
-                    instances: (1..=max_depth as usize)
-                        .filter_map(|d| {
-                            instances[d].get(&ProdKey::Ir(i as u32)).map(|&s| ProductInstance { depth: d as u32 - 1, element_start: s })
-                        })
-                        .collect(),
+                    instances: prod_instances.remove(&(i as u32)).unwrap_or_default(),
                 },
             }
         });

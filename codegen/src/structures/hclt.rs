@@ -19,6 +19,7 @@ use super::common::pow2_block_size;
 use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, NodeId};
+use crate::validate::MAX_BUFFER_ENTRIES;
 
 /// How mutual information is estimated.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +71,8 @@ pub enum LearnError {
     NoLatents,
     #[error("block size {block_size} must be a power of two dividing the latent count {latents}")]
     BadBlockSize { block_size: u32, latents: u32 },
+    #[error("mutual information of {num_vars} variables with {bins} bins each needs a {what} of {entries} entries, more than the limit of {limit} ({hint})")]
+    MiTooLarge { num_vars: usize, bins: usize, what: &'static str, entries: u64, limit: u64, hint: &'static str },
     #[error(transparent)]
     Circuit(#[from] CircuitError),
 }
@@ -104,6 +107,17 @@ pub fn mutual_information(data: &Evidence, opts: &MiOptions) -> Result<Vec<f64>,
     }
     let exact = max < opts.max_exact_values as f32;
     let bins = if exact { (max as usize + 1).max(2) } else { opts.soft_bins.max(2) as usize };
+    // The bin weights are n·v·bins and their Gram matrix (v·bins)², both checked before anything
+    // of that size is allocated.
+    let vb64 = (v as u64).saturating_mul(bins as u64);
+    for (what, entries, hint) in [
+        ("Gram matrix", vb64.saturating_mul(vb64), "fewer variables or fewer soft bins"),
+        ("bin-weight table", vb64.saturating_mul(n as u64), "fewer samples for it (--mi-samples) or fewer soft bins"),
+    ] {
+        if entries > MAX_BUFFER_ENTRIES {
+            return Err(LearnError::MiTooLarge { num_vars: v, bins, what, entries, limit: MAX_BUFFER_ENTRIES, hint });
+        }
+    }
     // Per-sample, per-variable bin weights, each variable's weights summing to one.
     let vb = v * bins;
     let mut w = vec![0f32; n * vb];
@@ -283,6 +297,9 @@ pub fn build(tree: &ChowLiuTree, num_vars: u32, dist: Dist, opts: &HcltOptions) 
     let mut source: Option<NodeId> = None;
     let mut root = None;
     for &u in order.iter().rev() {
+        if b.is_too_large() {
+            return Err(b.finish(NodeId(0)).expect_err("too large").into()); // stop building
+        }
         let leaf = match (opts.tie_inputs, source) {
             (true, Some(src)) => b.tied_inputs(src, u),
             _ => {

@@ -64,6 +64,9 @@ pub fn build(opts: &HmmOptions) -> Result<Circuit, CircuitError> {
     let mut z = last;
     let mut first_sum = None;
     for var in (0..t - 1).rev() {
+        if b.is_too_large() {
+            break; // `finish` fails: stop building
+        }
         let x = if opts.homogeneous { b.tied_inputs(last, var) } else { b.inputs(var, nb, bs, dist) };
         let s = match first_sum {
             Some(src) if opts.homogeneous => b.tied_summate(src, &[z]),

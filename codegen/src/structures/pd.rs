@@ -40,6 +40,11 @@ use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, NodeId};
 
+/// Most cut points (along both axes together) of an image that is cut at all: the memoized
+/// recursion nests one level per cut point of a chain of ever smaller rectangles, and an axis of
+/// more than about 2,000 cut points has millions of rectangles.
+pub const MAX_CUT_POINTS: usize = 2048;
+
 /// Options of a PD structure ([`build`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PdOptions {
@@ -107,8 +112,13 @@ struct Pd<'a> {
     bs: u32,
 }
 
+/// The positive multiples of `interval` below `len`: `len - 1` over `interval` of them.
+fn num_cut_points(interval: u32, len: u32) -> usize {
+    len.saturating_sub(1).checked_div(interval).unwrap_or(0) as usize
+}
+
 fn cut_points(interval: u32, len: u32) -> Vec<u32> {
-    if interval == 0 { Vec::new() } else { (1..).map(|k| k * interval).take_while(|&p| p < len).collect() }
+    (1..=num_cut_points(interval, len) as u32).map(|k| k * interval).collect()
 }
 
 impl Pd<'_> {
@@ -142,6 +152,9 @@ impl Pd<'_> {
     fn pixel_product(&mut self, (r0, r1, c0, c1): Rect) -> NodeId {
         let mut ins = Vec::with_capacity(((r1 - r0) * (c1 - c0)) as usize);
         for row in r0..r1 {
+            if self.b.is_too_large() {
+                break; // `finish` fails: stop building
+            }
             for col in c0..c1 {
                 ins.push(self.b.inputs(row * self.opts.width + col, self.nb, self.bs, self.opts.input));
             }
@@ -153,6 +166,9 @@ impl Pd<'_> {
     fn region(&mut self, r: Rect) -> NodeId {
         if let Some(&id) = self.memo.get(&r) {
             return id;
+        }
+        if self.b.is_too_large() {
+            return NodeId(0); // `finish` fails: stop building
         }
         let prods = self.cut_products(r);
         let id = if prods.is_empty() {
@@ -170,7 +186,12 @@ impl Pd<'_> {
         let (nb, bs) = (self.nb, self.bs);
         let k = self.opts.max_prod_block_conns.max(1) as usize;
         let n = prods.len();
-        if n <= k || nb == 0 {
+        // The sparse sum has `max(nb * min(n, k), n)` (block, cut) pairs of `nb` edges of
+        // `bs x bs` weights; more weights than a circuit may hold are refused by the builder
+        // before anything is allocated when asked for densely (dense is never fewer).
+        let pairs = (nb as u64).saturating_mul(n.min(k) as u64).max(n as u64);
+        let weights = pairs.saturating_mul(nb as u64).saturating_mul(bs as u64 * bs as u64);
+        if n <= k || nb == 0 || self.b.is_too_large() || weights > crate::validate::MAX_BUFFER_ENTRIES {
             return self.b.summate(prods, nb, bs, SumEdges::Dense);
         }
         // Deal the cuts out in a random order (every cut used), then top up to k per block.
@@ -204,21 +225,30 @@ impl Pd<'_> {
 
 /// Build a PD circuit over a `height x width` image (see the module docs).
 pub fn build(opts: &PdOptions) -> Result<Circuit, CircuitError> {
-    let num_vars = opts.height.checked_mul(opts.width).expect("an image has fewer than 2^32 pixels");
+    let shape = || format!("{}x{}", opts.height, opts.width);
+    let num_vars = opts.height.checked_mul(opts.width).ok_or_else(|| CircuitError::BadOption {
+        option: "image shape",
+        value: shape(),
+        reason: format!("{} pixels, more than the {} variables a circuit may have", opts.height as u64 * opts.width as u64, u32::MAX),
+    })?;
     if num_vars == 0 {
         return Err(CircuitError::Empty);
     }
     let bs = opts.effective_block_size();
-    let mut pd = Pd {
-        opts,
-        b: CircuitBuilder::new(num_vars),
-        rng: SplitMix64::new(opts.seed),
-        memo: HashMap::new(),
-        row_cuts: cut_points(opts.split_intervals.0, opts.height),
-        col_cuts: cut_points(opts.split_intervals.1, opts.width),
-        nb: num_blocks(opts.latents, bs),
-        bs,
+    let cuts = num_cut_points(opts.split_intervals.0, opts.height) + num_cut_points(opts.split_intervals.1, opts.width);
+    let cut = opts.max_split_depth != Some(0);
+    if cuts > MAX_CUT_POINTS && cut {
+        return Err(CircuitError::BadOption {
+            option: "split interval",
+            value: format!("{:?} on {}", opts.split_intervals, shape()),
+            reason: format!("{cuts} cut points, more than {MAX_CUT_POINTS} (use a larger interval)"),
+        });
+    }
+    let (row_cuts, col_cuts) = match cut {
+        true => (cut_points(opts.split_intervals.0, opts.height), cut_points(opts.split_intervals.1, opts.width)),
+        false => (Vec::new(), Vec::new()),
     };
+    let mut pd = Pd { opts, b: CircuitBuilder::new(num_vars), rng: SplitMix64::new(opts.seed), memo: HashMap::new(), row_cuts, col_cuts, nb: num_blocks(opts.latents, bs), bs };
     let whole = (0, opts.height, 0, opts.width);
     let prods = pd.cut_products(whole);
     let root = if prods.is_empty() {

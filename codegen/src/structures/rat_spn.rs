@@ -23,6 +23,10 @@ use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, NodeId};
 
+/// Most split levels: the recursion is one frame pair per level, and with two or more pieces per
+/// split no count of `u32` variables needs more than 32 levels.
+pub const MAX_DEPTH: u32 = 64;
+
 /// Options of a RAT-SPN ([`build`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RatSpnOptions {
@@ -30,7 +34,8 @@ pub struct RatSpnOptions {
     pub num_vars: u32,
     /// Latent count `L`: nodes per region vector. Default 32.
     pub latents: u32,
-    /// Levels of random splits (0: one leaf region over all variables). Default 2.
+    /// Levels of random splits (0: one leaf region over all variables), at most [`MAX_DEPTH`].
+    /// Default 2.
     pub depth: u32,
     /// Independent random partitions mixed by the root. Default 4.
     pub num_repetitions: u32,
@@ -85,7 +90,8 @@ impl Rat<'_> {
 
     /// The product vector of region `scope` at split level `depth`.
     fn product(&mut self, scope: &[u32], depth: u32) -> NodeId {
-        if self.is_leaf(scope, depth) {
+        // Past a size limit `finish` fails anyway: stop building.
+        if self.is_leaf(scope, depth) || self.b.is_too_large() {
             let ins: Vec<NodeId> = scope.iter().map(|&v| self.inputs[v as usize]).collect();
             return self.b.multiply(&ins);
         }
@@ -119,13 +125,27 @@ pub fn build(opts: &RatSpnOptions) -> Result<Circuit, CircuitError> {
     if opts.num_vars == 0 {
         return Err(CircuitError::Empty);
     }
+    if opts.depth > MAX_DEPTH {
+        let levels = if opts.num_pieces >= 2 { format!("; {} pieces per split need at most {} levels for {} variables", opts.num_pieces, levels(opts.num_vars, opts.num_pieces), opts.num_vars) } else { String::new() };
+        return Err(CircuitError::BadOption { option: "depth", value: opts.depth.to_string(), reason: format!("more than {MAX_DEPTH} levels of splits{levels}") });
+    }
     let bs = opts.effective_block_size();
     let nb = num_blocks(opts.latents, bs);
     let mut b = CircuitBuilder::new(opts.num_vars);
     let inputs = (0..opts.num_vars).map(|v| b.inputs(v, nb, bs, opts.input)).collect();
     let mut rat = Rat { opts, b, rng: SplitMix64::new(opts.seed), inputs, pieces: opts.num_pieces.max(1) as usize, nb, bs };
     let all: Vec<u32> = (0..opts.num_vars).collect();
-    let tops: Vec<NodeId> = (0..opts.num_repetitions).map(|_| rat.product(&all, 0)).collect();
+    let tops: Vec<NodeId> = (0..opts.num_repetitions).map_while(|_| (!rat.b.is_too_large()).then(|| rat.product(&all, 0))).collect();
     let root = rat.b.summate(&tops, 1, 1, SumEdges::Dense);
     rat.b.finish(root)
+}
+
+/// Split levels after which every piece of `num_vars` variables is smaller than `pieces` (`pieces >= 2`).
+fn levels(num_vars: u32, pieces: u32) -> u32 {
+    let (mut len, mut l) = (num_vars as u64, 0);
+    while len >= pieces as u64 {
+        len = len.div_ceil(pieces as u64);
+        l += 1;
+    }
+    l
 }
