@@ -386,3 +386,85 @@ fn structure_recursion_depth_is_bounded() {
     let err = fails(&["learn", "pd", "--data", &p("row.csv"), "--shape", "1x3000", "--split-interval", "1", "-o", &p("pd")]);
     assert!(err.contains("2999 cut points") && err.contains("2048"), "{err}");
 }
+
+/// `train` holds an advisory lock on its model directory: a second `train` (or a `learn -o`) on it
+/// fails at once naming the first; a kill releases it; temporary files an interrupted save left
+/// behind are removed by the next run (issue 15: two runs on one directory silently raced).
+#[cfg(unix)]
+#[test]
+fn a_second_writer_of_a_model_directory_fails_naming_the_first() {
+    let (dir, model) = learned(10, 12);
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let train = ["train", &model, "--data", &p("train.csv"), "--quiet", "--device", "cpu"];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_pcc"))
+        .args([&train[..], &["--epochs", "100000000"]].concat())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let holder = format!("pid {}", first.id());
+    let lock = Path::new(&model).join(".pcc-lock");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).unwrap_or_default().contains(&holder) {
+        assert!(t0.elapsed().as_secs() < 30, "the first train never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let err = fails(&[&train[..], &["--epochs", "1"]].concat());
+    assert!(err.contains("in use by pcc train") && err.contains(&holder), "{err}");
+    let err = fails(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &model]);
+    assert!(err.contains("in use by pcc train") && err.contains(&holder), "{err}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stale = Path::new(&model).join(".params.safetensors.tmpXYZ123");
+    std::fs::write(&stale, "half a save").unwrap();
+    let out = pcc(&[&train[..], &["--epochs", "1"]].concat());
+    assert!(out.status.success(), "the kill released the lock: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left by an interrupted save"));
+    assert!(!stale.exists(), "stale temporary file removed");
+}
+
+/// SIGKILL `pcc train` at 24 random moments (startup, EM, mid-save): after each, the model
+/// directory loads (the last good state) and evaluates; a new `train` continues from the model on
+/// disk (there is no `--resume`: `train` always starts from the directory's parameters) and
+/// removes what a kill mid-save left behind.
+#[cfg(unix)]
+#[test]
+fn train_killed_at_random_moments_leaves_a_loadable_model() {
+    use pcc::codegen::Model;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), 3000, 13);
+    let model = p("model");
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "8", "-o", &model]);
+    let data = pcc::runtime::dataset::read_binary_csv(Path::new(&p("train.csv"))).unwrap();
+    let mean_ll = || {
+        let m = Model::load(Path::new(&model)).unwrap();
+        let ll = m.cpu_engine().unwrap().log_likelihood(&data).unwrap();
+        ll.iter().map(|&l| l as f64).sum::<f64>() / ll.len() as f64
+    };
+    let initial = mean_ll();
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let (mut saves, mut temps_left) = (0, 0);
+    for kill in 0..24 {
+        let child = Command::new(env!("CARGO_BIN_EXE_pcc"))
+            .args(["train", &model, "--data", &p("train.csv"), "--epochs", "100000000", "--quiet", "--device", "cpu"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(2..300)));
+        // SAFETY: kill(2) on the child's pid, which has not been waited for (so not reused).
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(libc::SIGKILL), "kill {kill}: killed, not finished");
+        saves += String::from_utf8_lossy(&out.stdout).matches("saved").count();
+        temps_left += std::fs::read_dir(&model).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp")).count();
+        let ll = mean_ll();
+        assert!(ll.is_finite(), "kill {kill}: the model loads and evaluates ({ll})");
+    }
+    eprintln!("24 kills: {saves} saves completed between them, {temps_left} temporary files left by kills mid-save");
+    assert!(saves > 0, "some kills came after saves");
+    ok(&["train", &model, "--data", &p("train.csv"), "--epochs", "1", "--quiet", "--device", "cpu"]);
+    assert!(std::fs::read_dir(&model).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")), "no temporary file stays");
+    let trained = mean_ll();
+    assert!(trained > initial + 0.05, "training went on across the kills: {initial} -> {trained}");
+}

@@ -52,7 +52,9 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    let prefix = temp_prefix(path);
     let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -69,4 +71,32 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
     #[cfg(unix)]
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| RuntimeError::io(dir, e))?;
     Ok(())
+}
+
+/// Name prefix of the temporary files [`atomic_write`] writes next to `path` (`.NAME.tmp`).
+fn temp_prefix(path: &Path) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".tmp");
+    prefix
+}
+
+/// Remove the temporary files of [`atomic_write`] to `path` that a killed writer left behind;
+/// returns their paths. Only for a caller that knows no writer of `path` is running (`pcc train`
+/// holds its model directory's lock).
+pub fn remove_stale_temps(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = temp_prefix(path);
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().as_encoded_bytes().starts_with(prefix.as_encoded_bytes()) && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
 }

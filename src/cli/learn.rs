@@ -210,6 +210,9 @@ pub fn run(a: &LearnArgs) -> Result<()> {
 
 fn save(circuit: Circuit, common: &Common) -> Result<()> {
     let model = Model::random(circuit, common.seed)?;
+    // Not over a directory that a `train` is writing.
+    std::fs::create_dir_all(&common.out).with_context(|| format!("cannot create {}", common.out.display()))?;
+    let _lock = super::lock::lock_model_dir(&common.out, "learn")?;
     model.save(&common.out)?;
     println!(
         "saved {}: {} variables, {} sum edges, {} parameters, depth {}",

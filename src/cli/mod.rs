@@ -6,6 +6,7 @@ pub mod engine;
 pub mod eval;
 pub mod info;
 pub mod learn;
+pub mod lock;
 pub mod query;
 pub mod sample;
 pub mod train;
