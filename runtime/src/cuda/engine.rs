@@ -213,14 +213,15 @@ impl GpuEngine {
         // persistent kernel (small batches only, the largest unit) on a thread of its own that
         // the first small batch waits for: the batch kernels are ready first.
         let (cubins, pending) = match cubins.iter().find(|(a, _)| *a == arch) {
-            Some((_, bytes)) => (vec![bytes.to_vec()], None),
+            Some((_, bytes)) => (vec![(None, bytes.to_vec())], None),
             None => {
                 let mut units = split_units(source);
                 let pending = units.iter().position(|u| u.name == PERSISTENT_UNIT).map(|i| units.remove(i)).map(|u| {
                     let (cache, arch) = (cache.clone(), arch.clone());
                     std::thread::spawn(move || cache.get_or_compile(&u.source, "persistent.cu", &arch).map(|(c, _)| c))
                 });
-                (compile_units(cache, &units, &arch)?, pending)
+                let cubins = compile_units(cache, &units, &arch)?;
+                (units.into_iter().map(|u| Some(u.source)).zip(cubins).collect(), pending)
             }
         };
         let modules = Modules::load(&ctx, cubins)?;
@@ -333,7 +334,7 @@ impl GpuEngine {
         let Some(job) = self.pending_persistent.take() else { return Ok(()) };
         let cubin = job.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         let Some(p) = &self.manifest.persistent else { return Ok(()) };
-        let modules = Modules::load(self.stream.context(), vec![cubin])?;
+        let modules = Modules::load(self.stream.context(), vec![(None, cubin)])?;
         self.persistent = persistent::PersistentState::load(self.stream.context(), &modules, &self.stream, p)?;
         let extra = self.persistent.as_ref().map_or(0, |p| p.bytes());
         self.bytes = (self.bytes.0 + extra, self.bytes.1 + extra);

@@ -53,18 +53,25 @@ pub fn compile_units(cache: &KernelCache, units: &[Unit], arch: &str) -> Result<
     })
 }
 
-/// The loaded modules of a source; kernels are found by name in any of them.
-pub(crate) struct Modules(Vec<Arc<CudaModule>>);
+/// The loaded modules of a source, each with its unit's text when known: a kernel is taken from
+/// the module whose unit defines it (` name(`), so no lookup fails (a failed
+/// `cuModuleGetFunction` is an API error that compute-sanitizer reports); without texts, from the
+/// first module that has it.
+pub(crate) struct Modules(Vec<(Option<String>, Arc<CudaModule>)>);
 
 impl Modules {
-    pub fn load(ctx: &Arc<CudaContext>, cubins: Vec<Vec<u8>>) -> Result<Modules, CudaError> {
-        cubins.into_iter().map(|c| ctx.load_module(Ptx::from_binary(c)).map_err(CudaError::from)).collect::<Result<_, _>>().map(Modules)
+    pub fn load(ctx: &Arc<CudaContext>, cubins: Vec<(Option<String>, Vec<u8>)>) -> Result<Modules, CudaError> {
+        cubins.into_iter().map(|(src, c)| ctx.load_module(Ptx::from_binary(c)).map(|m| (src, m)).map_err(CudaError::from)).collect::<Result<_, _>>().map(Modules)
     }
 
-    /// Kernel `name` from the first module that defines it (the last module's error otherwise).
+    /// Kernel `name` from the module whose unit defines it, else the first module that has it
+    /// (the last module's error otherwise).
     pub fn function(&self, name: &str) -> Result<CudaFunction, CudaError> {
+        if let Some(f) = self.0.iter().find(|(src, _)| src.as_deref().is_some_and(|s| defines(s, name))).and_then(|(_, m)| m.load_function(name).ok()) {
+            return Ok(f);
+        }
         let mut last = None;
-        for m in &self.0 {
+        for (_, m) in &self.0 {
             match m.load_function(name) {
                 Ok(f) => return Ok(f),
                 Err(e) => last = Some(e),
@@ -72,6 +79,11 @@ impl Modules {
         }
         Err(last.map_or(CudaError::MissingKernels("any"), CudaError::from))
     }
+}
+
+/// Whether `source` defines kernel `name` (`name(` after a space, as the templates write it).
+fn defines(source: &str, name: &str) -> bool {
+    source.match_indices(name).any(|(i, _)| source[..i].ends_with(' ') && source[i + name.len()..].starts_with('('))
 }
 
 #[cfg(test)]
@@ -85,6 +97,7 @@ mod tests {
         assert_eq!(u.len(), 2);
         assert_eq!((u[0].name.as_str(), u[0].source.as_str()), ("a", &*format!("head\n{UNIT_MARKER}a\nk1\n")));
         assert_eq!((u[1].name.as_str(), u[1].source.as_str()), ("b", &*format!("head\n{UNIT_MARKER}b\nk2\nk3\n")));
+        assert!(defines("void __launch_bounds__(128) k_1(int", "k_1") && !defines("void k_10(int", "k_1") && !defines("x_k_1(", "k_1"));
         // Without markers: the whole source; a marker inside a line does not count.
         assert_eq!(split_units("x // @pcc-unit y\n"), vec![Unit { name: "circuit".into(), source: "x // @pcc-unit y\n".into() }]);
     }
