@@ -278,6 +278,7 @@ impl MmaShape {
 /// helpers) into `source` the first time their shape is seen. `tables`: nids, cids, pids;
 /// `moff`: the partition's first row of the forward maxima; `poff`: its first packed word.
 /// `None`: the partition stays on the scalar kernel.
+#[allow(clippy::too_many_arguments)] // the launch's tables and placement, as `mma_bwd::sum_backward`
 pub(super) fn sum_forward(
     opts: &EmitOptions,
     part: &MmaPart,

@@ -268,6 +268,43 @@ impl Layout {
     }
 }
 
+/// The persistent kernel's source: `templates/fwd_persistent.cu.tera` with the pass's shapes,
+/// constants and shared-memory layout.
+pub(super) fn render_kernel(t: &tera::Tera, p: &PersistentForward, shapes: &[Shape], layout: &Layout) -> Result<String, super::EmitError> {
+    let mut ctx = tera::Context::new();
+    ctx.insert("name", &p.kernel);
+    ctx.insert("threads", &THREADS);
+    ctx.insert("fast_warps", &FAST_WARPS);
+    ctx.insert("producers", &PRODUCER_WARPS);
+    ctx.insert("prefetch_cap", &PREFETCH_CAP);
+    ctx.insert("max_batch", &SMALL_BATCH);
+    ctx.insert("shapes", &shapes);
+    ctx.insert("task_words", &TASK_WORDS);
+    ctx.insert("inline_deps", &pc_runtime::cuda::INLINE_DEPS);
+    ctx.insert("cached_tasks", &p.cached_tasks);
+    for (key, v) in [
+        ("off_red", layout.off_red),
+        ("off_smx", layout.off_smx),
+        ("off_gen", layout.off_gen),
+        ("off_bnd", layout.off_bnd),
+        ("off_task", layout.off_task),
+        ("off_plist", layout.off_plist),
+        ("off_ids", layout.off_ids),
+        ("ids_words", layout.ids_words),
+        ("off_ci", layout.off_ci),
+        ("ci_words", layout.ci_words),
+        ("off_out", layout.off_out),
+        ("out_floats", layout.out_floats),
+        ("off_ev", layout.off_ev),
+        ("ev_floats", layout.ev_floats),
+        ("off_slot", layout.off_slot),
+        ("slot_bytes", layout.slot_bytes),
+    ] {
+        ctx.insert(key, &v);
+    }
+    super::render(t, "fwd_persistent", &ctx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,7 +173,7 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
                                 sa[row * ld + 4 * w4 + i] = Some(packed[a0 + row * kcw + 4 * w4 + i].expect("packed word unwritten"));
                             }
                         }
-                        if b % 4 == 0 {
+                        if b.is_multiple_of(4) {
                             for v in (tid..xv).step_by(nth) {
                                 let (kk, q) = (v / (tb / 4), 4 * (v % (tb / 4)));
                                 if k0 + kk < w_ && b0 + q < b {

@@ -1,0 +1,285 @@
+//! The passes of [`super::emit_with`]: input layers, then per depth its product and sum
+//! partitions (scalar or tensor-core kernels, with the small-batch variants), then EM, queries
+//! and the persistent pass. [`Emitter`] holds what they share: the source so far, the manifest,
+//! the kernels already rendered and the translation-unit boundaries.
+
+use std::collections::BTreeSet;
+
+use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
+use pc_runtime::plan::{DepthPlan, Dist, DistKind, InputLayer, Plan, SumPartition};
+
+use super::{distinct_nonzero, emit_em, fuse, mma, mma_bwd, next_unit, persistent, queries, render, shape_kernel, unit, EmitError, EmitOptions, Emitted};
+use super::{BLOCK, SMALL_MAX_WIDTH, SMALL_NODES_PER_BLOCK};
+
+/// One emission's state.
+pub(super) struct Emitter<'a> {
+    t: tera::Tera,
+    opts: &'a EmitOptions,
+    source: String,
+    m: Manifest,
+    /// Kernel names (and `mma_core`) already rendered: partitions of one shape share a kernel,
+    /// so NVRTC time follows the number of distinct shapes, not of partitions.
+    emitted: BTreeSet<String>,
+    /// Where the current translation unit began.
+    unit_start: usize,
+    /// Leaf statistics, the last backward steps.
+    input_bwd: Vec<Step>,
+    /// Per depth, backward steps in launch order (assembled top-down at the end).
+    depth_bwd: Vec<Vec<Step>>,
+    /// Rows of the forward maxima buffer (`KernelArg::SumMax`): one per sum block on tensor cores.
+    max_rows: u32,
+    /// Words of the tensor-core forward's packed weights and the kernels that write them (run
+    /// after the EM kernels).
+    packed_words: u64,
+    packs: Vec<KernelSpec>,
+}
+
+/// A sum partition's index tables in the manifest.
+#[derive(Clone, Copy)]
+struct SumTables {
+    nids: KernelArg,
+    cids: KernelArg,
+    pids: KernelArg,
+}
+
+impl<'a> Emitter<'a> {
+    /// The prelude, the tensor-core helpers where some partition uses them (in the head every
+    /// translation unit shares), and the first unit.
+    pub fn new(plan: &Plan, opts: &'a EmitOptions) -> Result<Emitter<'a>, EmitError> {
+        let t = super::engine()?;
+        let mut source = render(&t, "prelude", &tera::Context::new())?;
+        let mut emitted = BTreeSet::new();
+        if plan.depths.iter().flat_map(|d| &d.sums).any(|p| mma::MmaShape::for_partition(opts.precision, p.block_size, p.width).is_some()) {
+            source += mma_bwd::MMA_CORE;
+            emitted.insert("mma_core".to_string());
+        }
+        let unit_start = source.len();
+        unit(&mut source, "inputs");
+        Ok(Emitter { t, opts, source, m: Manifest::default(), emitted, unit_start, input_bwd: Vec::new(), depth_bwd: Vec::new(), max_rows: 0, packed_words: 0, packs: Vec::new() })
+    }
+
+    fn table(&mut self, data: Vec<u32>) -> KernelArg {
+        self.m.tables.push(data);
+        KernelArg::Table(self.m.tables.len() as u32 - 1)
+    }
+
+    /// Start a new translation unit `name` if the current one is full.
+    fn next_unit(&mut self, name: &str) {
+        next_unit(&mut self.source, &mut self.unit_start, name);
+    }
+
+    /// One input layer: its forward kernel and (except indicators) its statistics kernel.
+    pub fn input_layer(&mut self, layer: &InputLayer) -> Result<(), EmitError> {
+        let kind = match layer.kind {
+            DistKind::Categorical => "categorical",
+            DistKind::Bernoulli => "bernoulli",
+            DistKind::Gaussian => "gaussian",
+            DistKind::Indicator => "indicator",
+        };
+        let (mut ids, mut vars, mut aux) = (Vec::new(), Vec::new(), Vec::new());
+        for seg in &layer.segments {
+            for i in 0..seg.num_nodes {
+                ids.push(seg.node_start + i);
+                vars.push(seg.var);
+                aux.push(match seg.dist {
+                    Dist::Indicator { num_states } => i % num_states,
+                    d => seg.flow_start + i * d.num_stats(),
+                });
+            }
+        }
+        let name = format!("input_{kind}_fwd");
+        let mut ctx = tera::Context::new();
+        ctx.insert("name", &name);
+        ctx.insert("kind", kind);
+        self.source += &render(&self.t, "input_fwd", &ctx)?;
+        let n = ids.len() as u64;
+        let nstats: Vec<u32> = layer.segments.iter().flat_map(|s| std::iter::repeat_n(s.dist.num_stats(), s.num_nodes as usize)).collect();
+        let (ids, vars, aux) = (self.table(ids), self.table(vars), self.table(aux));
+        if layer.kind != DistKind::Indicator {
+            let bname = format!("input_{kind}_bwd");
+            let mut ctx = tera::Context::new();
+            ctx.insert("name", &bname);
+            ctx.insert("kind", kind);
+            self.source += &render(&self.t, "input_bwd", &ctx)?;
+            let nst = self.table(nstats);
+            let args = vec![KernelArg::InputStats, KernelArg::NodeFlows, KernelArg::Data, KernelArg::Missing, KernelArg::LeafTable, ids, vars, aux, nst, KernelArg::Count, KernelArg::Batch];
+            let layer = format!("{kind} inputs");
+            self.input_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer, count: n as u32, threads_per_sample: n, block: BLOCK, args, small: None }));
+        }
+        let args = vec![KernelArg::Nodes, KernelArg::Data, KernelArg::Missing, KernelArg::LeafTable, ids, vars, aux, KernelArg::Count, KernelArg::Batch];
+        self.m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("{kind} inputs"), count: n as u32, threads_per_sample: n, block: BLOCK, args, small: None });
+        Ok(())
+    }
+
+    /// Depth `d`: its products, then its sums; backward steps: products recomputed, element
+    /// flows cleared, sum flows, product flows.
+    pub fn depth(&mut self, d: usize, depth: &DepthPlan) -> Result<(), EmitError> {
+        let fused = fuse::fused_children(depth, SMALL_MAX_WIDTH);
+        let first_prod = self.m.forward.len();
+        let (recompute, prod_bwd) = self.products(d, depth)?;
+        if fused.is_some() {
+            // Small batches skip this depth's product launches: the sums below form the elements.
+            for spec in &mut self.m.forward[first_prod..] {
+                spec.small = Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() }));
+            }
+        }
+        // The tensor-core element flows store instead of adding where no element of this depth
+        // has two parent sum blocks.
+        let exclusive_elements = distinct_nonzero(&depth.sums.iter().flat_map(|s| s.cids.iter().copied()).collect::<Vec<_>>());
+        let mut sum_bwd = Vec::new();
+        for (p, part) in depth.sums.iter().enumerate() {
+            self.next_unit(&format!("d{d}s{p}"));
+            let tables = SumTables { nids: self.table(part.nids.clone()), cids: self.table(part.cids.clone()), pids: self.table(part.pids.clone()) };
+            let fused_children = fused.as_ref().map(|f| &f[p]);
+            let small = self.small_sum(d, p, part, tables, fused_children)?;
+            if mma::MmaShape::for_partition(self.opts.precision, part.block_size, part.width).is_some() {
+                self.mma_sum(d, p, part, tables, small, exclusive_elements, &mut sum_bwd)?;
+            } else {
+                self.scalar_sum(d, p, part, tables, small, &mut sum_bwd)?;
+            }
+        }
+        let mut steps = recompute;
+        steps.push(Step::ZeroElementFlows);
+        steps.extend(sum_bwd);
+        steps.extend(prod_bwd);
+        self.depth_bwd.push(steps);
+        Ok(())
+    }
+
+    /// Depth `d`'s product partitions: forward launches (also recomputed in the backward) and
+    /// their flows.
+    fn products(&mut self, d: usize, depth: &DepthPlan) -> Result<(Vec<Step>, Vec<Step>), EmitError> {
+        let (mut recompute, mut prod_bwd) = (Vec::new(), Vec::new());
+        for (p, part) in depth.prods.iter().enumerate() {
+            self.next_unit(&format!("d{d}p{p}"));
+            let name = format!("prod_fwd_bs{}_w{}", part.block_size, part.width);
+            shape_kernel(&self.t, &mut self.emitted, &mut self.source, "prod_fwd", &name, part.block_size, part.width, None)?;
+            let (nids, cids) = (self.table(part.nids.clone()), self.table(part.cids.clone()));
+            let args = vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch];
+            let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
+            let (layer, count) = (format!("products d{d} p{p}"), part.nids.len() as u32);
+            let spec = KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
+            recompute.push(Step::Launch(spec.clone()));
+            self.m.forward.push(spec);
+            let bname = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
+            shape_kernel(&self.t, &mut self.emitted, &mut self.source, "prod_bwd", &bname, part.block_size, part.width, None)?;
+            let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
+            prod_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer, count, threads_per_sample, block: BLOCK, args, small: None }));
+        }
+        Ok((recompute, prod_bwd))
+    }
+
+    /// The warp-per-node variant that batches of up to `SMALL_BATCH` samples run, whatever the
+    /// precision: with the depth's products folded in (`_fused`, see `fuse`) or reading the
+    /// element buffer (`_small`); none for partitions wider than [`SMALL_MAX_WIDTH`].
+    fn small_sum(&mut self, d: usize, p: usize, part: &SumPartition, tb: SumTables, fused: Option<&(u32, Vec<u32>)>) -> Result<Option<KernelSpec>, EmitError> {
+        if part.width > SMALL_MAX_WIDTH {
+            return Ok(None);
+        }
+        let SumTables { nids, cids, pids } = tb;
+        let (kname, pw, args) = match fused {
+            Some((pw, fc)) => {
+                let fc = self.table(fc.clone());
+                let args = vec![KernelArg::Nodes, KernelArg::SumParams, nids, cids, pids, fc, KernelArg::Count, KernelArg::Batch];
+                (format!("sum_fwd_bs{}_w{}_p{pw}_fused", part.block_size, part.width), *pw, args)
+            }
+            None => (format!("sum_fwd_bs{}_w{}_small", part.block_size, part.width), 0, scalar_sum_args(tb)),
+        };
+        if self.emitted.insert(kname.clone()) {
+            let mut ctx = tera::Context::new();
+            ctx.insert("name", &kname);
+            ctx.insert("bs", &part.block_size);
+            ctx.insert("width", &part.width);
+            ctx.insert("pw", &pw);
+            ctx.insert("npb", &SMALL_NODES_PER_BLOCK);
+            self.source += &render(&self.t, "sum_fwd_small", &ctx)?;
+        }
+        // One CUDA block per (sum block, tile of nodes, sample).
+        let (count, tiles) = (part.nids.len() as u32, part.block_size.div_ceil(SMALL_NODES_PER_BLOCK) as u64);
+        let threads_per_sample = count as u64 * tiles * BLOCK as u64;
+        Ok(Some(KernelSpec { name: kname, layer: format!("sums d{d} p{p}"), count, threads_per_sample, scales_with_batch: true, block: BLOCK, args, small: None }))
+    }
+
+    /// A sum partition on tensor cores. The kernels see runs of blocks over the same children
+    /// as one block (`mma::MmaPart`): a partition may become two launches (merged runs, the
+    /// rest), each with its own tables; small batches run the partition's small-batch variant
+    /// once. (Merging keeps a block size that is a multiple of 16: one test for every part.)
+    #[allow(clippy::too_many_arguments)] // the partition, its tables and the depth's facts
+    fn mma_sum(&mut self, d: usize, p: usize, part: &SumPartition, tb: SumTables, small: Option<KernelSpec>, exclusive_elements: bool, sum_bwd: &mut Vec<Step>) -> Result<(), EmitError> {
+        let layer = format!("sums d{d} p{p}");
+        let parts = mma::MmaPart::split(part);
+        let excl = mma_bwd::Exclusive { elements: exclusive_elements, params: distinct_nonzero(&part.pids) };
+        let has_small = small.is_some();
+        let mut small = small.map(Box::new);
+        for (i, mp) in parts.iter().enumerate() {
+            let moff = self.max_rows;
+            let tables = match parts.len() == 1 && mp.group() == 1 {
+                true => [tb.nids, tb.cids, tb.pids],
+                false => [self.table(mp.nids.clone()), self.table(mp.cids.clone()), self.table(mp.pids.clone())],
+            };
+            self.next_unit(&format!("d{d}s{p}f{i}"));
+            let forward = mma::sum_forward(self.opts, mp, &mut self.emitted, &mut self.source, layer.clone(), tables, moff, self.packed_words)?;
+            let [mut spec, pack] = forward.expect("every part of a tensor-core partition is one");
+            self.packed_words += pack.threads_per_sample;
+            self.packs.push(pack);
+            // The first launch carries the partition's small-batch variant (which covers every
+            // block); the others then skip small batches (a variant with no threads).
+            spec.small = match (i, has_small) {
+                (0, _) => small.take(),
+                (_, true) => Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() })),
+                (_, false) => None,
+            };
+            self.m.forward.push(spec);
+            self.max_rows += mp.count();
+            self.next_unit(&format!("d{d}s{p}b{i}"));
+            let specs = mma_bwd::sum_backward(self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl)?.expect("the forward's shape");
+            sum_bwd.extend(specs.map(Step::Launch));
+        }
+        Ok(())
+    }
+
+    /// A sum partition on the scalar fp32 kernels: forward, element flows (thread = edge and
+    /// sample), parameter flows (CUDA block = block and child; it loops over nodes and samples).
+    fn scalar_sum(&mut self, d: usize, p: usize, part: &SumPartition, tb: SumTables, small: Option<KernelSpec>, sum_bwd: &mut Vec<Step>) -> Result<(), EmitError> {
+        let (name, layer) = (format!("sum_fwd_bs{}_w{}", part.block_size, part.width), format!("sums d{d} p{p}"));
+        shape_kernel(&self.t, &mut self.emitted, &mut self.source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
+        let count = part.nids.len() as u32;
+        let threads_per_sample = count as u64 * part.block_size as u64;
+        let small = small.map(Box::new);
+        self.m.forward.push(KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args: scalar_sum_args(tb), small });
+        let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
+        shape_kernel(&self.t, &mut self.emitted, &mut self.source, "sum_bwd", &bname, part.block_size, part.width, None)?;
+        let SumTables { nids, cids, pids } = tb;
+        let args = |out: KernelArg| vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
+        let edges = count as u64 * part.width as u64;
+        let eflow = KernelSpec { scales_with_batch: true, name: format!("{bname}_eflow"), layer: layer.clone(), count, threads_per_sample: edges, block: BLOCK, args: args(KernelArg::ElementFlows), small: None };
+        let pflow = KernelSpec { scales_with_batch: false, name: format!("{bname}_pflow"), layer, count, threads_per_sample: edges * BLOCK as u64, block: BLOCK, args: args(KernelArg::SumFlows), small: None };
+        sum_bwd.extend([Step::Launch(eflow), Step::Launch(pflow)]);
+        Ok(())
+    }
+
+    /// EM, the queries and the persistent small-batch pass; the manifest assembled.
+    pub fn finish(mut self, plan: &Plan) -> Result<Emitted, EmitError> {
+        let mut m = self.m;
+        m.backward = self.depth_bwd.into_iter().rev().flatten().chain(self.input_bwd).collect();
+        m.sum_max_rows = self.max_rows;
+        unit(&mut self.source, "em");
+        emit_em(plan, &self.t, &mut self.source, &mut m)?;
+        m.em.extend(self.packs);
+        m.packed_words = self.packed_words;
+        m.precision = self.opts.precision;
+        unit(&mut self.source, "queries");
+        queries::emit_queries(plan, &mut self.source, &mut m)?;
+        if let Some((p, shapes, layout)) = persistent::build(plan, plan.inputs.len() as u32) {
+            unit(&mut self.source, pc_runtime::cuda::PERSISTENT_UNIT);
+            self.source += &persistent::render_kernel(&self.t, &p, &shapes, &layout)?;
+            m.persistent = Some(p);
+        }
+        Ok(Emitted { source: self.source, manifest: m })
+    }
+}
+
+/// The scalar sum forward's arguments (also the `_small` variant's).
+fn scalar_sum_args(tb: SumTables) -> Vec<KernelArg> {
+    vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, tb.nids, tb.cids, tb.pids, KernelArg::Count, KernelArg::Batch]
+}
