@@ -468,3 +468,32 @@ fn train_killed_at_random_moments_leaves_a_loadable_model() {
     let trained = mean_ll();
     assert!(trained > initial + 0.05, "training went on across the kills: {initial} -> {trained}");
 }
+
+/// A save that cannot be written (the file-size limit stands in for a full disk: writes past it
+/// fail with EFBIG once SIGXFSZ is ignored) fails with an error naming the file, and the model on
+/// disk stays as it was, byte for byte, and loads.
+#[test]
+fn a_save_that_cannot_be_written_leaves_the_previous_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.csv");
+    write_data(&data, 200, 14);
+    let model = dir.path().join("model").to_str().unwrap().to_string();
+    let data = data.to_str().unwrap();
+    ok(&["learn", "hclt", "--data", data, "--latents", "16", "-o", &model]);
+    let params = Path::new(&model).join("params.safetensors");
+    let before = std::fs::read(&params).unwrap();
+    assert!(before.len() > 3 * 1024, "a parameter file larger than the limit below ({} bytes)", before.len());
+    // bash: `ulimit -f` counts 1024-byte blocks; an ignored signal stays ignored across exec.
+    let out = Command::new("bash")
+        .args(["-c", "trap '' XFSZ; ulimit -f 2; exec \"$@\"", "limited", env!("CARGO_BIN_EXE_pcc")])
+        .args(["train", &model, "--data", data, "--epochs", "1", "--quiet", "--device", "cpu"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the save cannot succeed: {err}");
+    assert!(err.contains("params.safetensors") && !err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read(&params).unwrap(), before, "the previous parameters are untouched");
+    ok(&["eval", &model, "--data", data, "--device", "cpu"]);
+    let leftovers: Vec<_> = std::fs::read_dir(&model).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp")).collect();
+    assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
+}
