@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use pc_runtime::cuda::{conditional_slots, KernelArg, KernelSpec, Manifest, QueryManifest, Step};
-use pc_runtime::plan::{Dist, DistKind, Domain, Plan};
+use pc_runtime::plan::{DepthPlan, Dist, DistKind, Domain, InputLayer, Plan, SumPartition};
 
 use super::{EmitError, BLOCK};
 
@@ -114,22 +114,54 @@ impl Leaves {
 pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -> Result<(), EmitError> {
     let t = engine()?;
     *source += &render(&t, "query_prelude", &tera::Context::new())?;
-    let mut q = QueryManifest::default();
-    let mut tables = Tables::new(&mut m.tables);
-    let mut emitted = BTreeSet::new();
-    let mut kernel = |source: &mut String, template: &'static str, name: &str, ctx: &mut tera::Context| -> Result<(), EmitError> {
-        if emitted.insert(name.to_string()) {
+    let mut e = QueryEmitter { t, source, tables: Tables::new(&mut m.tables), emitted: BTreeSet::new(), q: QueryManifest::default(), mpe_leaves: Vec::new(), sample_leaves: Vec::new() };
+    let (offsets, slots) = conditional_slots(plan);
+    for layer in &plan.inputs {
+        e.input_layer(plan, layer, &offsets, slots)?;
+    }
+    // Depths: max-product forward (products as in the forward pass), then the walks top-down.
+    let (mut mpe_depths, mut sample_depths) = (Vec::new(), Vec::new());
+    for (d, depth) in plan.depths.iter().enumerate() {
+        let (mpe, sample) = e.depth(d, depth)?;
+        mpe_depths.push(mpe);
+        sample_depths.push(sample);
+    }
+    let mut q = e.q;
+    q.mpe_backward = mpe_depths.into_iter().rev().flatten().chain(e.mpe_leaves).collect();
+    q.sample_backward = sample_depths.into_iter().rev().flatten().chain(e.sample_leaves).collect();
+    m.queries = q;
+    Ok(())
+}
+
+/// The state of the query passes: the source, the manifest's tables, the kernels rendered, the
+/// query manifest so far and the leaf end of both walks (the walks' last steps).
+struct QueryEmitter<'a> {
+    t: tera::Tera,
+    source: &'a mut String,
+    tables: Tables<'a>,
+    emitted: BTreeSet<String>,
+    q: QueryManifest,
+    mpe_leaves: Vec<Step>,
+    sample_leaves: Vec<Step>,
+}
+
+/// A launch over `count` items (leaves or gather entries), one thread per item and sample.
+fn leaf_spec(name: String, layer: String, count: u32, args: Vec<KernelArg>) -> KernelSpec {
+    KernelSpec { scales_with_batch: true, name, layer, count, threads_per_sample: count as u64, block: BLOCK, args, small: None }
+}
+
+impl QueryEmitter<'_> {
+    /// Render `template` as kernel `name` once.
+    fn kernel(&mut self, template: &'static str, name: &str, ctx: &mut tera::Context) -> Result<(), EmitError> {
+        if self.emitted.insert(name.to_string()) {
             ctx.insert("name", name);
-            *source += &render(&t, template, ctx)?;
+            *self.source += &render(&self.t, template, ctx)?;
         }
         Ok(())
-    };
-    let (offsets, slots) = conditional_slots(plan);
-    let nv = plan.num_vars;
-    let (mut mpe_leaves, mut sample_leaves) = (Vec::new(), Vec::new());
+    }
 
-    // Input layers: max forward, conditionals, and the leaf end of both walks.
-    for layer in &plan.inputs {
+    /// One input layer: max forward, the leaf end of both walks, conditionals.
+    fn input_layer(&mut self, plan: &Plan, layer: &InputLayer, offsets: &[u32], slots: u32) -> Result<(), EmitError> {
         let kind = kind_name(layer.kind);
         let mut all = Leaves::default();
         let mut cond: Vec<CondLeaf> = Vec::new();
@@ -152,109 +184,100 @@ pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -
             }
         }
         let n = all.ids.len() as u32;
-        let (ids, vars, aux, pstart, nstats) =
-            (tables.get(all.ids), tables.get(all.vars), tables.get(all.aux), tables.get(all.pstart), tables.get(all.nstats));
-        let spec = |name: String, layer: String, count: u32, args: Vec<KernelArg>| KernelSpec {
-            scales_with_batch: true,
-            name,
-            layer,
-            count,
-            threads_per_sample: count as u64,
-            block: BLOCK,
-            args,
-            small: None,
-        };
+        let t = &mut self.tables;
+        let (ids, vars, aux, pstart, nstats) = (t.get(all.ids), t.get(all.vars), t.get(all.aux), t.get(all.pstart), t.get(all.nstats));
         let mut ctx = tera::Context::new();
         ctx.insert("kind", kind);
         ctx.insert("pass", "max_fwd");
         let name = format!("input_{kind}_max_fwd");
-        kernel(source, "query_input", &name, &mut ctx)?;
+        self.kernel("query_input", &name, &mut ctx)?;
         use KernelArg as A;
         let args = vec![A::Nodes, A::Data, A::Missing, A::LeafTable, A::InputParams, ids, vars, aux, pstart, nstats, A::Count, A::Batch];
-        q.mpe_forward.push(spec(name, format!("{kind} inputs"), n, args));
-
+        self.q.mpe_forward.push(leaf_spec(name, format!("{kind} inputs"), n, args));
         for pass in ["mpe", "sample"] {
             let mut ctx = tera::Context::new();
             ctx.insert("kind", kind);
             ctx.insert("pass", pass);
-            ctx.insert("nv", &nv);
+            ctx.insert("nv", &plan.num_vars);
             let name = format!("input_{kind}_{pass}");
-            kernel(source, "query_input", &name, &mut ctx)?;
-            let args = vec![
-                A::Output, A::NodeFlows, A::Data, A::Missing, A::LeafTable, A::InputParams, ids, vars, aux, pstart, nstats, A::Count, A::Batch,
-                A::Seed, A::SampleOffset,
-            ];
-            let s = Step::Launch(spec(name, format!("{kind} inputs"), n, args));
-            if pass == "mpe" { mpe_leaves.push(s) } else { sample_leaves.push(s) }
+            self.kernel("query_input", &name, &mut ctx)?;
+            let args = vec![A::Output, A::NodeFlows, A::Data, A::Missing, A::LeafTable, A::InputParams, ids, vars, aux, pstart, nstats, A::Count, A::Batch, A::Seed, A::SampleOffset];
+            let s = Step::Launch(leaf_spec(name, format!("{kind} inputs"), n, args));
+            if pass == "mpe" { self.mpe_leaves.push(s) } else { self.sample_leaves.push(s) }
         }
-
         if !cond.is_empty() {
-            // Gather form, no atomics: one thread per (variable, category, sample) sums over the
-            // variable's leaves of this layer (CSR by variable, leaves in plan order as the CPU
-            // engine adds them). Layers run one after another and each adds to its own slots.
-            cond.sort_by_key(|l| l.var); // stable: plan order within a variable
-            let (mut evar, mut eslot, mut encat, mut estart) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let (mut lid, mut laux, mut lpstart, mut lncat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (j, l) in cond.iter().enumerate() {
-                if evar.last() != Some(&l.var) {
-                    evar.push(l.var);
-                    eslot.push(offsets[l.var as usize]);
-                    encat.push(0u32);
-                    estart.push(j as u32);
-                }
-                let last = encat.len() - 1;
-                encat[last] = encat[last].max(l.ncat);
-                lid.push(l.id);
-                laux.push(l.aux);
-                lpstart.push(l.pstart);
-                lncat.push(l.ncat);
-            }
-            estart.push(cond.len() as u32);
-            let kmax = encat.iter().copied().max().unwrap_or(1).max(1);
-            let entries = evar.len() as u32;
-            let mut ctx = tera::Context::new();
-            ctx.insert("kind", kind);
-            ctx.insert("pass", "cond");
-            ctx.insert("slots", &slots);
-            ctx.insert("kmax", &kmax);
-            let name = format!("input_{kind}_cond_k{kmax}");
-            kernel(source, "query_input", &name, &mut ctx)?;
-            let args = vec![
-                A::Output,
-                A::NodeFlows,
-                A::Missing,
-                A::LeafTable,
-                A::InputParams,
-                tables.get(evar),
-                tables.get(eslot),
-                tables.get(encat),
-                tables.get(estart),
-                tables.get(lid),
-                tables.get(laux),
-                tables.get(lpstart),
-                tables.get(lncat),
-                A::Count,
-                A::Batch,
-            ];
-            q.conditionals.push(KernelSpec {
-                scales_with_batch: true,
-                name,
-                layer: format!("{kind} inputs"),
-                count: entries,
-                threads_per_sample: entries as u64 * kmax as u64,
-                block: BLOCK,
-                args,
-                small: None,
-            });
+            self.conditionals(kind, cond, offsets, slots)?;
         }
+        Ok(())
     }
 
-    // Depths: max-product forward (products as in the forward pass), then the walks top-down.
-    let (mut mpe_depths, mut sample_depths) = (Vec::new(), Vec::new());
-    for (d, depth) in plan.depths.iter().enumerate() {
+    /// The conditional gather of one input layer: no atomics, one thread per (variable,
+    /// category, sample) sums over the variable's leaves of this layer (CSR by variable, leaves
+    /// in plan order as the CPU engine adds them). Layers run one after another and each adds to
+    /// its own slots.
+    fn conditionals(&mut self, kind: &str, mut cond: Vec<CondLeaf>, offsets: &[u32], slots: u32) -> Result<(), EmitError> {
+        cond.sort_by_key(|l| l.var); // stable: plan order within a variable
+        let (mut evar, mut eslot, mut encat, mut estart) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut lid, mut laux, mut lpstart, mut lncat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (j, l) in cond.iter().enumerate() {
+            if evar.last() != Some(&l.var) {
+                evar.push(l.var);
+                eslot.push(offsets[l.var as usize]);
+                encat.push(0u32);
+                estart.push(j as u32);
+            }
+            let last = encat.len() - 1;
+            encat[last] = encat[last].max(l.ncat);
+            lid.push(l.id);
+            laux.push(l.aux);
+            lpstart.push(l.pstart);
+            lncat.push(l.ncat);
+        }
+        estart.push(cond.len() as u32);
+        let kmax = encat.iter().copied().max().unwrap_or(1).max(1);
+        let entries = evar.len() as u32;
+        let mut ctx = tera::Context::new();
+        ctx.insert("kind", kind);
+        ctx.insert("pass", "cond");
+        ctx.insert("slots", &slots);
+        ctx.insert("kmax", &kmax);
+        let name = format!("input_{kind}_cond_k{kmax}");
+        self.kernel("query_input", &name, &mut ctx)?;
+        use KernelArg as A;
+        let t = &mut self.tables;
+        let (evar, eslot, encat, estart) = (t.get(evar), t.get(eslot), t.get(encat), t.get(estart));
+        let (lid, laux, lpstart, lncat) = (t.get(lid), t.get(laux), t.get(lpstart), t.get(lncat));
+        let args = vec![A::Output, A::NodeFlows, A::Missing, A::LeafTable, A::InputParams, evar, eslot, encat, estart, lid, laux, lpstart, lncat, A::Count, A::Batch];
+        let spec = KernelSpec { threads_per_sample: entries as u64 * kmax as u64, ..leaf_spec(name, format!("{kind} inputs"), entries, args) };
+        self.q.conditionals.push(spec);
+        Ok(())
+    }
+
+    /// Depth `d`: max-product forward launches, and its steps of the MPE and sampling walks.
+    fn depth(&mut self, d: usize, depth: &DepthPlan) -> Result<(Vec<Step>, Vec<Step>), EmitError> {
+        let (recompute, down) = self.products(d, depth);
+        let (mut mpe_sums, mut sample_sums) = (Vec::new(), Vec::new());
+        for (p, part) in depth.sums.iter().enumerate() {
+            let [mpe, sample] = self.sums(d, p, part)?;
+            mpe_sums.push(mpe);
+            sample_sums.push(sample);
+        }
+        let walk = |sums: Vec<Step>| {
+            let mut steps = recompute.clone();
+            steps.push(Step::ZeroElementFlows);
+            steps.extend(sums);
+            steps.extend(down.iter().cloned());
+            steps
+        };
+        Ok((walk(mpe_sums), walk(sample_sums)))
+    }
+
+    /// Depth `d`'s products: the forward pass's kernels (max forward and recomputed in the
+    /// walks) and their flows (the walks' way down).
+    fn products(&mut self, d: usize, depth: &DepthPlan) -> (Vec<Step>, Vec<Step>) {
         let (mut recompute, mut down) = (Vec::new(), Vec::new());
         for (p, part) in depth.prods.iter().enumerate() {
-            let (nids, cids) = (tables.get(part.nids.clone()), tables.get(part.cids.clone()));
+            let (nids, cids) = (self.tables.get(part.nids.clone()), self.tables.get(part.cids.clone()));
             let count = part.nids.len() as u32;
             let threads_per_sample = count as u64 * part.block_size as u64;
             let layer = format!("products d{d} p{p}");
@@ -268,73 +291,44 @@ pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -
                 args: vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch],
                 small: None,
             };
-            q.mpe_forward.push(fwd.clone());
+            self.q.mpe_forward.push(fwd.clone());
             recompute.push(Step::Launch(fwd));
-            down.push(Step::Launch(KernelSpec {
-                scales_with_batch: true,
-                name: format!("prod_bwd_bs{}_w{}", part.block_size, part.width),
-                layer,
-                count,
-                threads_per_sample,
-                block: BLOCK,
-                args: vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch],
-                small: None,
-            }));
+            let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
+            let name = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
+            down.push(Step::Launch(KernelSpec { scales_with_batch: true, name, layer, count, threads_per_sample, block: BLOCK, args, small: None }));
         }
-        let (mut mpe_sums, mut sample_sums) = (Vec::new(), Vec::new());
-        for (p, part) in depth.sums.iter().enumerate() {
-            let (nids, cids, pids, counts) =
-                (tables.get(part.nids.clone()), tables.get(part.cids.clone()), tables.get(part.pids.clone()), tables.get(part.counts.clone()));
-            let count = part.nids.len() as u32;
-            let threads_per_sample = count as u64 * part.block_size as u64;
-            let layer = format!("sums d{d} p{p}");
-            // One kernel per pass for every partition shape (block size and width are launch
-            // arguments): the walks are off the training path, and this keeps NVRTC time flat.
-            let (bs, w) = (KernelArg::Int(part.block_size as i32), KernelArg::Int(part.width as i32));
-            for pass in ["max_fwd", "mpe", "sample"] {
-                let name = format!("sum_{pass}");
-                let mut ctx = tera::Context::new();
-                ctx.insert("pass", pass);
-                kernel(source, "query_sum", &name, &mut ctx)?;
-                let args = match pass {
-                    "max_fwd" => vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, counts, KernelArg::Count, KernelArg::Batch, bs, w],
-                    _ => vec![
-                        KernelArg::ElementFlows,
-                        KernelArg::NodeFlows,
-                        KernelArg::Elements,
-                        KernelArg::SumParams,
-                        nids,
-                        cids,
-                        pids,
-                        counts,
-                        KernelArg::Count,
-                        KernelArg::Batch,
-                        bs,
-                        w,
-                        KernelArg::Seed,
-                        KernelArg::SampleOffset,
-                    ],
-                };
-                let spec = KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
-                match pass {
-                    "max_fwd" => q.mpe_forward.push(spec),
-                    "mpe" => mpe_sums.push(Step::Launch(spec)),
-                    _ => sample_sums.push(Step::Launch(spec)),
-                }
+        (recompute, down)
+    }
+
+    /// One sum partition: its max forward launch, and its MPE and sampling walk steps. One
+    /// kernel per pass for every partition shape (block size and width are launch arguments):
+    /// the walks are off the training path, and this keeps NVRTC time flat.
+    fn sums(&mut self, d: usize, p: usize, part: &SumPartition) -> Result<[Step; 2], EmitError> {
+        let t = &mut self.tables;
+        let (nids, cids, pids, counts) = (t.get(part.nids.clone()), t.get(part.cids.clone()), t.get(part.pids.clone()), t.get(part.counts.clone()));
+        let count = part.nids.len() as u32;
+        let threads_per_sample = count as u64 * part.block_size as u64;
+        let layer = format!("sums d{d} p{p}");
+        let (bs, w) = (KernelArg::Int(part.block_size as i32), KernelArg::Int(part.width as i32));
+        let mut walks = Vec::new();
+        for pass in ["max_fwd", "mpe", "sample"] {
+            let name = format!("sum_{pass}");
+            let mut ctx = tera::Context::new();
+            ctx.insert("pass", pass);
+            self.kernel("query_sum", &name, &mut ctx)?;
+            use KernelArg as A;
+            let args = match pass {
+                "max_fwd" => vec![A::Nodes, A::Elements, A::SumParams, nids, cids, pids, counts, A::Count, A::Batch, bs, w],
+                _ => vec![A::ElementFlows, A::NodeFlows, A::Elements, A::SumParams, nids, cids, pids, counts, A::Count, A::Batch, bs, w, A::Seed, A::SampleOffset],
+            };
+            let spec = KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
+            match pass {
+                "max_fwd" => self.q.mpe_forward.push(spec),
+                _ => walks.push(Step::Launch(spec)),
             }
         }
-        let walk = |sums: Vec<Step>| {
-            let mut steps = recompute.clone();
-            steps.push(Step::ZeroElementFlows);
-            steps.extend(sums);
-            steps.extend(down.iter().cloned());
-            steps
-        };
-        mpe_depths.push(walk(mpe_sums));
-        sample_depths.push(walk(sample_sums));
+        let sample = walks.pop().expect("three passes");
+        let mpe = walks.pop().expect("three passes");
+        Ok([mpe, sample])
     }
-    q.mpe_backward = mpe_depths.into_iter().rev().flatten().chain(mpe_leaves).collect();
-    q.sample_backward = sample_depths.into_iter().rev().flatten().chain(sample_leaves).collect();
-    m.queries = q;
-    Ok(())
 }
