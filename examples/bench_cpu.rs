@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use pcc::codegen::structures::hclt::{self, HcltOptions};
 use pcc::codegen::Model;
+use pcc::codegen::structures::hclt::{self, HcltOptions};
 use pcc::runtime::dataset;
 
 fn list(args: &[String], flag: &str, default: &[usize]) -> Vec<usize> {

@@ -13,11 +13,11 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use pcc::codegen::emit::{emit_with, EmitOptions, Precision};
+use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
 use pcc::codegen::structures::{hclt, pd};
 use pcc::codegen::{Circuit, Model};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
-use pcc::runtime::{dataset, Evidence};
+use pcc::runtime::{Evidence, dataset};
 
 fn build(name: &str, images: &Evidence) -> Result<Circuit> {
     let l: u32 = name.trim_start_matches(|c: char| c.is_alphabetic()).parse().context("model name like hclt128 or pd128")?;
@@ -40,10 +40,7 @@ fn save(model: &Model, dir: &std::path::Path) -> Result<()> {
 }
 
 fn used_memory() -> f64 {
-    cudarc::driver::CudaContext::new(0)
-        .and_then(|c| c.mem_get_info())
-        .map(|(free, total)| (total - free) as f64 / (1u64 << 30) as f64)
-        .unwrap_or(f64::NAN)
+    cudarc::driver::CudaContext::new(0).and_then(|c| c.mem_get_info()).map(|(free, total)| (total - free) as f64 / (1u64 << 30) as f64).unwrap_or(f64::NAN)
 }
 
 fn main() -> Result<()> {
@@ -54,11 +51,8 @@ fn main() -> Result<()> {
     let (images, _) = dataset::read_idx_images(&std::path::Path::new(&dir).join("images-idx3-ubyte"))?;
     let tiled = Evidence::new(784, images.values.repeat(6))?.slice(0, 59_904);
     let batch: usize = std::env::var("PCC_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(512);
-    let precisions: Vec<Precision> = std::env::var("PCC_PRECISION")
-        .unwrap_or_else(|_| "fp32".into())
-        .split(',')
-        .map(|p| p.parse().map_err(anyhow::Error::msg))
-        .collect::<Result<_>>()?;
+    let precisions: Vec<Precision> =
+        std::env::var("PCC_PRECISION").unwrap_or_else(|_| "fp32".into()).split(',').map(|p| p.parse().map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
     for name in models {
         // A structure already in OUT_DIR/MODEL (e.g. from `pcc learn hclt --latents 128`) is
         // reused with random parameters (seed 0), so a run on the GPU machine need not learn the

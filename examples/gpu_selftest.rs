@@ -15,12 +15,12 @@ mod common;
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
-use pcc::codegen::emit::{emit, emit_with, EmitOptions, Emitted, Precision};
+use anyhow::{Result, bail};
+use pcc::codegen::emit::{EmitOptions, Emitted, Precision, emit, emit_with};
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
 use pcc::codegen::{Circuit, Model};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
-use pcc::runtime::{dataset, Conditional, CpuEngine, Dist, Evidence, MpeResult};
+use pcc::runtime::{Conditional, CpuEngine, Dist, Evidence, MpeResult, dataset};
 
 /// Forward relative-error bound of the bf16 (tensor-core) path.
 const TOL_BF16: f64 = 2e-3;
@@ -123,7 +123,12 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: Option<&KernelCac
     ok &= check_flows(&model, data, &emitted, "", TOL_FLOWS, cache)?;
     for (precision, bound) in [(Precision::Tf32, TOL_FLOWS_TF32), (Precision::Bf16, TOL_FLOWS_BF16)] {
         let e = emit_with(&model.plan, &EmitOptions { precision })?;
-        let mma = e.manifest.backward.iter().filter(|s| matches!(s, pcc::runtime::cuda::Step::Launch(k) if k.name.starts_with("sum_bwd_") && k.name.contains(precision.name()))).count();
+        let mma = e
+            .manifest
+            .backward
+            .iter()
+            .filter(|s| matches!(s, pcc::runtime::cuda::Step::Launch(k) if k.name.starts_with("sum_bwd_") && k.name.contains(precision.name())))
+            .count();
         ok &= check_flows(&model, data, &e, &format!(" ({precision}: {mma} backward launches on tensor cores)"), bound, cache)?;
     }
     ok &= check_queries(&model, data, &mut gpu)?;
@@ -192,7 +197,12 @@ fn main() -> Result<()> {
     // PD regions of 4 blocks of 32 nodes over one child list: the tensor-core kernels merge them.
     let pdo = pd::PdOptions { height: 4, width: 4, split_intervals: (2, 2), latents: 128, input: Dist::Bernoulli, ..Default::default() };
     ok &= check("pd 4x4, 128 latents (binary, 16 vars)", pd::build(&pdo)?, &bin, cache)?;
-    ok &= check("hmm (16 steps, 4 symbols)", hmm::build(&hmm::HmmOptions { seq_length: 16, hidden: 32, num_emits: 4, homogeneous: true, ..Default::default() })?, &seq, cache)?;
+    ok &= check(
+        "hmm (16 steps, 4 symbols)",
+        hmm::build(&hmm::HmmOptions { seq_length: 16, hidden: 32, num_emits: 4, homogeneous: true, ..Default::default() })?,
+        &seq,
+        cache,
+    )?;
     for (name, circuit, data) in corpus.into_iter().filter(|_| !fast) {
         ok &= check(&name, circuit, &data, cache)?;
     }
@@ -384,7 +394,10 @@ fn check_queries(model: &Model, data: &Evidence, eng: &mut dyn Queries) -> Resul
         let err = conditional_error(&want, &got);
         let pass = err <= COND_TOL;
         ok &= pass;
-        println!("  batch {n:>4} conditionals: max abs error {err:.2e} (bound {COND_TOL:.0e}; Gaussian mean/var relative to max(1, |v|)) {} [{ms:.2} ms]", verdict(pass));
+        println!(
+            "  batch {n:>4} conditionals: max abs error {err:.2e} (bound {COND_TOL:.0e}; Gaussian mean/var relative to max(1, |v|)) {} [{ms:.2} ms]",
+            verdict(pass)
+        );
         // MPE: values, and assignments equal up to exact ties (a differing completion must reach
         // the same max-product value under the CPU engine).
         let want = cpu.mpe(&ev)?;
@@ -444,8 +457,8 @@ fn check_queries(model: &Model, data: &Evidence, eng: &mut dyn Queries) -> Resul
     let cmarg = cpu.conditionals(&row)?.remove(0);
     let samples = eng.sample_conditional(&rows, 99)?;
     let (worst, freq_err, valid) = sample_stats(&cmarg, &samples, NUM_SAMPLES, nv);
-    let kept = samples.len() == NUM_SAMPLES * nv
-        && (0..NUM_SAMPLES).all(|i| (0..nv).all(|v| mask[v] || samples[i * nv + v].to_bits() == row.values[v].to_bits()));
+    let kept =
+        samples.len() == NUM_SAMPLES * nv && (0..NUM_SAMPLES).all(|i| (0..nv).all(|v| mask[v] || samples[i * nv + v].to_bits() == row.values[v].to_bits()));
     let pass = valid && kept && worst <= 1.0;
     ok &= pass;
     println!(

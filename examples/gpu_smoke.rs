@@ -4,10 +4,10 @@
 //!
 //! Run on a machine with an NVIDIA driver: `cargo run --release --example gpu_smoke`
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
-use pcc::runtime::cuda::{nvrtc_version, probe, KernelCache};
+use pcc::runtime::cuda::{KernelCache, nvrtc_version, probe};
 
 const SOURCE: &str = r#"
 extern "C" __global__ void lse_rows(const float* x, float* out, int n, int w) {

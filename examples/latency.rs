@@ -7,9 +7,9 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use pcc::codegen::emit::{emit_with, EmitOptions, Precision};
-use pcc::codegen::structures::{hclt, pd};
 use pcc::codegen::Model;
+use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
+use pcc::codegen::structures::{hclt, pd};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
 use pcc::runtime::dataset;
 
@@ -54,7 +54,13 @@ fn main() -> Result<()> {
                 }
             }
             t.sort_by(f64::total_cmp);
-            println!("batch {b:>3} {}: median {:.1} µs, p10 {:.1}, p90 {:.1}", if graphs { "graph" } else { "eager" }, t[t.len() / 2], t[t.len() / 10], t[t.len() * 9 / 10]);
+            println!(
+                "batch {b:>3} {}: median {:.1} µs, p10 {:.1}, p90 {:.1}",
+                if graphs { "graph" } else { "eager" },
+                t[t.len() / 2],
+                t[t.len() / 10],
+                t[t.len() * 9 / 10]
+            );
             // `PCC_PERSISTENT_TRACE=FILE`: the persistent pass's per-task trace of the last call
             // at batch 1, with the task table and its dependencies (for offline analysis).
             if let (Some(path), 1, Some(p)) = (std::env::var_os("PCC_PERSISTENT_TRACE"), b, &e.manifest.persistent)

@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
-use pcc::codegen::emit::{emit_with, EmitOptions, Precision};
+use anyhow::{Result, bail};
+use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
 use pcc::codegen::structures::{hclt, pd};
 use pcc::codegen::{Circuit, Model};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
@@ -61,10 +61,7 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: &KernelCache) -> 
                 continue;
             }
         };
-        println!(
-            "  {precision}: {mma} of {sums} sum forward launches on tensor cores; NVRTC/cache + load {:.0} ms",
-            t.elapsed().as_secs_f64() * 1e3
-        );
+        println!("  {precision}: {mma} of {sums} sum forward launches on tensor cores; NVRTC/cache + load {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
         for (&b, want) in BATCHES.iter().zip(&wants) {
             let n = b.min(data.num_samples());
             let got = gpu.log_likelihood(&data.slice(0, n))?;

@@ -7,10 +7,10 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use pcc::codegen::emit::{emit_with, EmitOptions};
+use pcc::codegen::emit::{EmitOptions, emit_with};
 use pcc::codegen::structures::hclt::{self, HcltOptions};
-use pcc::codegen::{compile, structures::pd, Circuit};
-use pcc::runtime::cuda::{compile_cubin, compile_units, split_units, KernelCache, Precision};
+use pcc::codegen::{Circuit, compile, structures::pd};
+use pcc::runtime::cuda::{KernelCache, Precision, compile_cubin, compile_units, split_units};
 use pcc::runtime::dataset;
 
 fn main() -> Result<()> {
@@ -21,7 +21,10 @@ fn main() -> Result<()> {
     let tree = hclt::chow_liu(&images.slice(0, 9000), &Default::default())?;
     let mut models: Vec<(String, Circuit)> = Vec::new();
     for l in [128u32, 512] {
-        models.push((format!("hclt{l}"), hclt::build(&tree, 784, pcc::codegen::Dist::Categorical { num_cats: 256 }, &HcltOptions { latents: l, ..Default::default() })?));
+        models.push((
+            format!("hclt{l}"),
+            hclt::build(&tree, 784, pcc::codegen::Dist::Categorical { num_cats: 256 }, &HcltOptions { latents: l, ..Default::default() })?,
+        ));
     }
     models.push(("pd256".into(), pd::build(&pd::PdOptions { latents: 256, ..Default::default() })?));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -47,7 +50,12 @@ fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(cache.dir());
         let max = times.iter().map(|t| t.2).fold(0.0, f64::max);
         let list: Vec<String> = times.iter().map(|(n, k, s)| format!("{n} {k} KiB {s:.2} s")).collect();
-        println!("{name} bf16: {} units, largest {max:.2} s, sum {:.2} s, parallel on {cores} cores {par:.2} s: {}", units.len(), times.iter().map(|t| t.2).sum::<f64>(), list.join("; "));
+        println!(
+            "{name} bf16: {} units, largest {max:.2} s, sum {:.2} s, parallel on {cores} cores {par:.2} s: {}",
+            units.len(),
+            times.iter().map(|t| t.2).sum::<f64>(),
+            list.join("; ")
+        );
     }
     Ok(())
 }

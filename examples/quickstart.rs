@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use pcc::codegen::structures::hclt::{self, HcltOptions};
-use pcc::codegen::{compile, Circuit, CircuitBuilder, Dist, Model, NodeId, SumEdges};
+use pcc::codegen::{Circuit, CircuitBuilder, Dist, Model, NodeId, SumEdges, compile};
 use pcc::runtime::{Evidence, Params};
 
 /// A balanced binary tree over `vars`: leaves are `latents` Bernoulli nodes, every inner region
@@ -38,12 +38,7 @@ fn main() -> Result<()> {
     let (num_vars, latents) = (16, 8);
     let circuit = structure(num_vars, latents)?;
     let plan = compile(&circuit)?;
-    println!(
-        "ground truth: {num_vars} variables, {} sum edges, {} parameters, depth {}",
-        plan.num_sum_edges(),
-        plan.num_learnable_params(),
-        plan.depths.len()
-    );
+    println!("ground truth: {num_vars} variables, {} sum edges, {} parameters, depth {}", plan.num_sum_edges(), plan.num_learnable_params(), plan.depths.len());
 
     // Ground truth: peaked random parameters, then train/test samples from it.
     let truth = Model::new(circuit.clone(), Params::random(&plan, 1, 8.0))?.cpu_engine()?;

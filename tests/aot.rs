@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use pcc::codegen::aot::{module_source, Artifacts, Embed, ModuleSpec};
+use pcc::codegen::aot::{Artifacts, Embed, ModuleSpec, module_source};
 use pcc::codegen::build::{BuildError, Config};
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hmm, pd};
-use pcc::codegen::{compile, Circuit, CircuitBuilder, Dist, Model, SumEdges};
+use pcc::codegen::{Circuit, CircuitBuilder, Dist, Model, SumEdges, compile};
 use pcc::runtime::Evidence;
 
 pcc::circuit! {
@@ -131,10 +131,7 @@ fn macro_module_loads_parameters_saved_by_the_builder_path() {
     assert!(random.cpu().unwrap().log_likelihood(&ev).unwrap().iter().all(|l| l.is_finite()));
     // A parameter file of another circuit is rejected with the runtime's typed error.
     let other = dir.path().join("other");
-    Model::random(hmm::build(&hmm::HmmOptions { seq_length: 4, hidden: 4, num_emits: 3, ..Default::default() }).unwrap(), 1)
-        .unwrap()
-        .save(&other)
-        .unwrap();
+    Model::random(hmm::build(&hmm::HmmOptions { seq_length: 4, hidden: 4, num_emits: 3, ..Default::default() }).unwrap(), 1).unwrap().save(&other).unwrap();
     assert!(tiny::Circuit::load(other.join("params.safetensors")).is_err());
 }
 

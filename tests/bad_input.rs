@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use pcc::codegen::model::{self, load_structure, save_structure, PARAMS_FILE, STRUCTURE_FILE};
+use pcc::codegen::model::{self, PARAMS_FILE, STRUCTURE_FILE, load_structure, save_structure};
 use pcc::codegen::{Circuit, CircuitBuilder, CircuitError, Dist, Model, ModelError, Node, NodeId, SumEdges};
 use pcc::runtime::plan::TensorLayout;
 use pcc::runtime::{CpuEngine, Evidence, Params, ParamsError, Plan, RuntimeError};
@@ -123,10 +123,7 @@ fn block_size_mismatch_in_product() {
     let x1 = b.inputs(1, 2, 4, Dist::Bernoulli);
     let p = b.multiply(&[x0, x1]);
     let err = b.finish(p).unwrap_err();
-    assert!(
-        matches!(err, CircuitError::BlockSizeMismatch { node: NodeId(2), child: NodeId(1), expected: 2, found: 4 }),
-        "{err}"
-    );
+    assert!(matches!(err, CircuitError::BlockSizeMismatch { node: NodeId(2), child: NodeId(1), expected: 2, found: 4 }), "{err}");
     assert_mentions(&err, &["node 2", "node 1", "4", "2"]);
 }
 
@@ -138,10 +135,7 @@ fn block_size_mismatch_in_sum() {
     let c = b.inputs(0, 1, 4, Dist::Bernoulli);
     let s = b.summate(&[a, c], 1, 1, SumEdges::Dense);
     let err = b.finish(s).unwrap_err();
-    assert!(
-        matches!(err, CircuitError::BlockSizeMismatch { node: NodeId(2), child: NodeId(1), expected: 2, found: 4 }),
-        "{err}"
-    );
+    assert!(matches!(err, CircuitError::BlockSizeMismatch { node: NodeId(2), child: NodeId(1), expected: 2, found: 4 }), "{err}");
     assert_mentions(&err, &["node 2", "node 1"]);
 }
 
@@ -319,7 +313,8 @@ fn no_children() {
     let err = b.finish(s).unwrap_err();
     assert!(matches!(err, CircuitError::NoChildren { node: NodeId(1), kind: "sum" }), "{err}");
 
-    let c = hand_built(1, vec![input(0, 1, 1, Dist::Bernoulli, None), Node::Product { children: vec![], num_blocks: 1, block_size: 1, edges: vec![vec![]] }], 1);
+    let c =
+        hand_built(1, vec![input(0, 1, 1, Dist::Bernoulli, None), Node::Product { children: vec![], num_blocks: 1, block_size: 1, edges: vec![vec![]] }], 1);
     let err = pcc::codegen::validate(&c).unwrap_err();
     assert!(matches!(err, CircuitError::NoChildren { node: NodeId(1), kind: "product" }), "{err}");
 }
@@ -352,11 +347,8 @@ fn bad_tie_input_to_sum_via_builder() {
 #[test]
 fn bad_tie_sum_to_input_hand_built() {
     // Node 2 is a sum of the right shape that claims to share the weights of input node 0.
-    let c = hand_built(
-        1,
-        vec![input(0, 1, 1, Dist::Bernoulli, None), input(0, 1, 1, Dist::Bernoulli, None), sum(&[0, 1], 1, 1, vec![[0, 0], [0, 1]], Some(0))],
-        2,
-    );
+    let c =
+        hand_built(1, vec![input(0, 1, 1, Dist::Bernoulli, None), input(0, 1, 1, Dist::Bernoulli, None), sum(&[0, 1], 1, 1, vec![[0, 0], [0, 1]], Some(0))], 2);
     let err = pcc::codegen::validate(&c).unwrap_err();
     assert!(matches!(err, CircuitError::BadTie { node: NodeId(2), source_node: NodeId(0), .. }), "{err}");
     assert_mentions(&err, &["node 2", "node 0"]);
@@ -429,11 +421,8 @@ fn bad_tie_other_reasons() {
 /// A tie to a node index past the end of the circuit is an error, not a panic.
 #[test]
 fn bad_tie_to_nonexistent_node() {
-    let c = hand_built(
-        1,
-        vec![input(0, 1, 1, Dist::Bernoulli, None), input(0, 1, 1, Dist::Bernoulli, Some(9)), sum(&[0, 1], 1, 1, vec![[0, 0], [0, 1]], None)],
-        2,
-    );
+    let c =
+        hand_built(1, vec![input(0, 1, 1, Dist::Bernoulli, None), input(0, 1, 1, Dist::Bernoulli, Some(9)), sum(&[0, 1], 1, 1, vec![[0, 0], [0, 1]], None)], 2);
     let res = std::panic::catch_unwind(|| pcc::codegen::validate(&c));
     let err = res.expect("validate must not panic on a tie to a missing node").unwrap_err();
     assert!(matches!(err, CircuitError::BadTie { node: NodeId(1), source_node: NodeId(9), .. }), "{err}");
@@ -950,7 +939,22 @@ fn truncated_params_file() {
     let bytes = std::fs::read(&path).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     assert!(8 + header_len < bytes.len(), "the file has a data region");
-    let cuts = [0, 1, 4, 7, 8, 9, 8 + header_len / 2, 8 + header_len - 1, 8 + header_len, 8 + header_len + 1, bytes.len() / 2, (8 + header_len + bytes.len()) / 2, bytes.len() - 4, bytes.len() - 1];
+    let cuts = [
+        0,
+        1,
+        4,
+        7,
+        8,
+        9,
+        8 + header_len / 2,
+        8 + header_len - 1,
+        8 + header_len,
+        8 + header_len + 1,
+        bytes.len() / 2,
+        (8 + header_len + bytes.len()) / 2,
+        bytes.len() - 4,
+        bytes.len() - 1,
+    ];
     for cut in cuts {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let err = load_err(dir.path());
@@ -1045,8 +1049,7 @@ fn bit_flipped_params_file() {
         let mut flipped = bytes.clone();
         flipped[pos] ^= 1 << bit;
         std::fs::write(&path, &flipped).unwrap();
-        let res = std::panic::catch_unwind(|| Model::load(dir.path()))
-            .unwrap_or_else(|_| panic!("Model::load panicked with bit {bit} of byte {pos} flipped"));
+        let res = std::panic::catch_unwind(|| Model::load(dir.path())).unwrap_or_else(|_| panic!("Model::load panicked with bit {bit} of byte {pos} flipped"));
         let res = res.map(|loaded| loaded.params).map_err(|e| match e {
             ModelError::Runtime(RuntimeError::Params(p)) => p,
             other => panic!("byte {pos} bit {bit}: not a parameter error: {other:?}"),
@@ -1137,7 +1140,8 @@ fn structure_with_invalid_circuit() {
     assert_mentions(&err, &[STRUCTURE_FILE, "variable 3"]);
 
     // A hand-built non-smooth circuit written with save_structure.
-    let c = hand_built(2, vec![input(0, 1, 1, Dist::Bernoulli, None), input(1, 1, 1, Dist::Bernoulli, None), sum(&[0, 1], 1, 1, vec![[0, 0], [0, 1]], None)], 2);
+    let c =
+        hand_built(2, vec![input(0, 1, 1, Dist::Bernoulli, None), input(1, 1, 1, Dist::Bernoulli, None), sum(&[0, 1], 1, 1, vec![[0, 0], [0, 1]], None)], 2);
     save_structure(&c, &dir.path().join(STRUCTURE_FILE)).unwrap();
     let err = load_err(dir.path());
     assert!(matches!(err, ModelError::InvalidCircuit { source: CircuitError::NonSmooth { node: NodeId(2), .. }, .. }), "{err}");

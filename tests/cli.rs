@@ -73,7 +73,8 @@ fn learn_train_eval_query_sample_info() {
         ll
     };
     let before = eval(&model);
-    let out = ok(&["train", &model, "--data", &p("train.csv"), "--valid", &p("valid.csv"), "--epochs", "5", "--batch-size", "64", "--quiet", "--device", "cpu"]);
+    let out =
+        ok(&["train", &model, "--data", &p("train.csv"), "--valid", &p("valid.csv"), "--epochs", "5", "--batch-size", "64", "--quiet", "--device", "cpu"]);
     assert_eq!(out.lines().filter(|l| l.starts_with("epoch")).count(), 5, "{out}");
     assert!(out.contains("saved"));
     let after = eval(&model);
@@ -396,11 +397,8 @@ fn a_second_writer_of_a_model_directory_fails_naming_the_first() {
     let (dir, model) = learned(10, 12);
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let train = ["train", &model, "--data", &p("train.csv"), "--quiet", "--device", "cpu"];
-    let mut first = Command::new(env!("CARGO_BIN_EXE_pcc"))
-        .args([&train[..], &["--epochs", "100000000"]].concat())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first =
+        Command::new(env!("CARGO_BIN_EXE_pcc")).args([&train[..], &["--epochs", "100000000"]].concat()).stdout(std::process::Stdio::null()).spawn().unwrap();
     let holder = format!("pid {}", first.id());
     let lock = Path::new(&model).join(".pcc-lock");
     let t0 = std::time::Instant::now();
@@ -494,6 +492,11 @@ fn a_save_that_cannot_be_written_leaves_the_previous_model() {
     assert!(err.contains("params.safetensors") && !err.contains("panicked"), "{err}");
     assert_eq!(std::fs::read(&params).unwrap(), before, "the previous parameters are untouched");
     ok(&["eval", &model, "--data", data, "--device", "cpu"]);
-    let leftovers: Vec<_> = std::fs::read_dir(&model).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&model)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
 }

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::Gen;
-use pcc::codegen::{compile, compile_with, Circuit, CircuitBuilder, CompileOptions, Dist, Node, SumEdges};
+use pcc::codegen::{Circuit, CircuitBuilder, CompileOptions, Dist, Node, SumEdges, compile, compile_with};
 use pcc::runtime::plan::{IrLocation, Plan, TensorLayout};
 
 fn circuits() -> Vec<Circuit> {

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use pcc::runtime::Evidence;
 use pcc::runtime::dataset::{
-    DataError, load_evidence, read_binary_csv, read_csv_auto, read_idx_images, read_idx_labeled, read_idx_labels,
-    read_int_csv, write_csv, write_idx_images, write_idx_labels,
+    DataError, load_evidence, read_binary_csv, read_csv_auto, read_idx_images, read_idx_labeled, read_idx_labels, read_int_csv, write_csv, write_idx_images,
+    write_idx_labels,
 };
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -124,8 +124,7 @@ fn csv_with_missing_values_round_trips() {
 #[test]
 fn real_valued_csv_round_trips_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let vals =
-        vec![0.1f32, -3.25, 1e-7, 1.0e20, 123_456.79, -0.0, 7.0, f32::MAX, f32::MIN_POSITIVE, -2.5e-3, 1e15, 3.0e7];
+    let vals = vec![0.1f32, -3.25, 1e-7, 1.0e20, 123_456.79, -0.0, 7.0, f32::MAX, f32::MIN_POSITIVE, -2.5e-3, 1e15, 3.0e7];
     let mut missing = vec![false; vals.len()];
     missing[3] = true;
     let ev = Evidence::with_missing(4, vals, Some(missing)).unwrap();
@@ -357,9 +356,7 @@ fn empty_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in [("empty.data", &b""[..]), ("blank.data", &b"\n \r\n\n"[..])] {
         let p = write(dir.path(), name, bytes);
-        for err in
-            [read_binary_csv(&p).unwrap_err(), read_int_csv(&p, "?").unwrap_err(), load_evidence(&p).unwrap_err()]
-        {
+        for err in [read_binary_csv(&p).unwrap_err(), read_int_csv(&p, "?").unwrap_err(), load_evidence(&p).unwrap_err()] {
             assert!(matches!(err, DataError::Empty { .. }), "{name}: {err:?}");
             assert_names(&err, &p, &["no samples"]);
         }

@@ -5,12 +5,12 @@
 mod common;
 
 use common::Gen;
-use pcc::codegen::emit::{emit, emit_with, EmitOptions, Precision};
+use pcc::codegen::emit::{EmitOptions, Precision, emit, emit_with};
 use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
-use pcc::codegen::{compile, Circuit, CircuitBuilder, Dist, SumEdges};
-use pcc::runtime::cuda::{compile_cubin, compile_cubin_verbose, conditional_slots, nvrtc_available, KernelArg, KernelSpec, Step};
+use pcc::codegen::{Circuit, CircuitBuilder, Dist, SumEdges, compile};
 use pcc::runtime::Domain;
 use pcc::runtime::Evidence;
+use pcc::runtime::cuda::{KernelArg, KernelSpec, Step, compile_cubin, compile_cubin_verbose, conditional_slots, nvrtc_available};
 
 fn corpus() -> Vec<(String, Circuit)> {
     let mut v: Vec<(String, Circuit)> = (0..12).map(|s| (format!("random{s}"), Gen::circuit(s))).collect();
@@ -155,7 +155,8 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         };
         assert_eq!(slots, (0..plan.domains.len()).map(width).sum::<u32>(), "{name}: slots");
         for k in &q.conditionals {
-            let t: Vec<&Vec<u32>> = k.args.iter().filter_map(|a| if let KernelArg::Table(i) = a { Some(&e.manifest.tables[*i as usize]) } else { None }).collect();
+            let t: Vec<&Vec<u32>> =
+                k.args.iter().filter_map(|a| if let KernelArg::Table(i) = a { Some(&e.manifest.tables[*i as usize]) } else { None }).collect();
             let (evar, eslot, encat, estart) = (t[0], t[1], t[2], t[3]);
             assert_eq!((evar.len(), estart.len()), (k.count as usize, k.count as usize + 1), "{name}: {}", k.name);
             assert!(estart.windows(2).all(|w| w[0] < w[1]) && *estart.last().unwrap() as usize == t[4].len(), "{name}: {} CSR", k.name);
@@ -248,8 +249,14 @@ fn mma_corpus() -> Vec<(String, Circuit)> {
     let root = b.summate(&[r20, r12], 1, 1, SumEdges::Dense);
     v.push(("odd_widths".into(), b.finish(root).unwrap()));
     // 4 blocks of 32 over one child list per region: merged into 128-node tensor-core blocks.
-    v.push(("pd128x4".into(), pd::build(&pd::PdOptions { height: 4, width: 4, split_intervals: (2, 2), latents: 128, input: Dist::Bernoulli, ..Default::default() }).unwrap()));
-    v.push(("pd32".into(), pd::build(&pd::PdOptions { height: 8, width: 8, split_intervals: (4, 4), latents: 32, input: Dist::Bernoulli, ..Default::default() }).unwrap()));
+    v.push((
+        "pd128x4".into(),
+        pd::build(&pd::PdOptions { height: 4, width: 4, split_intervals: (2, 2), latents: 128, input: Dist::Bernoulli, ..Default::default() }).unwrap(),
+    ));
+    v.push((
+        "pd32".into(),
+        pd::build(&pd::PdOptions { height: 8, width: 8, split_intervals: (4, 4), latents: 32, input: Dist::Bernoulli, ..Default::default() }).unwrap(),
+    ));
     v
 }
 
@@ -272,7 +279,10 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             assert_eq!(e.manifest.precision, precision);
             assert!(!e.source.contains("#include"), "{name}: generated CUDA is self-contained");
             if name == "pd128x4" {
-                assert!(e.source.contains(&format!("sum_fwd_{precision}_bs32x4_")) && e.source.contains(&format!("sum_bwd_{precision}_bs32x4_")), "{name}: merged blocks");
+                assert!(
+                    e.source.contains(&format!("sum_fwd_{precision}_bs32x4_")) && e.source.contains(&format!("sum_bwd_{precision}_bs32x4_")),
+                    "{name}: merged blocks"
+                );
             }
             let mut sums = 0;
             for (d, depth) in plan.depths.iter().enumerate() {
@@ -281,7 +291,10 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                     let k = e.manifest.forward.iter().find(|k| k.layer == format!("sums d{d} p{p}")).unwrap();
                     assert_eq!(k.name.starts_with(&format!("sum_fwd_{precision}_")), uses_mma, "{name}: {} for block size {}", k.name, part.block_size);
                     if uses_mma {
-                        assert!(!k.scales_with_batch && (k.block == 128 || k.block == 256) && k.threads_per_sample % (k.block as u64 * k.count as u64) == 0, "{name}: {k:?}");
+                        assert!(
+                            !k.scales_with_batch && (k.block == 128 || k.block == 256) && k.threads_per_sample % (k.block as u64 * k.count as u64) == 0,
+                            "{name}: {k:?}"
+                        );
                         mma_kernels += 1;
                     }
                     sums += 1;
@@ -299,7 +312,10 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             let all = launches(&e.manifest);
             for (i, k) in all.iter().enumerate().filter(|(_, k)| k.name.ends_with("_gflow")) {
                 let next = &all[i + 1];
-                assert!(next.name == k.name.replace("_gflow", "_eflow") && next.count == k.count && k.args.contains(&KernelArg::SumMax), "{name}: {k:?} then {next:?}");
+                assert!(
+                    next.name == k.name.replace("_gflow", "_eflow") && next.count == k.count && k.args.contains(&KernelArg::SumMax),
+                    "{name}: {k:?} then {next:?}"
+                );
             }
             let bwd: Vec<KernelSpec> = all.into_iter().filter(|k| !k.name.ends_with("_gflow")).collect();
             let bwd32 = launches(&fp32.manifest);
@@ -308,7 +324,10 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             let tables = |k: &KernelSpec, m: &pcc::runtime::cuda::Manifest| -> Vec<Vec<u32>> {
                 k.args.iter().filter_map(|a| if let KernelArg::Table(i) = a { Some(m.tables[*i as usize].clone()) } else { None }).collect()
             };
-            let strip = |k: &KernelSpec| KernelSpec { args: k.args.iter().map(|a| if let KernelArg::Table(_) = a { KernelArg::Table(0) } else { *a }).collect(), ..k.clone() };
+            let strip = |k: &KernelSpec| KernelSpec {
+                args: k.args.iter().map(|a| if let KernelArg::Table(_) = a { KernelArg::Table(0) } else { *a }).collect(),
+                ..k.clone()
+            };
             let same = |k: &KernelSpec, k32: &KernelSpec| {
                 assert_eq!(strip(k), strip(k32), "{name}");
                 assert_eq!(tables(k, &e.manifest), tables(k32, &fp32.manifest), "{name}: {}", k.name);
@@ -347,7 +366,8 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
         }
         if nvrtc {
             for (precision, source) in sources {
-                let (cubin, log) = compile_cubin_verbose(&source, &format!("{name}_{precision}.cu"), "90").unwrap_or_else(|err| panic!("{name} {precision}: {err}"));
+                let (cubin, log) =
+                    compile_cubin_verbose(&source, &format!("{name}_{precision}.cu"), "90").unwrap_or_else(|err| panic!("{name} {precision}: {err}"));
                 assert_eq!(&cubin[..4], b"\x7fELF");
                 // ptxas -v: "Compiling entry function 'k'", then "... N bytes spill stores, M bytes
                 // spill loads" and "Used R registers, ...". Tensor-core kernels must not spill.
@@ -417,13 +437,16 @@ fn persistent_kernel_keeps_its_state_in_registers() {
 /// the unit the engine compiles in the background.
 #[test]
 fn translation_units_compile_alone_and_hold_every_kernel_once() {
-    use pcc::runtime::cuda::{split_units, PERSISTENT_UNIT};
+    use pcc::runtime::cuda::{PERSISTENT_UNIT, split_units};
     let nvrtc = nvrtc_available();
     let data: Vec<f32> = (0..400 * 10).map(|i| ((i * 2654435761usize) >> 9 & 1) as f32).collect();
     let ev = Evidence::new(10, data).unwrap();
     let models = [
         ("hclt64", hclt::learn(&ev, &hclt::HcltOptions { latents: 64, ..Default::default() }).unwrap()),
-        ("pd32", pd::build(&pd::PdOptions { height: 8, width: 8, split_intervals: (4, 4), latents: 32, input: Dist::Bernoulli, ..Default::default() }).unwrap()),
+        (
+            "pd32",
+            pd::build(&pd::PdOptions { height: 8, width: 8, split_intervals: (4, 4), latents: 32, input: Dist::Bernoulli, ..Default::default() }).unwrap(),
+        ),
     ];
     for (name, c) in models {
         let plan = compile(&c).unwrap();

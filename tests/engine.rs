@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{random_evidence, Gen};
+use common::{Gen, random_evidence};
 use pcc::codegen::Model;
 
 #[test]

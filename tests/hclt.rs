@@ -2,7 +2,7 @@
 //! sizes and determinism.
 
 use pcc::codegen::structures::hclt::{self, HcltOptions, MiOptions};
-use pcc::codegen::{compile, Node};
+use pcc::codegen::{Node, compile};
 use pcc::runtime::Evidence;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -93,11 +93,7 @@ fn gaussian_em_matches_closed_form_moments() {
                 let r = comp[i] / z;
                 nk[i] += r;
                 for v in 0..2 {
-                    let (a, b) = if miss[v] {
-                        (MU[v][i], SD[v][i].powi(2) + MU[v][i].powi(2))
-                    } else {
-                        (x[v] as f64, (x[v] as f64).powi(2))
-                    };
+                    let (a, b) = if miss[v] { (MU[v][i], SD[v][i].powi(2) + MU[v][i].powi(2)) } else { (x[v] as f64, (x[v] as f64).powi(2)) };
                     s1[v][i] += r * a;
                     s2[v][i] += r * b;
                 }

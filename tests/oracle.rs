@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{categories, chi2_critical, completions, random_evidence, sum_tensor_from_flat, Gen, Reference};
+use common::{Gen, Reference, categories, chi2_critical, completions, random_evidence, sum_tensor_from_flat};
 use pcc::codegen::{Model, Node};
 use pcc::runtime::plan::IrLocation;
 use pcc::runtime::{Conditional, Evidence};
@@ -142,10 +142,9 @@ fn flows_equal_expected_counts() {
                         IrLocation::Input { node_start, .. } | IrLocation::Sum { node_start, .. } => {
                             trace.node_flows[(*node_start as usize + k) * n + b] as f64
                         }
-                        IrLocation::Product { instances, .. } => instances
-                            .iter()
-                            .map(|inst| trace.element_flows[inst.depth as usize][(inst.element_start as usize + k) * n + b] as f64)
-                            .sum(),
+                        IrLocation::Product { instances, .. } => {
+                            instances.iter().map(|inst| trace.element_flows[inst.depth as usize][(inst.element_start as usize + k) * n + b] as f64).sum()
+                        }
                         IrLocation::Unused => 0.0,
                     }
                 };
@@ -154,7 +153,12 @@ fn flows_equal_expected_counts() {
                 }
                 for (k, &f) in g.flows[i].iter().enumerate() {
                     let got = engine_flow(k);
-                    assert!(close(got, w * f, 1e-4), "circuit {seed}, sample {b}, IR node {i} ({}) node {k}: flow {got}, reference {}", c.nodes[i].kind_name(), w * f);
+                    assert!(
+                        close(got, w * f, 1e-4),
+                        "circuit {seed}, sample {b}, IR node {i} ({}) node {k}: flow {got}, reference {}",
+                        c.nodes[i].kind_name(),
+                        w * f
+                    );
                 }
             }
             for (i, cnt) in g.counts.iter().enumerate() {
@@ -224,16 +228,15 @@ fn closed_form_em(m: &Model, ev: &Evidence, eta: f64, alpha: f64) -> Vec<(String
                 }
                 new
             }
-            Node::Input { dist: pcc::codegen::Dist::Bernoulli, .. } => {
-                cnt.chunks(2).map(|s| (s[1] + alpha / 2.0) / (s[0] + s[1] + alpha)).collect()
-            }
+            Node::Input { dist: pcc::codegen::Dist::Bernoulli, .. } => cnt.chunks(2).map(|s| (s[1] + alpha / 2.0) / (s[0] + s[1] + alpha)).collect(),
             Node::Input { .. } => {
                 let k = spec.shape[1];
-                cnt.chunks(k).flat_map(|s| {
-                    let t: f64 = s.iter().sum::<f64>() + alpha;
-                    s.iter().map(move |c| (c + alpha / k as f64) / t).collect::<Vec<_>>()
-                })
-                .collect()
+                cnt.chunks(k)
+                    .flat_map(|s| {
+                        let t: f64 = s.iter().sum::<f64>() + alpha;
+                        s.iter().map(move |c| (c + alpha / k as f64) / t).collect::<Vec<_>>()
+                    })
+                    .collect()
             }
             Node::Product { .. } => unreachable!(),
         };

@@ -8,14 +8,14 @@
 
 mod common;
 
-use common::host_cuda::{KERNEL_SHIM, read_f32, write_f32, write_u32, DRIVER_PRELUDE};
 use common::Gen;
+use common::host_cuda::{DRIVER_PRELUDE, KERNEL_SHIM, read_f32, write_f32, write_u32};
+use pcc::codegen::Model;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm, rat_spn};
-use pcc::codegen::Model;
+use pcc::runtime::Evidence;
 use pcc::runtime::cuda::persistent::schedule;
 use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, SMALL_BATCH};
-use pcc::runtime::Evidence;
 
 const SHIM: &str = r#"
 #include <atomic>
@@ -101,7 +101,6 @@ static inline void pcc_st_sys(unsigned* p, unsigned v) { __atomic_store_n(p, v, 
 static inline void pcc_fence_sys() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 "#;
-
 
 /// The host driver: the per-depth forward launches sequentially (reference node values), then the
 /// persistent kernel twice on threads (node values reset to NaN before each: a stale or missing
@@ -241,7 +240,8 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
     // Blocks of 256 nodes over 256 children: four 64-node tiles per block.
     let hm = hmm::build(&hmm::HmmOptions { seq_length: 3, hidden: 256, num_emits: 4, homogeneous: false, ..Default::default() }).unwrap();
     corpus.push(("hmm256".into(), Model::random(hm, 5).unwrap()));
-    let rat = rat_spn::build(&rat_spn::RatSpnOptions { num_vars: 8, latents: 8, input: pcc::codegen::Dist::Categorical { num_cats: 3 }, ..Default::default() }).unwrap();
+    let rat = rat_spn::build(&rat_spn::RatSpnOptions { num_vars: 8, latents: 8, input: pcc::codegen::Dist::Categorical { num_cats: 3 }, ..Default::default() })
+        .unwrap();
     corpus.push(("rat_spn".into(), Model::random(rat, 5).unwrap()));
     let bulk = corpus.iter().filter(|(_, m)| emit(&m.plan).unwrap().manifest.persistent.unwrap().tasks.chunks(16).any(|t| t[15] > 0)).count();
     assert!(bulk >= 3, "only {bulk} corpus circuits copy weights in bulk");
@@ -282,7 +282,15 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
 
 /// Run `exe` (one build of the driver) on each (batch, blocks) configuration of `name`.
 #[allow(clippy::too_many_arguments)]
-fn run_configs(name: &str, model: &Model, p: &pcc::runtime::cuda::PersistentForward, d: &std::path::Path, exe: &std::path::Path, cpu: &pcc::runtime::CpuEngine, mixed_ev: &Evidence) {
+fn run_configs(
+    name: &str,
+    model: &Model,
+    p: &pcc::runtime::cuda::PersistentForward,
+    d: &std::path::Path,
+    exe: &std::path::Path,
+    cpu: &pcc::runtime::CpuEngine,
+    mixed_ev: &Evidence,
+) {
     // One block running every task only where that overflows its cached descriptors.
     let configs: &[(usize, usize)] = if name == "hclt4x200" { &[(1, 1), (2, 3)] } else { &[(1, 3), (2, 2), (3, 2), (SMALL_BATCH, 4)] };
     for &(batch, blocks) in configs {

@@ -83,11 +83,7 @@ int main(void) {
         inputs.push(([i * 7919, i.wrapping_mul(0x9E37_79B9), 0, 0], [i.wrapping_mul(0x85EB_CA6B), !i]));
     }
     let stdin: String = inputs.iter().map(|(c, k)| format!("{:x} {:x} {:x} {:x} {:x} {:x}\n", c[0], c[1], c[2], c[3], k[0], k[1])).collect();
-    let mut child = std::process::Command::new(&exe)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = std::process::Command::new(&exe).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();

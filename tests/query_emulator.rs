@@ -10,12 +10,12 @@
 
 mod common;
 
-use common::host_cuda::{KERNEL_SHIM, read_f32, write_f32, DRIVER_PRELUDE};
 use common::Gen;
+use common::host_cuda::{DRIVER_PRELUDE, KERNEL_SHIM, read_f32, write_f32};
+use pcc::codegen::Model;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm};
-use pcc::codegen::Model;
-use pcc::runtime::cuda::{conditional_slots, conditionals_from_slots, KernelArg, KernelSpec, Manifest, Step};
+use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, Step, conditional_slots, conditionals_from_slots};
 use pcc::runtime::{Conditional, Evidence, MpeResult, Plan};
 
 const NEG_INF: f32 = f32::NEG_INFINITY;
@@ -162,7 +162,11 @@ impl<'a> Dev<'a> {
                                 -0.5 * z * z - c[2]
                             }
                             _ => {
-                                if x as u32 == aux[i] { 0.0 } else { NEG_INF }
+                                if x as u32 == aux[i] {
+                                    0.0
+                                } else {
+                                    NEG_INF
+                                }
                             }
                         }
                     } else if !max {
@@ -512,7 +516,8 @@ fn corpus() -> Vec<(String, Model, Evidence)> {
     let model = Model::random(hc, 5).unwrap();
     let ev = common::random_evidence(&model, 64, 0.4, 9);
     v.push(("hclt".into(), model, ev));
-    let model = Model::random(hmm::build(&hmm::HmmOptions { seq_length: 6, hidden: 8, num_emits: 3, homogeneous: true, ..Default::default() }).unwrap(), 5).unwrap();
+    let model =
+        Model::random(hmm::build(&hmm::HmmOptions { seq_length: 6, hidden: 8, num_emits: 3, homogeneous: true, ..Default::default() }).unwrap(), 5).unwrap();
     let ev = common::random_evidence(&model, 64, 0.4, 10);
     v.push(("hmm".into(), model, ev));
     v
@@ -748,7 +753,6 @@ int main(int argc, char** argv) {{
     )
 }
 
-
 /// Compile the circuit's generated CUDA with the host C++ compiler; `None` without one.
 fn host_program(model: &Model, dir: &std::path::Path) -> Option<std::path::PathBuf> {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
@@ -780,11 +784,7 @@ fn run_host(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a: usiz
     let (data, missing) = part.transposed();
     write_f32(&dir.join("data"), &data);
     std::fs::write(dir.join("missing"), &missing).unwrap();
-    let st = std::process::Command::new(exe)
-        .arg(dir)
-        .args([mode.to_string(), n.to_string(), seed.to_string(), a.to_string()])
-        .status()
-        .unwrap();
+    let st = std::process::Command::new(exe).arg(dir).args([mode.to_string(), n.to_string(), seed.to_string(), a.to_string()]).status().unwrap();
     assert!(st.success());
     (read_f32(&dir.join("out")), read_f32(&dir.join("root")))
 }
@@ -792,7 +792,9 @@ fn run_host(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a: usiz
 #[test]
 fn generated_cuda_run_on_the_host_equals_the_emulator() {
     let corpus = corpus();
-    for (name, model, ev) in corpus.iter().filter(|(n, ..)| ["random0", "random3", "random7", "random10", "mixed0", "mixed2", "hmm", "hclt"].contains(&n.as_str())) {
+    for (name, model, ev) in
+        corpus.iter().filter(|(n, ..)| ["random0", "random3", "random7", "random10", "mixed0", "mixed2", "hmm", "hclt"].contains(&n.as_str()))
+    {
         let dir = tempfile::tempdir().unwrap();
         let Some(exe) = host_program(model, dir.path()) else { return };
         let m = emit(&model.plan).unwrap().manifest;
@@ -817,7 +819,10 @@ fn generated_cuda_run_on_the_host_equals_the_emulator() {
                     }
                     Conditional::Continuous { mean, var } => {
                         let g = (row[o], (row[o + 1] - row[o] * row[o]).max(0.0));
-                        assert!((g.0 - mean).abs() <= 1e-6 * mean.abs().max(1.0) && (g.1 - var).abs() <= 1e-5 * var.abs().max(1.0), "{name}: sample {s} var {v}");
+                        assert!(
+                            (g.0 - mean).abs() <= 1e-6 * mean.abs().max(1.0) && (g.1 - var).abs() <= 1e-5 * var.abs().max(1.0),
+                            "{name}: sample {s} var {v}"
+                        );
                     }
                 }
             }

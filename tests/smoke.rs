@@ -13,7 +13,12 @@ fn two_var_mixture_sums_to_one() {
     let m = Model::random(c, 7).unwrap();
     let e = m.cpu_engine().unwrap();
     let mut vals = vec![];
-    for a in 0..3 { for bb in 0..2 { vals.push(a as f32); vals.push(bb as f32); } }
+    for a in 0..3 {
+        for bb in 0..2 {
+            vals.push(a as f32);
+            vals.push(bb as f32);
+        }
+    }
     let ll = e.log_likelihood(&Evidence::new(2, vals).unwrap()).unwrap();
     let total: f64 = ll.iter().map(|&l| (l as f64).exp()).sum();
     assert!((total - 1.0).abs() < 1e-5, "{total}");

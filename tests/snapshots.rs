@@ -2,9 +2,9 @@
 //! templates or the emitter shows up in review. Accept intended changes with `cargo insta review`
 //! (or `INSTA_UPDATE=always cargo test --test snapshots`); under `CI=true` a mismatch fails.
 
-use pcc::codegen::emit::{emit, emit_with, EmitOptions, Precision};
+use pcc::codegen::emit::{EmitOptions, Precision, emit, emit_with};
 use pcc::codegen::structures::hmm;
-use pcc::codegen::{compile, CircuitBuilder, Dist, SumEdges};
+use pcc::codegen::{CircuitBuilder, Dist, SumEdges, compile};
 
 #[test]
 fn mixture_of_categorical_and_bernoulli() {

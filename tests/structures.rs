@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::{categories, completions, Reference};
+use common::{Reference, categories, completions};
 use pcc::codegen::structures::{hmm, pd, rat_spn};
-use pcc::codegen::{compile, Circuit, CircuitError, Dist, Model, Node, NodeId};
-use pcc::runtime::plan::IrLocation;
+use pcc::codegen::{Circuit, CircuitError, Dist, Model, Node, NodeId, compile};
 use pcc::runtime::Evidence;
+use pcc::runtime::plan::IrLocation;
 
 /// Expected (node vectors, scalar sum edges, learnable parameters) of a circuit.
 #[derive(Debug, PartialEq)]
@@ -105,8 +105,8 @@ fn pd_counts_match_closed_form() {
         (3, 2, 2, 8, None, 4, cat(3)),
         (4, 4, 2, 8, Some(2), 4, Dist::Bernoulli), // nb = 4: 5-cut regions are sparse, 4 cuts/block
         (4, 4, 2, 8, Some(4), 1, Dist::Bernoulli), // nb = 2 < cuts/k: coverage forces c = P
-        (4, 3, 1, 6, None, 2, cat(4)),              // L = 6: bs 2, nb 3
-        (5, 4, 1, 48, None, 4, cat(2)),             // L = 48: bs 16, nb 3
+        (4, 3, 1, 6, None, 2, cat(4)),             // L = 6: bs 2, nb 3
+        (5, 4, 1, 48, None, 4, cat(2)),            // L = 48: bs 16, nb 3
         (3, 3, 3, 4, Some(1), 3, Dist::Bernoulli),
         (1, 1, 3, 4, None, 4, Dist::Bernoulli), // a single cell: the whole image is atomic
     ];
@@ -271,7 +271,16 @@ fn rat_spn_uneven_splits_are_valid_and_balanced() {
 fn rat_spn_normalizes() {
     let opts = rat_spn::RatSpnOptions { num_vars: 4, latents: 2, depth: 2, num_repetitions: 3, input: Dist::Bernoulli, ..Default::default() };
     check_normalized("RAT-SPN 4 binary", rat_spn::build(&opts).unwrap(), 1);
-    let opts = rat_spn::RatSpnOptions { num_vars: 5, latents: 4, depth: 1, num_repetitions: 2, input: Dist::Categorical { num_cats: 3 }, block_size: Some(2), seed: 9, ..Default::default() };
+    let opts = rat_spn::RatSpnOptions {
+        num_vars: 5,
+        latents: 4,
+        depth: 1,
+        num_repetitions: 2,
+        input: Dist::Categorical { num_cats: 3 },
+        block_size: Some(2),
+        seed: 9,
+        ..Default::default()
+    };
     check_normalized("RAT-SPN 5 ternary", rat_spn::build(&opts).unwrap(), 2);
     let opts = rat_spn::RatSpnOptions { num_vars: 6, latents: 2, depth: 1, num_pieces: 3, num_repetitions: 2, input: Dist::Bernoulli, ..Default::default() };
     check_normalized("RAT-SPN 6 binary, 3 pieces", rat_spn::build(&opts).unwrap(), 3);
@@ -460,7 +469,8 @@ fn generator_options_past_their_limits_are_errors() {
     assert!(matches!(err, CircuitError::BadOption { option: "image shape", .. }), "{err}");
     let err = pd::build(&pd::PdOptions { height: 1, width: 5000, split_intervals: (1, 1), ..Default::default() }).unwrap_err();
     assert!(err.to_string().contains("4999 cut points"), "{err}");
-    let atomic = pd::PdOptions { height: 1, width: 5000, split_intervals: (1, 1), max_split_depth: Some(0), latents: 1, input: Dist::Bernoulli, ..Default::default() };
+    let atomic =
+        pd::PdOptions { height: 1, width: 5000, split_intervals: (1, 1), max_split_depth: Some(0), latents: 1, input: Dist::Bernoulli, ..Default::default() };
     pd::build(&atomic).unwrap();
     for num_pieces in [0, 1, 2] {
         let err = rat_spn::build(&rat_spn::RatSpnOptions { depth: 1_000_000, num_pieces, ..Default::default() }).unwrap_err();

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 
 use pc_runtime::Plan;
 
-use crate::compile::{compile_with, CompileOptions};
-use crate::emit::{emit, EmitError};
+use crate::compile::{CompileOptions, compile_with};
+use crate::emit::{EmitError, emit};
 use crate::error::CircuitError;
 use crate::ir::Circuit;
 
@@ -45,13 +45,7 @@ impl Artifacts {
     pub fn with_options(circuit: &Circuit, opts: &CompileOptions) -> Result<Artifacts, AotError> {
         let plan = compile_with(circuit, opts)?;
         let emitted = emit(&plan)?;
-        Ok(Artifacts {
-            num_vars: circuit.num_vars,
-            plan_json: plan.to_json(),
-            cuda_source: emitted.source,
-            manifest_json: emitted.manifest.to_json(),
-            plan,
-        })
+        Ok(Artifacts { num_vars: circuit.num_vars, plan_json: plan.to_json(), cuda_source: emitted.source, manifest_json: emitted.manifest.to_json(), plan })
     }
 }
 
@@ -80,15 +74,12 @@ pub struct ModuleSpec<'a> {
 /// Whether `name` is usable as a module name (an identifier that is not a keyword).
 pub fn is_identifier(name: &str) -> bool {
     const KEYWORDS: &[&str] = &[
-        "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn", "for",
-        "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "Self",
-        "static", "struct", "super", "trait", "true", "try", "type", "unsafe", "use", "where", "while", "abstract",
-        "become", "box", "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "_",
+        "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn", "for", "gen", "if", "impl", "in", "let",
+        "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true", "try", "type", "unsafe",
+        "use", "where", "while", "abstract", "become", "box", "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "_",
     ];
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-        && !KEYWORDS.contains(&name)
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic()) && chars.all(|c| c == '_' || c.is_ascii_alphanumeric()) && !KEYWORDS.contains(&name)
 }
 
 fn literal(s: &str) -> String {

@@ -26,12 +26,12 @@
 
 use std::path::{Path, PathBuf};
 
-use pc_runtime::{atomic_write, RuntimeError};
+use pc_runtime::{RuntimeError, atomic_write};
 
-use crate::aot::{is_identifier, module_source, AotError, Artifacts, Embed, ModuleSpec};
+use crate::aot::{AotError, Artifacts, Embed, ModuleSpec, is_identifier, module_source};
 use crate::compile::CompileOptions;
 use crate::error::{CircuitError, ModelError};
-use crate::model::{load_structure, STRUCTURE_FILE};
+use crate::model::{STRUCTURE_FILE, load_structure};
 
 /// Errors of the build-script API; each names the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +173,7 @@ impl Config {
             AotError::Circuit(source) => BuildError::Compile { path: structure.clone(), source },
             AotError::Emit(source) => BuildError::Emit { path: structure.clone(), source },
         })?;
-        let (plan_file, manifest_file, cuda_file) =
-            (format!("{module}.plan.json"), format!("{module}.manifest.json"), format!("{module}.cu"));
+        let (plan_file, manifest_file, cuda_file) = (format!("{module}.plan.json"), format!("{module}.manifest.json"), format!("{module}.cu"));
         let origin = format!("`{}`", structure.display());
         if let Some(bad) = self.cubin_archs.iter().find(|a| !a.bytes().all(|b| b.is_ascii_alphanumeric())) {
             return Err(BuildError::BadArch { arch: bad.clone() });
@@ -183,8 +182,11 @@ impl Config {
         let mut cubins: Vec<(String, String, Vec<u8>)> = Vec::new();
         if nvrtc_available {
             for arch in &self.cubin_archs {
-                let bytes = pc_runtime::cuda::compile_cubin(&artifacts.cuda_source, &cuda_file, arch)
-                    .map_err(|source| BuildError::Nvrtc { path: structure.clone(), arch: arch.clone(), source })?;
+                let bytes = pc_runtime::cuda::compile_cubin(&artifacts.cuda_source, &cuda_file, arch).map_err(|source| BuildError::Nvrtc {
+                    path: structure.clone(),
+                    arch: arch.clone(),
+                    source,
+                })?;
                 cubins.push((arch.clone(), format!("{module}.sm_{arch}.cubin"), bytes));
             }
         } else if !self.cubin_archs.is_empty() && self.cargo_metadata {
@@ -230,8 +232,7 @@ impl Config {
 fn default_module_name(model: &Path) -> String {
     let name = if model.is_dir() || model.file_name().is_some_and(|f| f == STRUCTURE_FILE) {
         let dir = if model.is_dir() { Some(model) } else { model.parent() };
-        dir.and_then(|d| d.canonicalize().ok().or_else(|| Some(d.to_path_buf())))
-            .and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned()))
+        dir.and_then(|d| d.canonicalize().ok().or_else(|| Some(d.to_path_buf()))).and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned()))
     } else {
         model.file_stem().map(|f| f.to_string_lossy().into_owned())
     };

@@ -33,7 +33,7 @@
 
 use std::collections::HashMap;
 
-use crate::aot::{is_identifier, module_source, AotError, Artifacts, Embed, ModuleSpec};
+use crate::aot::{AotError, Artifacts, Embed, ModuleSpec, is_identifier, module_source};
 use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, Node, NodeId};
@@ -193,10 +193,7 @@ impl<'a> Opts<'a> {
         for (i, a) in call.args.iter().enumerate() {
             if let Arg::Named(k, v) = a {
                 if !allowed.contains(&k.as_str()) {
-                    return err(
-                        Loc::Arg { node, arg: i },
-                        format!("unknown option `{k}` of `{}`; expected one of: {}", call.name, allowed.join(", ")),
-                    );
+                    return err(Loc::Arg { node, arg: i }, format!("unknown option `{k}` of `{}`; expected one of: {}", call.name, allowed.join(", ")));
                 }
                 if named.insert(k.as_str(), (i, v)).is_some() {
                     return err(Loc::Arg { node, arg: i }, format!("option `{k}` is given twice"));
@@ -213,9 +210,7 @@ impl<'a> Opts<'a> {
     fn u32(&self, key: &str) -> Result<Option<u32>, DeclError> {
         match self.named.get(key) {
             None => Ok(None),
-            Some((i, Value::Int(v))) => u32::try_from(*v)
-                .map(Some)
-                .or_else(|_| err(Loc::Arg { node: self.node, arg: *i }, format!("`{key}` is too large"))),
+            Some((i, Value::Int(v))) => u32::try_from(*v).map(Some).or_else(|_| err(Loc::Arg { node: self.node, arg: *i }, format!("`{key}` is too large"))),
             Some((i, _)) => err(Loc::Arg { node: self.node, arg: *i }, format!("`{key}` takes a whole number")),
         }
     }
@@ -251,9 +246,7 @@ fn declare_nodes(num_vars: u32, nodes: &[NodeDecl]) -> Result<CircuitBuilder, De
     let lookup = |ids: &HashMap<&str, usize>, at: Loc, name: &str| -> Result<NodeId, DeclError> {
         match ids.get(name) {
             Some(&i) => Ok(NodeId(i as u32)),
-            None if nodes.iter().any(|n| n.name == name) => {
-                err(at, format!("`{name}` is declared further down; declare a node before using it"))
-            }
+            None if nodes.iter().any(|n| n.name == name) => err(at, format!("`{name}` is declared further down; declare a node before using it")),
             None => err(at, format!("unknown node `{name}`")),
         }
     };
@@ -367,10 +360,7 @@ fn declare_nodes(num_vars: u32, nodes: &[NodeDecl]) -> Result<CircuitBuilder, De
                 }
             }
             _ => {
-                return err(
-                    Loc::Kind(i),
-                    format!("unknown node kind `{kind}`; expected one of: categorical, bernoulli, gaussian, indicator, product, sum"),
-                );
+                return err(Loc::Kind(i), format!("unknown node kind `{kind}`; expected one of: categorical, bernoulli, gaussian, indicator, product, sum"));
             }
         }
         ids.insert(&n.name, i);
@@ -414,12 +404,15 @@ fn circuit_error(decl: &Declaration, names: &[String], e: CircuitError) -> DeclE
         return DeclError { loc: Loc::Template, message: e.to_string() };
     };
     let arg_named = |node: NodeId, key: &str| {
-        nodes[node.index()].call.args.iter().position(|a| matches!(a, Arg::Named(k, _) if k == key))
-            .map(|arg| Loc::Arg { node: node.index(), arg })
+        nodes[node.index()].call.args.iter().position(|a| matches!(a, Arg::Named(k, _) if k == key)).map(|arg| Loc::Arg { node: node.index(), arg })
     };
     let child_arg = |node: NodeId, child: NodeId| {
         let name = &names[child.index()];
-        nodes[node.index()].call.args.iter().position(|a| matches!(a, Arg::Positional(Value::Ident(c)) if c == name))
+        nodes[node.index()]
+            .call
+            .args
+            .iter()
+            .position(|a| matches!(a, Arg::Positional(Value::Ident(c)) if c == name))
             .map(|arg| Loc::Arg { node: node.index(), arg })
     };
     let loc = match &e {
@@ -428,13 +421,9 @@ fn circuit_error(decl: &Declaration, names: &[String], e: CircuitError) -> DeclE
         CircuitError::EmptyNode { node } => arg_named(*node, "blocks").or(arg_named(*node, "tie")),
         CircuitError::BadBlockSize { node, .. } => arg_named(*node, "block").or(arg_named(*node, "tie")),
         CircuitError::VarOutOfRange { node, .. } => arg_named(*node, "var"),
-        CircuitError::InvalidDistribution { node, .. } => {
-            arg_named(*node, "states").or(arg_named(*node, "min_sigma")).or(Some(Loc::Kind(node.index())))
-        }
+        CircuitError::InvalidDistribution { node, .. } => arg_named(*node, "states").or(arg_named(*node, "min_sigma")).or(Some(Loc::Kind(node.index()))),
         CircuitError::BlockSizeMismatch { node, child, .. } => child_arg(*node, *child),
-        CircuitError::NonDecomposable { node, second, .. } | CircuitError::NonSmooth { node, second, .. } => {
-            child_arg(*node, *second)
-        }
+        CircuitError::NonDecomposable { node, second, .. } | CircuitError::NonSmooth { node, second, .. } => child_arg(*node, *second),
         CircuitError::ProductEdgeShape { node, .. }
         | CircuitError::EdgeOutOfRange { node, .. }
         | CircuitError::SumBlockWithoutEdges { node, .. }
@@ -505,10 +494,7 @@ impl<'a> TemplateArgs<'a> {
                 return err(Loc::TemplateArg(i), format!("template arguments are named: `{} = …`", allowed[0]));
             };
             if !allowed.contains(&k.as_str()) {
-                return err(
-                    Loc::TemplateArg(i),
-                    format!("unknown argument `{k}` of template `{}`; expected one of: {}", call.name, allowed.join(", ")),
-                );
+                return err(Loc::TemplateArg(i), format!("unknown argument `{k}` of template `{}`; expected one of: {}", call.name, allowed.join(", ")));
             }
             if named.insert(k.as_str(), (i, v)).is_some() {
                 return err(Loc::TemplateArg(i), format!("argument `{k}` is given twice"));
@@ -572,10 +558,8 @@ fn dist_value(v: &Value) -> Option<Dist> {
 fn template(call: &Call) -> Result<Circuit, DeclError> {
     let c = match call.name.as_str() {
         "pd" => {
-            let a = TemplateArgs::new(
-                call,
-                &["shape", "latents", "split_intervals", "max_split_depth", "max_prod_block_conns", "input", "block_size", "seed"],
-            )?;
+            let a =
+                TemplateArgs::new(call, &["shape", "latents", "split_intervals", "max_split_depth", "max_prod_block_conns", "input", "block_size", "seed"])?;
             let d = pd::PdOptions::default();
             let (height, width) = a.pair("shape")?.ok_or(DeclError { loc: Loc::Template, message: "`pd` needs `shape = (height, width)`".into() })?;
             let opts = pd::PdOptions {
@@ -604,10 +588,7 @@ fn template(call: &Call) -> Result<Circuit, DeclError> {
             hmm::build(&opts)
         }
         "rat_spn" => {
-            let a = TemplateArgs::new(
-                call,
-                &["num_vars", "latents", "depth", "num_repetitions", "num_pieces", "input", "block_size", "seed"],
-            )?;
+            let a = TemplateArgs::new(call, &["num_vars", "latents", "depth", "num_repetitions", "num_pieces", "input", "block_size", "seed"])?;
             let d = rat_spn::RatSpnOptions::default();
             let opts = rat_spn::RatSpnOptions {
                 num_vars: a.u32("num_vars")?.unwrap_or(d.num_vars),

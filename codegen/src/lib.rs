@@ -15,7 +15,7 @@ pub mod structures;
 pub mod validate;
 
 pub use builder::{CircuitBuilder, SumEdges};
-pub use compile::{compile, compile_with, CompileOptions};
+pub use compile::{CompileOptions, compile, compile_with};
 pub use error::{CircuitError, ModelError};
 pub use ir::{Circuit, Dist, Node, NodeId};
 pub use model::Model;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use pc_runtime::{atomic_write, CpuEngine, Params, Plan};
+use pc_runtime::{CpuEngine, Params, Plan, atomic_write};
 use serde::{Deserialize, Serialize};
 
 use crate::compile::compile;

@@ -101,7 +101,12 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
                 }
                 check_child_block_sizes(c, id, children, bs)?;
                 if edges.len() != *num_blocks as usize {
-                    return Err(CircuitError::ProductEdgeShape { node: id, rows: *num_blocks, cols: children.len(), row: edges.len().min(*num_blocks as usize) });
+                    return Err(CircuitError::ProductEdgeShape {
+                        node: id,
+                        rows: *num_blocks,
+                        cols: children.len(),
+                        row: edges.len().min(*num_blocks as usize),
+                    });
                 }
                 for (r, row) in edges.iter().enumerate() {
                     if row.len() != children.len() {
@@ -110,13 +115,7 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
                     for (j, &blk) in row.iter().enumerate() {
                         let nb = c.node(children[j]).num_blocks();
                         if blk >= nb {
-                            return Err(CircuitError::EdgeOutOfRange {
-                                node: id,
-                                edge: r,
-                                block: blk,
-                                what: format!("child {}", children[j]),
-                                num_blocks: nb,
-                            });
+                            return Err(CircuitError::EdgeOutOfRange { node: id, edge: r, block: blk, what: format!("child {}", children[j]), num_blocks: nb });
                         }
                     }
                 }
@@ -153,7 +152,13 @@ pub fn validate(c: &Circuit) -> Result<(), CircuitError> {
                         return Err(CircuitError::EdgeOutOfRange { node: id, edge: e, block: blk, what: "the sum".into(), num_blocks: *num_blocks });
                     }
                     if cb >= child_blocks {
-                        return Err(CircuitError::EdgeOutOfRange { node: id, edge: e, block: cb, what: "the children together".into(), num_blocks: child_blocks });
+                        return Err(CircuitError::EdgeOutOfRange {
+                            node: id,
+                            edge: e,
+                            block: cb,
+                            what: "the children together".into(),
+                            num_blocks: child_blocks,
+                        });
                     }
                     if !seen.insert((blk, cb)) {
                         return Err(CircuitError::DuplicateEdge { node: id, edge: e, block: blk, child_block: cb });
@@ -240,7 +245,9 @@ fn check_sizes(c: &Circuit) -> Result<(), CircuitError> {
             }
         }
     }
-    for (what, count) in [("nodes", nodes), ("product elements", elements), ("sum weights", weights), ("leaf parameters", leaf_params), ("leaf statistics", leaf_stats)] {
+    for (what, count) in
+        [("nodes", nodes), ("product elements", elements), ("sum weights", weights), ("leaf parameters", leaf_params), ("leaf statistics", leaf_stats)]
+    {
         if count > MAX_BUFFER_ENTRIES {
             return Err(CircuitError::TooLarge { what, count, limit: MAX_BUFFER_ENTRIES });
         }

@@ -65,11 +65,7 @@ mod tests {
             nodes[0].call,
             Call {
                 name: "categorical".into(),
-                args: vec![
-                    Arg::Named("var".into(), Value::Int(0)),
-                    Arg::Named("states".into(), Value::Int(4)),
-                    Arg::Named("block".into(), Value::Int(8)),
-                ],
+                args: vec![Arg::Named("var".into(), Value::Int(0)), Arg::Named("states".into(), Value::Int(4)), Arg::Named("block".into(), Value::Int(8)),],
             }
         );
         let edges = Value::List(vec![Value::List(vec![Value::Int(0), Value::Int(1)]), Value::List(vec![Value::Int(1), Value::Int(0)])]);

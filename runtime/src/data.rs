@@ -1,7 +1,7 @@
 //! Evidence: a batch of samples with optional missing values, validated against a plan.
 
-use crate::plan::{Domain, Plan};
 use crate::RuntimeError;
+use crate::plan::{Domain, Plan};
 
 /// A batch of samples, row-major `[num_samples, num_vars]`. Discrete values are category indices
 /// stored as `f32` (exact up to 2^24). `missing[i]` marks `values[i]` as unobserved; a missing
@@ -34,11 +34,7 @@ impl Evidence {
 
     /// Evidence where every variable of every sample is missing (unconditional queries).
     pub fn all_missing(num_vars: usize, num_samples: usize) -> Self {
-        Evidence {
-            num_vars,
-            values: vec![0.0; num_vars * num_samples],
-            missing: Some(vec![true; num_vars * num_samples]),
-        }
+        Evidence { num_vars, values: vec![0.0; num_vars * num_samples], missing: Some(vec![true; num_vars * num_samples]) }
     }
 
     pub fn num_samples(&self) -> usize {
@@ -118,11 +114,7 @@ impl Evidence {
     /// Rows `[start, end)` as a new batch (used to split data into mini-batches).
     pub fn slice(&self, start: usize, end: usize) -> Evidence {
         let (a, b) = (start * self.num_vars, end * self.num_vars);
-        Evidence {
-            num_vars: self.num_vars,
-            values: self.values[a..b].to_vec(),
-            missing: self.missing.as_ref().map(|m| m[a..b].to_vec()),
-        }
+        Evidence { num_vars: self.num_vars, values: self.values[a..b].to_vec(), missing: self.missing.as_ref().map(|m| m[a..b].to_vec()) }
     }
 
     /// The given rows, in the given order, as a new batch (used to shuffle mini-batches).

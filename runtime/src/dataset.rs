@@ -55,9 +55,7 @@ pub enum DataError {
     #[error("{path} is truncated: it should hold {expected_bytes} bytes but has only {found_bytes}")]
     Truncated { path: PathBuf, expected_bytes: u64, found_bytes: u64 },
     /// A binary file longer than its header says: the dimensions in the header are probably wrong.
-    #[error(
-        "{path} has {found_bytes} bytes but its header describes {expected_bytes}: the header's dimensions are wrong"
-    )]
+    #[error("{path} has {found_bytes} bytes but its header describes {expected_bytes}: the header's dimensions are wrong")]
     TrailingBytes { path: PathBuf, expected_bytes: u64, found_bytes: u64 },
     /// A binary header whose dimensions cannot describe samples (zero rows or columns).
     #[error("{path} has an invalid header: {detail}")]
@@ -136,10 +134,7 @@ fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(Evidence, [usize; 2]),
     let dims = check_idx(path, bytes, IDX_IMAGES_MAGIC, 3)?;
     let (rows, cols) = (dims[1], dims[2]);
     if rows == 0 || cols == 0 {
-        return Err(DataError::BadHeader {
-            path: path.to_path_buf(),
-            detail: format!("images of {rows}x{cols} pixels have no variables"),
-        });
+        return Err(DataError::BadHeader { path: path.to_path_buf(), detail: format!("images of {rows}x{cols} pixels have no variables") });
     }
     if rows.saturating_mul(cols) > MAX_VARIABLES {
         return Err(DataError::BadHeader {
@@ -186,23 +181,17 @@ pub fn read_idx_labeled(images: &Path, labels: &Path) -> Result<(Evidence, Vec<u
 }
 
 fn dim_u32(path: &Path, what: &str, d: usize) -> Result<u32, DataError> {
-    u32::try_from(d).map_err(|_| DataError::InvalidArgument {
-        path: path.to_path_buf(),
-        detail: format!("{what} {d} does not fit the IDX format's 32-bit dimensions"),
-    })
+    u32::try_from(d)
+        .map_err(|_| DataError::InvalidArgument { path: path.to_path_buf(), detail: format!("{what} {d} does not fit the IDX format's 32-bit dimensions") })
 }
 
 /// Write `count` images of `rows x cols` `u8` pixels (row-major, `images.len()` must be
 /// `count * rows * cols`) as an IDX3 file, atomically. Used to save generated samples in the
 /// format every MNIST tool reads, and by tests to build files with known contents.
 pub fn write_idx_images(path: &Path, images: &[u8], count: usize, rows: usize, cols: usize) -> Result<(), DataError> {
-    let dims =
-        [dim_u32(path, "image count", count)?, dim_u32(path, "row count", rows)?, dim_u32(path, "column count", cols)?];
+    let dims = [dim_u32(path, "image count", count)?, dim_u32(path, "row count", rows)?, dim_u32(path, "column count", cols)?];
     if rows == 0 || cols == 0 {
-        return Err(DataError::InvalidArgument {
-            path: path.to_path_buf(),
-            detail: format!("images of {rows}x{cols} pixels have no variables"),
-        });
+        return Err(DataError::InvalidArgument { path: path.to_path_buf(), detail: format!("images of {rows}x{cols} pixels have no variables") });
     }
     let expected = count.checked_mul(rows).and_then(|n| n.checked_mul(cols));
     if expected != Some(images.len()) {
@@ -301,13 +290,7 @@ impl Csv<'_> {
     }
 
     fn out_of_range(&self, line: usize, column: usize, field: &[u8], allowed: &str) -> DataError {
-        DataError::OutOfRange {
-            path: self.path.to_path_buf(),
-            line,
-            column,
-            value: show(field),
-            allowed: allowed.to_string(),
-        }
+        DataError::OutOfRange { path: self.path.to_path_buf(), line, column, value: show(field), allowed: allowed.to_string() }
     }
 
     /// One trimmed field -> (value, missing).
@@ -329,12 +312,7 @@ impl Csv<'_> {
                         Some(n) if n <= MAX_EXACT_INT => Ok((n as f32, false)),
                         // Real data may hold big integers; f32 rounding is expected there.
                         _ if self.kind == Kind::Real => self.real(f, line, column),
-                        _ => Err(self.out_of_range(
-                            line,
-                            column,
-                            f,
-                            "integers 0..=16777216 (larger ones are not exact in f32)",
-                        )),
+                        _ => Err(self.out_of_range(line, column, f, "integers 0..=16777216 (larger ones are not exact in f32)")),
                     };
                 }
                 if self.kind == Kind::Real {
@@ -349,11 +327,7 @@ impl Csv<'_> {
                     }
                     return Err(self.out_of_range(line, column, f, "non-negative integers"));
                 }
-                Err(self.malformed(
-                    line,
-                    column,
-                    format!("`{}` is not a non-negative integer (use read_csv_auto for real-valued data)", show(f)),
-                ))
+                Err(self.malformed(line, column, format!("`{}` is not a non-negative integer (use read_csv_auto for real-valued data)", show(f))))
             }
         }
     }
@@ -378,11 +352,7 @@ impl Csv<'_> {
             return Err(self.malformed(1, 1, "the file is gzip-compressed; decompress it first".into()));
         }
         if bytes.starts_with(&[0, 0, 8]) {
-            return Err(self.malformed(
-                1,
-                1,
-                "this is a binary IDX file, not CSV; read it with read_idx_images".into(),
-            ));
+            return Err(self.malformed(1, 1, "this is a binary IDX file, not CSV; read it with read_idx_images".into()));
         }
         let mut values: Vec<f32> = Vec::new();
         let mut mask: Vec<bool> = Vec::new();
@@ -403,11 +373,7 @@ impl Csv<'_> {
                 continue;
             }
             if let Some(b) = blank_line {
-                return Err(self.malformed(
-                    b,
-                    1,
-                    "blank line between samples (only trailing blank lines are allowed)".into(),
-                ));
+                return Err(self.malformed(b, 1, "blank line between samples (only trailing blank lines are allowed)".into()));
             }
             if num_vars == 0 {
                 let found = line.iter().filter(|&&b| b == b',').count() + 1;
@@ -429,12 +395,7 @@ impl Csv<'_> {
                 values.reserve(est.saturating_mul(num_vars));
                 mask.reserve(est.saturating_mul(num_vars));
             } else if fields != num_vars {
-                return Err(DataError::Ragged {
-                    path: path.to_path_buf(),
-                    line: line_no,
-                    expected: num_vars,
-                    found: fields,
-                });
+                return Err(DataError::Ragged { path: path.to_path_buf(), line: line_no, expected: num_vars, found: fields });
             }
         }
         if num_vars == 0 {
@@ -525,16 +486,10 @@ pub fn write_csv(path: &Path, ev: &Evidence, missing_marker: &str) -> Result<(),
             return Err(invalid(path, format!("missing-value marker {marker:?} would not read back as one field")));
         }
         if marker.parse::<f32>().is_ok() {
-            return Err(invalid(
-                path,
-                format!("missing-value marker {marker:?} is a number and would read back as data"),
-            ));
+            return Err(invalid(path, format!("missing-value marker {marker:?} is a number and would read back as data")));
         }
         if marker.is_empty() && n == 1 {
-            return Err(invalid(
-                path,
-                "an empty missing-value marker cannot mark a sample of one variable (it would be a blank line)",
-            ));
+            return Err(invalid(path, "an empty missing-value marker cannot mark a sample of one variable (it would be a blank line)"));
         }
     }
     let mut out = String::with_capacity(ev.values.len() * 2 + 16);

@@ -15,7 +15,7 @@ pub use cpu::{Conditional, CpuEngine, Flows, MpeResult, Trace};
 pub use data::Evidence;
 pub use error::{ParamsError, RuntimeError};
 pub use params::Params;
-pub use plan::{Dist, DistKind, Domain, Plan, PLAN_VERSION};
+pub use plan::{Dist, DistKind, Domain, PLAN_VERSION, Plan};
 
 /// Include the typed module that `pc_codegen::build::Config::compile` wrote into `OUT_DIR` for a
 /// circuit: `include_circuit!("foo");` defines `mod foo` (`foo::plan()`, `foo::CUDA_SOURCE`,

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
 use rand_chacha::ChaCha8Rng;
-use safetensors::{tensor::TensorView, Dtype, SafeTensorError, SafeTensors};
+use rayon::prelude::*;
+use safetensors::{Dtype, SafeTensorError, SafeTensors, tensor::TensorView};
 
 use crate::plan::{Dist, Plan, TensorLayout, TensorSpec};
-use crate::{atomic_write, ParamsError, RuntimeError};
+use crate::{ParamsError, RuntimeError, atomic_write};
 
 /// Tolerance on `|Σ θ - 1|` when checking that a distribution is normalized (f32 storage).
 pub const NORMALIZATION_TOL: f64 = 1e-3;
@@ -189,11 +189,7 @@ impl Params {
 
     /// Set the parameters of one IR node from a tensor in its file shape, validating it.
     pub fn set_node(&mut self, plan: &Plan, ir_node: u32, values: &[f32]) -> Result<(), ParamsError> {
-        let spec = plan
-            .tensors
-            .iter()
-            .find(|t| t.ir_node == ir_node)
-            .ok_or_else(|| ParamsError::UnexpectedTensor { name: format!("node{ir_node}") })?;
+        let spec = plan.tensors.iter().find(|t| t.ir_node == ir_node).ok_or_else(|| ParamsError::UnexpectedTensor { name: format!("node{ir_node}") })?;
         let expected: usize = spec.shape.iter().product();
         if values.len() != expected {
             return Err(ParamsError::ShapeMismatch { name: spec.name.clone(), expected: spec.shape.clone(), found: vec![values.len()] });
@@ -224,17 +220,14 @@ impl Params {
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let crc = checksum(tensors.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())));
         let crc = with_tags(crc, tags.iter().map(|(k, v)| (*k, v.as_str())));
-        let views = tensors
-            .iter()
-            .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data")));
+        let views = tensors.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data")));
         let mut meta = HashMap::from([
             ("format".to_string(), FORMAT_TAG.to_string()),
             ("version".to_string(), FORMAT_VERSION.to_string()),
             ("crc32".to_string(), format!("{crc:08x}")),
         ]);
         meta.extend(tags.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| ParamsError::Malformed { path: path.into(), detail: e.to_string() })?;
+        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| ParamsError::Malformed { path: path.into(), detail: e.to_string() })?;
         atomic_write(path, &bytes)
     }
 
@@ -255,9 +248,7 @@ impl Params {
     /// Parse parameter-file bytes (`path` only names the source in errors).
     pub fn from_bytes(plan: &Plan, bytes: &[u8], path: &Path) -> Result<Params, ParamsError> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| match e {
-            SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
-                ParamsError::Truncated { path: path.into(), detail: e.to_string() }
-            }
+            SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => ParamsError::Truncated { path: path.into(), detail: e.to_string() },
             SafeTensorError::MetadataIncompleteBuffer => match declared_len(bytes) {
                 Some(n) if bytes.len() > n => ParamsError::Malformed {
                     path: path.into(),
@@ -273,14 +264,9 @@ impl Params {
             return Err(ParamsError::Malformed { path: path.into(), detail: "not a pcc parameter file (metadata `format` is missing)".into() });
         }
         if info.get("version").map(String::as_str) != Some(FORMAT_VERSION) {
-            return Err(ParamsError::Malformed {
-                path: path.into(),
-                detail: format!("unsupported parameter format version {:?}", info.get("version")),
-            });
+            return Err(ParamsError::Malformed { path: path.into(), detail: format!("unsupported parameter format version {:?}", info.get("version")) });
         }
-        let recorded = info
-            .get("crc32")
-            .ok_or_else(|| ParamsError::Malformed { path: path.into(), detail: "checksum missing from metadata".into() })?;
+        let recorded = info.get("crc32").ok_or_else(|| ParamsError::Malformed { path: path.into(), detail: "checksum missing from metadata".into() })?;
         // Parse, then insist on the exact canonical spelling so a flipped bit in it is caught too.
         let expected = u32::from_str_radix(recorded, 16)
             .ok()
@@ -325,12 +311,7 @@ impl Params {
 fn declared_len(bytes: &[u8]) -> Option<usize> {
     let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
     let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
-    let end = header
-        .as_object()?
-        .values()
-        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
-        .max()
-        .unwrap_or(0);
+    let end = header.as_object()?.values().filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64()).max().unwrap_or(0);
     Some(8 + n + end as usize)
 }
 

@@ -197,11 +197,20 @@ pub struct TensorSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum IrLocation {
-    Input { node_start: u32, num_nodes: u32 },
-    Sum { node_start: u32, num_nodes: u32 },
+    Input {
+        node_start: u32,
+        num_nodes: u32,
+    },
+    Sum {
+        node_start: u32,
+        num_nodes: u32,
+    },
     /// A product is evaluated at every depth that consumes it (a pass-through copy per depth);
     /// a product used only inside another product is inlined and has no instance.
-    Product { num_nodes: u32, instances: Vec<ProductInstance> },
+    Product {
+        num_nodes: u32,
+        instances: Vec<ProductInstance>,
+    },
     /// Not reachable from the root: not compiled.
     Unused,
 }
@@ -242,23 +251,13 @@ pub struct Plan {
 impl Plan {
     /// Number of scalar sum edges (padding excluded), counting tied copies.
     pub fn num_sum_edges(&self) -> u64 {
-        self.depths
-            .iter()
-            .flat_map(|d| d.sums.iter())
-            .map(|p| p.counts.iter().map(|&c| c as u64 * p.block_size as u64).sum::<u64>())
-            .sum()
+        self.depths.iter().flat_map(|d| d.sums.iter()).map(|p| p.counts.iter().map(|&c| c as u64 * p.block_size as u64).sum::<u64>()).sum()
     }
 
     /// Number of learnable parameters (sum weights of untied sums plus input parameters).
     pub fn num_learnable_params(&self) -> u64 {
         let sums: u64 = self.em_blocks.iter().map(|b| b.width as u64 * b.block_size as u64).sum();
-        sums + self
-            .inputs
-            .iter()
-            .flat_map(|l| l.segments.iter())
-            .filter(|s| !s.tied)
-            .map(|s| s.num_nodes as u64 * s.dist.num_params() as u64)
-            .sum::<u64>()
+        sums + self.inputs.iter().flat_map(|l| l.segments.iter()).filter(|s| !s.tied).map(|s| s.num_nodes as u64 * s.dist.num_params() as u64).sum::<u64>()
     }
 
     /// Serialize deterministically (the same plan always gives the same bytes).
@@ -271,8 +270,7 @@ impl Plan {
         struct VersionOnly {
             version: u32,
         }
-        let v: VersionOnly = serde_json::from_str(text)
-            .map_err(|e| crate::RuntimeError::MalformedPlan(e.to_string()))?;
+        let v: VersionOnly = serde_json::from_str(text).map_err(|e| crate::RuntimeError::MalformedPlan(e.to_string()))?;
         if v.version != PLAN_VERSION {
             return Err(crate::RuntimeError::UnsupportedPlanVersion { found: v.version, supported: PLAN_VERSION });
         }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use pc_codegen::emit::{emit_with, EmitOptions, Precision};
+use pc_codegen::emit::{EmitOptions, Precision, emit_with};
 use pc_runtime::cuda::{compile_cubin_verbose, nvrtc_available};
 
 pub fn run(model: &Path, out: &PathBuf, check: bool, arch: &str, precision: Precision) -> Result<()> {

@@ -1,9 +1,9 @@
 //! The engine a command runs on: the GPU engine where `--device` allows and a GPU is usable,
 //! otherwise the CPU engine, with one line saying why.
 
-use anyhow::{bail, Result};
-use pc_codegen::emit::{emit_with, EmitOptions, Precision};
+use anyhow::{Result, bail};
 use pc_codegen::Model;
+use pc_codegen::emit::{EmitOptions, Precision, emit_with};
 use pc_runtime::cuda::{DeviceData, GpuEngine, KernelCache};
 use pc_runtime::{Conditional, CpuEngine, Evidence, MpeResult, Params};
 
@@ -20,7 +20,9 @@ impl Engine {
     pub fn new(model: &Model, device: Device, precision: Precision) -> Result<Engine> {
         if device == Device::Cpu {
             if precision != Precision::Fp32 {
-                bail!("--precision {precision} selects the GPU engine's tensor-core kernels; the CPU engine (--device cpu) computes in f32/f64: drop --precision or use --device cuda");
+                bail!(
+                    "--precision {precision} selects the GPU engine's tensor-core kernels; the CPU engine (--device cpu) computes in f32/f64: drop --precision or use --device cuda"
+                );
             }
             return Ok(Engine::Cpu(Box::new(model.cpu_engine()?)));
         }

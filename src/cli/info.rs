@@ -10,10 +10,8 @@ pub fn run(dir: &Path, json: bool) -> Result<()> {
     let partitions: usize = plan.depths.iter().map(|d| d.prods.len() + d.sums.len()).sum();
     let per_sample = 4 * (plan.num_nodes as u64 + plan.num_elements as u64);
     let fixed = 4 * (plan.num_sum_params as u64 + plan.num_input_params as u64) + 8 * (plan.num_sum_params as u64 + plan.num_input_flows as u64);
-    let memory: serde_json::Map<String, serde_json::Value> = [1u64, 64, 512, 4096]
-        .iter()
-        .map(|&b| (format!("batch_{b}"), serde_json::json!(fixed + 2 * b * per_sample)))
-        .collect();
+    let memory: serde_json::Map<String, serde_json::Value> =
+        [1u64, 64, 512, 4096].iter().map(|&b| (format!("batch_{b}"), serde_json::json!(fixed + 2 * b * per_sample))).collect();
     let summary = serde_json::json!({
         "variables": plan.num_vars,
         "node_vectors": m.circuit.nodes.len(),

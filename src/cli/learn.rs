@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use pc_codegen::structures::hclt::{self, HcltOptions, MiOptions};
 use pc_codegen::structures::{hmm, pd, rat_spn};

@@ -38,7 +38,8 @@ pub fn lock_model_dir(dir: &Path, what: &str) -> Result<ModelLock> {
         _ => anyhow::Error::new(e).context(format!("cannot lock {}", path.display())),
     })?;
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    file.set_len(0).and_then(|_| write!(file, "pcc {what} (pid {}, since unix time {since})", std::process::id()))
+    file.set_len(0)
+        .and_then(|_| write!(file, "pcc {what} (pid {}, since unix time {since})", std::process::id()))
         .with_context(|| format!("cannot write the lock file {}", path.display()))?;
     for file_name in [pc_codegen::model::STRUCTURE_FILE, pc_codegen::model::PARAMS_FILE] {
         for stale in pc_runtime::remove_stale_temps(&dir.join(file_name)).with_context(|| format!("cannot clean {}", dir.display()))? {

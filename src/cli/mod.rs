@@ -13,11 +13,11 @@ pub mod train;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use pc_codegen::Model;
-use pc_runtime::dataset;
 use pc_runtime::Evidence;
+use pc_runtime::dataset;
 
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use pc_runtime::{dataset, Conditional};
+use pc_runtime::{Conditional, dataset};
 
 use super::DeviceArgs;
 

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use pc_runtime::{dataset, Domain, Evidence};
+use pc_runtime::{Domain, Evidence, dataset};
 
 use super::DeviceArgs;
 

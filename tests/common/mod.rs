@@ -149,9 +149,7 @@ impl Gen {
     }
 
     fn prod_edges(&mut self, nbp: u32, children: &[NodeId]) -> Vec<Vec<u32>> {
-        (0..nbp)
-            .map(|_| children.iter().map(|&c| self.rng.random_range(0..self.b.node(c).num_blocks())).collect())
-            .collect()
+        (0..nbp).map(|_| children.iter().map(|&c| self.rng.random_range(0..self.b.node(c).num_blocks())).collect()).collect()
     }
 
     fn sparse_edges(&mut self, nb: u32, child_blocks: u32) -> SumEdges {

@@ -20,8 +20,8 @@ pub mod partition;
 use std::collections::BTreeMap;
 
 use pc_runtime::plan::{
-    DepthPlan, DistKind, Domain, EmBlock, InputLayer, InputSegment, IrLocation, Plan, ProdPartition, ProductInstance,
-    SumPartition, TensorLayout, TensorSpec, PLAN_VERSION,
+    DepthPlan, DistKind, Domain, EmBlock, InputLayer, InputSegment, IrLocation, PLAN_VERSION, Plan, ProdPartition, ProductInstance, SumPartition, TensorLayout,
+    TensorSpec,
 };
 
 use crate::error::CircuitError;
@@ -403,10 +403,7 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
             match node {
                 Node::Input { .. } => IrLocation::Input { node_start: node_start[i], num_nodes: nn },
                 Node::Sum { .. } => IrLocation::Sum { node_start: node_start[i], num_nodes: nn },
-                Node::Product { .. } => IrLocation::Product {
-                    num_nodes: nn,
-                    instances: prod_instances.remove(&(i as u32)).unwrap_or_default(),
-                },
+                Node::Product { .. } => IrLocation::Product { num_nodes: nn, instances: prod_instances.remove(&(i as u32)).unwrap_or_default() },
             }
         });
         if !reach[i] {

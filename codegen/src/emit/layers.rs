@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
 use pc_runtime::plan::{DepthPlan, Dist, DistKind, InputLayer, Plan, SumPartition};
 
-use super::{distinct_nonzero, emit_em, fuse, mma, mma_bwd, next_unit, persistent, queries, render, shape_kernel, unit, EmitError, EmitOptions, Emitted};
 use super::{BLOCK, SMALL_MAX_WIDTH, SMALL_NODES_PER_BLOCK};
+use super::{EmitError, EmitOptions, Emitted, distinct_nonzero, emit_em, fuse, mma, mma_bwd, next_unit, persistent, queries, render, shape_kernel, unit};
 
 /// One emission's state.
 pub(super) struct Emitter<'a> {
@@ -55,7 +55,19 @@ impl<'a> Emitter<'a> {
         }
         let unit_start = source.len();
         unit(&mut source, "inputs");
-        Ok(Emitter { t, opts, source, m: Manifest::default(), emitted, unit_start, input_bwd: Vec::new(), depth_bwd: Vec::new(), max_rows: 0, packed_words: 0, packs: Vec::new() })
+        Ok(Emitter {
+            t,
+            opts,
+            source,
+            m: Manifest::default(),
+            emitted,
+            unit_start,
+            input_bwd: Vec::new(),
+            depth_bwd: Vec::new(),
+            max_rows: 0,
+            packed_words: 0,
+            packs: Vec::new(),
+        })
     }
 
     fn table(&mut self, data: Vec<u32>) -> KernelArg {
@@ -102,12 +114,42 @@ impl<'a> Emitter<'a> {
             ctx.insert("kind", kind);
             self.source += &render(&self.t, "input_bwd", &ctx)?;
             let nst = self.table(nstats);
-            let args = vec![KernelArg::InputStats, KernelArg::NodeFlows, KernelArg::Data, KernelArg::Missing, KernelArg::LeafTable, ids, vars, aux, nst, KernelArg::Count, KernelArg::Batch];
+            let args = vec![
+                KernelArg::InputStats,
+                KernelArg::NodeFlows,
+                KernelArg::Data,
+                KernelArg::Missing,
+                KernelArg::LeafTable,
+                ids,
+                vars,
+                aux,
+                nst,
+                KernelArg::Count,
+                KernelArg::Batch,
+            ];
             let layer = format!("{kind} inputs");
-            self.input_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer, count: n as u32, threads_per_sample: n, block: BLOCK, args, small: None }));
+            self.input_bwd.push(Step::Launch(KernelSpec {
+                scales_with_batch: true,
+                name: bname,
+                layer,
+                count: n as u32,
+                threads_per_sample: n,
+                block: BLOCK,
+                args,
+                small: None,
+            }));
         }
         let args = vec![KernelArg::Nodes, KernelArg::Data, KernelArg::Missing, KernelArg::LeafTable, ids, vars, aux, KernelArg::Count, KernelArg::Batch];
-        self.m.forward.push(KernelSpec { scales_with_batch: true, name, layer: format!("{kind} inputs"), count: n as u32, threads_per_sample: n, block: BLOCK, args, small: None });
+        self.m.forward.push(KernelSpec {
+            scales_with_batch: true,
+            name,
+            layer: format!("{kind} inputs"),
+            count: n as u32,
+            threads_per_sample: n,
+            block: BLOCK,
+            args,
+            small: None,
+        });
         Ok(())
     }
 
@@ -197,7 +239,16 @@ impl<'a> Emitter<'a> {
         // One CUDA block per (sum block, tile of nodes, sample).
         let (count, tiles) = (part.nids.len() as u32, part.block_size.div_ceil(SMALL_NODES_PER_BLOCK) as u64);
         let threads_per_sample = count as u64 * tiles * BLOCK as u64;
-        Ok(Some(KernelSpec { name: kname, layer: format!("sums d{d} p{p}"), count, threads_per_sample, scales_with_batch: true, block: BLOCK, args, small: None }))
+        Ok(Some(KernelSpec {
+            name: kname,
+            layer: format!("sums d{d} p{p}"),
+            count,
+            threads_per_sample,
+            scales_with_batch: true,
+            block: BLOCK,
+            args,
+            small: None,
+        }))
     }
 
     /// A sum partition on tensor cores. The kernels see runs of blocks over the same children
@@ -205,7 +256,16 @@ impl<'a> Emitter<'a> {
     /// rest), each with its own tables; small batches run the partition's small-batch variant
     /// once. (Merging keeps a block size that is a multiple of 16: one test for every part.)
     #[allow(clippy::too_many_arguments)] // the partition, its tables and the depth's facts
-    fn mma_sum(&mut self, d: usize, p: usize, part: &SumPartition, tb: SumTables, small: Option<KernelSpec>, exclusive_elements: bool, sum_bwd: &mut Vec<Step>) -> Result<(), EmitError> {
+    fn mma_sum(
+        &mut self,
+        d: usize,
+        p: usize,
+        part: &SumPartition,
+        tb: SumTables,
+        small: Option<KernelSpec>,
+        exclusive_elements: bool,
+        sum_bwd: &mut Vec<Step>,
+    ) -> Result<(), EmitError> {
         let layer = format!("sums d{d} p{p}");
         let parts = mma::MmaPart::split(part);
         let excl = mma_bwd::Exclusive { elements: exclusive_elements, params: distinct_nonzero(&part.pids) };
@@ -232,7 +292,8 @@ impl<'a> Emitter<'a> {
             self.m.forward.push(spec);
             self.max_rows += mp.count();
             self.next_unit(&format!("d{d}s{p}b{i}"));
-            let specs = mma_bwd::sum_backward(self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl)?.expect("the forward's shape");
+            let specs =
+                mma_bwd::sum_backward(self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl)?.expect("the forward's shape");
             sum_bwd.extend(specs.map(Step::Launch));
         }
         Ok(())
@@ -240,20 +301,57 @@ impl<'a> Emitter<'a> {
 
     /// A sum partition on the scalar fp32 kernels: forward, element flows (thread = edge and
     /// sample), parameter flows (CUDA block = block and child; it loops over nodes and samples).
-    fn scalar_sum(&mut self, d: usize, p: usize, part: &SumPartition, tb: SumTables, small: Option<KernelSpec>, sum_bwd: &mut Vec<Step>) -> Result<(), EmitError> {
+    fn scalar_sum(
+        &mut self,
+        d: usize,
+        p: usize,
+        part: &SumPartition,
+        tb: SumTables,
+        small: Option<KernelSpec>,
+        sum_bwd: &mut Vec<Step>,
+    ) -> Result<(), EmitError> {
         let (name, layer) = (format!("sum_fwd_bs{}_w{}", part.block_size, part.width), format!("sums d{d} p{p}"));
         shape_kernel(&self.t, &mut self.emitted, &mut self.source, "sum_fwd", &name, part.block_size, part.width, Some(part.child_block_size))?;
         let count = part.nids.len() as u32;
         let threads_per_sample = count as u64 * part.block_size as u64;
         let small = small.map(Box::new);
-        self.m.forward.push(KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args: scalar_sum_args(tb), small });
+        self.m.forward.push(KernelSpec {
+            scales_with_batch: true,
+            name,
+            layer: layer.clone(),
+            count,
+            threads_per_sample,
+            block: BLOCK,
+            args: scalar_sum_args(tb),
+            small,
+        });
         let bname = format!("sum_bwd_bs{}_w{}", part.block_size, part.width);
         shape_kernel(&self.t, &mut self.emitted, &mut self.source, "sum_bwd", &bname, part.block_size, part.width, None)?;
         let SumTables { nids, cids, pids } = tb;
-        let args = |out: KernelArg| vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch];
+        let args = |out: KernelArg| {
+            vec![out, KernelArg::Nodes, KernelArg::NodeFlows, KernelArg::Elements, KernelArg::SumParams, nids, cids, pids, KernelArg::Count, KernelArg::Batch]
+        };
         let edges = count as u64 * part.width as u64;
-        let eflow = KernelSpec { scales_with_batch: true, name: format!("{bname}_eflow"), layer: layer.clone(), count, threads_per_sample: edges, block: BLOCK, args: args(KernelArg::ElementFlows), small: None };
-        let pflow = KernelSpec { scales_with_batch: false, name: format!("{bname}_pflow"), layer, count, threads_per_sample: edges * BLOCK as u64, block: BLOCK, args: args(KernelArg::SumFlows), small: None };
+        let eflow = KernelSpec {
+            scales_with_batch: true,
+            name: format!("{bname}_eflow"),
+            layer: layer.clone(),
+            count,
+            threads_per_sample: edges,
+            block: BLOCK,
+            args: args(KernelArg::ElementFlows),
+            small: None,
+        };
+        let pflow = KernelSpec {
+            scales_with_batch: false,
+            name: format!("{bname}_pflow"),
+            layer,
+            count,
+            threads_per_sample: edges * BLOCK as u64,
+            block: BLOCK,
+            args: args(KernelArg::SumFlows),
+            small: None,
+        };
         sum_bwd.extend([Step::Launch(eflow), Step::Launch(pflow)]);
         Ok(())
     }

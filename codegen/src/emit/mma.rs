@@ -43,8 +43,8 @@
 //! packs two k per word (`KCW = KC / 2`). The fragment layouts and bank analysis are in the template's header comment;
 //! `tests` replays the kernel's index arithmetic on the CPU against a plain matrix product.
 
-use pc_runtime::cuda::{KernelArg, KernelSpec};
 pub use pc_runtime::cuda::Precision;
+use pc_runtime::cuda::{KernelArg, KernelSpec};
 use pc_runtime::plan::SumPartition;
 
 use super::EmitError;
@@ -114,12 +114,20 @@ impl MmaPart {
                     }
                     len += 1;
                 }
-                if len == g { full.push(order[i..i + g].to_vec()) } else { rest.extend_from_slice(&order[i..i + len]) }
+                if len == g {
+                    full.push(order[i..i + g].to_vec())
+                } else {
+                    rest.extend_from_slice(&order[i..i + len])
+                }
                 i += len;
             }
             (full, rest)
         };
-        let pick = (2..=MAX_GROUP_ROWS / bs.max(1)).rev().filter(|g| g.is_power_of_two()).map(|g| (g, runs(g as usize))).find(|(g, (full, _))| 2 * full.len() * *g as usize >= n);
+        let pick = (2..=MAX_GROUP_ROWS / bs.max(1))
+            .rev()
+            .filter(|g| g.is_power_of_two())
+            .map(|g| (g, runs(g as usize)))
+            .find(|(g, (full, _))| 2 * full.len() * *g as usize >= n);
         let Some((g, (full, rest))) = pick else { return vec![whole()] };
         let merged = MmaPart {
             block_size: g * bs,
@@ -196,7 +204,22 @@ impl MmaShape {
         let kcw = if precision == Precision::Bf16 { kc / 2 } else { kc };
         let (warps_m, warps_n) = warps(tm);
         let threads = 32 * warps_m * warps_n;
-        Some(MmaShape { precision, block_size, sub: block_size, width, tm, nt: block_size / tm, kc, kstep, kcw, threads, warps_m, warps_n, mf: tm / warps_m / 16, nf: TB / warps_n / 8 })
+        Some(MmaShape {
+            precision,
+            block_size,
+            sub: block_size,
+            width,
+            tm,
+            nt: block_size / tm,
+            kc,
+            kstep,
+            kcw,
+            threads,
+            warps_m,
+            warps_n,
+            mf: tm / warps_m / 16,
+            nf: TB / warps_n / 8,
+        })
     }
 
     /// The shape of a (possibly merged) partition view.
@@ -315,7 +338,18 @@ pub(super) fn sum_forward(
         threads_per_sample: count as u64 * shape.nt as u64 * split as u64 * shape.threads as u64,
         scales_with_batch: false,
         block: shape.threads,
-        args: vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::PackedWeights, nids, cids, KernelArg::Count, KernelArg::Batch, KernelArg::SumMax, KernelArg::Int(moff as i32), poff_arg],
+        args: vec![
+            KernelArg::Nodes,
+            KernelArg::Elements,
+            KernelArg::PackedWeights,
+            nids,
+            cids,
+            KernelArg::Count,
+            KernelArg::Batch,
+            KernelArg::SumMax,
+            KernelArg::Int(moff as i32),
+            poff_arg,
+        ],
         small: None,
     };
     let pack = KernelSpec {

@@ -22,7 +22,7 @@
 use pc_runtime::cuda::{KernelArg, KernelSpec, Precision};
 
 use super::EmitError;
-use super::mma::{block_label, warps, MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS};
+use super::mma::{MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS, block_label, warps};
 
 const SUM_BWD_MMA: &str = include_str!("../../../templates/sum_bwd_mma.cu.tera");
 pub(super) const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
@@ -70,65 +70,31 @@ impl BwdShape {
     pub fn for_part(precision: Precision, part: &MmaPart) -> Option<BwdShape> {
         let (block_size, width) = (part.block_size, part.width);
         MmaShape::for_partition(precision, block_size, width)?;
-        let er = [128, 64, 32]
-            .into_iter()
-            .find(|&t| width >= t)
-            .unwrap_or(16);
+        let er = [128, 64, 32].into_iter().find(|&t| width >= t).unwrap_or(16);
         // tf32 stages a word per value: half the chunk keeps the prefetched next chunk in registers.
         let e_kc = block_size.min(p_kc(precision));
-        let pm = [128, 64, 32, 16]
-            .into_iter()
-            .find(|t| block_size.is_multiple_of(*t))
-            .expect("16 divides block_size");
-        Some(BwdShape {
-            precision,
-            block_size,
-            sub: part.sub,
-            width,
-            er,
-            e_kc,
-            pm,
-        })
+        let pm = [128, 64, 32, 16].into_iter().find(|t| block_size.is_multiple_of(*t)).expect("16 divides block_size");
+        Some(BwdShape { precision, block_size, sub: part.sub, width, er, e_kc, pm })
     }
 
     pub fn kernel_name(&self) -> String {
-        format!(
-            "sum_bwd_{}_bs{}_w{}",
-            self.precision,
-            block_label(self.block_size, self.sub),
-            self.width
-        )
+        format!("sum_bwd_{}_bs{}_w{}", self.precision, block_label(self.block_size, self.sub), self.width)
     }
 
     /// Child tiles of the element-flow kernel and of the parameter-flow kernel, node tiles of the latter.
     fn tiles(&self) -> (u32, u32, u32) {
-        (
-            self.width.div_ceil(self.er),
-            self.width.div_ceil(PC),
-            self.block_size / self.pm,
-        )
+        (self.width.div_ceil(self.er), self.width.div_ceil(PC), self.block_size / self.pm)
     }
 
     fn render(&self) -> Result<String, EmitError> {
-        let err = |e: tera::Error| EmitError::Template {
-            template: "sum_bwd_mma.cu.tera",
-            detail: format!("{e:?}"),
-        };
+        let err = |e: tera::Error| EmitError::Template { template: "sum_bwd_mma.cu.tera", detail: format!("{e:?}") };
         let mut t = tera::Tera::new();
         t.autoescape_on(Vec::<&str>::new());
-        t.add_raw_template("sum_bwd_mma", SUM_BWD_MMA)
-            .map_err(err)?;
+        t.add_raw_template("sum_bwd_mma", SUM_BWD_MMA).map_err(err)?;
         let mut ctx = tera::Context::new();
         ctx.insert("name", &self.kernel_name());
         ctx.insert("prec", self.precision.name());
-        ctx.insert(
-            "bf16",
-            if self.precision == Precision::Bf16 {
-                "true"
-            } else {
-                "false"
-            },
-        );
+        ctx.insert("bf16", if self.precision == Precision::Bf16 { "true" } else { "false" });
         ctx.insert("bs", &self.block_size);
         ctx.insert("sub", &self.sub);
         ctx.insert("group", &(self.block_size / self.sub));
@@ -212,9 +178,7 @@ pub(super) fn sum_backward(
     };
     // Element flows: (block, child tile) pairs split over the batch tiles like the forward.
     let items = count * rt;
-    let split = TARGET_CTAS
-        .div_ceil(items.max(1))
-        .clamp(1, MAX_SPLIT);
+    let split = TARGET_CTAS.div_ceil(items.max(1)).clamp(1, MAX_SPLIT);
     let (et, ..) = warp_grid(shape.er, TN);
     let (pt, ..) = warp_grid(shape.pm, PC);
     let eflow = KernelSpec {

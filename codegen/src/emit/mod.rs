@@ -182,8 +182,26 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
         m.tables.push(data);
         KernelArg::Table(m.tables.len() as u32 - 1)
     };
-    let args = vec![KernelArg::SumParams, KernelArg::SumFlows, table(start), table(stride), table(width), KernelArg::Count, KernelArg::StepSize, KernelArg::Pseudocount];
-    specs.push(KernelSpec { scales_with_batch: false, name: "em_sums".into(), layer: "sum EM".into(), count: rows as u32, threads_per_sample: rows, block: BLOCK, args, small: None });
+    let args = vec![
+        KernelArg::SumParams,
+        KernelArg::SumFlows,
+        table(start),
+        table(stride),
+        table(width),
+        KernelArg::Count,
+        KernelArg::StepSize,
+        KernelArg::Pseudocount,
+    ];
+    specs.push(KernelSpec {
+        scales_with_batch: false,
+        name: "em_sums".into(),
+        layer: "sum EM".into(),
+        count: rows as u32,
+        threads_per_sample: rows,
+        block: BLOCK,
+        args,
+        small: None,
+    });
     for layer in &plan.inputs {
         let kind = match layer.kind {
             DistKind::Categorical => "categorical",
@@ -220,7 +238,16 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
         ];
         // Categorical leaves: a warp per leaf (coalesced rows); other families: a thread per leaf.
         let threads = if layer.kind == DistKind::Categorical { 32 * n } else { n };
-        specs.push(KernelSpec { scales_with_batch: false, name: format!("em_{kind}"), layer: format!("{kind} EM"), count: n as u32, threads_per_sample: threads, block: BLOCK, args, small: None });
+        specs.push(KernelSpec {
+            scales_with_batch: false,
+            name: format!("em_{kind}"),
+            layer: format!("{kind} EM"),
+            count: n as u32,
+            threads_per_sample: threads,
+            block: BLOCK,
+            args,
+            small: None,
+        });
     }
     let mut ctx = tera::Context::new();
     ctx.insert("kinds", &kinds);

@@ -161,7 +161,17 @@ pub fn build(plan: &Plan, prologue: u32) -> Option<(PersistentForward, Vec<Shape
                     let mut words = [0u32; TASK_WORDS];
                     // The fast task reads its weights 16 bytes at a time.
                     let fast_bit = if shape.fast && (pids[0] + m0).is_multiple_of(4) { FAST_BIT } else { 0 };
-                    words[..9].copy_from_slice(&[sid | fast_bit | width << 16, sum.nids[r] + m0, pids[0] + m0, count, c0, pw as u32, producers.len() as u32, ntile, deps.len() as u32]);
+                    words[..9].copy_from_slice(&[
+                        sid | fast_bit | width << 16,
+                        sum.nids[r] + m0,
+                        pids[0] + m0,
+                        count,
+                        c0,
+                        pw as u32,
+                        producers.len() as u32,
+                        ntile,
+                        deps.len() as u32,
+                    ]);
                     words[15] = bulk;
                     tasks.extend_from_slice(&words);
                     deps.extend_from_slice(&producers);
@@ -264,7 +274,25 @@ impl Layout {
         let ev_floats = max_width.next_multiple_of(4) * batch;
         let off_slot = (off_ev + 2 * 4 * ev_floats).next_multiple_of(128);
         let slot_bytes = slot_bytes.next_multiple_of(128);
-        Layout { off_red, off_smx, off_gen, off_bnd, off_task, off_plist, off_ids, ids_words, off_ci, ci_words, off_out, out_floats, off_ev, ev_floats, off_slot, slot_bytes, total: off_slot + 2 * slot_bytes }
+        Layout {
+            off_red,
+            off_smx,
+            off_gen,
+            off_bnd,
+            off_task,
+            off_plist,
+            off_ids,
+            ids_words,
+            off_ci,
+            ci_words,
+            off_out,
+            out_floats,
+            off_ev,
+            ev_floats,
+            off_slot,
+            slot_bytes,
+            total: off_slot + 2 * slot_bytes,
+        }
     }
 }
 

@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use pc_runtime::cuda::{conditional_slots, KernelArg, KernelSpec, Manifest, QueryManifest, Step};
+use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, QueryManifest, Step, conditional_slots};
 use pc_runtime::plan::{DepthPlan, Dist, DistKind, Domain, InputLayer, Plan, SumPartition};
 
-use super::{EmitError, BLOCK};
+use super::{BLOCK, EmitError};
 
 const QUERY_PRELUDE: &str = include_str!("../../../templates/query_prelude.cu.tera");
 const QUERY_INPUT: &str = include_str!("../../../templates/query_input.cu.tera");
@@ -114,7 +114,15 @@ impl Leaves {
 pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -> Result<(), EmitError> {
     let t = engine()?;
     *source += &render(&t, "query_prelude", &tera::Context::new())?;
-    let mut e = QueryEmitter { t, source, tables: Tables::new(&mut m.tables), emitted: BTreeSet::new(), q: QueryManifest::default(), mpe_leaves: Vec::new(), sample_leaves: Vec::new() };
+    let mut e = QueryEmitter {
+        t,
+        source,
+        tables: Tables::new(&mut m.tables),
+        emitted: BTreeSet::new(),
+        q: QueryManifest::default(),
+        mpe_leaves: Vec::new(),
+        sample_leaves: Vec::new(),
+    };
     let (offsets, slots) = conditional_slots(plan);
     for layer in &plan.inputs {
         e.input_layer(plan, layer, &offsets, slots)?;
@@ -201,7 +209,23 @@ impl QueryEmitter<'_> {
             ctx.insert("nv", &plan.num_vars);
             let name = format!("input_{kind}_{pass}");
             self.kernel("query_input", &name, &mut ctx)?;
-            let args = vec![A::Output, A::NodeFlows, A::Data, A::Missing, A::LeafTable, A::InputParams, ids, vars, aux, pstart, nstats, A::Count, A::Batch, A::Seed, A::SampleOffset];
+            let args = vec![
+                A::Output,
+                A::NodeFlows,
+                A::Data,
+                A::Missing,
+                A::LeafTable,
+                A::InputParams,
+                ids,
+                vars,
+                aux,
+                pstart,
+                nstats,
+                A::Count,
+                A::Batch,
+                A::Seed,
+                A::SampleOffset,
+            ];
             let s = Step::Launch(leaf_spec(name, format!("{kind} inputs"), n, args));
             if pass == "mpe" { self.mpe_leaves.push(s) } else { self.sample_leaves.push(s) }
         }
@@ -247,7 +271,8 @@ impl QueryEmitter<'_> {
         let t = &mut self.tables;
         let (evar, eslot, encat, estart) = (t.get(evar), t.get(eslot), t.get(encat), t.get(estart));
         let (lid, laux, lpstart, lncat) = (t.get(lid), t.get(laux), t.get(lpstart), t.get(lncat));
-        let args = vec![A::Output, A::NodeFlows, A::Missing, A::LeafTable, A::InputParams, evar, eslot, encat, estart, lid, laux, lpstart, lncat, A::Count, A::Batch];
+        let args =
+            vec![A::Output, A::NodeFlows, A::Missing, A::LeafTable, A::InputParams, evar, eslot, encat, estart, lid, laux, lpstart, lncat, A::Count, A::Batch];
         let spec = KernelSpec { threads_per_sample: entries as u64 * kmax as u64, ..leaf_spec(name, format!("{kind} inputs"), entries, args) };
         self.q.conditionals.push(spec);
         Ok(())
@@ -319,7 +344,22 @@ impl QueryEmitter<'_> {
             use KernelArg as A;
             let args = match pass {
                 "max_fwd" => vec![A::Nodes, A::Elements, A::SumParams, nids, cids, pids, counts, A::Count, A::Batch, bs, w],
-                _ => vec![A::ElementFlows, A::NodeFlows, A::Elements, A::SumParams, nids, cids, pids, counts, A::Count, A::Batch, bs, w, A::Seed, A::SampleOffset],
+                _ => vec![
+                    A::ElementFlows,
+                    A::NodeFlows,
+                    A::Elements,
+                    A::SumParams,
+                    nids,
+                    cids,
+                    pids,
+                    counts,
+                    A::Count,
+                    A::Batch,
+                    bs,
+                    w,
+                    A::Seed,
+                    A::SampleOffset,
+                ],
             };
             let spec = KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
             match pass {

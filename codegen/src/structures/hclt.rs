@@ -150,23 +150,13 @@ pub fn mutual_information(data: &Evidence, opts: &MiOptions) -> Result<Vec<f64>,
         // SAFETY: A = Wᵀ rows [r0, r0+m) read from W [n x vb] with row stride 1, column stride vb;
         // B = W [n x vb] row-major; C = out [m x vb] row-major; all within their slices.
         unsafe {
-            matrixmultiply::sgemm(
-                m, n, vb, 1.0,
-                w.as_ptr().add(r0), 1, vb as isize,
-                w.as_ptr(), vb as isize, 1,
-                0.0, out.as_mut_ptr(), vb as isize, 1,
-            );
+            matrixmultiply::sgemm(m, n, vb, 1.0, w.as_ptr().add(r0), 1, vb as isize, w.as_ptr(), vb as isize, 1, 0.0, out.as_mut_ptr(), vb as isize, 1);
         }
     });
     let nf = n as f64;
     let xlogx = |p: f64| if p > 0.0 { p * p.ln() } else { 0.0 };
-    let entropy: Vec<f64> = (0..v)
-        .map(|i| {
-            -(0..bins)
-                .map(|a| xlogx((0..bins).map(|c| g[(i * bins + a) * vb + i * bins + c] as f64).sum::<f64>() / nf))
-                .sum::<f64>()
-        })
-        .collect();
+    let entropy: Vec<f64> =
+        (0..v).map(|i| -(0..bins).map(|a| xlogx((0..bins).map(|c| g[(i * bins + a) * vb + i * bins + c] as f64).sum::<f64>() / nf)).sum::<f64>()).collect();
     let mut mi = vec![0f64; v * v];
     mi.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
         for j in (i + 1)..v {
@@ -255,10 +245,7 @@ fn bfs(adj: &[Vec<u32>], root: u32) -> (Vec<u32>, Vec<Option<u32>>, Vec<u32>) {
 /// First vertex of minimum eccentricity.
 pub fn tree_center(v: usize, edges: &[(u32, u32)]) -> u32 {
     let adj = adjacency(v, edges);
-    (0..v as u32)
-        .map(|r| (bfs(&adj, r).2.into_iter().max().unwrap_or(0), r))
-        .min()
-        .map_or(0, |(_, r)| r)
+    (0..v as u32).map(|r| (bfs(&adj, r).2.into_iter().max().unwrap_or(0), r)).min().map_or(0, |(_, r)| r)
 }
 
 /// The Chow–Liu tree of `data`, rooted at its centre.

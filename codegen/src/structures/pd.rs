@@ -35,7 +35,7 @@
 
 use std::collections::HashMap;
 
-use super::common::{num_blocks, pow2_block_size, SplitMix64};
+use super::common::{SplitMix64, num_blocks, pow2_block_size};
 use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, NodeId};
@@ -96,7 +96,6 @@ impl PdOptions {
         })
     }
 }
-
 
 /// A rectangle `[r0, r1) x [c0, c1)`.
 type Rect = (u32, u32, u32, u32);
@@ -248,7 +247,16 @@ pub fn build(opts: &PdOptions) -> Result<Circuit, CircuitError> {
         true => (cut_points(opts.split_intervals.0, opts.height), cut_points(opts.split_intervals.1, opts.width)),
         false => (Vec::new(), Vec::new()),
     };
-    let mut pd = Pd { opts, b: CircuitBuilder::new(num_vars), rng: SplitMix64::new(opts.seed), memo: HashMap::new(), row_cuts, col_cuts, nb: num_blocks(opts.latents, bs), bs };
+    let mut pd = Pd {
+        opts,
+        b: CircuitBuilder::new(num_vars),
+        rng: SplitMix64::new(opts.seed),
+        memo: HashMap::new(),
+        row_cuts,
+        col_cuts,
+        nb: num_blocks(opts.latents, bs),
+        bs,
+    };
     let whole = (0, opts.height, 0, opts.width);
     let prods = pd.cut_products(whole);
     let root = if prods.is_empty() {

@@ -18,7 +18,7 @@
 //! [`RatSpnOptions::block_size`] overrides it. The partitions are drawn from
 //! [`RatSpnOptions::seed`]; the same options always give the same circuit.
 
-use super::common::{num_blocks, pow2_block_size, SplitMix64};
+use super::common::{SplitMix64, num_blocks, pow2_block_size};
 use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, NodeId};
@@ -126,8 +126,16 @@ pub fn build(opts: &RatSpnOptions) -> Result<Circuit, CircuitError> {
         return Err(CircuitError::Empty);
     }
     if opts.depth > MAX_DEPTH {
-        let levels = if opts.num_pieces >= 2 { format!("; {} pieces per split need at most {} levels for {} variables", opts.num_pieces, levels(opts.num_vars, opts.num_pieces), opts.num_vars) } else { String::new() };
-        return Err(CircuitError::BadOption { option: "depth", value: opts.depth.to_string(), reason: format!("more than {MAX_DEPTH} levels of splits{levels}") });
+        let levels = if opts.num_pieces >= 2 {
+            format!("; {} pieces per split need at most {} levels for {} variables", opts.num_pieces, levels(opts.num_vars, opts.num_pieces), opts.num_vars)
+        } else {
+            String::new()
+        };
+        return Err(CircuitError::BadOption {
+            option: "depth",
+            value: opts.depth.to_string(),
+            reason: format!("more than {MAX_DEPTH} levels of splits{levels}"),
+        });
     }
     let bs = opts.effective_block_size();
     let nb = num_blocks(opts.latents, bs);

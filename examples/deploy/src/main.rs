@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pc_runtime::cuda::{GpuEngine, KernelCache};
-use pc_runtime::{dataset, CpuEngine, Evidence};
+use pc_runtime::{CpuEngine, Evidence, dataset};
 
 const BIN: &str = "pcc-deploy-example";
 
@@ -379,9 +379,7 @@ impl Input {
             use pc_runtime::RuntimeError as E;
             let (local, e) = match e {
                 E::NonFiniteValue { sample, var } => (sample, E::NonFiniteValue { sample: sample + start, var }),
-                E::CategoryOutOfRange { sample, var, value, num_cats } => {
-                    (sample, E::CategoryOutOfRange { sample: sample + start, var, value, num_cats })
-                }
+                E::CategoryOutOfRange { sample, var, value, num_cats } => (sample, E::CategoryOutOfRange { sample: sample + start, var, value, num_cats }),
                 E::NotACategory { sample, var, value } => (sample, E::NotACategory { sample: sample + start, var, value }),
                 other => (0, other),
             };
@@ -642,7 +640,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{circuit, median, parse_args, quantile, Device, Query};
+    use super::{Device, Query, circuit, median, parse_args, quantile};
     use pc_runtime::Evidence;
 
     #[test]

@@ -7,9 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use pc_codegen::model::load_structure;
 use pc_codegen::Model;
-use pc_runtime::{dataset, Evidence};
+use pc_codegen::model::load_structure;
+use pc_runtime::{Evidence, dataset};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pcc-deploy-example");
 
@@ -77,13 +77,7 @@ fn stderr(o: &Output) -> String {
 fn pcc_query_marginal(lls: &[f32], json: bool) -> Vec<String> {
     lls.iter()
         .enumerate()
-        .map(|(s, ll)| {
-            if json {
-                serde_json::json!({ "sample": s, "log_marginal": ll }).to_string()
-            } else {
-                format!("sample {s}: log p(evidence) = {ll:.6}")
-            }
-        })
+        .map(|(s, ll)| if json { serde_json::json!({ "sample": s, "log_marginal": ll }).to_string() } else { format!("sample {s}: log p(evidence) = {ll:.6}") })
         .collect()
 }
 
@@ -164,7 +158,10 @@ fn stdin_input() {
     let want = pcc_query_marginal(&reference(&dir, &dataset::read_csv_auto(&csv, "?").unwrap()), true);
     let p = dir.join("params.safetensors");
     let p = p.to_str().unwrap();
-    for args in [vec!["--params", p, "--device", "cpu", "--query", "marginal", "--json"], vec!["--params", p, "--input", "-", "--device=cpu", "--query=marginal", "--json"]] {
+    for args in [
+        vec!["--params", p, "--device", "cpu", "--query", "marginal", "--json"],
+        vec!["--params", p, "--input", "-", "--device=cpu", "--query=marginal", "--json"],
+    ] {
         let got = stdout(&run(&args, Some(csv_rows().as_bytes())));
         assert_eq!(got.lines().collect::<Vec<_>>(), want, "{args:?}");
     }
@@ -351,7 +348,11 @@ fn stream_errors_name_the_line() {
     let o = run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}1,z,1\n").as_bytes()));
     fails(&o, 1, "<stdin>, line 6, column 2: `z` is not a number");
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 4, "the complete batches before the error were answered");
-    fails(&run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}1,1,9\n").as_bytes())), 1, "line 6: sample 5, variable 2: category 9 is out of range");
+    fails(
+        &run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}1,1,9\n").as_bytes())),
+        1,
+        "line 6: sample 5, variable 2: category 9 is out of range",
+    );
     fails(&run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}1,1\n").as_bytes())), 1, "line 6: 2 fields");
     fails(&run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}\n{ok}").as_bytes())), 1, "line 6, column 1: blank line between samples");
     // Trailing blank lines are fine.

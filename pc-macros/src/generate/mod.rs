@@ -7,8 +7,6 @@ use proc_macro2::{Span, TokenStream};
 use crate::parse::Input;
 
 pub fn expand(input: &Input) -> syn::Result<TokenStream> {
-    let text = pc_codegen::declare::expand(&input.decl, &input.runtime)
-        .map_err(|e| syn::Error::new_spanned(input.spans.range(&e.loc), e.message))?;
-    text.parse::<TokenStream>()
-        .map_err(|e| syn::Error::new(Span::call_site(), format!("pcc bug: the generated module does not parse: {e}")))
+    let text = pc_codegen::declare::expand(&input.decl, &input.runtime).map_err(|e| syn::Error::new_spanned(input.spans.range(&e.loc), e.message))?;
+    text.parse::<TokenStream>().map_err(|e| syn::Error::new(Span::call_site(), format!("pcc bug: the generated module does not parse: {e}")))
 }

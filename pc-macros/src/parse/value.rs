@@ -4,7 +4,7 @@ use pc_codegen::declare::{Arg, Call, Value};
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::parse::ParseStream;
-use syn::{bracketed, parenthesized, token, Ident, LitBool, LitFloat, LitInt, Token};
+use syn::{Ident, LitBool, LitFloat, LitInt, Token, bracketed, parenthesized, token};
 
 use super::{CallSpans, Range};
 

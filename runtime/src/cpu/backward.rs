@@ -64,12 +64,7 @@ fn sum_backward(part: &SumPartition, weights: &[f32], ws: &mut Workspace, mut si
         // SAFETY: Θᵀ is [W x bs] with row stride bs and column stride 1 inside `theta`; Y is
         // [bs x bc] row-major; P is [W x bc] row-major; sizes match the slices.
         unsafe {
-            matrixmultiply::sgemm(
-                w_count, bs, bc, 1.0,
-                theta.as_ptr(), bs as isize, 1,
-                ws.y.as_ptr(), bc as isize, 1,
-                0.0, ws.p.as_mut_ptr(), bc as isize, 1,
-            );
+            matrixmultiply::sgemm(w_count, bs, bc, 1.0, theta.as_ptr(), bs as isize, 1, ws.y.as_ptr(), bc as isize, 1, 0.0, ws.p.as_mut_ptr(), bc as isize, 1);
         }
         for (w, &c) in cids.iter().enumerate() {
             let ef = &mut ws.eflow[c as usize * bc..][..bc];
@@ -84,10 +79,20 @@ fn sum_backward(part: &SumPartition, weights: &[f32], ws: &mut Workspace, mut si
             // stride bc from Z [W x bc]; Q is [bs x W] row-major.
             unsafe {
                 matrixmultiply::sgemm(
-                    bs, bc, w_count, 1.0,
-                    ws.y.as_ptr(), bc as isize, 1,
-                    ws.x.as_ptr(), 1, bc as isize,
-                    0.0, ws.q.as_mut_ptr(), w_count as isize, 1,
+                    bs,
+                    bc,
+                    w_count,
+                    1.0,
+                    ws.y.as_ptr(),
+                    bc as isize,
+                    1,
+                    ws.x.as_ptr(),
+                    1,
+                    bc as isize,
+                    0.0,
+                    ws.q.as_mut_ptr(),
+                    w_count as isize,
+                    1,
                 );
             }
             for w in 0..w_count {

@@ -89,12 +89,7 @@ pub(crate) fn sums(part: &SumPartition, weights: &[f32], ws: &mut Workspace) {
         // SAFETY: theta is [bs x W] with row stride 1 and column stride bs (w_count*bs elements),
         // x is [W x bc] row-major, y is [bs x bc] row-major; all slices have exactly these sizes.
         unsafe {
-            matrixmultiply::sgemm(
-                bs, w_count, bc, 1.0,
-                theta.as_ptr(), 1, bs as isize,
-                ws.x.as_ptr(), bc as isize, 1,
-                0.0, ws.y.as_mut_ptr(), bc as isize, 1,
-            );
+            matrixmultiply::sgemm(bs, w_count, bc, 1.0, theta.as_ptr(), 1, bs as isize, ws.x.as_ptr(), bc as isize, 1, 0.0, ws.y.as_mut_ptr(), bc as isize, 1);
         }
         for m in 0..bs {
             let out = &mut ws.node[(nid as usize + m) * bc..][..bc];

@@ -15,16 +15,16 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::RuntimeError;
 use crate::data::Evidence;
 use crate::params::Params;
 use crate::plan::{Dist, Domain, Plan};
-use crate::RuntimeError;
 use backward::FlowSink;
 use forward::Semiring;
 use traverse::{PlanIndex, Walk};
 use workspace::Workspace;
 
-pub(crate) use leaf::{sigma as leaf_sigma, HALF_LN_2PI};
+pub(crate) use leaf::{HALF_LN_2PI, sigma as leaf_sigma};
 
 /// Samples per chunk: large enough for efficient block products, small enough for the cache.
 pub const CHUNK: usize = 128;

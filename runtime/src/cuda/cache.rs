@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{compile_cubin, nvrtc_version, CudaError};
+use super::{CudaError, compile_cubin, nvrtc_version};
 
 /// A folder of `<key>.cubin` files.
 #[derive(Clone, Debug)]

@@ -5,13 +5,13 @@
 //! one stream. EM runs on the device too (the CPU engine's rule, in f32), so a training step never
 //! copies parameters to the host. Conditionals, MPE and sampling are in [`queries`].
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg, sys};
 
-use super::units::{compile_units, split_units, Modules, PERSISTENT_UNIT};
+use super::units::{Modules, PERSISTENT_UNIT, compile_units, split_units};
 
 mod persistent;
 mod pinned;
@@ -22,12 +22,12 @@ pub use resident::DeviceData;
 
 use pinned::PinnedWords;
 
-use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, Step, SMALL_BATCH, TASK_WORDS};
-use crate::cpu::{check_em_hyper_parameters, Flows};
+use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, SMALL_BATCH, Step, TASK_WORDS};
+use crate::RuntimeError;
+use crate::cpu::{Flows, check_em_hyper_parameters};
 use crate::data::Evidence;
 use crate::params::Params;
 use crate::plan::Plan;
-use crate::RuntimeError;
 
 /// A captured pass, replayed with one launch.
 struct Graph(CudaGraph);
@@ -412,7 +412,22 @@ impl GpuEngine {
         let staging = PinnedWords::new(s, io_layout(io_n).0, false)?;
         // SAFETY: written by the copy before the host reads it. Not write-combined: the host reads it.
         let host_root = unsafe { s.context().alloc_pinned_with_flags::<f32>(batch, 0)? };
-        let b = Buffers { forward_graph: None, train_graph: None, backward_graph: None, batch, nodes, elems, node_flows, elem_flows, smax, io, io_n, staging, staging_busy: false, host_root };
+        let b = Buffers {
+            forward_graph: None,
+            train_graph: None,
+            backward_graph: None,
+            batch,
+            nodes,
+            elems,
+            node_flows,
+            elem_flows,
+            smax,
+            io,
+            io_n,
+            staging,
+            staging_busy: false,
+            host_root,
+        };
         self.bytes.0 += b.bytes();
         self.bytes.1 = self.bytes.1.max(self.bytes.0);
         self.buffers = Some(b);
@@ -561,7 +576,8 @@ impl GpuEngine {
         let (words, at_seq) = io_layout(n);
         let (vals, rest) = bufs.staging.words_mut().split_at_mut(n);
         // SAFETY: `io_layout`: n words of f32 values, then ⌈n / 4⌉ words holding n mask bytes.
-        let (data, mask) = unsafe { (std::slice::from_raw_parts_mut(vals.as_mut_ptr() as *mut f32, n), std::slice::from_raw_parts_mut(rest.as_mut_ptr() as *mut u8, n)) };
+        let (data, mask) =
+            unsafe { (std::slice::from_raw_parts_mut(vals.as_mut_ptr() as *mut f32, n), std::slice::from_raw_parts_mut(rest.as_mut_ptr() as *mut u8, n)) };
         ev.transpose_into(data, mask);
         rest[at_seq - n] = seq;
         let (dst, _) = bufs.io.device_ptr(&self.stream);

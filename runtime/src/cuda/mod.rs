@@ -14,11 +14,14 @@ pub mod persistent;
 mod units;
 
 pub use cache::KernelCache;
-pub use device::{probe, GpuInfo};
+pub use device::{GpuInfo, probe};
 pub use engine::{DeviceData, GpuEngine, StartupTimings};
-pub use manifest::{conditional_slots, conditionals_from_slots, KernelArg, KernelSpec, Manifest, PersistentForward, Precision, QueryManifest, Step, SMALL_BATCH, INLINE_DEPS, TASK_WORDS};
+pub use manifest::{
+    INLINE_DEPS, KernelArg, KernelSpec, Manifest, PersistentForward, Precision, QueryManifest, SMALL_BATCH, Step, TASK_WORDS, conditional_slots,
+    conditionals_from_slots,
+};
 pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
-pub use units::{compile_units, split_units, Unit, PERSISTENT_UNIT, UNIT_MARKER};
+pub use units::{PERSISTENT_UNIT, UNIT_MARKER, Unit, compile_units, split_units};
 
 /// Errors of the CUDA layer; each says what is missing or what failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +30,9 @@ pub enum CudaError {
     NoDriver,
     #[error("the CUDA driver reports no device")]
     NoDevice,
-    #[error("NVRTC is not available: libnvrtc.so.13 could not be loaded (install the CUDA 13 NVRTC library, e.g. `pip install nvidia-cuda-nvrtc==13.0.*`, and add its lib folder to LD_LIBRARY_PATH)")]
+    #[error(
+        "NVRTC is not available: libnvrtc.so.13 could not be loaded (install the CUDA 13 NVRTC library, e.g. `pip install nvidia-cuda-nvrtc==13.0.*`, and add its lib folder to LD_LIBRARY_PATH)"
+    )]
     NoNvrtc,
     #[error("CUDA driver error: {0:?}")]
     Driver(#[from] cudarc::driver::DriverError),

@@ -61,7 +61,11 @@ pub(crate) struct Modules(Vec<(Option<String>, Arc<CudaModule>)>);
 
 impl Modules {
     pub fn load(ctx: &Arc<CudaContext>, cubins: Vec<(Option<String>, Vec<u8>)>) -> Result<Modules, CudaError> {
-        cubins.into_iter().map(|(src, c)| ctx.load_module(Ptx::from_binary(c)).map(|m| (src, m)).map_err(CudaError::from)).collect::<Result<_, _>>().map(Modules)
+        cubins
+            .into_iter()
+            .map(|(src, c)| ctx.load_module(Ptx::from_binary(c)).map(|m| (src, m)).map_err(CudaError::from))
+            .collect::<Result<_, _>>()
+            .map(Modules)
     }
 
     /// Kernel `name` from the module whose unit defines it, else the first module that has it

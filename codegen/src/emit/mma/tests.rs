@@ -359,9 +359,7 @@ fn check(prec: Precision, bs: u32, width: u32, batches: &[usize]) {
         // shared, summation order is not). The kernel shifts chunk c's children by the running
         // maximum M_c over chunks 0..=c before rounding, then scales by exp(M_c − M) in fp32.
         let kc = shape.kc as usize;
-        let round = |x: f32| -> f64 {
-            if prec == Precision::Bf16 { bf16_val(bf16_bits(x)) as f64 } else { f32::from_bits(tf32_bits(x)) as f64 }
-        };
+        let round = |x: f32| -> f64 { if prec == Precision::Bf16 { bf16_val(bf16_bits(x)) as f64 } else { f32::from_bits(tf32_bits(x)) as f64 } };
         for r in 0..n {
             for m in 0..bs_ {
                 for s in 0..b {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg, sys};
 
 use crate::cuda::manifest::PersistentForward;
 use crate::cuda::persistent::schedule;
@@ -103,7 +103,15 @@ impl PersistentState {
     /// `result` (the device address of host-mapped words, the call's sequence number on the
     /// device), the task that computes node `root` also writes its values, then the sequence
     /// number, to those words.
-    pub fn launch(&self, stream: &CudaStream, nodes: &CudaSlice<f32>, sum_params: &CudaSlice<f32>, batch: usize, result: Option<(u64, &CudaView<u32>)>, root: u32) -> Result<(), CudaError> {
+    pub fn launch(
+        &self,
+        stream: &CudaStream,
+        nodes: &CudaSlice<f32>,
+        sum_params: &CudaSlice<f32>,
+        batch: usize,
+        result: Option<(u64, &CudaView<u32>)>,
+        root: u32,
+    ) -> Result<(), CudaError> {
         let (b, no_trace, null) = (batch as i32, 0u64, 0u64);
         let mut l = stream.launch_builder(&self.func);
         l.arg(nodes).arg(sum_params).arg(&self.tasks).arg(&self.children).arg(&self.deps).arg(&self.poff).arg(&self.plist).arg(&self.ctl);

@@ -4,10 +4,10 @@
 //! from a [`cudarc::driver::PinnedHostSlice`]. Optionally mapped into the device's address space,
 //! for results the persistent kernel writes straight to the host.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use cudarc::driver::{result, sys, CudaStream, DriverError};
+use cudarc::driver::{CudaStream, DriverError, result, sys};
 
 /// `len` page-locked, zero-initialised 32-bit words.
 pub(super) struct PinnedWords {

@@ -14,10 +14,10 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaStream};
 use crate::cuda::units::Modules;
 
 use super::{Bind, Buffers, DeviceState, GpuEngine};
-use crate::cpu::{Conditional, MpeResult};
-use crate::cuda::{conditional_slots, conditionals_from_slots, CudaError, KernelArg, KernelSpec, QueryManifest, Step};
-use crate::data::Evidence;
 use crate::RuntimeError;
+use crate::cpu::{Conditional, MpeResult};
+use crate::cuda::{CudaError, KernelArg, KernelSpec, QueryManifest, Step, conditional_slots, conditionals_from_slots};
+use crate::data::Evidence;
 
 /// Samples per device batch of a query.
 pub const QUERY_BATCH: usize = 2048;

@@ -6,12 +6,12 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{sys, CudaSlice, DevicePtr};
+use cudarc::driver::{CudaSlice, DevicePtr, sys};
 
-use super::{io_layout, GpuEngine};
+use super::{GpuEngine, io_layout};
+use crate::RuntimeError;
 use crate::cuda::CudaError;
 use crate::data::Evidence;
-use crate::RuntimeError;
 
 /// A dataset on the device, variable-major (`[num_vars][num_samples]`, the layout of a pass's
 /// input rows), with its missing-value mask only when some value is missing.
