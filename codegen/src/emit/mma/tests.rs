@@ -103,20 +103,11 @@ struct Launch<'a> {
     elem: &'a [f32],
 }
 
-/// Replays the kernel; returns the node buffer (NaN where never written).
-fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
+/// Kernel `_pack`: every packed word, row i fastest, written once.
+fn pack_kernel(l: &Launch) -> Vec<Option<u32>> {
     let sh = l.shape;
-    let (w_, tm, nt_, kc, kstep) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kstep as usize);
-    let (nth, wn, mf, nf) = (sh.threads as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
-    let (wtm, wtn, kcw) = (mf * 16, nf * 8, sh.kcw as usize);
-    let (ld, kp_n, kl, tb) = (kcw + 4, kc / 2, nth / TB as usize, TB as usize);
-    assert!(tm % wtm == 0 && (tm / wtm) * wn == nth / 32 && wn * wtn == tb);
-    assert!(kc % kstep == 0 && kcw % 8 == 0 && (tb * kp_n) % nth == 0 && nth % tb == 0);
+    let (w_, tm, nt_, kc, kcw) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kcw as usize);
     let n_blocks = l.nids.len();
-    let split = MmaShape::split(n_blocks as u32, nt_ as u32) as usize;
-    let grid = n_blocks * nt_ * split; // the manifest's threads_per_sample / block
-    let b = l.b;
-    // kernel `_pack`: every packed word, row i fastest, written once.
     let (nch, sub, grp) = (w_.div_ceil(kc), sh.sub as usize, (sh.block_size / sh.sub) as usize);
     let mut packed = vec![None::<u32>; n_blocks * nt_ * nch * tm * kcw];
     for q in 0..packed.len() {
@@ -134,6 +125,66 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
         };
         assert!(packed[at].replace(word).is_none(), "packed word {at} written twice");
     }
+    packed
+}
+
+/// Kernel `issue`: chunk `k0`'s cp.async copies of node tile `tile` (= r · NT + nt) into sA and
+/// sR: packed weights 16 bytes a copy, raw child rows 16 bytes when B % 4 == 0, else 4; children
+/// past W and samples past B are not copied. Every thread's copies, each word written once.
+fn issue(l: &Launch, packed: &[Option<u32>], c: &[u32], tile: usize, k0: usize, b0: usize) -> (Vec<Option<u32>>, Vec<Option<f32>>) {
+    let sh = l.shape;
+    let (w_, tm, kc, kcw, nth, b) = (sh.width as usize, sh.tm as usize, sh.kc as usize, sh.kcw as usize, sh.threads as usize, l.b);
+    let (ld, tb, nch) = (kcw + 4, TB as usize, w_.div_ceil(kc));
+    let ch = k0 / kc;
+    let mut sa = vec![None::<u32>; tm * ld];
+    let mut sr = vec![None::<f32>; kc * tb];
+    let a0 = (tile * nch + ch) * tm * kcw;
+    let (av, rv, xv) = (tm * kcw / 4, kcw / 4, kc * tb / 4);
+    for tid in 0..nth {
+        for v in (tid..av).step_by(nth) {
+            let (row, w4) = (v / rv, v % rv);
+            for i in 0..4 {
+                assert!(sa[row * ld + 4 * w4 + i].is_none(), "weight word copied twice");
+                sa[row * ld + 4 * w4 + i] = Some(packed[a0 + row * kcw + 4 * w4 + i].expect("packed word unwritten"));
+            }
+        }
+        if b.is_multiple_of(4) {
+            for v in (tid..xv).step_by(nth) {
+                let (kk, q) = (v / (tb / 4), 4 * (v % (tb / 4)));
+                if k0 + kk < w_ && b0 + q < b {
+                    for i in 0..4 {
+                        assert!(sr[kk * tb + q + i].is_none());
+                        sr[kk * tb + q + i] = Some(l.elem[c[k0 + kk] as usize * b + b0 + q + i]);
+                    }
+                }
+            }
+        } else {
+            for v in (tid..kc * tb).step_by(nth) {
+                let (kk, q) = (v / tb, v % tb);
+                if k0 + kk < w_ && b0 + q < b {
+                    assert!(sr[kk * tb + q].is_none());
+                    sr[kk * tb + q] = Some(l.elem[c[k0 + kk] as usize * b + b0 + q]);
+                }
+            }
+        }
+    }
+    (sa, sr)
+}
+
+/// Replays the kernel; returns the node buffer (NaN where never written).
+fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
+    let sh = l.shape;
+    let (w_, tm, nt_, kc, kstep) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kstep as usize);
+    let (nth, wn, mf, nf) = (sh.threads as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
+    let (wtm, wtn, kcw) = (mf * 16, nf * 8, sh.kcw as usize);
+    let (ld, kp_n, kl, tb) = (kcw + 4, kc / 2, nth / TB as usize, TB as usize);
+    assert!(tm % wtm == 0 && (tm / wtm) * wn == nth / 32 && wn * wtn == tb);
+    assert!(kc % kstep == 0 && kcw % 8 == 0 && (tb * kp_n) % nth == 0 && nth % tb == 0);
+    let n_blocks = l.nids.len();
+    let split = MmaShape::split(n_blocks as u32, nt_ as u32) as usize;
+    let grid = n_blocks * nt_ * split; // the manifest's threads_per_sample / block
+    let b = l.b;
+    let packed = pack_kernel(l);
     let mut node = vec![f32::NAN; num_nodes * b];
     let mut written = vec![false; num_nodes * b];
     let neg = f32::NEG_INFINITY;
@@ -157,42 +208,7 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
                 let mut k0 = 0;
                 while k0 < w_ {
                     let mut sx = vec![None::<u32>; tb * ld];
-                    // kernel: `issue`, the chunk's cp.async copies: packed weights (16 bytes), raw
-                    // child rows (16 bytes when B % 4 == 0, else 4); children past W and samples
-                    // past B are not copied.
-                    let ch = k0 / kc;
-                    let mut sa = vec![None::<u32>; tm * ld];
-                    let mut sr = vec![None::<f32>; kc * tb];
-                    let a0 = ((r * nt_ + nt) * nch + ch) * tm * kcw;
-                    let (av, rv, xv) = (tm * kcw / 4, kcw / 4, kc * tb / 4);
-                    for tid in 0..nth {
-                        for v in (tid..av).step_by(nth) {
-                            let (row, w4) = (v / rv, v % rv);
-                            for i in 0..4 {
-                                assert!(sa[row * ld + 4 * w4 + i].is_none(), "weight word copied twice");
-                                sa[row * ld + 4 * w4 + i] = Some(packed[a0 + row * kcw + 4 * w4 + i].expect("packed word unwritten"));
-                            }
-                        }
-                        if b.is_multiple_of(4) {
-                            for v in (tid..xv).step_by(nth) {
-                                let (kk, q) = (v / (tb / 4), 4 * (v % (tb / 4)));
-                                if k0 + kk < w_ && b0 + q < b {
-                                    for i in 0..4 {
-                                        assert!(sr[kk * tb + q + i].is_none());
-                                        sr[kk * tb + q + i] = Some(l.elem[c[k0 + kk] as usize * b + b0 + q + i]);
-                                    }
-                                }
-                            }
-                        } else {
-                            for v in (tid..kc * tb).step_by(nth) {
-                                let (kk, q) = (v / tb, v % tb);
-                                if k0 + kk < w_ && b0 + q < b {
-                                    assert!(sr[kk * tb + q].is_none());
-                                    sr[kk * tb + q] = Some(l.elem[c[k0 + kk] as usize * b + b0 + q]);
-                                }
-                            }
-                        }
-                    }
+                    let (sa, sr) = issue(l, &packed, c, r * nt_ + nt, k0, b0);
                     // kernel: each thread's child values from sR and chunk maximum (sMp[kh][j]).
                     let xq_n = tb * kp_n / nth;
                     let mut raw = vec![Vec::new(); nth];

@@ -28,6 +28,7 @@ impl PinnedWords {
         let flags = if mapped { sys::CU_MEMHOSTALLOC_DEVICEMAP } else { 0 };
         // SAFETY: a fresh allocation of `4 · len` bytes, zeroed before any use.
         let ptr = unsafe { result::malloc_host(4 * len, flags)? } as *mut u32;
+        // SAFETY: `ptr` holds `len` u32 words, just allocated.
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
         Ok(PinnedWords { ptr, len, stream: stream.clone() })
     }
