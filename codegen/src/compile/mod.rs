@@ -84,27 +84,7 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
     let reach = reachable(c);
 
     // 1. Flattened products.
-    let mut flat: Vec<Option<FlatProd>> = vec![None; n];
-    for (i, node) in c.nodes.iter().enumerate() {
-        if let Node::Product { children, num_blocks, block_size, edges } = node {
-            let mut fch = Vec::new();
-            let mut fe = vec![Vec::new(); *num_blocks as usize];
-            for (j, &ch) in children.iter().enumerate() {
-                if let Some(q) = &flat[ch.index()] {
-                    fch.extend_from_slice(&q.children);
-                    for (r, row) in fe.iter_mut().enumerate() {
-                        row.extend_from_slice(&q.edges[edges[r][j] as usize]);
-                    }
-                } else {
-                    fch.push(ch);
-                    for (r, row) in fe.iter_mut().enumerate() {
-                        row.push(edges[r][j]);
-                    }
-                }
-            }
-            flat[i] = Some(FlatProd { children: fch, edges: fe, block_size: *block_size });
-        }
-    }
+    let flat = flatten(c);
     let key_of = |ch: NodeId| if matches!(c.node(ch), Node::Product { .. }) { ProdKey::Ir(ch.0) } else { ProdKey::Wrap(ch.0) };
     let prod = |key: ProdKey| -> FlatProd {
         match key {
@@ -168,8 +148,7 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
     let num_dummy_nodes = max_prod_bs.max(1);
     let mut node_start = vec![u32::MAX; n];
     let mut cursor = num_dummy_nodes;
-    let kinds = [DistKind::Categorical, DistKind::Bernoulli, DistKind::Gaussian, DistKind::Indicator];
-    for kind in kinds {
+    for kind in KINDS {
         for (i, node) in c.nodes.iter().enumerate() {
             if let Node::Input { dist, .. } = node
                 && reach[i]
@@ -199,10 +178,61 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
     let num_nodes = cursor;
 
     // 3b. Sum parameters: per block, edges in IR order, child-major with the node fastest.
+    let (block_edges, bases, num_dummy_params, num_sum_params) = sum_param_bases(&units, &unit_of);
+
+    // 3c. Input parameters and flows (tied segments share their source's).
+    let (inputs, in_slots, ip, fl) = input_layers(c, &reach, &node_start);
+
+    // 3d. Elements: per depth, product instances in order of first use; dummy element 0.
+    let num_dummy_elements = 1u32;
+    let (instances, inst_order, prod_instances, num_elements) = element_instances(&units, &at_depth, &prod, num_dummy_elements);
+
+    // 4. Tables.
+    let refs = Refs { c, reach: &reach, node_start: &node_start, units: &units, unit_of: &unit_of, block_edges: &block_edges, bases: &bases };
+    let elements = Elements { instances: &instances, order: &inst_order };
+    let depths: Vec<DepthPlan> = (1..=max_depth as usize)
+        .map(|d| DepthPlan {
+            prods: product_partitions(&refs, &prod, &elements, d, opts),
+            sums: sum_partitions(&refs, &elements, &at_depth[d], &unit_start, d, opts),
+        })
+        .collect();
+
+    // EM metadata, fixed parameters, tensors, IR locations, domains.
+    let (em_blocks, fixed_params) = em_metadata(&units, &block_edges, &bases);
+    let (tensors, ir_nodes, domains) = tensors_and_locations(&refs, &in_slots, prod_instances);
+
+    Ok(Plan {
+        version: PLAN_VERSION,
+        num_vars: c.num_vars,
+        domains,
+        num_nodes,
+        num_dummy_nodes,
+        num_elements,
+        num_dummy_elements,
+        root: unit_start[root_unit],
+        inputs,
+        depths,
+        num_sum_params,
+        num_dummy_params,
+        num_input_params: ip,
+        num_input_flows: fl,
+        fixed_params,
+        em_blocks,
+        tensors,
+        ir_nodes,
+    })
+}
+
+/// Per unit and block, its edges (indices into the unit's edge list).
+type BlockEdges = Vec<Vec<Vec<usize>>>;
+
+/// Step 3b: per unit and block its edges and first weight (tied units share their source's),
+/// the dummy weights ahead of all, and the total.
+fn sum_param_bases(units: &[SumUnit], unit_of: &BTreeMap<u32, usize>) -> (BlockEdges, Vec<Vec<u32>>, u32, u32) {
     let num_dummy_params = units.iter().map(|u| u.block_size).max().unwrap_or(1);
     let mut pcursor = num_dummy_params;
     let mut block_edges: Vec<Vec<Vec<usize>>> = Vec::with_capacity(units.len());
-    for u in &units {
+    for u in units {
         let mut be = vec![Vec::new(); u.num_blocks as usize];
         for (e, &[b, _]) in u.edges.iter().enumerate() {
             be[b as usize].push(e);
@@ -226,7 +256,75 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
     }
     let num_sum_params = pcursor;
 
-    // 3c. Input parameters and flows (tied segments share their source's).
+    (block_edges, bases, num_dummy_params, num_sum_params)
+}
+
+/// Per depth, each product instance's first element and the instances in order of first use;
+/// per IR product, its instances; the element rows of the widest depth.
+type Instances = (Vec<BTreeMap<ProdKey, u32>>, Vec<Vec<ProdKey>>, BTreeMap<u32, Vec<ProductInstance>>, u32);
+
+/// Step 3d: the elements of each depth (its sums' product children, each once, after the dummy
+/// elements; every depth reuses the same element rows).
+fn element_instances(units: &[SumUnit], at_depth: &[Vec<usize>], prod: &dyn Fn(ProdKey) -> FlatProd, num_dummy_elements: u32) -> Instances {
+    let max_depth = at_depth.len() as u32 - 1;
+    let mut instances: Vec<BTreeMap<ProdKey, u32>> = vec![BTreeMap::new(); max_depth as usize + 1];
+    let mut inst_order: Vec<Vec<ProdKey>> = vec![Vec::new(); max_depth as usize + 1];
+    let mut prod_instances: BTreeMap<u32, Vec<ProductInstance>> = BTreeMap::new();
+    let mut num_elements = num_dummy_elements;
+    for d in 1..=max_depth {
+        let mut ecur = num_dummy_elements;
+        for &u in &at_depth[d as usize] {
+            for &k in &units[u].children {
+                if let std::collections::btree_map::Entry::Vacant(v) = instances[d as usize].entry(k) {
+                    v.insert(ecur);
+                    inst_order[d as usize].push(k);
+                    if let ProdKey::Ir(p) = k {
+                        prod_instances.entry(p).or_default().push(ProductInstance { depth: d - 1, element_start: ecur });
+                    }
+                    let p = prod(k);
+                    ecur += p.edges.len() as u32 * p.block_size;
+                }
+            }
+        }
+        num_elements = num_elements.max(ecur);
+    }
+
+    (instances, inst_order, prod_instances, num_elements)
+}
+
+/// Input families in layout order.
+const KINDS: [DistKind; 4] = [DistKind::Categorical, DistKind::Bernoulli, DistKind::Gaussian, DistKind::Indicator];
+
+/// Step 1: every IR product flattened (a product child inlined, its edges composed), so that a
+/// product reads only input and sum nodes.
+fn flatten(c: &Circuit) -> Vec<Option<FlatProd>> {
+    let mut flat: Vec<Option<FlatProd>> = vec![None; c.nodes.len()];
+    for (i, node) in c.nodes.iter().enumerate() {
+        if let Node::Product { children, num_blocks, block_size, edges } = node {
+            let mut fch = Vec::new();
+            let mut fe = vec![Vec::new(); *num_blocks as usize];
+            for (j, &ch) in children.iter().enumerate() {
+                if let Some(q) = &flat[ch.index()] {
+                    fch.extend_from_slice(&q.children);
+                    for (r, row) in fe.iter_mut().enumerate() {
+                        row.extend_from_slice(&q.edges[edges[r][j] as usize]);
+                    }
+                } else {
+                    fch.push(ch);
+                    for (r, row) in fe.iter_mut().enumerate() {
+                        row.push(edges[r][j]);
+                    }
+                }
+            }
+            flat[i] = Some(FlatProd { children: fch, edges: fe, block_size: *block_size });
+        }
+    }
+    flat
+}
+
+/// Step 3c: the input layers (by family, in node order), each untied input's first parameter and
+/// flow slot (tied inputs share their source's), and the parameter and flow totals.
+fn input_layers(c: &Circuit, reach: &[bool], node_start: &[u32]) -> (Vec<InputLayer>, InputSlots, u32, u32) {
     let (mut ip, mut fl) = (0u32, 0u32);
     let mut in_slots: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     for (i, node) in c.nodes.iter().enumerate() {
@@ -239,7 +337,7 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
         }
     }
     let mut inputs = Vec::new();
-    for kind in kinds {
+    for kind in KINDS {
         let mut segments = Vec::new();
         for (i, node) in c.nodes.iter().enumerate() {
             if let Node::Input { var, dist, tied_to, .. } = node
@@ -264,119 +362,125 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
         }
     }
 
-    // 3d. Elements: per depth, product instances in order of first use; dummy element 0.
-    let num_dummy_elements = 1u32;
-    let mut instances: Vec<BTreeMap<ProdKey, u32>> = vec![BTreeMap::new(); max_depth as usize + 1];
-    let mut inst_order: Vec<Vec<ProdKey>> = vec![Vec::new(); max_depth as usize + 1];
-    let mut prod_instances: BTreeMap<u32, Vec<ProductInstance>> = BTreeMap::new();
-    let mut num_elements = num_dummy_elements;
-    for d in 1..=max_depth {
-        let mut ecur = num_dummy_elements;
-        for &u in &at_depth[d as usize] {
-            for &k in &units[u].children {
-                if let std::collections::btree_map::Entry::Vacant(v) = instances[d as usize].entry(k) {
-                    v.insert(ecur);
-                    inst_order[d as usize].push(k);
-                    if let ProdKey::Ir(p) = k {
-                        prod_instances.entry(p).or_default().push(ProductInstance { depth: d - 1, element_start: ecur });
-                    }
-                    let p = prod(k);
-                    ecur += p.edges.len() as u32 * p.block_size;
+    (inputs, in_slots, ip, fl)
+}
+
+/// Each untied input's first parameter and flow slot, by IR node.
+type InputSlots = BTreeMap<u32, (u32, u32)>;
+
+/// What the later steps read of the earlier ones.
+struct Refs<'a> {
+    c: &'a Circuit,
+    reach: &'a [bool],
+    node_start: &'a [u32],
+    units: &'a [SumUnit],
+    unit_of: &'a BTreeMap<u32, usize>,
+    /// Per unit and block, its edges (indices into the unit's edge list).
+    block_edges: &'a [Vec<Vec<usize>>],
+    /// Per unit and block, its first weight.
+    bases: &'a [Vec<u32>],
+}
+
+/// Step 3d's result: per depth, each product instance's first element, in order of first use.
+struct Elements<'a> {
+    instances: &'a [BTreeMap<ProdKey, u32>],
+    order: &'a [Vec<ProdKey>],
+}
+
+/// Step 4, products of depth `d`: rows grouped by block size, partitioned by fan-in.
+fn product_partitions(r: &Refs, prod: &dyn Fn(ProdKey) -> FlatProd, el: &Elements, d: usize, opts: &CompileOptions) -> Vec<ProdPartition> {
+    let (node_start, tol) = (r.node_start, opts.sparsity_tolerance);
+    let (inst_order, instances) = (el.order, el.instances);
+    let mut groups: BTreeMap<u32, Vec<(u32, Vec<u32>)>> = BTreeMap::new();
+    for &k in &inst_order[d] {
+        let p = prod(k);
+        let start = instances[d][&k];
+        for (r, row) in p.edges.iter().enumerate() {
+            let cids = p.children.iter().zip(row).map(|(ch, &b)| node_start[ch.index()] + b * p.block_size).collect();
+            groups.entry(p.block_size).or_default().push((start + r as u32 * p.block_size, cids));
+        }
+    }
+    let mut prods = Vec::new();
+    for (bs, rows) in groups {
+        let counts: Vec<u32> = rows.iter().map(|r| r.1.len() as u32).collect();
+        let widths = partition_widths(&counts, tol, opts.max_partitions);
+        let mut parts: Vec<ProdPartition> = widths.iter().map(|&w| ProdPartition { block_size: bs, width: w, nids: Vec::new(), cids: Vec::new() }).collect();
+        for (nid, cids) in rows {
+            let part = &mut parts[partition_of(&widths, cids.len() as u32)];
+            part.nids.push(nid);
+            let pad = part.width as usize - cids.len();
+            part.cids.extend(cids);
+            part.cids.extend(std::iter::repeat_n(0, pad));
+        }
+        prods.extend(parts);
+    }
+    prods
+}
+
+/// Step 4, sums of depth `d` (its units `at_depth`): rows grouped by (block size, child block
+/// size), partitioned by fan-in; children are element ids, weights parameter ids.
+fn sum_partitions(r: &Refs, el: &Elements, at_depth: &[usize], unit_start: &[u32], d: usize, opts: &CompileOptions) -> Vec<SumPartition> {
+    let (units, block_edges, bases, instances, tol) = (r.units, r.block_edges, r.bases, el.instances, opts.sparsity_tolerance);
+    struct Row {
+        nid: u32,
+        cids: Vec<u32>,
+        pids: Vec<u32>,
+    }
+    let mut sgroups: BTreeMap<(u32, u32), Vec<Row>> = BTreeMap::new();
+    for &u in at_depth {
+        let unit = &units[u];
+        let (bs, cbs) = (unit.block_size, unit.child_block_size);
+        let mut prefix = vec![0u32];
+        for &b in &unit.child_blocks {
+            prefix.push(prefix.last().unwrap() + b);
+        }
+        for (i, edges) in block_edges[u].iter().enumerate() {
+            let mut row = Row { nid: unit_start[u] + i as u32 * bs, cids: Vec::new(), pids: Vec::new() };
+            for (l, &e) in edges.iter().enumerate() {
+                let j = unit.edges[e][1];
+                let t = prefix.partition_point(|&p| p <= j) - 1;
+                let elem = instances[d][&unit.children[t]] + (j - prefix[t]) * cbs;
+                for k in 0..cbs {
+                    row.cids.push(elem + k);
+                    row.pids.push(bases[u][i] + (l as u32 * cbs + k) * bs);
                 }
             }
+            sgroups.entry((bs, cbs)).or_default().push(row);
         }
-        num_elements = num_elements.max(ecur);
     }
-
-    // 4. Tables.
-    let tol = opts.sparsity_tolerance;
-    let mut depths = Vec::with_capacity(max_depth as usize);
-    for d in 1..=max_depth as usize {
-        // Products, grouped by block size.
-        let mut groups: BTreeMap<u32, Vec<(u32, Vec<u32>)>> = BTreeMap::new();
-        for &k in &inst_order[d] {
-            let p = prod(k);
-            let start = instances[d][&k];
-            for (r, row) in p.edges.iter().enumerate() {
-                let cids = p.children.iter().zip(row).map(|(ch, &b)| node_start[ch.index()] + b * p.block_size).collect();
-                groups.entry(p.block_size).or_default().push((start + r as u32 * p.block_size, cids));
-            }
+    let mut sums = Vec::new();
+    for ((bs, cbs), rows) in sgroups {
+        let counts: Vec<u32> = rows.iter().map(|r| r.cids.len() as u32).collect();
+        let widths = partition_widths(&counts, tol, opts.max_partitions);
+        let mut parts: Vec<SumPartition> = widths
+            .iter()
+            .map(|&w| SumPartition {
+                block_size: bs,
+                child_block_size: cbs,
+                width: w,
+                nids: Vec::new(),
+                cids: Vec::new(),
+                counts: Vec::new(),
+                pids: Vec::new(),
+            })
+            .collect();
+        for row in rows {
+            let part = &mut parts[partition_of(&widths, row.cids.len() as u32)];
+            let pad = part.width as usize - row.cids.len();
+            part.nids.push(row.nid);
+            part.counts.push(row.cids.len() as u32);
+            part.cids.extend(row.cids);
+            part.cids.extend(std::iter::repeat_n(0, pad));
+            part.pids.extend(row.pids);
+            part.pids.extend(std::iter::repeat_n(0, pad));
         }
-        let mut prods = Vec::new();
-        for (bs, rows) in groups {
-            let counts: Vec<u32> = rows.iter().map(|r| r.1.len() as u32).collect();
-            let widths = partition_widths(&counts, tol, opts.max_partitions);
-            let mut parts: Vec<ProdPartition> =
-                widths.iter().map(|&w| ProdPartition { block_size: bs, width: w, nids: Vec::new(), cids: Vec::new() }).collect();
-            for (nid, cids) in rows {
-                let part = &mut parts[partition_of(&widths, cids.len() as u32)];
-                part.nids.push(nid);
-                let pad = part.width as usize - cids.len();
-                part.cids.extend(cids);
-                part.cids.extend(std::iter::repeat_n(0, pad));
-            }
-            prods.extend(parts);
-        }
-        // Sums, grouped by (block size, child block size).
-        struct Row {
-            nid: u32,
-            cids: Vec<u32>,
-            pids: Vec<u32>,
-        }
-        let mut sgroups: BTreeMap<(u32, u32), Vec<Row>> = BTreeMap::new();
-        for &u in &at_depth[d] {
-            let unit = &units[u];
-            let (bs, cbs) = (unit.block_size, unit.child_block_size);
-            let mut prefix = vec![0u32];
-            for &b in &unit.child_blocks {
-                prefix.push(prefix.last().unwrap() + b);
-            }
-            for (i, edges) in block_edges[u].iter().enumerate() {
-                let mut row = Row { nid: unit_start[u] + i as u32 * bs, cids: Vec::new(), pids: Vec::new() };
-                for (l, &e) in edges.iter().enumerate() {
-                    let j = unit.edges[e][1];
-                    let t = prefix.partition_point(|&p| p <= j) - 1;
-                    let elem = instances[d][&unit.children[t]] + (j - prefix[t]) * cbs;
-                    for k in 0..cbs {
-                        row.cids.push(elem + k);
-                        row.pids.push(bases[u][i] + (l as u32 * cbs + k) * bs);
-                    }
-                }
-                sgroups.entry((bs, cbs)).or_default().push(row);
-            }
-        }
-        let mut sums = Vec::new();
-        for ((bs, cbs), rows) in sgroups {
-            let counts: Vec<u32> = rows.iter().map(|r| r.cids.len() as u32).collect();
-            let widths = partition_widths(&counts, tol, opts.max_partitions);
-            let mut parts: Vec<SumPartition> = widths
-                .iter()
-                .map(|&w| SumPartition {
-                    block_size: bs,
-                    child_block_size: cbs,
-                    width: w,
-                    nids: Vec::new(),
-                    cids: Vec::new(),
-                    counts: Vec::new(),
-                    pids: Vec::new(),
-                })
-                .collect();
-            for row in rows {
-                let part = &mut parts[partition_of(&widths, row.cids.len() as u32)];
-                let pad = part.width as usize - row.cids.len();
-                part.nids.push(row.nid);
-                part.counts.push(row.cids.len() as u32);
-                part.cids.extend(row.cids);
-                part.cids.extend(std::iter::repeat_n(0, pad));
-                part.pids.extend(row.pids);
-                part.pids.extend(std::iter::repeat_n(0, pad));
-            }
-            sums.extend(parts);
-        }
-        depths.push(DepthPlan { prods, sums });
+        sums.extend(parts);
     }
+    sums
+}
 
-    // EM metadata, fixed parameters, tensors, IR locations, domains.
+/// EM blocks of the untied sums and the fixed weights (the wrapper sum of a non-sum root).
+fn em_metadata(units: &[SumUnit], block_edges: &[Vec<Vec<usize>>], bases: &[Vec<u32>]) -> (Vec<EmBlock>, Vec<(u32, f32)>) {
     let mut em_blocks = Vec::new();
     let mut fixed_params = Vec::new();
     for (ui, u) in units.iter().enumerate() {
@@ -392,6 +496,18 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
             None => fixed_params.push((bases[ui][0], 1.0)),
         }
     }
+    (em_blocks, fixed_params)
+}
+
+/// Parameter tensors (safetensors names and layouts), each IR node's place in the plan, and the
+/// variables' domains.
+fn tensors_and_locations(
+    r: &Refs,
+    in_slots: &BTreeMap<u32, (u32, u32)>,
+    mut prod_instances: BTreeMap<u32, Vec<ProductInstance>>,
+) -> (Vec<TensorSpec>, Vec<IrLocation>, Vec<Domain>) {
+    let (c, reach, node_start, units, unit_of, block_edges, bases) = (r.c, r.reach, r.node_start, r.units, r.unit_of, r.block_edges, r.bases);
+    let n = c.nodes.len();
     let mut tensors = Vec::new();
     let mut ir_nodes = Vec::with_capacity(n);
     let mut domains = vec![Domain::Continuous; c.num_vars as usize];
@@ -450,26 +566,7 @@ pub fn compile_with(c: &Circuit, opts: &CompileOptions) -> Result<Plan, CircuitE
         }
     }
 
-    Ok(Plan {
-        version: PLAN_VERSION,
-        num_vars: c.num_vars,
-        domains,
-        num_nodes,
-        num_dummy_nodes,
-        num_elements,
-        num_dummy_elements,
-        root: unit_start[root_unit],
-        inputs,
-        depths,
-        num_sum_params,
-        num_dummy_params,
-        num_input_params: ip,
-        num_input_flows: fl,
-        fixed_params,
-        em_blocks,
-        tensors,
-        ir_nodes,
-    })
+    (tensors, ir_nodes, domains)
 }
 
 /// Nodes reachable from the root, plus the sources of reachable tied nodes (their parameters
