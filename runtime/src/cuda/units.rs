@@ -44,13 +44,12 @@ pub fn split_units(source: &str) -> Vec<Unit> {
         .collect()
 }
 
-/// CUBINs of `units` for `sm_{arch}` through `cache`, each on its own thread (NVRTC programs are
-/// independent), in the units' order.
+/// CUBINs of `units` for `sm_{arch}` through `cache`, in the units' order, compiled on rayon's
+/// threads (one per core: NVRTC programs are independent, and a program takes up to a few hundred
+/// MB while it compiles, so not one thread per unit).
 pub fn compile_units(cache: &KernelCache, units: &[Unit], arch: &str) -> Result<Vec<Vec<u8>>, CudaError> {
-    std::thread::scope(|s| {
-        let jobs: Vec<_> = units.iter().map(|u| s.spawn(move || cache.get_or_compile(&u.source, &format!("{}.cu", u.name), arch).map(|(c, _)| c))).collect();
-        jobs.into_iter().map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    })
+    use rayon::prelude::*;
+    units.par_iter().map(|u| cache.get_or_compile(&u.source, &format!("{}.cu", u.name), arch).map(|(c, _)| c)).collect()
 }
 
 /// The loaded modules of a source, each with its unit's text when known: a kernel is taken from
