@@ -495,3 +495,18 @@ fn too_many_variables_are_refused_before_allocating() {
     let err = read_idx_images(&p).unwrap_err();
     assert_names(&err, &p, &["65536x65536", "limit"]);
 }
+
+/// One rule tells IDX from CSV for every reader (CLI, `load_evidence`, the deployment binary):
+/// a leading NUL byte; bytes in memory parse as either through `evidence_from_bytes`.
+#[test]
+fn idx_or_csv_is_decided_in_one_place() {
+    use pcc::runtime::dataset::{evidence_from_bytes, is_idx};
+    assert!(is_idx(&[0, 0, 8, 3]) && is_idx(&[0]) && !is_idx(b"0,1\n") && !is_idx(b""));
+    let (ev, shape) = evidence_from_bytes(std::path::Path::new("x.csv"), b"0,1\n1,?\n", "?").unwrap();
+    assert_eq!((ev.num_vars, ev.num_samples(), shape), (2, 2, None));
+    // An IDX file of 2 images of 1 x 2 pixels.
+    let idx = [0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 7, 0, 255, 1];
+    let (ev, shape) = evidence_from_bytes(std::path::Path::new("x"), &idx, "?").unwrap();
+    assert_eq!((ev.num_vars, ev.num_samples(), shape), (2, 2, Some([1, 2])));
+    assert_eq!(ev.values, vec![7.0, 0.0, 255.0, 1.0]);
+}

@@ -447,14 +447,29 @@ pub fn idx_images_from_bytes(name: &Path, bytes: &[u8]) -> Result<(Evidence, [us
     parse_idx_images(name, bytes)
 }
 
+/// Whether data starting with `prefix` is an IDX file rather than CSV: no text file starts with a
+/// NUL byte, every IDX file does (its magic number's first two bytes are 0). The one rule every
+/// reader of "IDX or CSV" uses (the CLI, [`load_evidence`], the deployment binary).
+pub fn is_idx(prefix: &[u8]) -> bool {
+    prefix.first() == Some(&0)
+}
+
+/// A dataset from bytes already in memory: IDX images ([`is_idx`]), with their image shape, or
+/// CSV of numbers with `missing_marker` (or an empty field) marking missing values.
+pub fn evidence_from_bytes(name: &Path, bytes: &[u8], missing_marker: &str) -> Result<(Evidence, Option<[usize; 2]>), DataError> {
+    if is_idx(bytes) {
+        return parse_idx_images(name, bytes).map(|(ev, shape)| (ev, Some(shape)));
+    }
+    parse_csv(name, bytes, Kind::Real, missing_marker).map(|ev| (ev, None))
+}
+
 /// Read a dataset whatever its format: an IDX image file (recognized by its magic number, or by a
 /// name ending in `ubyte`) gives its images; anything else is read as CSV of numbers with `?`
 /// (or an empty field) marking missing values, as [`read_csv_auto`] does.
 pub fn load_evidence(path: &Path) -> Result<Evidence, DataError> {
     let bytes = read_all(path)?;
-    // No text file starts with a NUL byte; every IDX file does (its magic's first two bytes are 0).
     let idx_name = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("ubyte"));
-    if bytes.first() == Some(&0) || idx_name {
+    if is_idx(&bytes) || idx_name {
         return parse_idx_images(path, &bytes).map(|(ev, _)| ev);
     }
     parse_csv(path, &bytes, Kind::Real, "?")

@@ -80,16 +80,11 @@ impl DataArgs {
 }
 
 /// Read `path` once (a pipe or `/dev/stdin` cannot be reopened: sniffing the format from a first
-/// read and then reading again lost the bytes of the first read), then parse IDX images (by their
-/// magic number) or CSV.
+/// read and then reading again lost the bytes of the first read), then parse IDX images or CSV
+/// (`dataset::is_idx`).
 pub fn load_data(path: &Path, rows: Option<(usize, usize)>) -> Result<Data> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (ev, shape) = if bytes.len() >= 4 && bytes[..3] == [0, 0, 8] {
-        let (ev, shape) = dataset::idx_images_from_bytes(path, &bytes)?;
-        (ev, Some(shape))
-    } else {
-        (dataset::csv_auto_from_bytes(path, &bytes, "?")?, None)
-    };
+    let (ev, shape) = dataset::evidence_from_bytes(path, &bytes, "?")?;
     let n = ev.num_samples();
     let ev = match rows {
         Some((a, b)) => {

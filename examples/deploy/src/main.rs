@@ -324,10 +324,9 @@ impl Input {
         let read_err = |e: std::io::Error| fail(format!("cannot read {name}: {e}"));
         let format = match a.format {
             Some(f) => f,
-            // No text file starts with a NUL byte; every IDX file does.
-            None => match reader.fill_buf().map_err(read_err)?.first() {
-                Some(0) => Format::Idx,
-                _ => Format::Csv,
+            None => match dataset::is_idx(reader.fill_buf().map_err(read_err)?) {
+                true => Format::Idx,
+                false => Format::Csv,
             },
         };
         let source = match format {
