@@ -82,7 +82,8 @@ fn c_type(a: &KernelArg) -> &'static str {
 
 /// Parameter types of kernel `name` as declared in `source` (qualifiers dropped).
 fn signature(source: &str, name: &str) -> Vec<String> {
-    let at = source.find(&format!("void {name}(")).unwrap_or_else(|| panic!("kernel {name} is not defined")) + name.len() + 6;
+    // `void name(` or `void __launch_bounds__(…) name(`.
+    let at = source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("kernel {name} is not defined")) + name.len() + 2;
     let end = at + source[at..].find(')').unwrap();
     source[at..end]
         .split(',')
@@ -310,6 +311,7 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             // Each tensor-core partition's backward starts with its G-in-place launch (over the
             // blocks its flows kernels take); the rest match the scalar launches one to one.
             let all = launches(&e.manifest);
+            let all_bwd = all.clone();
             for (i, k) in all.iter().enumerate().filter(|(_, k)| k.name.ends_with("_gflow")) {
                 let next = &all[i + 1];
                 assert!(
@@ -343,6 +345,11 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                 }
             }
             assert_eq!(rows, e.manifest.sum_max_rows, "{name}: one maxima row per tensor-core sum block");
+            // Every tensor-core launch (forward, pack, G, flows) takes the manifest's arguments.
+            for k in e.manifest.forward.iter().chain(&e.manifest.em).chain(&all_bwd).filter(|k| k.name.contains(&format!("_{precision}_"))) {
+                let want: Vec<&str> = k.args.iter().map(c_type).collect();
+                assert_eq!(signature(&e.source, &k.name), want, "{name}: kernel {} takes the manifest's arguments in order", k.name);
+            }
             // EM as in fp32, then one pack kernel per tensor-core forward launch (same name with
             // `_pack`), whose regions of the packed weights tile the buffer in order.
             let n32 = fp32.manifest.em.len();

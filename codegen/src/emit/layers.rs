@@ -17,7 +17,7 @@ pub(super) struct Emitter<'a> {
     opts: &'a EmitOptions,
     source: String,
     m: Manifest,
-    /// Kernel names (and `mma_core`) already rendered: partitions of one shape share a kernel,
+    /// Kernel names already rendered: partitions of one shape share a kernel,
     /// so NVRTC time follows the number of distinct shapes, not of partitions.
     emitted: BTreeSet<String>,
     /// Where the current translation unit began.
@@ -48,10 +48,9 @@ impl<'a> Emitter<'a> {
     pub fn new(plan: &Plan, opts: &'a EmitOptions) -> Result<Emitter<'a>, EmitError> {
         let t = super::engine()?;
         let mut source = render(&t, "prelude", &tera::Context::new())?;
-        let mut emitted = BTreeSet::new();
+        let emitted = BTreeSet::new();
         if plan.depths.iter().flat_map(|d| &d.sums).any(|p| mma::MmaShape::for_partition(opts.precision, p.block_size, p.width).is_some()) {
             source += mma_bwd::MMA_CORE;
-            emitted.insert("mma_core".to_string());
         }
         let unit_start = source.len();
         unit(&mut source, "inputs");

@@ -297,8 +297,9 @@ impl MmaShape {
 }
 
 /// The launches of one sum partition's forward on tensor cores: the forward itself and the
-/// kernel that packs its weights (run after every EM step), rendering both (and the shared
-/// helpers) into `source` the first time their shape is seen. `tables`: nids, cids, pids;
+/// kernel that packs its weights (run after every EM step), rendering both into `source` the
+/// first time their shape is seen (the helpers they use are in the source's head, see
+/// `layers::Emitter::new`). `tables`: nids, cids, pids;
 /// `moff`: the partition's first row of the forward maxima; `poff`: its first packed word.
 /// `None`: the partition stays on the scalar kernel.
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement, as `mma_bwd::sum_backward`
@@ -316,9 +317,6 @@ pub(super) fn sum_forward(
     let count = part.count();
     let split = MmaShape::split(count, shape.nt);
     let name = shape.kernel_name();
-    if emitted.insert("mma_core".into()) {
-        *source += super::mma_bwd::MMA_CORE;
-    }
     if emitted.insert(name.clone()) {
         *source += &shape.render()?;
     }

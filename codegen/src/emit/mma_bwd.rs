@@ -149,9 +149,6 @@ pub(super) fn sum_backward(
     let Some(shape) = BwdShape::for_part(precision, part) else {
         return Ok(None);
     };
-    if emitted.insert("mma_core".into()) {
-        *source += MMA_CORE;
-    }
     let name = shape.kernel_name();
     if emitted.insert(name.clone()) {
         *source += &shape.render()?;
@@ -162,7 +159,6 @@ pub(super) fn sum_backward(
     let args = |out: KernelArg, excl: bool| {
         vec![
             out,
-            KernelArg::Nodes,
             KernelArg::NodeFlows,
             KernelArg::Elements,
             KernelArg::SumParams,
