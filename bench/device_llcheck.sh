@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One device call: self-check of carry/bin (--fast); the training log-likelihood of one epoch of
+# the fp32 path against the bf16 tensor-core path (same structure, same seed-0 parameters, same
+# data; issue 13's 0.5% point); then ncu kernel time and tensor-pipe use by family of one
+# training batch of each of NCU_MODELS. Logs under $OUT.
+# Usage: NCU_MODELS=hclt512,pd256 bash bench/device_llcheck.sh hclt32,hclt128,pd64
+set -uo pipefail
+models=${1:-hclt32,hclt128,hclt256,hclt512,pd64,pd128,pd256}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/card.txt
+echo "commit $(cat carry/commit.txt)"
+timeout ${SELFTEST_TIMEOUT:-120} carry/bin/gpu_selftest --fast carry/data > $OUT/selftest.txt 2>&1
+echo "selftest rc=$? passed $(grep -c PASS $OUT/selftest.txt) failed $(grep -c FAIL $OUT/selftest.txt)"
+grep -E "FAIL|ALL PASS|Error|error" $OUT/selftest.txt | head -8
+PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=fp32,bf16 timeout ${LL_TIMEOUT:-300} carry/bin/bench_gpu carry/data /tmp/suite "$models" > $OUT/llcheck.jsonl 2> $OUT/llcheck.err
+echo "llcheck rc=$?"
+python3 - "$OUT/llcheck.jsonl" <<'PY' | tee $OUT/llcheck.md
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+by = {}
+for r in rows:
+    by.setdefault(r["model"], {})[r["precision"]] = r
+print("| model | train mean LL fp32 | bf16 | relative difference | train s fp32 / bf16 | fwd s fp32 / bf16 |")
+print("| --- | --- | --- | --- | --- | --- |")
+for m, p in by.items():
+    if "fp32" in p and "bf16" in p:
+        a, b = p["fp32"], p["bf16"]
+        d = abs(b["train_mean_ll"] - a["train_mean_ll"]) / abs(a["train_mean_ll"])
+        print(f"| {m} | {a['train_mean_ll']:.3f} | {b['train_mean_ll']:.3f} | {100 * d:.4f}% | {a['train_s']:.2f} / {b['train_s']:.2f} | {a['fwd_s']:.2f} / {b['fwd_s']:.2f} |")
+PY
+for m in $(echo ${NCU_MODELS:-hclt512,pd256} | tr , ' '); do
+    [ -d /tmp/ncu-$m ] || carry/bin/pcc learn ${m%%[0-9]*} --data carry/data/images-idx3-ubyte --latents ${m##*[a-z]} -o /tmp/ncu-$m > /dev/null 2>&1
+    timeout ${NCU_TIMEOUT:-100} ncu --csv --metrics gpu__time_duration.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed \
+        carry/bin/pcc train /tmp/ncu-$m --data carry/data/images-idx3-ubyte --rows 0..512 --epochs 1 --em mini --batch-size 512 \
+        --device cuda --precision bf16 --quiet > $OUT/ncu-tc-$m.csv 2> $OUT/ncu-tc-$m.err
+    echo "ncu $m rc=$?"
+    python3 bench/ncu_families.py < $OUT/ncu-tc-$m.csv | tee $OUT/ncu-tc-$m-families.md | head -14
+done
