@@ -94,6 +94,26 @@ fn signature(source: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Categorical (and indicator) leaves read their probabilities, so the engine allocates the table
+/// of leaf constants (as large as the leaf statistics) only for circuits with Bernoulli or
+/// Gaussian leaves: exactly those bind it.
+#[test]
+fn only_bernoulli_and_gaussian_leaves_bind_the_leaf_table() {
+    use pcc::runtime::plan::DistKind;
+    let mut seen = [false; 2];
+    for (name, c) in corpus() {
+        let plan = compile(&c).unwrap();
+        let needs = plan.inputs.iter().any(|l| matches!(l.kind, DistKind::Bernoulli | DistKind::Gaussian));
+        seen[needs as usize] = true;
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let e = emit_with(&plan, &EmitOptions { precision }).unwrap();
+            assert_eq!(e.manifest.takes(&KernelArg::LeafTable), needs, "{name} ({precision}): leaf table bound iff some leaf needs it");
+            assert!(e.manifest.launches().count() > e.manifest.forward.len(), "{name}: launches() covers more than the forward");
+        }
+    }
+    assert_eq!(seen, [true, true], "the corpus has circuits of both kinds");
+}
+
 #[test]
 fn manifests_match_the_plan_and_sources_stay_compact() {
     for (name, c) in corpus() {

@@ -115,6 +115,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
             KernelArg::Missing => "missing.data()".into(),
             KernelArg::SumParams => "sum.data()".into(),
             KernelArg::LeafTable => "table.data()".into(),
+            KernelArg::InputParams => "prm.data()".into(),
             KernelArg::Table(i) => format!("tab[{i}].data()"),
             KernelArg::Batch => "B".into(),
             KernelArg::Count => format!("{}", k.count),
@@ -145,7 +146,7 @@ int main(int argc, char** argv) {{
     const int B = atoi(argv[2]), G = atoi(argv[3]);
     std::vector<std::vector<unsigned>> tab;
     for (int i = 0; i < {ntab}; ++i) tab.push_back(rd<unsigned>(dir + "/tab" + std::to_string(i)));
-    std::vector<float> sum = rd<float>(dir + "/sum"), table = rd<float>(dir + "/table"), data = rd<float>(dir + "/data");
+    std::vector<float> sum = rd<float>(dir + "/sum"), table = rd<float>(dir + "/table"), prm = rd<float>(dir + "/prm"), data = rd<float>(dir + "/data");
     std::vector<unsigned char> missing = rd<unsigned char>(dir + "/missing");
     std::vector<unsigned> tasks = rd<unsigned>(dir + "/tasks"), ech = rd<unsigned>(dir + "/ech"),
         deps = rd<unsigned>(dir + "/deps"), poff = rd<unsigned>(dir + "/poff"), plist = rd<unsigned>(dir + "/plist");
@@ -259,6 +260,7 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
         }
         write_f32(&d.join("sum"), &model.params.sum);
         write_f32(&d.join("table"), &model.params.leaf_table(&model.plan));
+        write_f32(&d.join("prm"), &model.params.input);
         write_u32(&d.join("ech"), &p.children);
         let src = format!("{SHIM}{KERNEL_SHIM}{}{}", e.source, driver(model, &e.manifest));
         std::fs::write(d.join("prog.cpp"), src).unwrap();

@@ -154,7 +154,10 @@ impl<'a> Dev<'a> {
                         let x = self.data[at];
                         let a = aux[i] as usize;
                         match kind {
-                            "categorical" => self.table[a + x as u32 as usize],
+                            // Categorical leaves read their probabilities: at the parameter
+                            // slots (the max pass's fourth table; the log-sum pass's third).
+                            "categorical" if max => self.prm[t[3][i] as usize + x as u32 as usize].ln(),
+                            "categorical" => self.prm[a + x as u32 as usize].ln(),
                             "bernoulli" => self.table[a + (x >= 0.5) as usize],
                             "gaussian" => {
                                 let c = &self.table[a..a + 3];
@@ -176,15 +179,8 @@ impl<'a> Dev<'a> {
                         let a = aux[i] as usize;
                         match kind {
                             "categorical" => {
-                                let q = &self.prm[pstart[i] as usize..];
-                                let (mut arg, mut best) = (0usize, NEG_INF);
-                                for j in 0..nstats[i] as usize {
-                                    if q[j] > best {
-                                        best = q[j];
-                                        arg = j;
-                                    }
-                                }
-                                self.table[a + arg]
+                                let q = &self.prm[pstart[i] as usize..][..nstats[i] as usize];
+                                q.iter().fold(0f32, |m, &p| m.max(p)).ln()
                             }
                             "bernoulli" => {
                                 let p = self.prm[pstart[i] as usize];

@@ -9,7 +9,9 @@ use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
 use pc_runtime::plan::{DepthPlan, Dist, DistKind, InputLayer, Plan, SumPartition};
 
 use super::{BLOCK, SMALL_MAX_WIDTH, SMALL_NODES_PER_BLOCK};
-use super::{EmitError, EmitOptions, Emitted, distinct_nonzero, emit_em, fuse, mma, mma_bwd, next_unit, persistent, queries, render, shape_kernel, unit};
+use super::{
+    EmitError, EmitOptions, Emitted, distinct_nonzero, emit_em, fuse, leaf_constants, mma, mma_bwd, next_unit, persistent, queries, render, shape_kernel, unit,
+};
 
 /// One emission's state.
 pub(super) struct Emitter<'a> {
@@ -80,6 +82,12 @@ impl<'a> Emitter<'a> {
     }
 
     /// One input layer: its forward kernel and (except indicators) its statistics kernel.
+    ///
+    /// Categorical leaves read their probabilities (`KernelArg::InputParams` at the parameter
+    /// slots) and take the logarithm in the kernel: no table of log-probabilities, which on
+    /// MNIST-sized HCLTs is as large as the parameters themselves (hclt1024: 0.77 GiB). Bernoulli
+    /// and Gaussian leaves read their constants from `KernelArg::LeafTable` (at the statistics
+    /// slots).
     pub fn input_layer(&mut self, layer: &InputLayer) -> Result<(), EmitError> {
         let kind = match layer.kind {
             DistKind::Categorical => "categorical",
@@ -87,7 +95,7 @@ impl<'a> Emitter<'a> {
             DistKind::Gaussian => "gaussian",
             DistKind::Indicator => "indicator",
         };
-        let (mut ids, mut vars, mut aux) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ids, mut vars, mut aux, mut pstart) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for seg in &layer.segments {
             for i in 0..seg.num_nodes {
                 ids.push(seg.node_start + i);
@@ -96,6 +104,7 @@ impl<'a> Emitter<'a> {
                     Dist::Indicator { num_states } => i % num_states,
                     d => seg.flow_start + i * d.num_stats(),
                 });
+                pstart.push(seg.param_start + i * seg.dist.num_params());
             }
         }
         let name = format!("input_{kind}_fwd");
@@ -106,6 +115,9 @@ impl<'a> Emitter<'a> {
         let n = ids.len() as u64;
         let nstats: Vec<u32> = layer.segments.iter().flat_map(|s| std::iter::repeat_n(s.dist.num_stats(), s.num_nodes as usize)).collect();
         let (ids, vars, aux) = (self.table(ids), self.table(vars), self.table(aux));
+        // Where the forward reads a leaf's constants: its probabilities, or its table slots.
+        let consts = leaf_constants(layer.kind);
+        let cslots = if layer.kind == DistKind::Categorical { self.table(pstart) } else { aux };
         if layer.kind != DistKind::Indicator {
             let bname = format!("input_{kind}_bwd");
             let mut ctx = tera::Context::new();
@@ -118,10 +130,11 @@ impl<'a> Emitter<'a> {
                 KernelArg::NodeFlows,
                 KernelArg::Data,
                 KernelArg::Missing,
-                KernelArg::LeafTable,
+                consts,
                 ids,
                 vars,
                 aux,
+                cslots,
                 nst,
                 KernelArg::Count,
                 KernelArg::Batch,
@@ -138,7 +151,7 @@ impl<'a> Emitter<'a> {
                 small: None,
             }));
         }
-        let args = vec![KernelArg::Nodes, KernelArg::Data, KernelArg::Missing, KernelArg::LeafTable, ids, vars, aux, KernelArg::Count, KernelArg::Batch];
+        let args = vec![KernelArg::Nodes, KernelArg::Data, KernelArg::Missing, consts, ids, vars, cslots, KernelArg::Count, KernelArg::Batch];
         self.m.forward.push(KernelSpec {
             scales_with_batch: true,
             name,

@@ -134,6 +134,18 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
 }
 
 /// True when no nonzero id occurs twice (0 is padding).
+/// Where a leaf family's kernels read their constants. Categorical leaves read their
+/// probabilities and take the logarithm themselves (a table of log-probabilities would be as
+/// large as the parameters: 0.77 GiB on hclt1024); Bernoulli and Gaussian leaves read the table
+/// the EM kernels refresh (`KernelArg::LeafTable`, at their statistics' slots), which the engine
+/// allocates only when some kernel binds it.
+fn leaf_constants(kind: DistKind) -> KernelArg {
+    match kind {
+        DistKind::Categorical | DistKind::Indicator => KernelArg::InputParams,
+        DistKind::Bernoulli | DistKind::Gaussian => KernelArg::LeafTable,
+    }
+}
+
 fn distinct_nonzero(ids: &[u32]) -> bool {
     let mut v: Vec<u32> = ids.iter().copied().filter(|&i| i != 0).collect();
     v.sort_unstable();
@@ -224,9 +236,9 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
         }
         let n = pstart.len() as u64;
         kinds.push(kind);
-        let args = vec![
-            KernelArg::InputParams,
-            KernelArg::LeafTable,
+        // Categorical leaves keep no table of constants (their kernels take the logarithm).
+        let leaf_table = (leaf_constants(layer.kind) == KernelArg::LeafTable).then_some(KernelArg::LeafTable);
+        let args = [KernelArg::InputParams].into_iter().chain(leaf_table).chain([
             KernelArg::InputStats,
             table(pstart),
             table(aux),
@@ -235,7 +247,8 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
             KernelArg::Count,
             KernelArg::StepSize,
             KernelArg::Pseudocount,
-        ];
+        ]);
+        let args = args.collect();
         // Categorical leaves: a warp per leaf (coalesced rows); other families: a thread per leaf.
         let threads = if layer.kind == DistKind::Categorical { 32 * n } else { n };
         specs.push(KernelSpec {

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, QueryManifest, Step, conditional_slots};
 use pc_runtime::plan::{DepthPlan, Dist, DistKind, Domain, InputLayer, Plan, SumPartition};
 
-use super::{BLOCK, EmitError};
+use super::{BLOCK, EmitError, leaf_constants};
 
 const QUERY_PRELUDE: &str = include_str!("../../../templates/query_prelude.cu.tera");
 const QUERY_INPUT: &str = include_str!("../../../templates/query_input.cu.tera");
@@ -200,7 +200,7 @@ impl QueryEmitter<'_> {
         let name = format!("input_{kind}_max_fwd");
         self.kernel("query_input", &name, &mut ctx)?;
         use KernelArg as A;
-        let args = vec![A::Nodes, A::Data, A::Missing, A::LeafTable, A::InputParams, ids, vars, aux, pstart, nstats, A::Count, A::Batch];
+        let args = vec![A::Nodes, A::Data, A::Missing, leaf_constants(layer.kind), A::InputParams, ids, vars, aux, pstart, nstats, A::Count, A::Batch];
         self.q.mpe_forward.push(leaf_spec(name, format!("{kind} inputs"), n, args));
         for pass in ["mpe", "sample"] {
             let mut ctx = tera::Context::new();
@@ -214,7 +214,7 @@ impl QueryEmitter<'_> {
                 A::NodeFlows,
                 A::Data,
                 A::Missing,
-                A::LeafTable,
+                leaf_constants(layer.kind),
                 A::InputParams,
                 ids,
                 vars,
@@ -230,7 +230,7 @@ impl QueryEmitter<'_> {
             if pass == "mpe" { self.mpe_leaves.push(s) } else { self.sample_leaves.push(s) }
         }
         if !cond.is_empty() {
-            self.conditionals(kind, cond, offsets, slots)?;
+            self.conditionals(layer.kind, cond, offsets, slots)?;
         }
         Ok(())
     }
@@ -239,7 +239,8 @@ impl QueryEmitter<'_> {
     /// category, sample) sums over the variable's leaves of this layer (CSR by variable, leaves
     /// in plan order as the CPU engine adds them). Layers run one after another and each adds to
     /// its own slots.
-    fn conditionals(&mut self, kind: &str, mut cond: Vec<CondLeaf>, offsets: &[u32], slots: u32) -> Result<(), EmitError> {
+    fn conditionals(&mut self, dist: DistKind, mut cond: Vec<CondLeaf>, offsets: &[u32], slots: u32) -> Result<(), EmitError> {
+        let kind = kind_name(dist);
         cond.sort_by_key(|l| l.var); // stable: plan order within a variable
         let (mut evar, mut eslot, mut encat, mut estart) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut lid, mut laux, mut lpstart, mut lncat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -271,8 +272,23 @@ impl QueryEmitter<'_> {
         let t = &mut self.tables;
         let (evar, eslot, encat, estart) = (t.get(evar), t.get(eslot), t.get(encat), t.get(estart));
         let (lid, laux, lpstart, lncat) = (t.get(lid), t.get(laux), t.get(lpstart), t.get(lncat));
-        let args =
-            vec![A::Output, A::NodeFlows, A::Missing, A::LeafTable, A::InputParams, evar, eslot, encat, estart, lid, laux, lpstart, lncat, A::Count, A::Batch];
+        let args = vec![
+            A::Output,
+            A::NodeFlows,
+            A::Missing,
+            leaf_constants(dist),
+            A::InputParams,
+            evar,
+            eslot,
+            encat,
+            estart,
+            lid,
+            laux,
+            lpstart,
+            lncat,
+            A::Count,
+            A::Batch,
+        ];
         let spec = KernelSpec { threads_per_sample: entries as u64 * kmax as u64, ..leaf_spec(name, format!("{kind} inputs"), entries, args) };
         self.q.conditionals.push(spec);
         Ok(())

@@ -273,7 +273,10 @@ impl GpuEngine {
         lap(&format!("{} parameters", params.sum.len() + params.input.len()), &mut t1);
         let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize).map_err(CudaError::from)?;
         let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
-        let leaf_table = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
+        // Only Bernoulli and Gaussian leaves read constants from a table (categorical ones take
+        // the logarithm of their probabilities in the kernel): one word when no kernel binds it.
+        let table_len = if manifest.takes(&KernelArg::LeafTable) { plan.num_input_flows as usize } else { 0 };
+        let leaf_table = stream.alloc_zeros::<f32>(table_len.max(1)).map_err(CudaError::from)?;
         let packed = stream.alloc_zeros::<u32>((manifest.packed_words as usize).max(1)).map_err(CudaError::from)?;
         lap("zeroed accumulators and leaf table", &mut t1);
         stream.synchronize().map_err(CudaError::from)?;

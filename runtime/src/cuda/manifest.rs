@@ -114,6 +114,25 @@ impl Manifest {
     pub fn from_json(text: &str) -> Result<Manifest, crate::RuntimeError> {
         serde_json::from_str(text).map_err(|e| crate::RuntimeError::MalformedManifest(e.to_string()))
     }
+
+    /// Every kernel launch of every pass (small-batch variants included).
+    pub fn launches(&self) -> impl Iterator<Item = &KernelSpec> {
+        fn steps(v: &[Step]) -> impl Iterator<Item = &KernelSpec> {
+            v.iter().filter_map(|s| match s {
+                Step::Launch(k) => Some(k),
+                Step::ZeroElementFlows => None,
+            })
+        }
+        let q = &self.queries;
+        let specs = self.forward.iter().chain(steps(&self.backward)).chain(&self.em).chain(&q.conditionals).chain(&q.mpe_forward);
+        let specs = specs.chain(steps(&q.mpe_backward)).chain(steps(&q.sample_backward));
+        specs.flat_map(|k| std::iter::once(k).chain(k.small.as_deref()))
+    }
+
+    /// Whether some launch binds `arg` (the engine allocates buffers no kernel reads as one word).
+    pub fn takes(&self, arg: &KernelArg) -> bool {
+        self.launches().any(|k| k.args.contains(arg))
+    }
 }
 
 /// One step of a pass.
