@@ -200,7 +200,12 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
             assert_eq!(e.source.matches(&format!("void __launch_bounds__(PCC_NT) {}(", p.kernel)).count(), 1, "{name}: persistent kernel");
             1
         });
-        assert_eq!(e.source.matches("__global__").count(), names.len() + persistent, "{name}: one kernel per distinct shape");
+        // Plus the engine's byte-dataset staging kernel, in the first unit.
+        let stage = format!("void {}(", pcc::runtime::cuda::STAGE_U8);
+        assert_eq!(e.source.matches(&stage).count(), 1, "{name}: the staging kernel is defined once");
+        let first_unit = pcc::runtime::cuda::split_units(&e.source).into_iter().next().unwrap();
+        assert!(first_unit.source.contains(&stage), "{name}: the staging kernel is in the first unit");
+        assert_eq!(e.source.matches("__global__").count(), names.len() + persistent + 1, "{name}: one kernel per distinct shape");
         let mut layers: Vec<&str> = e.manifest.forward.iter().map(|k| k.layer.as_str()).collect();
         layers.sort();
         layers.dedup();

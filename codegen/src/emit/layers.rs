@@ -56,6 +56,7 @@ impl<'a> Emitter<'a> {
         }
         let unit_start = source.len();
         unit(&mut source, "inputs");
+        source += super::STAGE_U8;
         Ok(Emitter {
             t,
             opts,

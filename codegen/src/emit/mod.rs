@@ -29,6 +29,9 @@ const PROD_BWD: &str = include_str!("../../../templates/prod_bwd.cu.tera");
 const INPUT_BWD: &str = include_str!("../../../templates/input_bwd.cu.tera");
 const EM: &str = include_str!("../../../templates/em.cu.tera");
 const FWD_PERSISTENT: &str = include_str!("../../../templates/fwd_persistent.cu.tera");
+/// The engine's copy of a byte dataset's rows into a pass's inputs (`pcc_stage_u8`); no
+/// parameters, so it is appended as is to the first unit.
+const STAGE_U8: &str = include_str!("../../../templates/stage_u8.cu.tera");
 
 /// Threads per CUDA block of every generated kernel.
 pub const BLOCK: u32 = 256;

@@ -18,7 +18,7 @@ mod pinned;
 mod queries;
 mod resident;
 
-pub use resident::DeviceData;
+pub use resident::{DeviceData, STAGE_U8};
 
 use pinned::PinnedWords;
 
@@ -121,6 +121,9 @@ pub struct GpuEngine {
     forward: Vec<(CudaFunction, Option<CudaFunction>)>,
     backward: Vec<Option<CudaFunction>>,
     em: Vec<CudaFunction>,
+    /// The copy of byte rows of resident data into a pass's inputs, when the source defines it
+    /// (sources emitted before it existed keep their datasets as floats).
+    stage_u8: Option<CudaFunction>,
     queries: queries::QueryFns,
     /// The small-batch forward pass as one persistent launch, when the plan has one.
     persistent: Option<persistent::PersistentState>,
@@ -236,6 +239,10 @@ impl GpuEngine {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+        let stage_u8 = match source.contains(&format!(" {}(", resident::STAGE_U8)) {
+            true => Some(modules.function(resident::STAGE_U8)?),
+            false => None,
+        };
         let queries = queries::QueryFns::load(&modules, &manifest.queries)?;
         let persistent = match (&manifest.persistent, &pending) {
             (Some(p), None) => persistent::PersistentState::load(&ctx, &modules, &stream, p)?,
@@ -305,6 +312,7 @@ impl GpuEngine {
             forward,
             backward,
             em,
+            stage_u8,
             queries,
             persistent,
             dev,

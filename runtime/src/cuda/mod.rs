@@ -15,7 +15,7 @@ mod units;
 
 pub use cache::KernelCache;
 pub use device::{GpuInfo, probe};
-pub use engine::{DeviceData, GpuEngine, StartupTimings};
+pub use engine::{DeviceData, GpuEngine, STAGE_U8, StartupTimings};
 pub use manifest::{
     INLINE_DEPS, KernelArg, KernelSpec, Manifest, PersistentForward, Precision, QueryManifest, SMALL_BATCH, Step, TASK_WORDS, conditional_slots,
     conditionals_from_slots,

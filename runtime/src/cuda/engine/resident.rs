@@ -6,17 +6,21 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{CudaSlice, DevicePtr, sys};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg, sys};
 
 use super::{GpuEngine, io_layout};
 use crate::RuntimeError;
 use crate::cuda::CudaError;
 use crate::data::Evidence;
 
+/// The kernel that widens byte rows into a pass's float inputs (emitted into every source's
+/// first unit, `templates/stage_u8.cu.tera`).
+pub const STAGE_U8: &str = "pcc_stage_u8";
+
 /// A dataset on the device, variable-major (`[num_vars][num_samples]`, the layout of a pass's
 /// input rows), with its missing-value mask only when some value is missing.
 pub struct DeviceData {
-    values: CudaSlice<f32>,
+    values: Values,
     mask: Option<CudaSlice<u8>>,
     num_samples: usize,
     num_vars: usize,
@@ -33,8 +37,24 @@ impl DeviceData {
 
     /// Device memory it holds (bytes).
     pub fn bytes(&self) -> usize {
-        4 * self.values.len() + self.mask.as_ref().map_or(0, |m| m.len())
+        let values = match &self.values {
+            Values::F32(v) => 4 * v.len(),
+            Values::U8(v) => v.len(),
+        };
+        values + self.mask.as_ref().map_or(0, |m| m.len())
     }
+
+    /// Whether the values are kept as bytes (every value an integer in 0..=255).
+    pub fn is_bytes(&self) -> bool {
+        matches!(self.values, Values::U8(_))
+    }
+}
+
+/// The values of a [`DeviceData`]: bytes when every value is an integer in 0..=255 (categorical
+/// and binary data: MNIST at a quarter of the memory), else floats.
+enum Values {
+    F32(CudaSlice<f32>),
+    U8(CudaSlice<u8>),
 }
 
 impl GpuEngine {
@@ -45,7 +65,14 @@ impl GpuEngine {
         ev.validate(&self.plan)?;
         let (values, mask) = ev.transposed();
         let n = ev.num_samples();
-        let values = self.stream.clone_htod(if values.is_empty() { &[0f32][..] } else { &values }).map_err(CudaError::from)?;
+        let bytes = self.stage_u8.is_some() && values.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0);
+        let values = match bytes {
+            true => {
+                let b: Vec<u8> = values.iter().map(|&x| x as u8).collect();
+                Values::U8(self.stream.clone_htod(if b.is_empty() { &[0u8][..] } else { &b }).map_err(CudaError::from)?)
+            }
+            false => Values::F32(self.stream.clone_htod(if values.is_empty() { &[0f32][..] } else { &values }).map_err(CudaError::from)?),
+        };
         let mask = match mask.iter().any(|&m| m != 0) {
             true => Some(self.stream.clone_htod(&mask).map_err(CudaError::from)?),
             false => None,
@@ -103,7 +130,6 @@ impl GpuEngine {
         let bufs = self.buffers.as_ref().expect("allocated above");
         let (n, nv, stream) = (bufs.io_n, data.num_vars, &self.stream);
         let (io, _) = bufs.io.device_ptr(stream);
-        let (vals, _) = data.values.device_ptr(stream);
         let copy = |src: u64, dst: u64, elem: usize| -> Result<(), CudaError> {
             let c = sys::CUDA_MEMCPY2D {
                 srcXInBytes: rows.start * elem,
@@ -128,7 +154,21 @@ impl GpuEngine {
             // bytes) of `io`, sized by `io_layout(nv · batch)`; both on this engine's stream.
             unsafe { sys::cuMemcpy2DAsync_v2(&c, stream.cu_stream()).result() }.map_err(CudaError::from)
         };
-        copy(vals, io, 4)?;
+        match &data.values {
+            Values::F32(v) => copy(v.device_ptr(stream).0, io, 4)?,
+            Values::U8(v) => {
+                let f = self.stage_u8.as_ref().expect("byte datasets exist only where the kernel does");
+                let (threads, (pitch, start)) = ((nv * batch) as u32, (data.num_samples as i64, rows.start as i64));
+                let cfg = LaunchConfig { grid_dim: (threads.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+                let mut l = stream.launch_builder(f);
+                let (nv, b) = (nv as i32, batch as i32);
+                l.arg(&bufs.io).arg(v).arg(&pitch).arg(&start).arg(&nv).arg(&b);
+                // SAFETY: `pcc_stage_u8(float*, const u8*, long long, long long, int, int)`;
+                // it reads rows [start, start + batch) of the nv · pitch bytes (checked above)
+                // and writes the first nv · batch floats of `io`.
+                unsafe { l.launch(cfg) }.map_err(CudaError::from)?;
+            }
+        }
         let mask_at = io + 4 * n as u64;
         match &data.mask {
             Some(m) => {
