@@ -120,8 +120,9 @@ impl Params {
         tab
     }
 
-    /// Check lengths, finiteness, signs and normalization of every tensor; errors name the tensor.
-    pub fn validate(&self, plan: &Plan) -> Result<(), ParamsError> {
+    /// The lengths only: what must hold before any buffer of these parameters reaches a kernel
+    /// (the GPU engine uploads while [`Params::validate`] checks the values).
+    pub fn check_shape(&self, plan: &Plan) -> Result<(), ParamsError> {
         if self.sum.len() != plan.num_sum_params as usize || self.input.len() != plan.num_input_params as usize {
             return Err(ParamsError::WrongLength {
                 sum: self.sum.len(),
@@ -130,6 +131,12 @@ impl Params {
                 expected_input: plan.num_input_params as usize,
             });
         }
+        Ok(())
+    }
+
+    /// Check lengths, finiteness, signs and normalization of every tensor; errors name the tensor.
+    pub fn validate(&self, plan: &Plan) -> Result<(), ParamsError> {
+        self.check_shape(plan)?;
         if let Some(index) = self.sum[..plan.num_dummy_params as usize].iter().position(|&v| v != 0.0) {
             return Err(ParamsError::DummyNotZero { index, value: self.sum[index] });
         }

@@ -93,6 +93,125 @@ struct DeviceState {
     packed: CudaSlice<u32>,
 }
 
+impl DeviceState {
+    /// Upload the index tables and parameters; allocate the accumulators (zeroed).
+    fn upload(stream: &Arc<CudaStream>, plan: &Plan, params: &Params, manifest: &Manifest) -> Result<DeviceState, CudaError> {
+        // `PCC_TRACE_START=1` prints each upload phase (to find where a warm start goes).
+        let trace = std::env::var_os("PCC_TRACE_START").is_some();
+        let lap = |what: &str, t: &mut Instant| {
+            if trace {
+                let _ = stream.synchronize();
+                eprintln!("pcc: start: {what} {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+                *t = Instant::now();
+            }
+        };
+        let mut t1 = Instant::now();
+        let up_u32 = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { stream.clone_htod(v) };
+        let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
+        lap(&format!("{} index tables", manifest.tables.len()), &mut t1);
+        let sum_params = stream.clone_htod(&params.sum)?;
+        let input_params = if params.input.is_empty() { stream.clone_htod(&[0f32]) } else { stream.clone_htod(&params.input) }?;
+        lap(&format!("{} parameters", params.sum.len() + params.input.len()), &mut t1);
+        let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize)?;
+        let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1))?;
+        // Only Bernoulli and Gaussian leaves read constants from a table (categorical ones take
+        // the logarithm of their probabilities in the kernel): one word when no kernel binds it.
+        let table_len = if manifest.takes(&KernelArg::LeafTable) { plan.num_input_flows as usize } else { 0 };
+        let leaf_table = stream.alloc_zeros::<f32>(table_len.max(1))?;
+        let packed = stream.alloc_zeros::<u32>((manifest.packed_words as usize).max(1))?;
+        lap("zeroed accumulators and leaf table", &mut t1);
+        stream.synchronize()?;
+        Ok(DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, packed })
+    }
+}
+
+/// What [`GpuEngine::open`] gives: the device, its kernels, the circuit's state and the time of
+/// each phase.
+struct Opened {
+    stream: Arc<CudaStream>,
+    device_name: String,
+    kernels: Kernels,
+    dev: DeviceState,
+    t_context: Duration,
+    t_kernels: Duration,
+    t_upload: Duration,
+}
+
+/// The loaded kernels of a source.
+struct Kernels {
+    forward: Vec<(CudaFunction, Option<CudaFunction>)>,
+    backward: Vec<Option<CudaFunction>>,
+    em: Vec<CudaFunction>,
+    stage_u8: Option<CudaFunction>,
+    queries: queries::QueryFns,
+    persistent: Option<persistent::PersistentState>,
+    pending: Option<std::thread::JoinHandle<Result<Vec<u8>, CudaError>>>,
+    host_out: Option<(PinnedWords, u64)>,
+}
+
+impl Kernels {
+    /// An embedded CUBIN for `arch` is the whole source; otherwise its units compile in
+    /// parallel, and the persistent kernel (small batches only, the largest unit) on a thread of
+    /// its own that the first small batch waits for: the batch kernels are ready first.
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        ctx: &Arc<CudaContext>,
+        stream: &Arc<CudaStream>,
+        plan: &Plan,
+        source: &str,
+        cubins: &[(&str, &[u8])],
+        manifest: &Manifest,
+        cache: &KernelCache,
+        arch: &str,
+    ) -> Result<Kernels, CudaError> {
+        let (cubins, pending) = match cubins.iter().find(|(a, _)| *a == arch) {
+            Some((_, bytes)) => (vec![(None, bytes.to_vec())], None),
+            None => {
+                let mut units = split_units(source);
+                let pending = units.iter().position(|u| u.name == PERSISTENT_UNIT).map(|i| units.remove(i)).map(|u| {
+                    let (cache, arch) = (cache.clone(), arch.to_string());
+                    std::thread::spawn(move || cache.get_or_compile(&u.source, "persistent.cu", &arch).map(|(c, _)| c))
+                });
+                let cubins = compile_units(cache, &units, arch)?;
+                (units.into_iter().map(|u| Some(u.source)).zip(cubins).collect(), pending)
+            }
+        };
+        let modules = Modules::load(ctx, cubins)?;
+        let load = |k: &KernelSpec| modules.function(&k.name);
+        let forward = manifest.forward.iter().map(|k| Ok((load(k)?, k.small.as_deref().map(load).transpose()?))).collect::<Result<Vec<_>, CudaError>>()?;
+        let backward = manifest
+            .backward
+            .iter()
+            .map(|s| match s {
+                Step::Launch(k) => load(k).map(Some),
+                Step::ZeroElementFlows => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+        let stage_u8 = match source.contains(&format!(" {}(", resident::STAGE_U8)) {
+            true => Some(modules.function(resident::STAGE_U8)?),
+            false => None,
+        };
+        let queries = queries::QueryFns::load(&modules, &manifest.queries)?;
+        let persistent = match (&manifest.persistent, &pending) {
+            (Some(p), None) => persistent::PersistentState::load(ctx, &modules, stream, p)?,
+            _ => None,
+        };
+        // The root's values straight to the host when a task of the persistent pass writes it.
+        let root = plan.root;
+        let root_in_tasks = manifest.persistent.as_ref().is_some_and(|p| p.tasks.chunks(TASK_WORDS).any(|t| root.wrapping_sub(t[1]) < t[7]));
+        let host_out = match (persistent.is_some() || pending.is_some()) && root_in_tasks && std::env::var("PCC_HOST_RESULT").map_or(true, |v| v != "0") {
+            true => {
+                let w = PinnedWords::new(stream, 1 + SMALL_BATCH, true)?;
+                let d = w.device_ptr()?;
+                Some((w, d))
+            }
+            false => None,
+        };
+        Ok(Kernels { forward, backward, em, stage_u8, queries, persistent, pending, host_out })
+    }
+}
+
 /// Everything a launch may bind.
 struct Bind<'a> {
     bufs: Option<&'a Buffers>,
@@ -152,7 +271,8 @@ pub struct GpuEngine {
 /// Where [`GpuEngine::new`] spent its time (for the warm-start budget).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StartupTimings {
-    /// Validating the parameters against the plan (host).
+    /// Validating the parameters' values against the plan (host), on a thread of its own beside
+    /// the next three phases: it adds to the wall time only where it outlasts them.
     pub validate: Duration,
     /// Creating (or retaining) the CUDA context of device 0 and its stream.
     pub context: Duration,
@@ -165,8 +285,9 @@ pub struct StartupTimings {
 }
 
 impl StartupTimings {
+    /// Wall time: the validation overlaps context, kernels and upload.
     pub fn total(&self) -> Duration {
-        self.validate + self.context + self.kernels + self.upload + self.leaf_table
+        self.validate.max(self.context + self.kernels + self.upload) + self.leaf_table
     }
 }
 
@@ -188,9 +309,63 @@ impl GpuEngine {
         manifest: Manifest,
         cache: &KernelCache,
     ) -> Result<GpuEngine, RuntimeError> {
+        // Lengths first (a wrong length must never reach a kernel); the pass over every value
+        // (~50 ms for 200M parameters) runs beside opening the device, loading the kernels and
+        // the upload, which only copy; no kernel runs before it has passed.
+        params.check_shape(&plan)?;
+        let (checked, opened) = std::thread::scope(|s| {
+            let check = s.spawn(|| {
+                let t = Instant::now();
+                params.validate(&plan).map(|()| t.elapsed())
+            });
+            let opened = Self::open(&plan, &params, source, cubins, &manifest, cache);
+            (check.join(), opened)
+        });
+        let t_validate = checked.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        let Opened { stream, device_name, kernels: k, dev, t_context, t_kernels, t_upload } = opened?;
         let t0 = Instant::now();
-        params.validate(&plan)?;
-        let t_validate = t0.elapsed();
+        // The leaf constants are computed on the device by the leaf EM kernels with η = 0 and
+        // α = 0 on the (still zero) statistics: parameters stay, constants are refreshed. This
+        // replaces a host pass and an upload as large as the leaf parameters. The pack kernels
+        // write the tensor-core forward's copy of the sum weights.
+        let bind = Bind::pass(None, &dev, (0.0, 0.0));
+        let init = |k: &KernelSpec| k.args.contains(&KernelArg::LeafTable) || k.args.contains(&KernelArg::PackedWeights);
+        for (spec, f) in manifest.em.iter().zip(&k.em).filter(|(k, _)| init(k)) {
+            Self::launch(&stream, f, spec, &bind, 0)?;
+        }
+        stream.synchronize().map_err(CudaError::from)?;
+        let startup = StartupTimings { validate: t_validate, context: t_context, kernels: t_kernels, upload: t_upload, leaf_table: t0.elapsed() };
+        let use_graphs = std::env::var("PCC_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        let state_bytes = dev.tables.iter().map(|t| t.len() * 4).sum::<usize>()
+            + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len() + dev.packed.len())
+            + k.persistent.as_ref().map_or(0, |p| p.bytes());
+        GpuEngine {
+            plan,
+            manifest,
+            stream,
+            forward: k.forward,
+            backward: k.backward,
+            em: k.em,
+            stage_u8: k.stage_u8,
+            queries: k.queries,
+            persistent: k.persistent,
+            dev,
+            total_flow: 0.0,
+            buffers: None,
+            device_name,
+            startup,
+            use_graphs,
+            warned_capture: false,
+            bytes: (state_bytes, state_bytes),
+            host_out: k.host_out,
+            seq: 0,
+            pending_persistent: k.pending,
+        }
+        .with_persistent_if_compiled()
+    }
+
+    /// Open device 0, load the kernels and upload the circuit's state (no kernel runs).
+    fn open(plan: &Plan, params: &Params, source: &str, cubins: &[(&str, &[u8])], manifest: &Manifest, cache: &KernelCache) -> Result<Opened, RuntimeError> {
         let t0 = Instant::now();
         // Only device 0 is opened (probing every device costs a context each on a warm start).
         // SAFETY: only checks whether the driver library can be opened.
@@ -211,123 +386,12 @@ impl GpuEngine {
         let device_name = ctx.name().map_err(CudaError::from)?;
         let t_context = t0.elapsed();
         let t0 = Instant::now();
-        let arch = format!("{major}{minor}");
-        // An embedded CUBIN is the whole source; otherwise its units compile in parallel, and the
-        // persistent kernel (small batches only, the largest unit) on a thread of its own that
-        // the first small batch waits for: the batch kernels are ready first.
-        let (cubins, pending) = match cubins.iter().find(|(a, _)| *a == arch) {
-            Some((_, bytes)) => (vec![(None, bytes.to_vec())], None),
-            None => {
-                let mut units = split_units(source);
-                let pending = units.iter().position(|u| u.name == PERSISTENT_UNIT).map(|i| units.remove(i)).map(|u| {
-                    let (cache, arch) = (cache.clone(), arch.clone());
-                    std::thread::spawn(move || cache.get_or_compile(&u.source, "persistent.cu", &arch).map(|(c, _)| c))
-                });
-                let cubins = compile_units(cache, &units, &arch)?;
-                (units.into_iter().map(|u| Some(u.source)).zip(cubins).collect(), pending)
-            }
-        };
-        let modules = Modules::load(&ctx, cubins)?;
-        let load = |k: &KernelSpec| modules.function(&k.name);
-        let forward = manifest.forward.iter().map(|k| Ok((load(k)?, k.small.as_deref().map(load).transpose()?))).collect::<Result<Vec<_>, CudaError>>()?;
-        let backward = manifest
-            .backward
-            .iter()
-            .map(|s| match s {
-                Step::Launch(k) => load(k).map(Some),
-                Step::ZeroElementFlows => Ok(None),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let em = manifest.em.iter().map(load).collect::<Result<Vec<_>, _>>()?;
-        let stage_u8 = match source.contains(&format!(" {}(", resident::STAGE_U8)) {
-            true => Some(modules.function(resident::STAGE_U8)?),
-            false => None,
-        };
-        let queries = queries::QueryFns::load(&modules, &manifest.queries)?;
-        let persistent = match (&manifest.persistent, &pending) {
-            (Some(p), None) => persistent::PersistentState::load(&ctx, &modules, &stream, p)?,
-            _ => None,
-        };
-        // The root's values straight to the host when a task of the persistent pass writes it.
-        let root = plan.root;
-        let root_in_tasks = manifest.persistent.as_ref().is_some_and(|p| p.tasks.chunks(TASK_WORDS).any(|t| root.wrapping_sub(t[1]) < t[7]));
-        let host_out = match (persistent.is_some() || pending.is_some()) && root_in_tasks && std::env::var("PCC_HOST_RESULT").map_or(true, |v| v != "0") {
-            true => {
-                let w = PinnedWords::new(&stream, 1 + SMALL_BATCH, true).map_err(CudaError::from)?;
-                let d = w.device_ptr().map_err(CudaError::from)?;
-                Some((w, d))
-            }
-            false => None,
-        };
+        let kernels = Kernels::load(&ctx, &stream, plan, source, cubins, manifest, cache, &format!("{major}{minor}"))?;
         let t_kernels = t0.elapsed();
         let t0 = Instant::now();
-        // `PCC_TRACE_START=1` prints each upload phase (to find where a warm start goes).
-        let trace = std::env::var_os("PCC_TRACE_START").is_some();
-        let lap = |what: &str, t: &mut Instant| {
-            if trace {
-                let _ = stream.synchronize();
-                eprintln!("pcc: start: {what} {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
-                *t = Instant::now();
-            }
-        };
-        let mut t1 = Instant::now();
-        let up_u32 = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { stream.clone_htod(v) };
-        let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>().map_err(CudaError::from)?;
-        lap(&format!("{} index tables", manifest.tables.len()), &mut t1);
-        let sum_params = stream.clone_htod(&params.sum).map_err(CudaError::from)?;
-        let input_params = if params.input.is_empty() { stream.clone_htod(&[0f32]) } else { stream.clone_htod(&params.input) };
-        let input_params = input_params.map_err(CudaError::from)?;
-        lap(&format!("{} parameters", params.sum.len() + params.input.len()), &mut t1);
-        let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize).map_err(CudaError::from)?;
-        let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1)).map_err(CudaError::from)?;
-        // Only Bernoulli and Gaussian leaves read constants from a table (categorical ones take
-        // the logarithm of their probabilities in the kernel): one word when no kernel binds it.
-        let table_len = if manifest.takes(&KernelArg::LeafTable) { plan.num_input_flows as usize } else { 0 };
-        let leaf_table = stream.alloc_zeros::<f32>(table_len.max(1)).map_err(CudaError::from)?;
-        let packed = stream.alloc_zeros::<u32>((manifest.packed_words as usize).max(1)).map_err(CudaError::from)?;
-        lap("zeroed accumulators and leaf table", &mut t1);
-        stream.synchronize().map_err(CudaError::from)?;
+        let dev = DeviceState::upload(&stream, plan, params, manifest)?;
         let t_upload = t0.elapsed();
-        let t0 = Instant::now();
-        let dev = DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, packed };
-        // The leaf constants are computed on the device by the leaf EM kernels with η = 0 and
-        // α = 0 on the (still zero) statistics: parameters stay, constants are refreshed. This
-        // replaces a host pass and an upload as large as the leaf parameters. The pack kernels
-        // write the tensor-core forward's copy of the sum weights.
-        let bind = Bind::pass(None, &dev, (0.0, 0.0));
-        let init = |k: &KernelSpec| k.args.contains(&KernelArg::LeafTable) || k.args.contains(&KernelArg::PackedWeights);
-        for (spec, f) in manifest.em.iter().zip(&em).filter(|(k, _)| init(k)) {
-            Self::launch(&stream, f, spec, &bind, 0)?;
-        }
-        stream.synchronize().map_err(CudaError::from)?;
-        let startup = StartupTimings { validate: t_validate, context: t_context, kernels: t_kernels, upload: t_upload, leaf_table: t0.elapsed() };
-        let use_graphs = std::env::var("PCC_CUDA_GRAPHS").map_or(true, |v| v != "0");
-        let state_bytes = dev.tables.iter().map(|t| t.len() * 4).sum::<usize>()
-            + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len() + dev.packed.len())
-            + persistent.as_ref().map_or(0, |p| p.bytes());
-        GpuEngine {
-            plan,
-            manifest,
-            stream,
-            forward,
-            backward,
-            em,
-            stage_u8,
-            queries,
-            persistent,
-            dev,
-            total_flow: 0.0,
-            buffers: None,
-            device_name,
-            startup,
-            use_graphs,
-            warned_capture: false,
-            bytes: (state_bytes, state_bytes),
-            host_out,
-            seq: 0,
-            pending_persistent: pending,
-        }
-        .with_persistent_if_compiled()
+        Ok(Opened { stream, device_name, kernels, dev, t_context, t_kernels, t_upload })
     }
 
     /// The engine with its persistent kernel loaded when its background compile is already done
