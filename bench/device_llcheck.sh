@@ -11,7 +11,7 @@ echo "commit $(cat carry/commit.txt)"
 timeout ${SELFTEST_TIMEOUT:-120} carry/bin/gpu_selftest --fast carry/data > $OUT/selftest.txt 2>&1
 echo "selftest rc=$? passed $(grep -c PASS $OUT/selftest.txt) failed $(grep -c FAIL $OUT/selftest.txt)"
 grep -E "FAIL|ALL PASS|Error|error" $OUT/selftest.txt | head -8
-PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=fp32,bf16 timeout ${LL_TIMEOUT:-300} carry/bin/bench_gpu carry/data /tmp/suite "$models" > $OUT/llcheck.jsonl 2> $OUT/llcheck.err
+PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=fp32,bf16 timeout ${LL_TIMEOUT:-260} carry/bin/bench_gpu carry/data /tmp/suite "$models" > $OUT/llcheck.jsonl 2> $OUT/llcheck.err
 echo "llcheck rc=$?"
 python3 - "$OUT/llcheck.jsonl" <<'PY' | tee $OUT/llcheck.md
 import json, sys
