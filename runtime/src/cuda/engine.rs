@@ -106,11 +106,11 @@ impl DeviceState {
             }
         };
         let mut t1 = Instant::now();
-        let up_u32 = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { stream.clone_htod(v) };
+        let up_u32 = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { pinned::upload_staged(stream, v, |w| w) };
         let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
         lap(&format!("{} index tables", manifest.tables.len()), &mut t1);
-        let sum_params = stream.clone_htod(&params.sum)?;
-        let input_params = if params.input.is_empty() { stream.clone_htod(&[0f32]) } else { stream.clone_htod(&params.input) }?;
+        let up_f32 = |v: &[f32]| if v.is_empty() { stream.clone_htod(&[0f32]) } else { pinned::upload_staged(stream, v, f32::to_bits) };
+        let (sum_params, input_params) = (up_f32(&params.sum)?, up_f32(&params.input)?);
         lap(&format!("{} parameters", params.sum.len() + params.input.len()), &mut t1);
         let sum_flows = stream.alloc_zeros::<f32>(plan.num_sum_params as usize)?;
         let input_stats = stream.alloc_zeros::<f32>((plan.num_input_flows as usize).max(1))?;
