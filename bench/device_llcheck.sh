@@ -35,3 +35,11 @@ for m in $(echo ${NCU_MODELS:-hclt512,pd256} | tr , ' '); do
     echo "ncu $m rc=$?"
     python3 bench/ncu_families.py < $OUT/ncu-tc-$m.csv | tee $OUT/ncu-tc-$m-families.md | head -14
 done
+# Batch 8: the small-batch variants (fp32, warp per node) against the batch kernels (bf16 tensor
+# cores), same model, same call.
+for m in $(echo ${LAT_MODELS:-pd256} | tr , ' '); do
+    for s in 8 0; do
+        PCC_SMALL_MAX=$s PCC_PRECISION=bf16 PCC_CUDA_GRAPHS=1 timeout ${LAT_TIMEOUT:-45} carry/bin/latency carry/data $m 100 4,8 > $OUT/latency-$m-small$s.txt 2>&1
+        echo "latency $m PCC_SMALL_MAX=$s rc=$?"; grep -E "batch|FAIL" $OUT/latency-$m-small$s.txt | head -8
+    done
+done
