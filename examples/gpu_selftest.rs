@@ -89,6 +89,11 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: Option<&KernelCac
         ok &= pass;
         println!("  rows {a}..{b} from device-resident data (kept as bytes: {bytes}): identical to the host path: {} {}", got == want, verdict(pass));
     }
+    // Out of device memory is a typed error that names the sizes (checked before allocating).
+    let oom = gpu.reserve_batch(1 << 30).map_err(|e| e.to_string());
+    let pass = matches!(&oom, Err(m) if m.contains("out of device memory") && m.contains("batch of 1073741824"));
+    ok &= pass;
+    println!("  buffers for a batch of 2^30: {} {}", oom.err().unwrap_or_else(|| "allocated?!".into()), verdict(pass));
     // The bf16 path: tensor-core sum forward (blocks of 16 nodes or more; batches of up to
     // SMALL_BATCH samples run the fp32 small-batch kernels).
     let bf16 = emit_with(&model.plan, &EmitOptions { precision: Precision::Bf16 })?;

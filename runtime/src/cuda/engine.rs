@@ -73,6 +73,28 @@ impl Buffers {
     }
 }
 
+/// Check that `bytes` more fit in the device's free memory before allocating them (a failed
+/// allocation midway would leave a half-built state and only the driver's bare error code), and
+/// name an allocation failure that still happens (another process took the memory meanwhile).
+fn ensure_fits(stream: &CudaStream, what: impl Fn() -> String, bytes: usize, hint: &'static str) -> Result<(), CudaError> {
+    let (free, total) = stream.context().mem_get_info()?;
+    if bytes > free {
+        return Err(CudaError::OutOfMemory { what: what(), bytes: bytes as u64, free: free as u64, total: total as u64, hint });
+    }
+    Ok(())
+}
+
+/// [`ensure_fits`]'s error for an allocation that failed anyway.
+fn name_oom(stream: &CudaStream, e: DriverError, what: impl Fn() -> String, bytes: usize, hint: &'static str) -> CudaError {
+    match e.0 {
+        sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => {
+            let (free, total) = stream.context().mem_get_info().unwrap_or((0, 0));
+            CudaError::OutOfMemory { what: what(), bytes: bytes as u64, free: free as u64, total: total as u64, hint }
+        }
+        _ => CudaError::from(e),
+    }
+}
+
 /// Words of a batch's device input for `n` values: the values, ⌈n / 4⌉ words of mask bytes, the
 /// sequence number; returns (words, the sequence number's word).
 fn io_layout(n: usize) -> (usize, usize) {
@@ -105,6 +127,13 @@ impl DeviceState {
                 *t = Instant::now();
             }
         };
+        let words = manifest.tables.iter().map(|t| t.len().max(1)).sum::<usize>()
+            + 2 * params.sum.len()
+            + params.input.len()
+            + 2 * plan.num_input_flows as usize
+            + manifest.packed_words as usize;
+        let what = || "the circuit's parameters, flow accumulators and index tables".to_string();
+        ensure_fits(stream, what, 4 * words, "a smaller circuit, or a device with more memory")?;
         let mut t1 = Instant::now();
         let up_u32 = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { pinned::upload_staged(stream, v, |w| w) };
         let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
@@ -473,6 +502,14 @@ impl GpuEngine {
         Ok(Params { sum, input })
     }
 
+    /// Allocate the node, element and flow buffers of batches of `batch` samples now rather than
+    /// at the first pass of that size (they are kept until a pass of another size). Fails with
+    /// [`CudaError::OutOfMemory`], naming the sizes, when they do not fit.
+    pub fn reserve_batch(&mut self, batch: usize) -> Result<(), RuntimeError> {
+        Ok(self.buffers(batch.max(1))?)
+    }
+
+    /// The buffers of batch size `batch` (reallocated only when the size changes).
     fn buffers(&mut self, batch: usize) -> Result<(), CudaError> {
         if self.buffers.as_ref().is_some_and(|b| b.batch == batch) {
             return Ok(());
@@ -481,6 +518,21 @@ impl GpuEngine {
             // Free the old batch size's buffers first.
             self.bytes.0 -= old.bytes();
         }
+        let s = &self.stream;
+        let p = &self.plan;
+        let io_words = io_layout(p.num_vars as usize * batch).0;
+        let words = 2 * (p.num_nodes as usize + p.num_elements as usize) + self.manifest.sum_max_rows as usize + io_words / batch;
+        let what = || format!("the node, element and flow buffers of a batch of {batch}");
+        let hint = "use a smaller batch size";
+        ensure_fits(s, what, 4 * words * batch, hint)?;
+        self.buffers_unchecked(batch).map_err(|e| match e {
+            CudaError::Driver(d) => name_oom(&self.stream, d, what, 4 * words * batch, hint),
+            e => e,
+        })
+    }
+
+    /// [`GpuEngine::buffers`] once the sizes are known to fit.
+    fn buffers_unchecked(&mut self, batch: usize) -> Result<(), CudaError> {
         let s = &self.stream;
         let p = &self.plan;
         let nodes = s.alloc_zeros::<f32>(p.num_nodes as usize * batch)?;

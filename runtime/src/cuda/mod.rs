@@ -50,6 +50,11 @@ pub enum CudaError {
     Unbound(&'static str),
     #[error("the persistent forward pass finished without writing the root's value to the host (the plan's root is in no task of its schedule)")]
     NoHostResult,
+    #[error(
+        "out of device memory: {what} need {} MiB, the device has {} MiB free of {} MiB{}",
+        bytes >> 20, free >> 20, total >> 20, if hint.is_empty() { String::new() } else { format!(" ({hint})") }
+    )]
+    OutOfMemory { what: String, bytes: u64, free: u64, total: u64, hint: &'static str },
     #[error("kernel cache {path}: {source}")]
     Cache { path: std::path::PathBuf, source: std::io::Error },
 }

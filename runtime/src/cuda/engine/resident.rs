@@ -66,6 +66,9 @@ impl GpuEngine {
         let (values, mask) = ev.transposed();
         let n = ev.num_samples();
         let bytes = self.stage_u8.is_some() && values.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0);
+        let need = values.len() * if bytes { 1 } else { 4 } + if mask.iter().any(|&m| m != 0) { mask.len() } else { 0 };
+        let what = || format!("a dataset of {n} samples on the device");
+        super::ensure_fits(&self.stream, what, need, "keep it in host memory: the passes of `GpuEngine::accumulate_flows` upload each batch")?;
         let values = match bytes {
             true => {
                 let b: Vec<u8> = values.iter().map(|&x| x as u8).collect();
