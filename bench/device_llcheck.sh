@@ -27,6 +27,27 @@ for m, p in by.items():
         d = abs(b["train_mean_ll"] - a["train_mean_ll"]) / abs(a["train_mean_ll"])
         print(f"| {m} | {a['train_mean_ll']:.3f} | {b['train_mean_ll']:.3f} | {100 * d:.4f}% | {a['train_s']:.2f} / {b['train_s']:.2f} | {a['fwd_s']:.2f} / {b['fwd_s']:.2f} |")
 PY
+# Models too large for the fp32 path in one call: bf16 only (memory, times, warm start).
+if [ -n "${BIG_MODELS:-hclt1024}" ]; then
+    PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BIG_TIMEOUT:-100} carry/bin/bench_gpu carry/data /tmp/suite "${BIG_MODELS:-hclt1024}" > $OUT/big.jsonl 2> $OUT/big.err
+    echo "big rc=$?"
+fi
+python3 - $OUT/llcheck.jsonl $OUT/big.jsonl <<'PY' | tee $OUT/bf16-summary.md
+import json, sys
+print("| model | train s | fwd s | peak GiB | ready cold / warm s | warm breakdown ms | b1 / b8 µs (graph) |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for f in sys.argv[1:]:
+    try:
+        rows = [json.loads(l) for l in open(f) if l.startswith("{")]
+    except OSError:
+        continue
+    for r in rows:
+        if r["precision"] != "bf16":
+            continue
+        w = r["warm_breakdown_ms"]; lat = r["latency_us"]
+        wb = " ".join(f"{k} {v:.0f}" for k, v in w.items())
+        print(f"| {r['model']} | {r['train_s']:.3f} | {r['fwd_s']:.3f} | {r['peak_mem_gib']:.2f} | {r['ready_cold_s']:.2f} / {r['ready_warm_s']:.3f} | {wb} | {lat['lat_b1_graph_us']:.0f} / {lat['lat_b8_graph_us']:.0f} |")
+PY
 for m in $(echo ${NCU_MODELS:-hclt512,pd256} | tr , ' '); do
     [ -d /tmp/ncu-$m ] || carry/bin/pcc learn ${m%%[0-9]*} --data carry/data/images-idx3-ubyte --latents ${m##*[a-z]} -o /tmp/ncu-$m > /dev/null 2>&1
     timeout ${NCU_TIMEOUT:-100} ncu --csv --metrics gpu__time_duration.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed \
