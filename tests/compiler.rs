@@ -233,3 +233,50 @@ fn generator_covers_every_feature() {
         assert!(n >= 3, "feature `{feature}` appears only {n} times in the generated corpus: {f:?}");
     }
 }
+
+/// Every plan the compiler makes passes the bounds check that guards plans from files, and
+/// survives its JSON round trip through that check.
+#[test]
+fn compiled_plans_pass_the_bounds_check() {
+    let mut all = circuits();
+    all.extend((0..20).map(|s| common::mixed_circuit(s, 10, 0.2).0));
+    all.push(skewed_fanin());
+    for (i, c) in all.iter().enumerate() {
+        let plan = compile(c).unwrap();
+        plan.check().unwrap_or_else(|e| panic!("circuit {i}: {e}"));
+        assert_eq!(Plan::from_json(&plan.to_json()).unwrap(), plan, "circuit {i}");
+    }
+}
+
+/// A plan whose indices point outside its buffers is an error naming the field, not a panic or
+/// an out-of-bounds read in an engine.
+#[test]
+fn corrupt_plans_are_errors_naming_the_field() {
+    let plan = compile(&Gen::circuit(3)).unwrap();
+    let mut cases: Vec<(&str, Box<dyn Fn(&mut Plan)>)> = vec![
+        ("root", Box::new(|p: &mut Plan| p.root = p.num_nodes)),
+        ("domains", Box::new(|p: &mut Plan| p.num_vars += 1)),
+        ("input layer", Box::new(|p: &mut Plan| p.inputs[0].segments[0].node_start = p.num_nodes)),
+        ("input layer", Box::new(|p: &mut Plan| p.inputs[0].segments[0].param_start = u32::MAX)),
+        ("fixed parameter", Box::new(|p: &mut Plan| p.fixed_params.push((p.num_sum_params, 1.0)))),
+        ("EM block", Box::new(|p: &mut Plan| p.em_blocks[0].base = p.num_sum_params)),
+    ];
+    let d = plan.depths.iter().position(|d| !d.sums.is_empty()).unwrap();
+    cases.push(("sum partition", Box::new(move |p: &mut Plan| p.depths[d].sums[0].cids[0] = p.num_elements)));
+    cases.push(("sum partition", Box::new(move |p: &mut Plan| p.depths[d].sums[0].pids[0] = p.num_sum_params)));
+    cases.push((
+        "sum partition",
+        Box::new(move |p: &mut Plan| {
+            p.depths[d].sums[0].counts.pop();
+        }),
+    ));
+    if let Some(d) = plan.depths.iter().position(|d| !d.prods.is_empty()) {
+        cases.push(("product partition", Box::new(move |p: &mut Plan| p.depths[d].prods[0].cids[0] = p.num_nodes)));
+    }
+    for (what, corrupt) in &cases {
+        let mut p = plan.clone();
+        corrupt(&mut p);
+        let e = Plan::from_json(&p.to_json()).expect_err(what).to_string();
+        assert!(e.contains(what), "{what}: {e}");
+    }
+}

@@ -10,6 +10,7 @@ pub mod dataset;
 mod error;
 pub mod params;
 pub mod plan;
+mod plan_check;
 
 pub use cpu::{Conditional, CpuEngine, Flows, MpeResult, Trace};
 pub use data::Evidence;

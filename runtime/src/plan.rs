@@ -265,6 +265,7 @@ impl Plan {
         serde_json::to_string(self).expect("plan serialization cannot fail")
     }
 
+    /// Parse a plan written by [`Plan::to_json`] and check its bounds ([`Plan::check`]).
     pub fn from_json(text: &str) -> Result<Plan, crate::RuntimeError> {
         #[derive(Deserialize)]
         struct VersionOnly {
@@ -274,6 +275,8 @@ impl Plan {
         if v.version != PLAN_VERSION {
             return Err(crate::RuntimeError::UnsupportedPlanVersion { found: v.version, supported: PLAN_VERSION });
         }
-        serde_json::from_str(text).map_err(|e| crate::RuntimeError::MalformedPlan(e.to_string()))
+        let plan: Plan = serde_json::from_str(text).map_err(|e| crate::RuntimeError::MalformedPlan(e.to_string()))?;
+        plan.check()?;
+        Ok(plan)
     }
 }
