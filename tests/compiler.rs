@@ -248,12 +248,15 @@ fn compiled_plans_pass_the_bounds_check() {
     }
 }
 
+/// A change that breaks a plan, and the words its error must contain.
+type Corruption = (&'static str, Box<dyn Fn(&mut Plan)>);
+
 /// A plan whose indices point outside its buffers is an error naming the field, not a panic or
 /// an out-of-bounds read in an engine.
 #[test]
 fn corrupt_plans_are_errors_naming_the_field() {
     let plan = compile(&Gen::circuit(3)).unwrap();
-    let mut cases: Vec<(&str, Box<dyn Fn(&mut Plan)>)> = vec![
+    let mut cases: Vec<Corruption> = vec![
         ("root", Box::new(|p: &mut Plan| p.root = p.num_nodes)),
         ("domains", Box::new(|p: &mut Plan| p.num_vars += 1)),
         ("input layer", Box::new(|p: &mut Plan| p.inputs[0].segments[0].node_start = p.num_nodes)),
