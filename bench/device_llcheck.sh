@@ -5,6 +5,9 @@
 # training batch of each of NCU_MODELS. Logs under $OUT.
 # Usage: NCU_MODELS=hclt512,pd256 bash bench/device_llcheck.sh hclt32,hclt128,pd64
 set -uo pipefail
+# DEADLINE (seconds from the start): a step whose timeout would pass it is skipped.
+deadline=${DEADLINE:-580}
+fits() { [ $((SECONDS + $1)) -le $deadline ] || { echo "skipped (deadline): $2"; return 1; }; }
 models=${1:-hclt32,hclt128,hclt256,hclt512,pd64,pd128,pd256}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/card.txt
 echo "commit $(cat carry/commit.txt)"
@@ -28,7 +31,7 @@ for m, p in by.items():
         print(f"| {m} | {a['train_mean_ll']:.3f} | {b['train_mean_ll']:.3f} | {100 * d:.4f}% | {a['train_s']:.2f} / {b['train_s']:.2f} | {a['fwd_s']:.2f} / {b['fwd_s']:.2f} |")
 PY
 # Models too large for the fp32 path in one call: bf16 only (memory, times, warm start).
-if [ -n "${BIG_MODELS:-hclt1024}" ]; then
+if [ -n "${BIG_MODELS:-hclt1024}" ] && fits ${BIG_TIMEOUT:-100} "big models"; then
     PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BIG_TIMEOUT:-100} carry/bin/bench_gpu carry/data /tmp/suite "${BIG_MODELS:-hclt1024}" > $OUT/big.jsonl 2> $OUT/big.err
     echo "big rc=$?"
 fi
@@ -49,6 +52,7 @@ for f in sys.argv[1:]:
         print(f"| {r['model']} | {r['train_s']:.3f} | {r['fwd_s']:.3f} | {r['peak_mem_gib']:.2f} | {r['ready_cold_s']:.2f} / {r['ready_warm_s']:.3f} | {wb} | {lat['lat_b1_graph_us']:.0f} / {lat['lat_b8_graph_us']:.0f} |")
 PY
 for m in $(echo ${NCU_MODELS:-hclt512,pd256} | tr , ' '); do
+    fits $((${NCU_TIMEOUT:-100} + 20)) "ncu $m" || continue
     [ -d /tmp/ncu-$m ] || carry/bin/pcc learn ${m%%[0-9]*} --data carry/data/images-idx3-ubyte --latents ${m##*[a-z]} -o /tmp/ncu-$m > /dev/null 2>&1
     timeout ${NCU_TIMEOUT:-100} ncu --csv --metrics gpu__time_duration.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed \
         carry/bin/pcc train /tmp/ncu-$m --data carry/data/images-idx3-ubyte --rows 0..512 --epochs 1 --em mini --batch-size 512 \
@@ -60,6 +64,7 @@ done
 # cores), same model, same call.
 for m in $(echo ${LAT_MODELS:-pd256} | tr , ' '); do
     for s in 8 0; do
+        fits ${LAT_TIMEOUT:-45} "latency $m $s" || continue
         PCC_SMALL_MAX=$s PCC_PRECISION=bf16 PCC_CUDA_GRAPHS=1 timeout ${LAT_TIMEOUT:-45} carry/bin/latency carry/data $m 100 4,8 > $OUT/latency-$m-small$s.txt 2>&1
         echo "latency $m PCC_SMALL_MAX=$s rc=$?"; grep -E "batch|FAIL" $OUT/latency-$m-small$s.txt | head -8
     done
