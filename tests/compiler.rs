@@ -273,6 +273,11 @@ fn corrupt_plans_are_errors_naming_the_field() {
             p.depths[d].sums[0].counts.pop();
         }),
     ));
+    // Found by the plan_json fuzz target: in-bounds weights that are not one run.
+    let two = plan.depths.iter().enumerate().flat_map(|(d, depth)| depth.sums.iter().enumerate().map(move |(k, s)| (d, k, s)));
+    let (d2, k, r, w) =
+        two.flat_map(|(d, k, s)| s.counts.iter().position(|&c| c >= 2).map(|r| (d, k, r, s.width as usize))).next().expect("a block of two children");
+    cases.push(("contiguous", Box::new(move |p: &mut Plan| p.depths[d2].sums[k].pids[r * w + 1] = p.depths[d2].sums[k].pids[r * w])));
     if let Some(d) = plan.depths.iter().position(|d| !d.prods.is_empty()) {
         cases.push(("product partition", Box::new(move |p: &mut Plan| p.depths[d].prods[0].cids[0] = p.num_nodes)));
     }

@@ -109,6 +109,13 @@ impl Plan {
             if let Some(q) = part.pids.iter().find(|&&q| !fits(q, bs, self.num_sum_params)) {
                 return Err(bad(format!("{}: weights at {q} past the {} parameters", at(), self.num_sum_params)));
             }
+            // The engines read a block's real weights as one `[count][block_size]` run.
+            for (r, &count) in part.counts.iter().enumerate() {
+                let pids = &part.pids[r * w as usize..][..count as usize];
+                if pids.iter().enumerate().any(|(k, &q)| q as u64 != pids[0] as u64 + k as u64 * bs) {
+                    return Err(bad(format!("{}: block {r}'s weights are not one contiguous run", at())));
+                }
+            }
         }
         Ok(())
     }
