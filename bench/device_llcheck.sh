@@ -54,7 +54,7 @@ PY
 for m in $(echo ${NCU_MODELS:-hclt512,pd256} | tr , ' '); do
     fits $((${NCU_TIMEOUT:-100} + 20)) "ncu $m" || continue
     [ -d /tmp/ncu-$m ] || carry/bin/pcc learn ${m%%[0-9]*} --data carry/data/images-idx3-ubyte --latents ${m##*[a-z]} -o /tmp/ncu-$m > /dev/null 2>&1
-    timeout ${NCU_TIMEOUT:-100} ncu --csv --metrics gpu__time_duration.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed \
+    timeout ${NCU_TIMEOUT:-100} ncu --csv --metrics gpu__time_duration.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed,launch__grid_size \
         carry/bin/pcc train /tmp/ncu-$m --data carry/data/images-idx3-ubyte --rows 0..512 --epochs 1 --em mini --batch-size 512 \
         --device cuda --precision bf16 --quiet > $OUT/ncu-tc-$m.csv 2> $OUT/ncu-tc-$m.err
     echo "ncu $m rc=$?"
