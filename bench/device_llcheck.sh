@@ -59,6 +59,7 @@ for m in $(echo ${NCU_MODELS:-hclt512,pd256} | tr , ' '); do
         --device cuda --precision bf16 --quiet > $OUT/ncu-tc-$m.csv 2> $OUT/ncu-tc-$m.err
     echo "ncu $m rc=$?"
     python3 bench/ncu_families.py < $OUT/ncu-tc-$m.csv | tee $OUT/ncu-tc-$m-families.md | head -14
+    python3 bench/ncu_launches.py < $OUT/ncu-tc-$m.csv | tee $OUT/ncu-tc-$m-launches.md | head -10
 done
 # Batch 8: the small-batch variants (fp32, warp per node) against the batch kernels (bf16 tensor
 # cores), same model, same call.
