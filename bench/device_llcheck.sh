@@ -32,7 +32,7 @@ for m, p in by.items():
 PY
 # Models too large for the fp32 path in one call: bf16 only (memory, times, warm start).
 if [ -n "${BIG_MODELS:-hclt1024}" ] && fits ${BIG_TIMEOUT:-100} "big models"; then
-    PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BIG_TIMEOUT:-100} carry/bin/bench_gpu carry/data /tmp/suite "${BIG_MODELS:-hclt1024}" > $OUT/big.jsonl 2> $OUT/big.err
+    PCC_LARGEST_BATCH=1 PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BIG_TIMEOUT:-100} carry/bin/bench_gpu carry/data /tmp/suite "${BIG_MODELS:-hclt1024}" > $OUT/big.jsonl 2> $OUT/big.err
     echo "big rc=$?"
 fi
 python3 - $OUT/llcheck.jsonl $OUT/big.jsonl <<'PY' | tee $OUT/bf16-summary.md
@@ -49,6 +49,8 @@ for f in sys.argv[1:]:
             continue
         w = r["warm_breakdown_ms"]; lat = r["latency_us"]
         wb = " ".join(f"{k} {v:.0f}" for k, v in w.items())
+        if r.get("largest_batch"):
+            print(f"<!-- {r['model']} largest batch: {json.dumps(r['largest_batch'])} -->")
         print(f"| {r['model']} | {r['train_s']:.3f} | {r['fwd_s']:.3f} | {r['peak_mem_gib']:.2f} | {r['ready_cold_s']:.2f} / {r['ready_warm_s']:.3f} | {wb} | {lat['lat_b1_graph_us']:.0f} / {lat['lat_b8_graph_us']:.0f} |")
 PY
 for m in $(echo ${NCU_MODELS:-hclt512,pd256} | tr , ' '); do

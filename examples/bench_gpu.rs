@@ -136,9 +136,28 @@ fn main() -> Result<()> {
                     lat.insert(format!("lat_b{b}_{}_us", if graphs { "graph" } else { "eager" }), times[times.len() / 2].into());
                 }
             }
+            // `PCC_LARGEST_BATCH=1`: the largest power-of-two batch whose buffers fit next to the
+            // model (`reserve_batch` fails with a typed out-of-memory error past it), and one
+            // training step at that batch (issue 13: the large models train at the largest batch
+            // that fits).
+            let mut largest = serde_json::Value::Null;
+            if std::env::var("PCC_LARGEST_BATCH").is_ok_and(|v| v == "1") {
+                let mut b = batch;
+                while b * 2 <= n && gpu.reserve_batch(b * 2).is_ok() {
+                    b *= 2;
+                }
+                let t = Instant::now();
+                let step = match &on_device {
+                    Some(d) => gpu.accumulate_flows_at(d, 0..b, None).and_then(|_| gpu.em_step(0.1, 0.1)),
+                    None => gpu.accumulate_flows(&tiled.slice(0, b), None).and_then(|_| gpu.em_step(0.1, 0.1)),
+                };
+                largest = serde_json::json!({"batch": b, "step_s": t.elapsed().as_secs_f64(), "ok": step.is_ok(),
+                    "peak_mem_gib": gpu.peak_device_bytes() as f64 / (1u64 << 30) as f64, "error": step.err().map(|e| e.to_string())});
+            }
             println!(
                 "{}",
                 serde_json::json!({
+                    "largest_batch": largest,
                     "system": "pcc", "model": name, "precision": precision.to_string(), "sum_edges": model.plan.num_sum_edges(),
                     "params": model.plan.num_learnable_params(), "nodes": model.plan.num_nodes - model.plan.num_dummy_nodes,
                     "train_s": train_s, "fwd_s": fwd_s, "fwd_eager_s": fwd_eager_s, "device_mem_in_use_gib": mem,
