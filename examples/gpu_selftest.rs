@@ -3,7 +3,8 @@
 //! values and sample weights), the parameters after one EM step, and the queries (conditionals,
 //! MPE, unconditional and conditional sampling) — and the largest differences are printed with
 //! pass/fail. Besides the structures below, a corpus of small random circuits (tests/common's
-//! generator plus mixed Gaussian/Categorical/Bernoulli/Indicator circuits) runs every check.
+//! generator plus mixed Gaussian/Categorical/Bernoulli/Indicator circuits and Binomial circuits)
+//! runs every check.
 //!
 //! Run: `cargo run --release --example gpu_selftest -- [MNIST_DIR] [--quick] [--cpu-queries]`
 //! (MNIST_DIR defaults to `../shared/data/mnist10k`; `--quick` uses small models only, e.g. under
@@ -477,8 +478,8 @@ fn check_queries(model: &Model, data: &Evidence, eng: &mut dyn Queries) -> Resul
 }
 
 /// Small random circuits: tests/common's generator (mixed block sizes, block-sparse sums, shared
-/// sub-circuits, tied inputs and sums, Categorical and Bernoulli leaves) and mixed circuits with
-/// Gaussian and Indicator leaves; 1000 random samples each.
+/// sub-circuits, tied inputs and sums, Categorical and Bernoulli leaves), mixed circuits with
+/// Gaussian and Indicator leaves and circuits with Binomial leaves; 1000 random samples each.
 fn random_corpus() -> Result<Vec<(String, Circuit, Evidence)>> {
     let mut v = Vec::new();
     for seed in 0..7u64 {
@@ -490,6 +491,10 @@ fn random_corpus() -> Result<Vec<(String, Circuit, Evidence)>> {
     for seed in 0..3u64 {
         let (circuit, data) = common::mixed_circuit(seed, 1000, 0.0);
         v.push((format!("mixed{seed} (Gaussian/Categorical/Bernoulli/Indicator, 6 vars)"), circuit, data));
+    }
+    for seed in 0..2u64 {
+        let (circuit, data) = common::binomial_circuit(seed, 1000, 0.0);
+        v.push((format!("binomial{seed} (Binomial/Bernoulli/Categorical, 5 vars)"), circuit, data));
     }
     // The data fits each circuit's variable domains.
     for (name, c, d) in &v {

@@ -136,6 +136,37 @@ fn macro_module_loads_parameters_saved_by_the_builder_path() {
 }
 
 pcc::circuit! { name: pd44, template: pd(shape = (4, 4), latents = 8, input = bernoulli, max_prod_block_conns = 2, seed = 7) }
+pcc::circuit! { name: pd_binomial, template: pd(shape = (2, 2), latents = 4, input = binomial(6)) }
+
+pcc::circuit! {
+    name: counts, vars: 3,
+    x0 = binomial(var 0, trials 4, blocks 2, block 2);
+    x1 = binomial(var 1, tie x0, trials 4);
+    x2 = bernoulli(var 2, blocks 2, block 2);
+    p  = product(x0, x1, x2);
+    s  = sum(p; block 1);
+    root s;
+}
+
+/// Binomial leaves in `circuit!`: the keyword with its `trials` (also tied, and as a template's
+/// `input = binomial(N)`) gives the builder's circuit.
+#[test]
+fn the_macro_declares_binomial_leaves() {
+    let mut b = CircuitBuilder::new(3);
+    let x0 = b.inputs(0, 2, 2, Dist::Binomial { num_trials: 4 });
+    let x1 = b.tied_inputs(x0, 1);
+    let x2 = b.inputs(2, 2, 2, Dist::Bernoulli);
+    let p = b.multiply(&[x0, x1, x2]);
+    let s = b.summate(&[p], 1, 1, SumEdges::Dense);
+    let plan = compile(&b.finish(s).unwrap()).unwrap();
+    assert_eq!(counts::PLAN_JSON, plan.to_json());
+    assert_eq!(counts::CUDA_SOURCE, emit(&plan).unwrap().source);
+    let ev = Evidence::new(3, vec![0.0, 4.0, 1.0, 2.0, 3.0, 0.0]).unwrap();
+    assert!(counts::Circuit::random(2).cpu().unwrap().log_likelihood(&ev).unwrap().iter().all(|l| l.is_finite()));
+
+    let opts = pd::PdOptions { height: 2, width: 2, latents: 4, input: Dist::Binomial { num_trials: 6 }, ..Default::default() };
+    assert_eq!(pd_binomial::PLAN_JSON, compile(&pd::build(&opts).unwrap()).unwrap().to_json());
+}
 pcc::circuit! { name: hmm6, vars: 6, template: hmm(seq_length = 6, hidden = 8, num_emits = 5, homogeneous = true) }
 
 #[test]

@@ -500,3 +500,55 @@ fn a_save_that_cannot_be_written_leaves_the_previous_model() {
         .collect();
     assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
 }
+
+/// `--leaf binomial` (with `--trials`, or the data's largest value): count data learns, trains and
+/// evaluates; trials below the data, `--trials` for another family and binomial HMM emissions are
+/// errors.
+#[test]
+fn binomial_leaves_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut text = String::new();
+    for _ in 0..200 {
+        // Successes of 4 trials, correlated across the 6 variables through a shared rate.
+        let rate = if rng.random_bool(0.5) { 0.2 } else { 0.7 };
+        let row: Vec<String> = (0..6).map(|_| (0..4).filter(|_| rng.random_bool(rate)).count().to_string()).collect();
+        text += &row.join(",");
+        text += "\n";
+    }
+    std::fs::write(p("counts.csv"), text).unwrap();
+    let data = p("counts.csv");
+    for (structure, trials) in [("hclt", Some("4")), ("rat-spn", None), ("pd", Some("6"))] {
+        let model = p(&format!("{structure}-binomial"));
+        let mut cmd = vec!["learn", structure, "--data", &data, "--latents", "4", "--leaf", "binomial", "-o", &model];
+        if structure == "pd" {
+            cmd.extend_from_slice(&["--shape", "2x3", "--split-interval", "1"]);
+        }
+        if let Some(t) = trials {
+            cmd.extend_from_slice(&["--trials", t]);
+        }
+        ok(&cmd);
+        let structure_json: String = std::fs::read_to_string(Path::new(&model).join("structure.json")).unwrap().split_whitespace().collect();
+        let want = format!(r#""num_trials":{}"#, trials.unwrap_or("4"));
+        assert!(structure_json.contains(r#""kind":"binomial""#) && structure_json.contains(&want), "{structure}: binomial leaves with {want}");
+        ok(&["train", &model, "--data", &p("counts.csv"), "--epochs", "3", "--quiet", "--device", "cpu"]);
+        let out = ok(&["eval", &model, "--data", &p("counts.csv"), "--json", "--device", "cpu"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let ll = v["avg_ll"].as_f64().unwrap();
+        // Above the uniform model over each variable's values (trials + 1).
+        let values: f64 = trials.unwrap_or("4").parse::<f64>().unwrap() + 1.0;
+        assert!(ll.is_finite() && ll < 0.0 && ll > -6.0 * values.ln(), "{structure}: avg LL {ll}");
+    }
+    let learn = |extra: &[&str]| fails(&[&["learn", "hclt", "--data", &p("counts.csv"), "-o", &p("bad")][..], extra].concat());
+    let err = learn(&["--leaf", "binomial", "--trials", "2"]);
+    assert!(err.contains("outside the 3 values of binomial leaves"), "{err}");
+    let err = learn(&["--leaf", "categorical", "--trials", "4"]);
+    assert!(err.contains("--trials is an option of binomial leaves"), "{err}");
+    let err = learn(&["--leaf", "bernoulli"]);
+    assert!(err.contains("outside the 2 values of bernoulli leaves"), "{err}");
+    let err = learn(&["--leaf", "poisson"]);
+    assert!(err.contains("--leaf poisson"), "{err}");
+    let err = fails(&["learn", "hmm", "--data", &p("counts.csv"), "--leaf", "binomial", "-o", &p("bad")]);
+    assert!(err.contains("categorical"), "{err}");
+}

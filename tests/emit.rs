@@ -1,6 +1,7 @@
 //! The CUDA emitter: generated sources for a corpus of circuits (random circuits, HCLT, PD,
-//! RAT-SPN, HMM, Gaussian and Indicator leaves) compile with NVRTC for sm_90, stay compact (one
-//! kernel per distinct partition shape, never code per edge), and match their manifests.
+//! RAT-SPN, HMM, Gaussian, Indicator and Binomial leaves) compile with NVRTC for sm_90, stay
+//! compact (one kernel per distinct partition shape, never code per edge), and match their
+//! manifests.
 
 mod common;
 
@@ -26,6 +27,7 @@ fn corpus() -> Vec<(String, Circuit)> {
     let p = b.multiply(&[g, i]);
     let root = b.summate(&[p], 1, 1, SumEdges::Dense);
     v.push(("gaussian_indicator".into(), b.finish(root).unwrap()));
+    v.push(("binomial".into(), common::binomial_circuit(0, 1, 0.0).0));
     v
 }
 
@@ -95,15 +97,15 @@ fn signature(source: &str, name: &str) -> Vec<String> {
 }
 
 /// Categorical (and indicator) leaves read their probabilities, so the engine allocates the table
-/// of leaf constants (as large as the leaf statistics) only for circuits with Bernoulli or
-/// Gaussian leaves: exactly those bind it.
+/// of leaf constants (as large as the leaf statistics) only for circuits with Bernoulli, Gaussian
+/// or Binomial leaves: exactly those bind it.
 #[test]
-fn only_bernoulli_and_gaussian_leaves_bind_the_leaf_table() {
+fn only_bernoulli_gaussian_and_binomial_leaves_bind_the_leaf_table() {
     use pcc::runtime::plan::DistKind;
     let mut seen = [false; 2];
     for (name, c) in corpus() {
         let plan = compile(&c).unwrap();
-        let needs = plan.inputs.iter().any(|l| matches!(l.kind, DistKind::Bernoulli | DistKind::Gaussian));
+        let needs = plan.inputs.iter().any(|l| matches!(l.kind, DistKind::Bernoulli | DistKind::Gaussian | DistKind::Binomial));
         seen[needs as usize] = true;
         for precision in [Precision::Fp32, Precision::Bf16] {
             let e = emit_with(&plan, &EmitOptions { precision }).unwrap();
@@ -233,7 +235,9 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         } else {
             0
         };
-        assert!(e.source.len() - fixed < 2000 + 1500 * names.len(), "{name}: {} bytes of source for {} kernels", e.source.len(), names.len());
+        // Plus each leaf family's device functions (`templates/dist`), fixed text once per family.
+        let families = 3000 * plan.inputs.len();
+        assert!(e.source.len() - fixed < 2000 + families + 1500 * names.len(), "{name}: {} bytes of source for {} kernels", e.source.len(), names.len());
         assert!(!e.source.contains("#include"), "{name}: generated CUDA is self-contained");
         let json = serde_json::to_string(&e.manifest).unwrap();
         assert_eq!(serde_json::from_str::<pcc::runtime::cuda::Manifest>(&json).unwrap(), e.manifest, "{name}: manifest JSON round trip");

@@ -222,6 +222,8 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
     }
     let (c, mixed_ev) = common::mixed_circuit(1, SMALL_BATCH, 0.4);
     corpus.push(("mixed1".into(), Model::random(c, 3).unwrap()));
+    // Binomial leaves: their forward kernel (compiled for the host too) against the CPU engine.
+    corpus.push(("binomial1".into(), Model::random(common::binomial_circuit(1, 1, 0.0).0, 3).unwrap()));
     let data: Vec<f32> = (0..200 * 12).map(|i| ((i * 2654435761usize) >> 7 & 1) as f32).collect();
     let hc = hclt::learn(&Evidence::new(12, data).unwrap(), &hclt::HcltOptions { latents: 16, ..Default::default() }).unwrap();
     corpus.push(("hclt16".into(), Model::random(hc, 5).unwrap()));

@@ -41,6 +41,64 @@ fn u24(a: u32) -> f32 {
     (a >> 8) as f32 * (1.0 / 16777216.0)
 }
 
+// templates/dist/binomial.cu.tera.
+fn binomial_lpmf(n: u32, lp: f32, lq: f32, k: u32) -> f32 {
+    if k > n {
+        return NEG_INF;
+    }
+    let m = k.min(n - k);
+    let mut lc = 0f64;
+    for j in 1..=m {
+        lc += ((n - m + j) as f64 / j as f64).ln();
+    }
+    let mut out = lc as f32;
+    if k > 0 {
+        out += k as f32 * lp;
+    }
+    if k < n {
+        out += (n - k) as f32 * lq;
+    }
+    out
+}
+/// `pcc_binomial_logp` from the leaf constants `c` = (log(1−p), log p, n).
+fn binomial_logp(c: &[f32], x: f32) -> f32 {
+    binomial_lpmf(c[2] as u32, c[1], c[0], x as u32)
+}
+fn binomial_mode(n: u32, p: f32) -> u32 {
+    let (pd, q) = (p as f64, 1.0 - p as f64);
+    let mut k = 0;
+    while k < n && (n - k) as f64 * pd > (k + 1) as f64 * q {
+        k += 1;
+    }
+    k
+}
+fn binomial_draw(n: u32, p: f32, mut u: f64) -> u32 {
+    let p = p as f64;
+    let (lp, lq) = (p.ln(), (-p).ln_1p());
+    let (mut lc, mut last) = (0f64, 0);
+    for k in 0..=n {
+        if k > 0 {
+            lc += ((n - k + 1) as f64 / k as f64).ln();
+        }
+        let mut l = lc;
+        if k > 0 {
+            l += k as f64 * lp;
+        }
+        if k < n {
+            l += (n - k) as f64 * lq;
+        }
+        let pk = l.exp();
+        if pk > 0.0 {
+            last = k;
+        }
+        if u < pk {
+            return k;
+        }
+        u -= pk;
+    }
+    last
+}
+
 /// Device buffers of one batch.
 struct Dev<'a> {
     m: &'a Manifest,
@@ -164,13 +222,15 @@ impl<'a> Dev<'a> {
                                 let z = (x - c[0]) / c[1];
                                 -0.5 * z * z - c[2]
                             }
-                            _ => {
+                            "binomial" => binomial_logp(&self.table[a..a + 3], x),
+                            "indicator" => {
                                 if x as u32 == aux[i] {
                                     0.0
                                 } else {
                                     NEG_INF
                                 }
                             }
+                            _ => panic!("the emulator does not know {kind} leaves"),
                         }
                     } else if !max {
                         0.0
@@ -187,7 +247,13 @@ impl<'a> Dev<'a> {
                                 if p > 1.0 - p { self.table[a + 1] } else { self.table[a] }
                             }
                             "gaussian" => -self.table[a + 2],
-                            _ => 0.0,
+                            "binomial" => {
+                                let c = &self.table[a..a + 3];
+                                let n = c[2] as u32;
+                                binomial_lpmf(n, c[1], c[0], binomial_mode(n, self.prm[pstart[i] as usize]))
+                            }
+                            "indicator" => 0.0,
+                            _ => panic!("the emulator does not know {kind} leaves"),
                         }
                     };
                     self.nodes[ids[i] as usize * bb + b] = out;
@@ -367,11 +433,17 @@ impl<'a> Dev<'a> {
                                     let (mu, sd) = (self.table[aux[j] as usize], self.table[aux[j] as usize + 1]);
                                     acc += f * if k == 0 { mu } else { sd * sd + mu * mu };
                                 }
-                                _ => {
+                                "binomial" => {
+                                    if (k as u32) < ncat[j] {
+                                        acc += f * binomial_logp(&self.table[aux[j] as usize..][..3], k as f32).exp();
+                                    }
+                                }
+                                "indicator" => {
                                     if aux[j] == k as u32 {
                                         acc += f;
                                     }
                                 }
+                                _ => panic!("the emulator does not know {kind} leaves"),
                             }
                         }
                         self.out[b * slots + eslot[e] as usize + k] += acc;
@@ -409,7 +481,9 @@ impl<'a> Dev<'a> {
                             }
                             "bernoulli" => (q[0] > 1.0 - q[0]) as u32 as f32,
                             "gaussian" => self.table[a],
-                            _ => aux[i] as f32,
+                            "binomial" => binomial_mode(self.table[a + 2] as u32, q[0]) as f32,
+                            "indicator" => aux[i] as f32,
+                            _ => panic!("the emulator does not know {kind} leaves"),
                         }
                     } else {
                         let r4 = draw(self.seed, self.sample0.wrapping_add(b as u32), node as u32);
@@ -435,7 +509,9 @@ impl<'a> Dev<'a> {
                                 let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
                                 (self.table[a] as f64 + self.table[a + 1] as f64 * z) as f32
                             }
-                            _ => aux[i] as f32,
+                            "binomial" => binomial_draw(self.table[a + 2] as u32, q[0], u53(r4[0], r4[1])) as f32,
+                            "indicator" => aux[i] as f32,
+                            _ => panic!("the emulator does not know {kind} leaves"),
                         }
                     };
                 }
@@ -506,6 +582,10 @@ fn corpus() -> Vec<(String, Model, Evidence)> {
     for s in 0..3u64 {
         let (c, ev) = common::mixed_circuit(s, 64, 0.4);
         v.push((format!("mixed{s}"), Model::random(c, 3).unwrap(), ev));
+    }
+    for s in 0..2u64 {
+        let (c, ev) = common::binomial_circuit(s, 64, 0.4);
+        v.push((format!("binomial{s}"), Model::random(c, 3).unwrap(), ev));
     }
     let data: Vec<f32> = (0..200 * 10).map(|i| ((i * 2654435761usize) >> 7 & 1) as f32).collect();
     let hc = hclt::learn(&Evidence::new(10, data).unwrap(), &hclt::HcltOptions { latents: 8, ..Default::default() }).unwrap();
@@ -789,7 +869,7 @@ fn run_host(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a: usiz
 fn generated_cuda_run_on_the_host_equals_the_emulator() {
     let corpus = corpus();
     for (name, model, ev) in
-        corpus.iter().filter(|(n, ..)| ["random0", "random3", "random7", "random10", "mixed0", "mixed2", "hmm", "hclt"].contains(&n.as_str()))
+        corpus.iter().filter(|(n, ..)| ["random0", "random3", "random7", "random10", "mixed0", "mixed2", "binomial0", "hmm", "hclt"].contains(&n.as_str()))
     {
         let dir = tempfile::tempdir().unwrap();
         let Some(exe) = host_program(model, dir.path()) else { return };

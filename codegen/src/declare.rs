@@ -11,11 +11,12 @@
 //!
 //! ```text
 //! circuit! {
-//!     name: tiny, vars: 4,                               // header (also `runtime: ::pc_runtime`)
+//!     name: tiny, vars: 5,                               // header (also `runtime: ::pc_runtime`)
 //!     x0 = categorical(var 0, states 4, blocks 1, block 8);
 //!     x1 = bernoulli(var 1, block 8);
 //!     x2 = gaussian(var 2, block 8, min_sigma 0.01);
 //!     x3 = indicator(var 3, states 2, block 2);
+//!     x4 = binomial(var 4, trials 10, block 4);          // successes in 10 trials
 //!     y0 = categorical(var 1, tie x0);                   // tied leaves: shape from the source
 //!     p0 = product(x0, x1);                              // elementwise over blocks
 //!     p1 = product(a, b; edges [[0, 1], [1, 0]]);        // explicit block edges
@@ -27,7 +28,9 @@
 //! circuit! { name: pd8, template: pd(shape = (4, 4), latents = 8, input = bernoulli) }
 //! ```
 //!
-//! Options are written `key value` or `key = value`. Templates: `pd` ([`crate::structures::pd`]),
+//! Leaf keywords, and the option that completes each family (`states`, `min_sigma`, `trials`), are
+//! the families' own (`pc_runtime::dist`). Options are written `key value` or `key = value`.
+//! Templates: `pd` ([`crate::structures::pd`]),
 //! `hmm` ([`crate::structures::hmm`]) and `rat_spn` ([`crate::structures::rat_spn`]); their
 //! arguments are the fields of the options structs (`shape = (h, w)` for PD's height and width).
 
@@ -38,6 +41,7 @@ use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, Node, NodeId};
 use crate::structures::{hmm, pd, rat_spn};
+use pc_runtime::dist::{DistKind, ShapeParam, ShapeValue};
 
 /// A value of an option or template argument.
 #[derive(Clone, Debug, PartialEq)]
@@ -237,8 +241,6 @@ impl<'a> Opts<'a> {
     }
 }
 
-const LEAVES: &[&str] = &["categorical", "bernoulli", "gaussian", "indicator"];
-
 fn declare_nodes(num_vars: u32, nodes: &[NodeDecl]) -> Result<CircuitBuilder, DeclError> {
     let mut b = CircuitBuilder::new(num_vars);
     let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -256,52 +258,9 @@ fn declare_nodes(num_vars: u32, nodes: &[NodeDecl]) -> Result<CircuitBuilder, De
         }
         let call = &n.call;
         let kind = call.name.as_str();
+        let family = DistKind::from_name(kind);
         match kind {
-            _ if LEAVES.contains(&kind) => {
-                if let Some(a) = call.args.iter().position(|a| matches!(a, Arg::Positional(_))) {
-                    return err(Loc::Arg { node: i, arg: a }, format!("`{kind}` takes options (`var N`, …), not children"));
-                }
-                let allowed: &[&str] = match kind {
-                    "categorical" | "indicator" => &["var", "states", "blocks", "block", "tie"],
-                    "gaussian" => &["var", "min_sigma", "blocks", "block", "tie"],
-                    _ => &["var", "blocks", "block", "tie"],
-                };
-                let o = Opts::new(i, call, allowed)?;
-                let var = o.required_u32("var")?;
-                if let Some((ta, src)) = o.ident("tie")? {
-                    let s = lookup(&ids, Loc::Arg { node: i, arg: ta }, src)?;
-                    let Node::Input { num_blocks, block_size, dist, .. } = *b.node(s) else {
-                        return err(Loc::Arg { node: i, arg: ta }, format!("`{src}` is not a leaf; leaves tie only to leaves"));
-                    };
-                    let given = [("blocks", num_blocks), ("block", block_size)];
-                    let states = match dist {
-                        Dist::Categorical { num_cats } => Some(num_cats),
-                        Dist::Indicator { num_states } => Some(num_states),
-                        _ => None,
-                    };
-                    if dist_name(&dist) != kind {
-                        return err(Loc::Kind(i), format!("`{src}` is {}; a tied leaf has its source's distribution", dist_name(&dist)));
-                    }
-                    for (key, want) in given.into_iter().chain(states.map(|s| ("states", s))) {
-                        if let Some(v) = o.u32(key)?
-                            && v != want
-                        {
-                            return err(o.loc(key).expect("given"), format!("tied to `{src}`, which has `{key} {want}`"));
-                        }
-                    }
-                    b.tied_inputs(s, var);
-                } else {
-                    let blocks = o.u32("blocks")?.unwrap_or(1);
-                    let block = o.u32("block")?.unwrap_or(1);
-                    let dist = match kind {
-                        "categorical" => Dist::Categorical { num_cats: o.required_u32("states")? },
-                        "indicator" => Dist::Indicator { num_states: o.required_u32("states")? },
-                        "gaussian" => Dist::Gaussian { min_sigma: o.float("min_sigma")?.unwrap_or(0.01) },
-                        _ => Dist::Bernoulli,
-                    };
-                    b.inputs(var, blocks, block, dist);
-                }
-            }
+            _ if family.is_some() => declare_leaf(&mut b, i, call, family, &|at, name| lookup(&ids, at, name))?,
             "product" | "sum" => {
                 let mut children = Vec::new();
                 for (a, arg) in call.args.iter().enumerate() {
@@ -360,7 +319,8 @@ fn declare_nodes(num_vars: u32, nodes: &[NodeDecl]) -> Result<CircuitBuilder, De
                 }
             }
             _ => {
-                return err(Loc::Kind(i), format!("unknown node kind `{kind}`; expected one of: categorical, bernoulli, gaussian, indicator, product, sum"));
+                let kinds: Vec<&str> = DistKind::ALL.iter().map(|k| k.name()).chain(["product", "sum"]).collect();
+                return err(Loc::Kind(i), format!("unknown node kind `{kind}`; expected one of: {}", kinds.join(", ")));
             }
         }
         ids.insert(&n.name, i);
@@ -368,13 +328,58 @@ fn declare_nodes(num_vars: u32, nodes: &[NodeDecl]) -> Result<CircuitBuilder, De
     Ok(b)
 }
 
-fn dist_name(d: &Dist) -> &'static str {
-    match d {
-        Dist::Categorical { .. } => "categorical",
-        Dist::Bernoulli => "bernoulli",
-        Dist::Gaussian { .. } => "gaussian",
-        Dist::Indicator { .. } => "indicator",
+/// A leaf statement: `family(var V, blocks B, block S, <its shape option>)`, or a leaf tied to an
+/// earlier one (`tie x0`), whose shape options may repeat the source's but not differ from them.
+/// The family's [`ShapeParam`] says which option completes it (`states`, `min_sigma`, `trials`).
+fn declare_leaf(
+    b: &mut CircuitBuilder,
+    i: usize,
+    call: &Call,
+    family: Option<DistKind>,
+    lookup: &dyn Fn(Loc, &str) -> Result<NodeId, DeclError>,
+) -> Result<(), DeclError> {
+    let kind = call.name.as_str();
+    let Some(family) = family else { return err(Loc::Kind(i), format!("`{kind}` is not a leaf family")) };
+    if let Some(a) = call.args.iter().position(|a| matches!(a, Arg::Positional(_))) {
+        return err(Loc::Arg { node: i, arg: a }, format!("`{kind}` takes options (`var N`, …), not children"));
     }
+    let shape = family.info().shape;
+    let allowed: Vec<&str> = ["var"].into_iter().chain(shape.map(|s| s.key())).chain(["blocks", "block", "tie"]).collect();
+    let o = Opts::new(i, call, &allowed)?;
+    let var = o.required_u32("var")?;
+    if let Some((ta, src)) = o.ident("tie")? {
+        let s = lookup(Loc::Arg { node: i, arg: ta }, src)?;
+        let Node::Input { num_blocks, block_size, dist, .. } = *b.node(s) else {
+            return err(Loc::Arg { node: i, arg: ta }, format!("`{src}` is not a leaf; leaves tie only to leaves"));
+        };
+        if dist.kind() != family {
+            return err(Loc::Kind(i), format!("`{src}` is {}; a tied leaf has its source's distribution", dist.info().name));
+        }
+        // A whole-number shape (`states`, `trials`) given on a tied leaf must be the source's.
+        let count = match (shape, dist.shape()) {
+            (Some(ShapeParam::Count { key, .. }), Some(ShapeValue::Count(v))) => Some((key, v)),
+            _ => None,
+        };
+        for (key, want) in [("blocks", num_blocks), ("block", block_size)].into_iter().chain(count) {
+            if let Some(v) = o.u32(key)?
+                && v != want
+            {
+                return err(o.loc(key).expect("given"), format!("tied to `{src}`, which has `{key} {want}`"));
+            }
+        }
+        b.tied_inputs(s, var);
+    } else {
+        let blocks = o.u32("blocks")?.unwrap_or(1);
+        let block = o.u32("block")?.unwrap_or(1);
+        let value = match shape {
+            None => None,
+            Some(ShapeParam::Count { key, .. }) => Some(ShapeValue::Count(o.required_u32(key)?)),
+            Some(ShapeParam::Real { key, default, .. }) => Some(ShapeValue::Real(o.float(key)?.unwrap_or(default))),
+        };
+        let Some(dist) = family.with_shape(value) else { return err(Loc::Kind(i), format!("`{kind}` does not take {value:?}")) };
+        b.inputs(var, blocks, block, dist);
+    }
+    Ok(())
 }
 
 fn int(v: &Value) -> Option<u32> {
@@ -421,7 +426,11 @@ fn circuit_error(decl: &Declaration, names: &[String], e: CircuitError) -> DeclE
         CircuitError::EmptyNode { node } => arg_named(*node, "blocks").or(arg_named(*node, "tie")),
         CircuitError::BadBlockSize { node, .. } => arg_named(*node, "block").or(arg_named(*node, "tie")),
         CircuitError::VarOutOfRange { node, .. } => arg_named(*node, "var"),
-        CircuitError::InvalidDistribution { node, .. } => arg_named(*node, "states").or(arg_named(*node, "min_sigma")).or(Some(Loc::Kind(node.index()))),
+        CircuitError::InvalidDistribution { node, .. } => {
+            // At the option that completes the family (`states 0`), else at the keyword.
+            let shape = DistKind::from_name(&nodes[node.index()].call.name).and_then(|k| k.info().shape);
+            shape.and_then(|s| arg_named(*node, s.key())).or(Some(Loc::Kind(node.index())))
+        }
         CircuitError::BlockSizeMismatch { node, child, .. } => child_arg(*node, *child),
         CircuitError::NonDecomposable { node, second, .. } | CircuitError::NonSmooth { node, second, .. } => child_arg(*node, *second),
         CircuitError::ProductEdgeShape { node, .. }
@@ -526,32 +535,48 @@ impl<'a> TemplateArgs<'a> {
     }
 
     fn dist(&self, key: &str) -> Result<Option<Dist>, DeclError> {
-        self.get(key, "a distribution: `bernoulli`, `categorical(N)`, `indicator(N)` or `gaussian(MIN_SIGMA)`", dist_value)
+        self.get(key, &format!("a distribution: {}", dist_forms()), dist_value)
     }
 }
 
+/// A distribution as a template argument: `bernoulli`, `categorical(N)`, `gaussian(MIN_SIGMA)`, …
+/// (a family's keyword, called with its shape value if it has one).
 fn dist_value(v: &Value) -> Option<Dist> {
     let (name, args): (&str, &[Arg]) = match v {
         Value::Ident(n) => (n, &[]),
         Value::Call(c) => (&c.name, &c.args),
         _ => return None,
     };
+    let family = DistKind::from_name(name)?;
     let num = || match args {
         [Arg::Positional(v)] | [Arg::Named(_, v)] => Some(v),
         _ => None,
     };
-    match name {
-        "bernoulli" if args.is_empty() => Some(Dist::Bernoulli),
-        "categorical" => Some(Dist::Categorical { num_cats: int(num()?)? }),
-        "indicator" => Some(Dist::Indicator { num_states: int(num()?)? }),
-        "gaussian" => Some(Dist::Gaussian {
-            min_sigma: match num()? {
-                Value::Float(f) => *f as f32,
-                Value::Int(i) => *i as f32,
-                _ => return None,
-            },
-        }),
-        _ => None,
+    let value = match family.info().shape {
+        None if args.is_empty() => None,
+        None => return None,
+        Some(ShapeParam::Count { .. }) => Some(ShapeValue::Count(int(num()?)?)),
+        Some(ShapeParam::Real { .. }) => Some(ShapeValue::Real(match num()? {
+            Value::Float(f) => *f as f32,
+            Value::Int(i) => *i as f32,
+            _ => return None,
+        })),
+    };
+    family.with_shape(value)
+}
+
+/// How a template argument spells each family: "`categorical(N)`, `bernoulli`, … or `binomial(N)`".
+fn dist_forms() -> String {
+    let forms: Vec<String> = DistKind::ALL
+        .iter()
+        .map(|k| match k.info().shape {
+            None => format!("`{}`", k.name()),
+            Some(s) => format!("`{}({})`", k.name(), s.placeholder()),
+        })
+        .collect();
+    match forms.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => forms.concat(),
     }
 }
 

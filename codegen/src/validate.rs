@@ -256,15 +256,7 @@ fn check_sizes(c: &Circuit) -> Result<(), CircuitError> {
 }
 
 fn check_dist(node: NodeId, dist: &Dist) -> Result<(), CircuitError> {
-    let bad = |reason: String| Err(CircuitError::InvalidDistribution { node, reason });
-    match *dist {
-        Dist::Categorical { num_cats } if num_cats < 1 => bad("a categorical needs at least one category".into()),
-        Dist::Indicator { num_states } if num_states < 1 => bad("an indicator needs at least one state".into()),
-        Dist::Gaussian { min_sigma } if !(min_sigma > 0.0 && min_sigma.is_finite()) => {
-            bad(format!("the Gaussian's minimum standard deviation must be positive and finite, got {min_sigma}"))
-        }
-        _ => Ok(()),
-    }
+    dist.check().map_err(|reason| CircuitError::InvalidDistribution { node, reason })
 }
 
 fn check_child_block_sizes(c: &Circuit, node: NodeId, children: &[NodeId], expected: u32) -> Result<(), CircuitError> {

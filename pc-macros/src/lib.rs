@@ -15,7 +15,8 @@ mod parse;
 /// pcc::circuit! {
 ///     name: tiny, vars: 2,                               // headers; also `runtime: ::pc_runtime`
 ///     x0 = categorical(var 0, states 3, block 4);        // leaves: categorical | bernoulli |
-///     x1 = bernoulli(var 1, block 4);                    //   gaussian (min_sigma) | indicator (states)
+///     x1 = bernoulli(var 1, block 4);                    //   gaussian (min_sigma) | indicator (states) |
+///                                                        //   binomial (trials)
 ///     p  = product(x0, x1);                              // options: blocks (1), block (1), tie NODE
 ///     s  = sum(p; block 1);                              // edges dense (default) | diagonal | [(i, j), ..]
 ///     root s;

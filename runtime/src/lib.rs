@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod dataset;
+pub mod dist;
 mod error;
 pub mod params;
 pub mod plan;

@@ -9,7 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensorError, SafeTensors, tensor::TensorView};
 
-use crate::plan::{Dist, Plan, TensorLayout, TensorSpec};
+use crate::dist::{check_nonneg, check_rows};
+use crate::plan::{Plan, TensorLayout, TensorSpec};
 use crate::{ParamsError, RuntimeError, atomic_write};
 
 /// Tolerance on `|Σ θ - 1|` when checking that a distribution is normalized (f32 storage).
@@ -35,7 +36,8 @@ impl Params {
     }
 
     /// PyJuice-style random initialization: weights `exp(-U(0,1) * perturbation)`, normalized;
-    /// Bernoulli `p ~ U(0.2, 0.8)`; Gaussian `μ ~ U(-1, 1)`, `σ = 1`. Deterministic for a seed.
+    /// leaves as their family says (`crate::dist`: categorical as the weights, Bernoulli
+    /// `p ~ U(0.2, 0.8)`, Gaussian `μ ~ U(-1, 1)`, `σ = 1`, …). Deterministic for a seed.
     pub fn random(plan: &Plan, seed: u64, perturbation: f32) -> Params {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut p = Params::zeros(plan);
@@ -60,22 +62,7 @@ impl Params {
             let np = seg.dist.num_params() as usize;
             for n in 0..seg.num_nodes as usize {
                 let row = &mut p.input[seg.param_start as usize + n * np..][..np];
-                match seg.dist {
-                    Dist::Categorical { .. } => {
-                        let mut total = 0.0f64;
-                        for v in row.iter_mut() {
-                            *v = (-rng.random::<f32>() * perturbation).exp();
-                            total += *v as f64;
-                        }
-                        row.iter_mut().for_each(|v| *v = (*v as f64 / total) as f32);
-                    }
-                    Dist::Bernoulli => row[0] = rng.random_range(0.2..0.8),
-                    Dist::Gaussian { min_sigma } => {
-                        row[0] = rng.random_range(-1.0..1.0);
-                        row[1] = 1.0f32.max(min_sigma);
-                    }
-                    Dist::Indicator { .. } => {}
-                }
+                seg.dist.init(row, &mut rng, perturbation);
             }
         }
         p
@@ -83,8 +70,9 @@ impl Params {
 
     /// Per-node constants of the forward pass, precomputed once per parameter change so the hot loop
     /// does a lookup instead of a logarithm. Laid out like the statistics (`S` slots per node at the
-    /// segment's `flow_start`): Categorical `log θ_k`; Bernoulli `(log(1−p), log p)`; Gaussian
-    /// `(μ, σ, log σ + ½ log 2π)`; Indicator nothing.
+    /// segment's `flow_start`), filled by the family (`crate::dist`): Categorical `log θ_k`;
+    /// Bernoulli `(log(1−p), log p)`; Gaussian `(μ, σ, log σ + ½ log 2π)`; Binomial
+    /// `(log(1−p), log p, n)`; Indicator nothing.
     pub fn leaf_table(&self, plan: &Plan) -> Vec<f32> {
         // Segments are filled in parallel (25M logarithms for an HCLT-128 on MNIST would
         // otherwise dominate the start of an engine), then copied to their disjoint ranges.
@@ -103,19 +91,7 @@ impl Params {
         let mut tab = vec![0.0; seg.num_nodes as usize * ns];
         for i in 0..seg.num_nodes as usize {
             let prm = &self.input[seg.param_start as usize + i * np..][..np];
-            let out = &mut tab[i * ns..][..ns];
-            match seg.dist {
-                Dist::Categorical { .. } => out.iter_mut().zip(prm).for_each(|(o, p)| *o = p.ln()),
-                Dist::Bernoulli => {
-                    out[0] = (1.0 - prm[0]).ln();
-                    out[1] = prm[0].ln();
-                }
-                Dist::Gaussian { .. } => {
-                    let s = crate::cpu::leaf_sigma(&seg.dist, prm[1]);
-                    out.copy_from_slice(&[prm[0], s, s.ln() + crate::cpu::HALF_LN_2PI]);
-                }
-                Dist::Indicator { .. } => {}
-            }
+            seg.dist.table(prm, &mut tab[i * ns..][..ns]);
         }
         tab
     }
@@ -358,25 +334,13 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>)
 
 /// Validate one tensor in file shape.
 fn validate_tensor(spec: &TensorSpec, values: &[f32]) -> Result<(), ParamsError> {
-    let name = || spec.name.clone();
+    let name = spec.name.as_str();
     if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-        return Err(ParamsError::NonFinite { name: name(), index });
+        return Err(ParamsError::NonFinite { name: name.to_string(), index });
     }
-    let check_nonneg = |values: &[f32]| -> Result<(), ParamsError> {
-        match values.iter().position(|v| *v < 0.0) {
-            Some(index) => Err(ParamsError::Negative { name: name(), index, value: values[index] }),
-            None => Ok(()),
-        }
-    };
-    let check_rows = |sums: &[f64]| -> Result<(), ParamsError> {
-        match sums.iter().position(|s| (s - 1.0).abs() > NORMALIZATION_TOL) {
-            Some(row) => Err(ParamsError::Unnormalized { name: name(), row, sum: sums[row] }),
-            None => Ok(()),
-        }
-    };
     match &spec.layout {
         TensorLayout::SumWeights { block_size, child_block_size, sum_blocks, .. } => {
-            check_nonneg(values)?;
+            check_nonneg(name, values)?;
             let (bs, cbs) = (*block_size as usize, *child_block_size as usize);
             let nblocks = sum_blocks.iter().map(|&b| b as usize + 1).max().unwrap_or(0);
             let mut sums = vec![0.0f64; nblocks * bs];
@@ -386,34 +350,8 @@ fn validate_tensor(spec: &TensorSpec, values: &[f32]) -> Result<(), ParamsError>
                     sums[blk as usize * bs + m] += row;
                 }
             }
-            check_rows(&sums)
+            check_rows(name, &sums)
         }
-        TensorLayout::Input { dist, num_nodes, .. } => {
-            let np = dist.num_params() as usize;
-            match dist {
-                Dist::Categorical { .. } => {
-                    check_nonneg(values)?;
-                    let sums: Vec<f64> = values.chunks_exact(np).map(|r| r.iter().map(|&v| v as f64).sum()).collect();
-                    check_rows(&sums)
-                }
-                Dist::Bernoulli => {
-                    check_nonneg(values)?;
-                    match values.iter().position(|&p| p > 1.0) {
-                        Some(row) => Err(ParamsError::ProbabilityAboveOne { name: name(), row, value: values[row] }),
-                        None => Ok(()),
-                    }
-                }
-                Dist::Gaussian { .. } => {
-                    for n in 0..*num_nodes as usize {
-                        let sigma = values[n * 2 + 1];
-                        if sigma <= 0.0 {
-                            return Err(ParamsError::InvalidSigma { name: name(), row: n, value: sigma });
-                        }
-                    }
-                    Ok(())
-                }
-                Dist::Indicator { .. } => Ok(()),
-            }
-        }
+        TensorLayout::Input { dist, .. } => dist.validate(name, values),
     }
 }

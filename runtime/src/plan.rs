@@ -16,68 +16,7 @@ use serde::{Deserialize, Serialize};
 /// Version of the serialized plan format; bumped on any layout change.
 pub const PLAN_VERSION: u32 = 1;
 
-/// A leaf distribution together with its compile-time constants.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Dist {
-    /// Categorical over `0..num_cats`; parameters: `num_cats` probabilities.
-    Categorical { num_cats: u32 },
-    /// Bernoulli over `{0, 1}`; parameter: P(x = 1).
-    Bernoulli,
-    /// Gaussian; parameters: mean and standard deviation, the latter never below `min_sigma`.
-    Gaussian { min_sigma: f32 },
-    /// Node `i` of the vector is the indicator `[x == i mod num_states]`; no parameters.
-    Indicator { num_states: u32 },
-}
-
-/// The family of a distribution: one input layer per family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DistKind {
-    Categorical,
-    Bernoulli,
-    Gaussian,
-    Indicator,
-}
-
-impl Dist {
-    pub fn kind(&self) -> DistKind {
-        match self {
-            Dist::Categorical { .. } => DistKind::Categorical,
-            Dist::Bernoulli => DistKind::Bernoulli,
-            Dist::Gaussian { .. } => DistKind::Gaussian,
-            Dist::Indicator { .. } => DistKind::Indicator,
-        }
-    }
-    /// Parameters stored per node.
-    pub fn num_params(&self) -> u32 {
-        match self {
-            Dist::Categorical { num_cats } => *num_cats,
-            Dist::Bernoulli => 1,
-            Dist::Gaussian { .. } => 2,
-            Dist::Indicator { .. } => 0,
-        }
-    }
-    /// Expected statistics (flows) accumulated per node: category counts, (count of 0, count of 1),
-    /// or the Gaussian moments (Σ F·x, Σ F·x², Σ F).
-    pub fn num_stats(&self) -> u32 {
-        match self {
-            Dist::Categorical { num_cats } => *num_cats,
-            Dist::Bernoulli => 2,
-            Dist::Gaussian { .. } => 3,
-            Dist::Indicator { .. } => 0,
-        }
-    }
-    /// The values a variable modelled by this distribution may take.
-    pub fn domain(&self) -> Domain {
-        match self {
-            Dist::Categorical { num_cats } => Domain::Discrete { num_cats: *num_cats },
-            Dist::Bernoulli => Domain::Discrete { num_cats: 2 },
-            Dist::Gaussian { .. } => Domain::Continuous,
-            Dist::Indicator { num_states } => Domain::Discrete { num_cats: *num_states },
-        }
-    }
-}
+pub use crate::dist::{Dist, DistKind};
 
 /// Domain of one variable, used to validate data before it reaches a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

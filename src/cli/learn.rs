@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use pc_codegen::structures::hclt::{self, HcltOptions, MiOptions};
 use pc_codegen::structures::{hmm, pd, rat_spn};
 use pc_codegen::{Circuit, Dist, Model};
-use pc_runtime::Evidence;
+use pc_runtime::{DistKind, Domain, Evidence};
 
 use super::DataArgs;
 
@@ -33,6 +33,13 @@ pub struct Common {
     /// outlier such as 1000000 would otherwise silently make a huge categorical model.
     #[arg(long, default_value_t = 1024)]
     pub max_categories: u32,
+    /// Leaf family: `auto` (Bernoulli for binary data, else categorical over 0..=max),
+    /// `bernoulli`, `categorical` or `binomial` (successes in `--trials` trials).
+    #[arg(long, default_value = "auto")]
+    pub leaf: String,
+    /// Trials of binomial leaves (default: the data's largest value).
+    #[arg(long)]
+    pub trials: Option<u32>,
     /// Seed of the random parameters (and of random structure choices).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -96,9 +103,11 @@ pub enum Structure {
     },
 }
 
-/// Leaf distribution for discrete data: Bernoulli for binary, else Categorical over `0..=max`,
-/// with at most `max_categories` categories.
-fn leaf_for(ev: &Evidence, max_categories: u32) -> Result<Dist> {
+/// Leaf distribution for discrete data, by `--leaf`: Bernoulli for binary data, else categorical
+/// over `0..=max` (`auto`), or the family asked for; the variables' domains (at most
+/// `--max-categories` values) must hold the data.
+fn leaf_for(ev: &Evidence, common: &Common) -> Result<Dist> {
+    let max_categories = common.max_categories;
     let mut max = (0f32, 0);
     for (i, &x) in ev.values.iter().enumerate() {
         if ev.missing.as_ref().is_some_and(|m| m[i]) {
@@ -122,7 +131,32 @@ fn leaf_for(ev: &Evidence, max_categories: u32) -> Result<Dist> {
             x as u64 + 1
         );
     }
-    Ok(if x <= 1.0 { Dist::Bernoulli } else { Dist::Categorical { num_cats: x as u32 + 1 } })
+    let (max, cats) = (x as u32, x as u32 + 1);
+    if common.trials.is_some() && common.leaf != "binomial" {
+        bail!("--trials is an option of binomial leaves (--leaf binomial), not of --leaf {}", common.leaf);
+    }
+    let dist = match (common.leaf.as_str(), DistKind::from_name(&common.leaf)) {
+        ("auto", _) if max <= 1 => Dist::Bernoulli,
+        ("auto", _) | (_, Some(DistKind::Categorical)) => Dist::Categorical { num_cats: cats },
+        (_, Some(DistKind::Bernoulli)) => Dist::Bernoulli,
+        (_, Some(DistKind::Binomial)) => Dist::Binomial { num_trials: common.trials.unwrap_or(max) },
+        (other, _) => bail!("--leaf {other}: structures learned from discrete data take auto, bernoulli, categorical or binomial leaves"),
+    };
+    if let Err(reason) = dist.check() {
+        bail!("--leaf {}: {reason}", common.leaf);
+    }
+    if let Domain::Discrete { num_cats } = dist.domain()
+        && num_cats < cats
+    {
+        let (sample, var) = (i / ev.num_vars, i % ev.num_vars);
+        bail!(
+            "sample {sample} (row {}), variable {var} (column {}): value {x} is outside the {num_cats} values of {} leaves",
+            sample + 1,
+            var + 1,
+            common.leaf
+        );
+    }
+    Ok(dist)
 }
 
 fn image_shape(shape: &Option<String>, from_data: Option<[usize; 2]>, num_vars: usize) -> Result<(u32, u32)> {
@@ -153,7 +187,7 @@ pub fn run(a: &LearnArgs) -> Result<()> {
             let opts = HcltOptions {
                 latents: common.latents,
                 block_size: common.block_size,
-                input: Some(leaf_for(&d.ev, common.max_categories)?),
+                input: Some(leaf_for(&d.ev, common)?),
                 tie_inputs: *tie_inputs,
                 mi: MiOptions { soft_bins: *mi_bins, max_samples: *mi_samples, ..MiOptions::default() },
             };
@@ -169,7 +203,7 @@ pub fn run(a: &LearnArgs) -> Result<()> {
                 max_split_depth: *max_split_depth,
                 latents: common.latents,
                 max_prod_block_conns: *max_prod_conns,
-                input: leaf_for(&d.ev, common.max_categories)?,
+                input: leaf_for(&d.ev, common)?,
                 block_size: common.block_size,
                 seed: common.seed,
             };
@@ -183,15 +217,18 @@ pub fn run(a: &LearnArgs) -> Result<()> {
                 depth: *depth,
                 num_repetitions: *repetitions,
                 num_pieces: *pieces,
-                input: leaf_for(&d.ev, common.max_categories)?,
+                input: leaf_for(&d.ev, common)?,
                 block_size: common.block_size,
                 seed: common.seed,
             };
             (rat_spn::build(&opts)?, common)
         }
         Structure::Hmm { common, homogeneous } => {
+            if !["auto", "categorical"].contains(&common.leaf.as_str()) {
+                bail!("--leaf {}: an HMM's emissions are categorical", common.leaf);
+            }
             let d = common.data.load()?;
-            let num_emits = match leaf_for(&d.ev, common.max_categories)? {
+            let num_emits = match leaf_for(&d.ev, common)? {
                 Dist::Categorical { num_cats } => num_cats,
                 _ => 2,
             };

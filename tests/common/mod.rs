@@ -223,7 +223,8 @@ pub struct RefGrad {
     /// Node flows `F_n = v_n · ∂p/∂v_n / p` for every node of every IR vector.
     pub flows: Vec<Vec<f64>>,
     /// Expected counts per parameter-owning IR node, in its tensor's shape (sum weights), or
-    /// `[num_nodes, num_stats]` for inputs (category counts; Bernoulli (count 0, count 1)).
+    /// `[num_nodes, categories]` for inputs (category counts; Bernoulli (count 0, count 1); for
+    /// binomials of `n` trials the counts of 0..=n, not the engine's statistics).
     pub counts: Vec<Option<Vec<f64>>>,
 }
 
@@ -240,14 +241,15 @@ impl<'a> Reference<'a> {
         self.c.nodes[i].tied_to().map_or(i, |s| s.index())
     }
 
-    /// Leaf "parameter" vector of input node `k` of vector `i`: categorical probabilities, or
-    /// (1-p, p) for Bernoulli.
+    /// Leaf "parameter" vector of input node `k` of vector `i`: categorical probabilities,
+    /// (1-p, p) for Bernoulli, the binomial probabilities of 0..=n (Pascal's triangle).
     fn leaf_theta(&self, i: usize, k: usize) -> Vec<f64> {
         let Node::Input { dist, .. } = &self.c.nodes[i] else { unreachable!() };
         let t = self.theta[self.source(i)].as_ref().unwrap();
         match dist {
             Dist::Categorical { num_cats } => t[k * *num_cats as usize..][..*num_cats as usize].to_vec(),
             Dist::Bernoulli => vec![1.0 - t[k], t[k]],
+            Dist::Binomial { num_trials } => binomial_pmf(*num_trials, t[k]),
             _ => unimplemented!("reference covers discrete leaves"),
         }
     }
@@ -338,6 +340,7 @@ impl<'a> Reference<'a> {
             if let Node::Input { dist, tied_to: None, .. } = node {
                 let s = match dist {
                     Dist::Categorical { num_cats } => *num_cats as usize,
+                    Dist::Binomial { num_trials } => *num_trials as usize + 1,
                     _ => 2,
                 };
                 counts[i] = Some(vec![0.0; node.num_nodes() as usize * s]);
@@ -505,4 +508,52 @@ pub fn mixed_circuit(seed: u64, n: usize, p_missing: f64) -> (Circuit, Evidence)
     }
     let missing = (p_missing > 0.0).then(|| (0..values.len()).map(|_| rng.random_bool(p_missing)).collect());
     (b.finish(root).expect("the mixed circuit is valid"), Evidence::with_missing(6, values, missing).expect("values match the circuit"))
+}
+
+/// `P(x = k)`, `k = 0..=n`, of a binomial in f64 with exact coefficients (Pascal's triangle).
+pub fn binomial_pmf(n: u32, p: f64) -> Vec<f64> {
+    let mut c = vec![1.0f64];
+    for _ in 0..n {
+        c = (0..=c.len()).map(|k| if k == 0 || k == c.len() { 1.0 } else { c[k - 1] + c[k] }).collect();
+    }
+    c.iter().enumerate().map(|(k, c)| c * p.powi(k as i32) * (1.0 - p).powi(n as i32 - k as i32)).collect()
+}
+
+/// Trials of the binomial leaves of [`binomial_circuit`]'s variables 0, 1 and 3.
+pub const BINOMIAL_TRIALS: [u32; 2] = [3, 5];
+
+/// A random circuit over 5 variables with Binomial leaves — 3 trials (variable 0, and variable 3
+/// tied to it) and 5 trials (variable 1) — next to Bernoulli (variable 2) and 3-category
+/// Categorical (variable 4) leaves, block sizes 1–4, dense and block-diagonal sums: 576 joint
+/// states, few enough to enumerate. With `n` random samples for it, each value missing with
+/// probability `p_missing`.
+pub fn binomial_circuit(seed: u64, n: usize, p_missing: f64) -> (Circuit, Evidence) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let bs = [1u32, 2, 4][rng.random_range(0..3)];
+    let nb = rng.random_range(1..=3u32);
+    let [t0, t1] = BINOMIAL_TRIALS;
+    let mut b = CircuitBuilder::new(5);
+    let x0 = b.inputs(0, nb, bs, Dist::Binomial { num_trials: t0 });
+    let x1 = b.inputs(1, nb, bs, Dist::Binomial { num_trials: t1 });
+    let x2 = b.inputs(2, nb, bs, Dist::Bernoulli);
+    let x3 = b.tied_inputs(x0, 3);
+    let x4 = b.inputs(4, nb, bs, Dist::Categorical { num_cats: 3 });
+    let p01 = b.multiply(&[x0, x1]);
+    let s01 = b.summate(&[p01], nb, bs, SumEdges::Dense);
+    let p234 = b.multiply(&[x2, x3, x4]);
+    let s234 = b.summate(&[p234], nb, bs, SumEdges::BlockDiagonal);
+    let top = b.multiply(&[s01, s234]);
+    let root = b.summate(&[top], 1, 1, SumEdges::Dense);
+    let mut values = Vec::with_capacity(n * 5);
+    for _ in 0..n {
+        values.extend([
+            rng.random_range(0..=t0) as f32,
+            rng.random_range(0..=t1) as f32,
+            rng.random_range(0..2) as f32,
+            rng.random_range(0..=t0) as f32,
+            rng.random_range(0..3) as f32,
+        ]);
+    }
+    let missing = (p_missing > 0.0).then(|| (0..values.len()).map(|_| rng.random_bool(p_missing)).collect());
+    (b.finish(root).expect("the binomial circuit is valid"), Evidence::with_missing(5, values, missing).expect("values match the circuit"))
 }

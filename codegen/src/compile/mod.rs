@@ -25,7 +25,7 @@ use pc_runtime::plan::{
 };
 
 use crate::error::CircuitError;
-use crate::ir::{Circuit, Dist, Node, NodeId};
+use crate::ir::{Circuit, Node, NodeId};
 use crate::validate::validate;
 use partition::{partition_of, partition_widths};
 
@@ -293,7 +293,7 @@ fn element_instances(units: &[SumUnit], at_depth: &[Vec<usize>], prod: &dyn Fn(P
 }
 
 /// Input families in layout order.
-const KINDS: [DistKind; 4] = [DistKind::Categorical, DistKind::Bernoulli, DistKind::Gaussian, DistKind::Indicator];
+const KINDS: [DistKind; DistKind::ALL.len()] = DistKind::ALL;
 
 /// Step 1: every IR product flattened (a product child inlined, its edges composed), so that a
 /// product reads only input and sum nodes.
@@ -529,10 +529,7 @@ fn tensors_and_locations(
             Node::Input { var, dist, tied_to, .. } => {
                 domains[*var as usize] = dist.domain();
                 if tied_to.is_none() && dist.num_params() > 0 {
-                    let field = match dist {
-                        Dist::Gaussian { .. } => "mean_std",
-                        _ => "probs",
-                    };
+                    let field = dist.info().tensor_field;
                     tensors.push(TensorSpec {
                         name: format!("node{i}.{field}"),
                         ir_node: i as u32,

@@ -6,11 +6,13 @@
 use std::collections::BTreeSet;
 
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
-use pc_runtime::plan::{DepthPlan, Dist, DistKind, InputLayer, Plan, SumPartition};
+use pc_runtime::dist::Constants;
+use pc_runtime::plan::{DepthPlan, InputLayer, Plan, SumPartition};
 
 use super::{BLOCK, SMALL_MAX_WIDTH, SMALL_NODES_PER_BLOCK};
 use super::{
-    EmitError, EmitOptions, Emitted, distinct_nonzero, emit_em, fuse, leaf_constants, mma, mma_bwd, next_unit, persistent, queries, render, shape_kernel, unit,
+    EmitError, EmitOptions, Emitted, distinct_nonzero, emit_em, family_functions, fuse, leaf_constants, mma, mma_bwd, next_unit, persistent, queries, render,
+    shape_kernel, unit,
 };
 
 /// One emission's state.
@@ -45,14 +47,18 @@ struct SumTables {
 }
 
 impl<'a> Emitter<'a> {
-    /// The prelude, the tensor-core helpers where some partition uses them (in the head every
-    /// translation unit shares), and the first unit.
+    /// The prelude, the tensor-core helpers where some partition uses them and the device
+    /// functions of the plan's leaf families (in the head every translation unit shares), and the
+    /// first unit.
     pub fn new(plan: &Plan, opts: &'a EmitOptions) -> Result<Emitter<'a>, EmitError> {
         let t = super::engine()?;
         let mut source = render(&t, "prelude", &tera::Context::new())?;
         let emitted = BTreeSet::new();
         if plan.depths.iter().flat_map(|d| &d.sums).any(|p| mma::MmaShape::for_partition(opts.precision, p.block_size, p.width).is_some()) {
             source += mma_bwd::MMA_CORE;
+        }
+        for layer in &plan.inputs {
+            source += &family_functions(&t, layer.kind, "leaf")?;
         }
         let unit_start = source.len();
         unit(&mut source, "inputs");
@@ -84,27 +90,21 @@ impl<'a> Emitter<'a> {
 
     /// One input layer: its forward kernel and (except indicators) its statistics kernel.
     ///
-    /// Categorical leaves read their probabilities (`KernelArg::InputParams` at the parameter
+    /// Where the kernels read a leaf's constants is the family's (`FamilyInfo::constants`):
+    /// categorical leaves read their probabilities (`KernelArg::InputParams` at the parameter
     /// slots) and take the logarithm in the kernel: no table of log-probabilities, which on
-    /// MNIST-sized HCLTs is as large as the parameters themselves (hclt1024: 0.77 GiB). Bernoulli
-    /// and Gaussian leaves read their constants from `KernelArg::LeafTable` (at the statistics
-    /// slots).
+    /// MNIST-sized HCLTs is as large as the parameters themselves (hclt1024: 0.77 GiB). Bernoulli,
+    /// Gaussian and Binomial leaves read their constants from `KernelArg::LeafTable` (at the
+    /// statistics slots).
     pub fn input_layer(&mut self, layer: &InputLayer) -> Result<(), EmitError> {
-        let kind = match layer.kind {
-            DistKind::Categorical => "categorical",
-            DistKind::Bernoulli => "bernoulli",
-            DistKind::Gaussian => "gaussian",
-            DistKind::Indicator => "indicator",
-        };
+        let info = layer.kind.info();
+        let kind = info.name;
         let (mut ids, mut vars, mut aux, mut pstart) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for seg in &layer.segments {
             for i in 0..seg.num_nodes {
                 ids.push(seg.node_start + i);
                 vars.push(seg.var);
-                aux.push(match seg.dist {
-                    Dist::Indicator { num_states } => i % num_states,
-                    d => seg.flow_start + i * d.num_stats(),
-                });
+                aux.push(seg.dist.kernel_aux(seg.flow_start + i * seg.dist.num_stats(), i));
                 pstart.push(seg.param_start + i * seg.dist.num_params());
             }
         }
@@ -118,8 +118,9 @@ impl<'a> Emitter<'a> {
         let (ids, vars, aux) = (self.table(ids), self.table(vars), self.table(aux));
         // Where the forward reads a leaf's constants: its probabilities, or its table slots.
         let consts = leaf_constants(layer.kind);
-        let cslots = if layer.kind == DistKind::Categorical { self.table(pstart) } else { aux };
-        if layer.kind != DistKind::Indicator {
+        let cslots = if info.constants == Constants::Params { self.table(pstart) } else { aux };
+        // Families without statistics (indicators) have no backward kernel.
+        if layer.segments.iter().any(|s| s.dist.num_stats() > 0) {
             let bname = format!("input_{kind}_bwd");
             let mut ctx = tera::Context::new();
             ctx.insert("name", &bname);

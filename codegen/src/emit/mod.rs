@@ -17,7 +17,8 @@ pub use mma::{EmitOptions, Precision};
 mod queries;
 
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest};
-use pc_runtime::plan::{Dist, DistKind, Plan};
+use pc_runtime::dist::{Constants, DistKind};
+use pc_runtime::plan::Plan;
 
 const PRELUDE: &str = include_str!("../../../templates/prelude.cu.tera");
 const INPUT_FWD: &str = include_str!("../../../templates/input_fwd.cu.tera");
@@ -32,6 +33,17 @@ const FWD_PERSISTENT: &str = include_str!("../../../templates/fwd_persistent.cu.
 /// The engine's copy of a byte dataset's rows into a pass's inputs (`pcc_stage_u8`); no
 /// parameters, so it is appended as is to the first unit.
 const STAGE_U8: &str = include_str!("../../../templates/stage_u8.cu.tera");
+
+/// Every leaf family's device functions, `templates/dist/<family>.cu.tera` (keyword, file, text):
+/// the layer templates call `pcc_<family>_logp`, `_stats`, `_em`, … and know nothing else about a
+/// family. Registered as `dist/<family>`; a family missing here is a render error.
+const FAMILY_TEMPLATES: [(&str, &str, &str); 5] = [
+    ("categorical", "dist/categorical.cu.tera", include_str!("../../../templates/dist/categorical.cu.tera")),
+    ("bernoulli", "dist/bernoulli.cu.tera", include_str!("../../../templates/dist/bernoulli.cu.tera")),
+    ("gaussian", "dist/gaussian.cu.tera", include_str!("../../../templates/dist/gaussian.cu.tera")),
+    ("indicator", "dist/indicator.cu.tera", include_str!("../../../templates/dist/indicator.cu.tera")),
+    ("binomial", "dist/binomial.cu.tera", include_str!("../../../templates/dist/binomial.cu.tera")),
+];
 
 /// Threads per CUDA block of every generated kernel.
 pub const BLOCK: u32 = 256;
@@ -73,7 +85,27 @@ fn engine() -> Result<tera::Tera, EmitError> {
     ] {
         t.add_raw_template(name, src).map_err(|e| EmitError::Template { template: name_of(name), detail: format!("{e:?}") })?;
     }
+    add_family_templates(&mut t)?;
     Ok(t)
+}
+
+/// Register every family's template as `dist/<family>`.
+fn add_family_templates(t: &mut tera::Tera) -> Result<(), EmitError> {
+    for (family, file, src) in FAMILY_TEMPLATES {
+        t.add_raw_template(&format!("dist/{family}"), src).map_err(|e| EmitError::Template { template: file, detail: format!("{e:?}") })?;
+    }
+    Ok(())
+}
+
+/// The device functions of `kind`'s leaves in `section`: `leaf` (forward, statistics, EM; in the
+/// head every translation unit shares) or `query` (after the query prelude, whose Philox draws
+/// they use).
+fn family_functions(t: &tera::Tera, kind: DistKind, section: &str) -> Result<String, EmitError> {
+    let name = kind.name();
+    let file = FAMILY_TEMPLATES.iter().find(|f| f.0 == name).map_or("dist/", |f| f.1);
+    let mut ctx = tera::Context::new();
+    ctx.insert("section", section);
+    t.render(&format!("dist/{name}"), &ctx).map_err(|e| EmitError::Template { template: file, detail: format!("{e:?}") })
 }
 
 fn name_of(n: &str) -> &'static str {
@@ -136,19 +168,20 @@ pub fn emit_with(plan: &Plan, opts: &EmitOptions) -> Result<Emitted, EmitError> 
     e.finish(plan)
 }
 
-/// True when no nonzero id occurs twice (0 is padding).
-/// Where a leaf family's kernels read their constants. Categorical leaves read their
-/// probabilities and take the logarithm themselves (a table of log-probabilities would be as
-/// large as the parameters: 0.77 GiB on hclt1024); Bernoulli and Gaussian leaves read the table
-/// the EM kernels refresh (`KernelArg::LeafTable`, at their statistics' slots), which the engine
-/// allocates only when some kernel binds it.
+/// Where a leaf family's kernels read their constants (`FamilyInfo::constants`). Categorical
+/// leaves read their probabilities and take the logarithm themselves (a table of
+/// log-probabilities would be as large as the parameters: 0.77 GiB on hclt1024); Bernoulli,
+/// Gaussian and Binomial leaves read the table the EM kernels refresh (`KernelArg::LeafTable`, at
+/// their statistics' slots), which the engine allocates only when some kernel binds it; leaves
+/// without constants (indicators) are passed their parameters, unread.
 fn leaf_constants(kind: DistKind) -> KernelArg {
-    match kind {
-        DistKind::Categorical | DistKind::Indicator => KernelArg::InputParams,
-        DistKind::Bernoulli | DistKind::Gaussian => KernelArg::LeafTable,
+    match kind.info().constants {
+        Constants::Params | Constants::None => KernelArg::InputParams,
+        Constants::Table => KernelArg::LeafTable,
     }
 }
 
+/// True when no nonzero id occurs twice (0 is padding).
 fn distinct_nonzero(ids: &[u32]) -> bool {
     let mut v: Vec<u32> = ids.iter().copied().filter(|&i| i != 0).collect();
     v.sort_unstable();
@@ -182,7 +215,7 @@ fn shape_kernel(
 
 /// EM kernels: one for all sum rows, one per leaf family with parameters (untied leaves only).
 fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -> Result<(), EmitError> {
-    let mut kinds = Vec::new();
+    let mut leaves = Vec::new();
     let mut specs = Vec::new();
     let (mut start, mut stride, mut width) = (Vec::new(), Vec::new(), Vec::new());
     for b in &plan.em_blocks {
@@ -218,11 +251,20 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
         small: None,
     });
     for layer in &plan.inputs {
-        let kind = match layer.kind {
-            DistKind::Categorical => "categorical",
-            DistKind::Bernoulli => "bernoulli",
-            DistKind::Gaussian => "gaussian",
-            DistKind::Indicator => continue,
+        // Families without parameters (indicators) learn nothing.
+        if layer.segments.iter().all(|s| s.dist.num_params() == 0) {
+            continue;
+        }
+        let info = layer.kind.info();
+        let kind = info.name;
+        // A warp per leaf updates parameters that are also the constants; a thread per leaf also
+        // refreshes the leaf table (and builds it when the engine starts).
+        let skeleton = match (info.em_lanes, info.constants) {
+            (32, Constants::Params) => "warp",
+            (1, Constants::Table) => "thread",
+            (lanes, constants) => {
+                return Err(EmitError::Template { template: "em.cu.tera", detail: format!("no EM kernel for {kind} leaves ({lanes} lanes, {constants:?})") });
+            }
         };
         let (mut pstart, mut aux, mut nstats, mut min_sigma) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for seg in layer.segments.iter().filter(|s| !s.tied) {
@@ -230,17 +272,15 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
                 pstart.push(seg.param_start + i * seg.dist.num_params());
                 aux.push(seg.flow_start + i * seg.dist.num_stats());
                 nstats.push(seg.dist.num_stats());
-                // f32 bits in the u32 table; the kernel reads them as floats.
-                min_sigma.push(match seg.dist {
-                    Dist::Gaussian { min_sigma } => min_sigma.to_bits(),
-                    _ => 0,
-                });
+                // The family's per-leaf constant (Gaussian σ floor, binomial trials) as f32 bits
+                // in the u32 table; the kernel reads them as floats.
+                min_sigma.push(seg.dist.kernel_constant().to_bits());
             }
         }
         let n = pstart.len() as u64;
-        kinds.push(kind);
-        // Categorical leaves keep no table of constants (their kernels take the logarithm).
-        let leaf_table = (leaf_constants(layer.kind) == KernelArg::LeafTable).then_some(KernelArg::LeafTable);
+        leaves.push(std::collections::BTreeMap::from([("kind", kind), ("skeleton", skeleton)]));
+        // Leaves with parameters as constants keep no table (their kernels take the logarithm).
+        let leaf_table = (skeleton == "thread").then_some(KernelArg::LeafTable);
         let args = [KernelArg::InputParams].into_iter().chain(leaf_table).chain([
             KernelArg::InputStats,
             table(pstart),
@@ -252,8 +292,8 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
             KernelArg::Pseudocount,
         ]);
         let args = args.collect();
-        // Categorical leaves: a warp per leaf (coalesced rows); other families: a thread per leaf.
-        let threads = if layer.kind == DistKind::Categorical { 32 * n } else { n };
+        // A warp per leaf (coalesced rows of many parameters) or a thread per leaf.
+        let threads = info.em_lanes as u64 * n;
         specs.push(KernelSpec {
             scales_with_batch: false,
             name: format!("em_{kind}"),
@@ -266,8 +306,38 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
         });
     }
     let mut ctx = tera::Context::new();
-    ctx.insert("kinds", &kinds);
+    ctx.insert("leaves", &leaves);
     *source += &render(t, "em", &ctx)?;
     m.em = specs;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family's template renders both sections and defines the functions the layer
+    /// templates call; a family or section without a template is a render error.
+    #[test]
+    fn every_family_defines_its_device_functions() {
+        let t = engine().unwrap();
+        for kind in DistKind::ALL {
+            let (n, info) = (kind.name(), kind.info());
+            let leaf = family_functions(&t, kind, "leaf").unwrap();
+            let mut want = vec!["logp"];
+            if kind != DistKind::Indicator {
+                want.push("stats");
+                want.push(if info.em_lanes == 32 { "em_warp" } else { "em" });
+            }
+            for f in want {
+                assert_eq!(leaf.matches(&format!(" pcc_{n}_{f}(")).count(), 1, "{n}: pcc_{n}_{f}");
+            }
+            let query = family_functions(&t, kind, "query").unwrap();
+            for f in ["max", "cond", "mode", "sample"] {
+                assert_eq!(query.matches(&format!(" pcc_{n}_{f}(")).count(), 1, "{n}: pcc_{n}_{f}");
+            }
+            assert!(family_functions(&t, kind, "forward").is_err(), "{n}: an unknown section is an error");
+        }
+        assert!(t.render("dist/poisson", &tera::Context::new()).is_err(), "an unknown family is an error");
+    }
 }

@@ -11,9 +11,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, QueryManifest, Step, conditional_slots};
-use pc_runtime::plan::{DepthPlan, Dist, DistKind, Domain, InputLayer, Plan, SumPartition};
+use pc_runtime::dist::{Constants, DistKind};
+use pc_runtime::plan::{DepthPlan, InputLayer, Plan, SumPartition};
 
-use super::{BLOCK, EmitError, leaf_constants};
+use super::{BLOCK, EmitError, family_functions, leaf_constants};
 
 const QUERY_PRELUDE: &str = include_str!("../../../templates/query_prelude.cu.tera");
 const QUERY_INPUT: &str = include_str!("../../../templates/query_input.cu.tera");
@@ -25,6 +26,7 @@ fn engine() -> Result<tera::Tera, EmitError> {
     for (name, src) in [("query_prelude", QUERY_PRELUDE), ("query_input", QUERY_INPUT), ("query_sum", QUERY_SUM)] {
         t.add_raw_template(name, src).map_err(|e| EmitError::Template { template: file_of(name), detail: format!("{e:?}") })?;
     }
+    super::add_family_templates(&mut t)?;
     Ok(t)
 }
 
@@ -65,15 +67,6 @@ impl<'a> Tables<'a> {
     }
 }
 
-fn kind_name(k: DistKind) -> &'static str {
-    match k {
-        DistKind::Categorical => "categorical",
-        DistKind::Bernoulli => "bernoulli",
-        DistKind::Gaussian => "gaussian",
-        DistKind::Indicator => "indicator",
-    }
-}
-
 /// Per-leaf columns of one input layer (or of the leaves of it that a query uses).
 #[derive(Default)]
 struct Leaves {
@@ -100,10 +93,7 @@ impl Leaves {
     fn push(&mut self, seg: &pc_runtime::plan::InputSegment, i: u32) {
         self.ids.push(seg.node_start + i);
         self.vars.push(seg.var);
-        self.aux.push(match seg.dist {
-            Dist::Indicator { num_states } => i % num_states,
-            d => seg.flow_start + i * d.num_stats(),
-        });
+        self.aux.push(seg.dist.kernel_aux(seg.flow_start + i * seg.dist.num_stats(), i));
         self.pstart.push(seg.param_start + i * seg.dist.num_params());
         self.nstats.push(seg.dist.num_stats());
     }
@@ -114,6 +104,9 @@ impl Leaves {
 pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -> Result<(), EmitError> {
     let t = engine()?;
     *source += &render(&t, "query_prelude", &tera::Context::new())?;
+    for layer in &plan.inputs {
+        *source += &family_functions(&t, layer.kind, "query")?;
+    }
     let mut e = QueryEmitter {
         t,
         source,
@@ -170,7 +163,7 @@ impl QueryEmitter<'_> {
 
     /// One input layer: max forward, the leaf end of both walks, conditionals.
     fn input_layer(&mut self, plan: &Plan, layer: &InputLayer, offsets: &[u32], slots: u32) -> Result<(), EmitError> {
-        let kind = kind_name(layer.kind);
+        let kind = layer.kind.name();
         let mut all = Leaves::default();
         let mut cond: Vec<CondLeaf> = Vec::new();
         for seg in &layer.segments {
@@ -180,13 +173,7 @@ impl QueryEmitter<'_> {
                 // The CPU engine's conditionals_of adds a leaf only where its family matches the
                 // variable's domain, and only the categories that exist; leaves it would skip are
                 // left out here, so every slot written is inside its variable's range.
-                let ncat = match (seg.dist, domain) {
-                    (Dist::Categorical { num_cats }, Some(Domain::Discrete { num_cats: k })) => num_cats.min(k),
-                    (Dist::Bernoulli, Some(Domain::Discrete { num_cats: k })) if k >= 2 => 2,
-                    (Dist::Indicator { num_states }, Some(Domain::Discrete { num_cats: k })) if i % num_states < k => k,
-                    (Dist::Gaussian { .. }, Some(Domain::Continuous)) => 2,
-                    _ => continue,
-                };
+                let Some(ncat) = domain.and_then(|d| seg.dist.conditional_slots(i, d)) else { continue };
                 let l = all.ids.len() - 1;
                 cond.push(CondLeaf { var: seg.var, id: all.ids[l], aux: all.aux[l], pstart: all.pstart[l], ncat });
             }
@@ -197,6 +184,11 @@ impl QueryEmitter<'_> {
         let mut ctx = tera::Context::new();
         ctx.insert("kind", kind);
         ctx.insert("pass", "max_fwd");
+        // Observed values read the constants as the forward pass does: at the parameter slots, or
+        // at the per-leaf index (statistics slots, an indicator's state).
+        let (consts, cslot) = if layer.kind.info().constants == Constants::Params { ("prm", "pstart") } else { ("table", "aux") };
+        ctx.insert("consts", consts);
+        ctx.insert("cslot", cslot);
         let name = format!("input_{kind}_max_fwd");
         self.kernel("query_input", &name, &mut ctx)?;
         use KernelArg as A;
@@ -240,7 +232,7 @@ impl QueryEmitter<'_> {
     /// in plan order as the CPU engine adds them). Layers run one after another and each adds to
     /// its own slots.
     fn conditionals(&mut self, dist: DistKind, mut cond: Vec<CondLeaf>, offsets: &[u32], slots: u32) -> Result<(), EmitError> {
-        let kind = kind_name(dist);
+        let kind = dist.name();
         cond.sort_by_key(|l| l.var); // stable: plan order within a variable
         let (mut evar, mut eslot, mut encat, mut estart) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut lid, mut laux, mut lpstart, mut lncat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -7,7 +7,6 @@
 //! element flows `F_w += Z_w ⊙ (Θᵀ Y)_w` and parameter flows `PF += Θ ⊙ (Y Zᵀ)`, two dense products.
 
 use super::forward;
-use super::leaf;
 use super::workspace::Workspace;
 use crate::data::Evidence;
 use crate::params::Params;
@@ -139,9 +138,9 @@ fn inputs_backward(plan: &Plan, params: &Params, ev: &Evidence, s0: usize, ws: &
                 }
                 let s = s0 + b;
                 if ev.is_missing(s, var) {
-                    leaf::add_missing(&seg.dist, stats, prm, f as f64);
+                    seg.dist.add_missing(stats, prm, f as f64);
                 } else {
-                    leaf::add_observed(&seg.dist, stats, ev.value(s, var), f as f64);
+                    seg.dist.add_observed(stats, ev.value(s, var), f as f64);
                 }
             }
         }

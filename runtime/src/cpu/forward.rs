@@ -1,7 +1,6 @@
 //! Forward passes on one chunk: input layers, product layers and sum layers (log-likelihood as a
 //! dense block matrix product over max-shifted exponentials; max-product for MPE).
 
-use super::leaf;
 use super::workspace::Workspace;
 use crate::data::Evidence;
 use crate::params::Params;
@@ -27,13 +26,13 @@ pub(crate) fn inputs(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence,
         for i in 0..seg.num_nodes {
             let missing_value = match sr {
                 Semiring::LogSum => 0.0,
-                Semiring::Max => leaf::mode(&seg.dist, &params.input[seg.param_start as usize + i as usize * np..][..np], i).0,
+                Semiring::Max => seg.dist.mode(&params.input[seg.param_start as usize + i as usize * np..][..np], i).0,
             };
             let tab = &table[seg.flow_start as usize + i as usize * ns..][..ns];
             let out = Workspace::row_mut(&mut ws.node, seg.node_start + i, bc);
             for (b, o) in out.iter_mut().enumerate() {
                 let s = s0 + b;
-                *o = if ev.is_missing(s, var) { missing_value } else { leaf::log_prob_table(&seg.dist, tab, i, ev.value(s, var)) };
+                *o = if ev.is_missing(s, var) { missing_value } else { seg.dist.log_prob_table(tab, i, ev.value(s, var)) };
             }
         }
     }

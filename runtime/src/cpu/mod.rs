@@ -7,7 +7,6 @@
 
 mod backward;
 mod forward;
-mod leaf;
 mod traverse;
 mod workspace;
 
@@ -18,13 +17,11 @@ use rayon::prelude::*;
 use crate::RuntimeError;
 use crate::data::Evidence;
 use crate::params::Params;
-use crate::plan::{Dist, Domain, Plan};
+use crate::plan::{Domain, Plan};
 use backward::FlowSink;
 use forward::Semiring;
 use traverse::{PlanIndex, Walk};
 use workspace::Workspace;
-
-pub(crate) use leaf::{HALF_LN_2PI, sigma as leaf_sigma};
 
 /// Samples per chunk: large enough for efficient block products, small enough for the cache.
 pub const CHUNK: usize = 128;
@@ -327,21 +324,8 @@ fn conditionals_of(plan: &Plan, params: &Params, ev: &Evidence, s: usize, b: usi
                 continue;
             }
             let prm = &params.input[seg.param_start as usize + i as usize * np..][..np];
-            match (&mut out[seg.var as usize], &seg.dist) {
-                (Conditional::Discrete(p), Dist::Categorical { .. }) => p.iter_mut().zip(prm).for_each(|(q, &t)| *q += f * t),
-                (Conditional::Discrete(p), Dist::Bernoulli) => {
-                    p[0] += f * (1.0 - prm[0]);
-                    p[1] += f * prm[0];
-                }
-                (Conditional::Discrete(p), Dist::Indicator { num_states }) => p[(i % num_states) as usize] += f,
-                (Conditional::Continuous { mean, var }, Dist::Gaussian { .. }) => {
-                    // Accumulate raw moments; converted to mean/variance below.
-                    let sd = leaf::sigma(&seg.dist, prm[1]);
-                    *mean += f * prm[0];
-                    *var += f * (sd * sd + prm[0] * prm[0]);
-                }
-                _ => {}
-            }
+            // Continuous variables accumulate raw moments, turned into mean and variance below.
+            seg.dist.add_conditional(&mut out[seg.var as usize], prm, i, f);
         }
     }
     for c in out.iter_mut() {
@@ -386,7 +370,7 @@ pub fn em_update(plan: &Plan, params: &mut Params, flows: &Flows, step_size: f32
         for i in 0..seg.num_nodes as usize {
             let prm = &mut params.input[seg.param_start as usize + i * np..][..np];
             let stats = &flows.input[seg.flow_start as usize + i * ns..][..ns];
-            leaf::em_update(&seg.dist, prm, stats, eta, alpha);
+            seg.dist.em_update(prm, stats, eta, alpha);
         }
     }
     Ok(())

@@ -5,11 +5,10 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::leaf;
 use super::workspace::Workspace;
 use crate::data::Evidence;
 use crate::params::Params;
-use crate::plan::{Dist, InputSegment, Plan};
+use crate::plan::{InputSegment, Plan};
 
 #[derive(Clone, Copy)]
 enum NodeRef {
@@ -108,8 +107,8 @@ pub(crate) fn walk(
                 let np = seg.dist.num_params() as usize;
                 let prm = &params.input[seg.param_start as usize + local as usize * np..][..np];
                 out[var] = match mode {
-                    Walk::Mpe => leaf::mode(&seg.dist, prm, local).1,
-                    Walk::Sample => sample_leaf(&seg.dist, prm, local, rng),
+                    Walk::Mpe => seg.dist.mode(prm, local).1,
+                    Walk::Sample => seg.dist.sample(prm, local, rng),
                 };
             }
             NodeRef::Sum { depth, part, row, m } => {
@@ -160,28 +159,4 @@ fn sample_log_weights(v: &[f32], rng: &mut ChaCha8Rng) -> usize {
         u -= x;
     }
     w.iter().rposition(|&x| x > 0.0).unwrap_or(0)
-}
-
-fn sample_leaf(dist: &Dist, prm: &[f32], local: u32, rng: &mut ChaCha8Rng) -> f32 {
-    match dist {
-        Dist::Categorical { .. } => {
-            let mut u = rng.random::<f64>();
-            for (k, &p) in prm.iter().enumerate() {
-                if u < p as f64 {
-                    return k as f32;
-                }
-                u -= p as f64;
-            }
-            prm.iter().rposition(|&p| p > 0.0).unwrap_or(0) as f32
-        }
-        Dist::Bernoulli => (rng.random::<f32>() < prm[0]) as u32 as f32,
-        Dist::Gaussian { .. } => {
-            // Box–Muller.
-            let u1: f64 = 1.0 - rng.random::<f64>();
-            let u2: f64 = rng.random::<f64>();
-            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-            (prm[0] as f64 + leaf::sigma(dist, prm[1]) as f64 * z) as f32
-        }
-        Dist::Indicator { num_states } => (local % num_states) as f32,
-    }
 }
