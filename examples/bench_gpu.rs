@@ -140,6 +140,8 @@ fn main() -> Result<()> {
             // model (`reserve_batch` fails with a typed out-of-memory error past it), and one
             // training step at that batch (issue 13: the large models train at the largest batch
             // that fits).
+            // The batch-512 peak, before the probe below raises it.
+            let peak_gib = gpu.peak_device_bytes() as f64 / (1u64 << 30) as f64;
             let mut largest = serde_json::Value::Null;
             if std::env::var("PCC_LARGEST_BATCH").is_ok_and(|v| v == "1") {
                 let mut b = batch;
@@ -161,7 +163,7 @@ fn main() -> Result<()> {
                     "system": "pcc", "model": name, "precision": precision.to_string(), "sum_edges": model.plan.num_sum_edges(),
                     "params": model.plan.num_learnable_params(), "nodes": model.plan.num_nodes - model.plan.num_dummy_nodes,
                     "train_s": train_s, "fwd_s": fwd_s, "fwd_eager_s": fwd_eager_s, "device_mem_in_use_gib": mem,
-                    "peak_mem_gib": gpu.peak_device_bytes() as f64 / (1u64 << 30) as f64,
+                    "peak_mem_gib": peak_gib,
                     "ready_cold_s": ready_cold, "ready_warm_s": ready_warm,
                     "warm_breakdown_ms": {
                         "validate": st.validate.as_secs_f64() * 1e3, "context": st.context.as_secs_f64() * 1e3,

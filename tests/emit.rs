@@ -239,6 +239,8 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         let families = 3000 * plan.inputs.len();
         assert!(e.source.len() - fixed < 2000 + families + 1500 * names.len(), "{name}: {} bytes of source for {} kernels", e.source.len(), names.len());
         assert!(!e.source.contains("#include"), "{name}: generated CUDA is self-contained");
+        // Small circuits keep the small-batch variants up to SMALL_BATCH (`SMALL_PATH_MAX_PARAMS`).
+        assert_eq!(e.manifest.small_max_batch as usize, pcc::runtime::cuda::SMALL_BATCH, "{name}: small-batch variants kept");
         let json = serde_json::to_string(&e.manifest).unwrap();
         assert_eq!(serde_json::from_str::<pcc::runtime::cuda::Manifest>(&json).unwrap(), e.manifest, "{name}: manifest JSON round trip");
     }

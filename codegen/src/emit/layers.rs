@@ -380,6 +380,7 @@ impl<'a> Emitter<'a> {
         m.em.extend(self.packs);
         m.packed_words = self.packed_words;
         m.precision = self.opts.precision;
+        m.small_max_batch = small_max_batch(plan, self.opts.precision);
         unit(&mut self.source, "queries");
         queries::emit_queries(plan, &mut self.source, &mut m)?;
         if let Some((p, shapes, layout)) = persistent::build(plan, plan.inputs.len() as u32) {
@@ -388,6 +389,24 @@ impl<'a> Emitter<'a> {
             m.persistent = Some(p);
         }
         Ok(Emitted { source: self.source, manifest: m })
+    }
+}
+
+/// Sum parameters from which tensor-core circuits run batches of 3..=8 samples on the batch
+/// kernels rather than the small-batch variants. The variants (fp32, a warp per node) read every
+/// fp32 weight per call, ~10 µs per MB on an H100 (pd256, hclt512: 6.1 and 5.7 ms at batch 8);
+/// the batch kernels read the packed bf16 weights once per depth: pd256 at batch 8 took 1.68 ms
+/// on them against 6.09 ms (H100, 2026-12-07, `bench/results/2026-12-07-h100-check-bc5339a.txt`).
+/// Smaller circuits keep the variants (hclt32: 226 µs at batch 8, where launches per depth would
+/// dominate; not measured in between).
+pub const SMALL_PATH_MAX_PARAMS: u32 = 50_000_000;
+
+/// [`Manifest::small_max_batch`] for `plan` at `precision` (see [`SMALL_PATH_MAX_PARAMS`]);
+/// batches of 1–2 run the persistent pass where there is one.
+fn small_max_batch(plan: &Plan, precision: pc_runtime::cuda::Precision) -> u32 {
+    match precision != pc_runtime::cuda::Precision::Fp32 && plan.num_sum_params >= SMALL_PATH_MAX_PARAMS {
+        true => 2,
+        false => pc_runtime::cuda::SMALL_BATCH as u32,
     }
 }
 

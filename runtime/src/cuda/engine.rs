@@ -297,10 +297,10 @@ pub struct GpuEngine {
     pending_persistent: Option<std::thread::JoinHandle<Result<Vec<u8>, CudaError>>>,
 }
 
-/// Largest batch that runs the small-batch variants (fp32 warp-per-node sums and fused
-/// products; larger batches run the batch kernels, on tensor cores where emitted):
-/// [`SMALL_BATCH`], or `PCC_SMALL_MAX` (at most [`SMALL_BATCH`]) to compare the two at a batch
-/// size on a device.
+/// Largest batch that may run the small-batch variants (fp32 warp-per-node sums and fused
+/// products; larger batches run the batch kernels, on tensor cores where emitted), on top of the
+/// manifest's own `small_max_batch`: [`SMALL_BATCH`], or `PCC_SMALL_MAX` (at most
+/// [`SMALL_BATCH`]) to compare the two at a batch size on a device.
 fn small_max() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| std::env::var("PCC_SMALL_MAX").ok().and_then(|v| v.parse().ok()).map_or(SMALL_BATCH, |v: usize| v.min(SMALL_BATCH)))
@@ -641,7 +641,7 @@ impl GpuEngine {
         }
         let bufs = self.buffers.as_mut().expect("allocated by upload");
         let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
-        let small = batch <= small_max() && !train;
+        let small = batch <= small_max().min(manifest.small_max_batch as usize) && !train;
         let persistent = self.persistent.as_ref().filter(|p| batch <= p.max_batch && !train);
         let (host_out, root) = (self.host_out.as_ref().map(|h| h.1), self.plan.root);
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {

@@ -213,6 +213,15 @@ pub struct Manifest {
     /// Words of the [`KernelArg::PackedWeights`] buffer (0 without tensor-core sums).
     #[serde(default)]
     pub packed_words: u64,
+    /// Largest forward batch that runs the small-batch variants ([`KernelSpec::small`]); larger
+    /// ones run the batch kernels. [`SMALL_BATCH`] unless the emitter found the batch kernels
+    /// faster (see `pc_codegen::emit`); manifests written before the field read [`SMALL_BATCH`].
+    #[serde(default = "small_batch")]
+    pub small_max_batch: u32,
+}
+
+fn small_batch() -> u32 {
+    SMALL_BATCH as u32
 }
 
 /// Words per task of [`PersistentForward::tasks`]: 0 shape (low 14 bits), flags (bits 14 and 15,
