@@ -154,16 +154,13 @@ impl DeviceState {
     }
 }
 
-/// What [`GpuEngine::open`] gives: the device, its kernels, the circuit's state and the time of
-/// each phase.
+/// What [`GpuEngine::open`] gives: the device, its kernels and the time of each phase.
 struct Opened {
     stream: Arc<CudaStream>,
     device_name: String,
     kernels: Kernels,
-    dev: DeviceState,
     t_context: Duration,
     t_kernels: Duration,
-    t_upload: Duration,
 }
 
 /// The loaded kernels of a source.
@@ -310,7 +307,7 @@ fn small_max() -> usize {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StartupTimings {
     /// Validating the parameters' values against the plan (host), on a thread of its own beside
-    /// the next three phases: it adds to the wall time only where it outlasts them.
+    /// the upload: it adds to the wall time only where it outlasts it.
     pub validate: Duration,
     /// Creating (or retaining) the CUDA context of device 0 and its stream.
     pub context: Duration,
@@ -323,9 +320,9 @@ pub struct StartupTimings {
 }
 
 impl StartupTimings {
-    /// Wall time: the validation overlaps context, kernels and upload.
+    /// Wall time: the validation overlaps the upload.
     pub fn total(&self) -> Duration {
-        self.validate.max(self.context + self.kernels + self.upload) + self.leaf_table
+        self.context + self.kernels + self.validate.max(self.upload) + self.leaf_table
     }
 }
 
@@ -347,20 +344,23 @@ impl GpuEngine {
         manifest: Manifest,
         cache: &KernelCache,
     ) -> Result<GpuEngine, RuntimeError> {
-        // Lengths first (a wrong length must never reach a kernel); the pass over every value
-        // (~50 ms for 200M parameters) runs beside opening the device, loading the kernels and
-        // the upload, which only copy; no kernel runs before it has passed.
+        // Lengths first (a wrong length must never reach a kernel). The pass over every value
+        // (~50 ms for 200M parameters) runs beside the upload, which only copies; no kernel runs
+        // before it has passed. (Beside the kernel loading too, it slowed the driver's module
+        // loads from 2 to 55 ms on hclt512.)
         params.check_shape(&plan)?;
-        let (checked, opened) = std::thread::scope(|s| {
+        let Opened { stream, device_name, kernels: k, t_context, t_kernels } = Self::open(&plan, source, cubins, &manifest, cache)?;
+        let (checked, uploaded) = std::thread::scope(|s| {
             let check = s.spawn(|| {
                 let t = Instant::now();
                 params.validate(&plan).map(|()| t.elapsed())
             });
-            let opened = Self::open(&plan, &params, source, cubins, &manifest, cache);
-            (check.join(), opened)
+            let t = Instant::now();
+            let dev = DeviceState::upload(&stream, &plan, &params, &manifest).map(|d| (d, t.elapsed()));
+            (check.join(), dev)
         });
         let t_validate = checked.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-        let Opened { stream, device_name, kernels: k, dev, t_context, t_kernels, t_upload } = opened?;
+        let (dev, t_upload) = uploaded?;
         let t0 = Instant::now();
         // The leaf constants are computed on the device by the leaf EM kernels with η = 0 and
         // α = 0 on the (still zero) statistics: parameters stay, constants are refreshed. This
@@ -402,8 +402,8 @@ impl GpuEngine {
         .with_persistent_if_compiled()
     }
 
-    /// Open device 0, load the kernels and upload the circuit's state (no kernel runs).
-    fn open(plan: &Plan, params: &Params, source: &str, cubins: &[(&str, &[u8])], manifest: &Manifest, cache: &KernelCache) -> Result<Opened, RuntimeError> {
+    /// Open device 0 and load the kernels.
+    fn open(plan: &Plan, source: &str, cubins: &[(&str, &[u8])], manifest: &Manifest, cache: &KernelCache) -> Result<Opened, RuntimeError> {
         let t0 = Instant::now();
         // Only device 0 is opened (probing every device costs a context each on a warm start).
         // SAFETY: only checks whether the driver library can be opened.
@@ -426,10 +426,7 @@ impl GpuEngine {
         let t0 = Instant::now();
         let kernels = Kernels::load(&ctx, &stream, plan, source, cubins, manifest, cache, &format!("{major}{minor}"))?;
         let t_kernels = t0.elapsed();
-        let t0 = Instant::now();
-        let dev = DeviceState::upload(&stream, plan, params, manifest)?;
-        let t_upload = t0.elapsed();
-        Ok(Opened { stream, device_name, kernels, dev, t_context, t_kernels, t_upload })
+        Ok(Opened { stream, device_name, kernels, t_context, t_kernels })
     }
 
     /// The engine with its persistent kernel loaded when its background compile is already done
