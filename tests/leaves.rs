@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{BINOMIAL_TRIALS, Reference, binomial_circuit, categories, completions};
+use common::{BINOMIAL_TRIALS, Reference, binomial_circuit, categories, close, completions, row};
 use pcc::codegen::{CircuitBuilder, Dist, Model, Node, SumEdges};
 use pcc::runtime::{Conditional, Evidence};
 use rand::{Rng, SeedableRng};
@@ -218,15 +218,6 @@ const BINOMIAL_CIRCUITS: u64 = 6;
 fn binomial_model(seed: u64, n: usize, p_missing: f64) -> (Model, Evidence) {
     let (c, ev) = binomial_circuit(seed, n, p_missing);
     (Model::random(c, 100 + seed).unwrap(), ev)
-}
-
-fn row(ev: &Evidence, s: usize) -> (Vec<f32>, Vec<bool>) {
-    let nv = ev.num_vars;
-    (ev.values[s * nv..][..nv].to_vec(), (0..nv).map(|v| ev.is_missing(s, v)).collect())
-}
-
-fn close(a: f64, b: f64, tol: f64) -> bool {
-    (a - b).abs() <= tol * (1.0 + b.abs())
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Gen, Reference, categories, chi2_critical, completions, random_evidence, sum_tensor_from_flat};
+use common::{Gen, Reference, categories, chi2_critical, close, completions, random_evidence, row, sum_tensor_from_flat};
 use pcc::codegen::{Model, Node};
 use pcc::runtime::plan::IrLocation;
 use pcc::runtime::{Conditional, Evidence};
@@ -13,15 +13,6 @@ const CIRCUITS: u64 = 50;
 
 fn model(seed: u64) -> Model {
     Model::random(Gen::circuit(seed), 1000 + seed).expect("compiles")
-}
-
-fn row(ev: &Evidence, s: usize) -> (Vec<f32>, Vec<bool>) {
-    let nv = ev.num_vars;
-    (ev.values[s * nv..][..nv].to_vec(), (0..nv).map(|v| ev.is_missing(s, v)).collect())
-}
-
-fn close(a: f64, b: f64, tol: f64) -> bool {
-    (a - b).abs() <= tol * (1.0 + b.abs())
 }
 
 #[test]

@@ -557,3 +557,14 @@ pub fn binomial_circuit(seed: u64, n: usize, p_missing: f64) -> (Circuit, Eviden
     let missing = (p_missing > 0.0).then(|| (0..values.len()).map(|_| rng.random_bool(p_missing)).collect());
     (b.finish(root).expect("the binomial circuit is valid"), Evidence::with_missing(5, values, missing).expect("values match the circuit"))
 }
+
+/// Sample `s` of `ev`: its values and which are missing.
+pub fn row(ev: &Evidence, s: usize) -> (Vec<f32>, Vec<bool>) {
+    let nv = ev.num_vars;
+    (ev.values[s * nv..][..nv].to_vec(), (0..nv).map(|v| ev.is_missing(s, v)).collect())
+}
+
+/// `a` within `tol` of `b`, relative to `1 + |b|`.
+pub fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * (1.0 + b.abs())
+}

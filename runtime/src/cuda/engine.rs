@@ -159,21 +159,31 @@ struct Opened {
     stream: Arc<CudaStream>,
     device_name: String,
     kernels: Kernels,
+    pending: Option<PendingCompile>,
+    host_out: Option<HostOut>,
     t_context: Duration,
     t_kernels: Duration,
 }
 
 /// The loaded kernels of a source.
 struct Kernels {
+    /// Each forward launch's function and its small-batch variant's.
     forward: Vec<(CudaFunction, Option<CudaFunction>)>,
     backward: Vec<Option<CudaFunction>>,
     em: Vec<CudaFunction>,
+    /// The copy of byte rows of resident data into a pass's inputs, when the source defines it
+    /// (sources emitted before it existed keep their datasets as floats).
     stage_u8: Option<CudaFunction>,
     queries: queries::QueryFns,
+    /// The small-batch forward pass as one persistent launch, when the plan has one.
     persistent: Option<persistent::PersistentState>,
-    pending: Option<std::thread::JoinHandle<Result<Vec<u8>, CudaError>>>,
-    host_out: Option<(PinnedWords, u64)>,
 }
+
+/// The persistent kernel's compile, still running on its own thread.
+type PendingCompile = std::thread::JoinHandle<Result<Vec<u8>, CudaError>>;
+
+/// Host-mapped words the persistent pass writes results to, and their device address.
+type HostOut = (PinnedWords, u64);
 
 impl Kernels {
     /// An embedded CUBIN for `arch` is the whole source; otherwise its units compile in
@@ -189,7 +199,7 @@ impl Kernels {
         manifest: &Manifest,
         cache: &KernelCache,
         arch: &str,
-    ) -> Result<Kernels, CudaError> {
+    ) -> Result<(Kernels, Option<PendingCompile>, Option<HostOut>), CudaError> {
         let (cubins, pending) = match cubins.iter().find(|(a, _)| *a == arch) {
             Some((_, bytes)) => (vec![(None, bytes.to_vec())], None),
             None => {
@@ -234,7 +244,7 @@ impl Kernels {
             }
             false => None,
         };
-        Ok(Kernels { forward, backward, em, stage_u8, queries, persistent, pending, host_out })
+        Ok((Kernels { forward, backward, em, stage_u8, queries, persistent }, pending, host_out))
     }
 }
 
@@ -262,16 +272,8 @@ pub struct GpuEngine {
     plan: Plan,
     manifest: Manifest,
     stream: Arc<CudaStream>,
-    /// Each forward launch's function and its small-batch variant's.
-    forward: Vec<(CudaFunction, Option<CudaFunction>)>,
-    backward: Vec<Option<CudaFunction>>,
-    em: Vec<CudaFunction>,
-    /// The copy of byte rows of resident data into a pass's inputs, when the source defines it
-    /// (sources emitted before it existed keep their datasets as floats).
-    stage_u8: Option<CudaFunction>,
-    queries: queries::QueryFns,
-    /// The small-batch forward pass as one persistent launch, when the plan has one.
-    persistent: Option<persistent::PersistentState>,
+    /// Every kernel of the source, loaded.
+    kernels: Kernels,
     dev: DeviceState,
     total_flow: f64,
     buffers: Option<Buffers>,
@@ -287,11 +289,11 @@ pub struct GpuEngine {
     /// Host-mapped words the persistent pass writes the root's values to ([0] the call's sequence
     /// number, then the values), with their device address; `None` without a persistent pass or
     /// with `PCC_HOST_RESULT=0`. Declared after `buffers`: the graphs that write it go first.
-    host_out: Option<(PinnedWords, u64)>,
+    host_out: Option<HostOut>,
     /// The last call's sequence number (0 is never used).
     seq: u32,
     /// The persistent kernel's compile, still running on its own thread (see `ready_persistent`).
-    pending_persistent: Option<std::thread::JoinHandle<Result<Vec<u8>, CudaError>>>,
+    pending_persistent: Option<PendingCompile>,
 }
 
 /// Largest batch that may run the small-batch variants (fp32 warp-per-node sums and fused
@@ -349,7 +351,7 @@ impl GpuEngine {
         // before it has passed. (Beside the kernel loading too, it slowed the driver's module
         // loads from 2 to 55 ms on hclt512.)
         params.check_shape(&plan)?;
-        let Opened { stream, device_name, kernels: k, t_context, t_kernels } = Self::open(&plan, source, cubins, &manifest, cache)?;
+        let Opened { stream, device_name, kernels, pending, host_out, t_context, t_kernels } = Self::open(&plan, source, cubins, &manifest, cache)?;
         let (checked, uploaded) = std::thread::scope(|s| {
             let check = s.spawn(|| {
                 let t = Instant::now();
@@ -368,7 +370,7 @@ impl GpuEngine {
         // write the tensor-core forward's copy of the sum weights.
         let bind = Bind::pass(None, &dev, (0.0, 0.0));
         let init = |k: &KernelSpec| k.args.contains(&KernelArg::LeafTable) || k.args.contains(&KernelArg::PackedWeights);
-        for (spec, f) in manifest.em.iter().zip(&k.em).filter(|(k, _)| init(k)) {
+        for (spec, f) in manifest.em.iter().zip(&kernels.em).filter(|(k, _)| init(k)) {
             Self::launch(&stream, f, spec, &bind, 0)?;
         }
         stream.synchronize().map_err(CudaError::from)?;
@@ -376,17 +378,12 @@ impl GpuEngine {
         let use_graphs = std::env::var("PCC_CUDA_GRAPHS").map_or(true, |v| v != "0");
         let state_bytes = dev.tables.iter().map(|t| t.len() * 4).sum::<usize>()
             + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len() + dev.packed.len())
-            + k.persistent.as_ref().map_or(0, |p| p.bytes());
+            + kernels.persistent.as_ref().map_or(0, |p| p.bytes());
         GpuEngine {
             plan,
             manifest,
             stream,
-            forward: k.forward,
-            backward: k.backward,
-            em: k.em,
-            stage_u8: k.stage_u8,
-            queries: k.queries,
-            persistent: k.persistent,
+            kernels,
             dev,
             total_flow: 0.0,
             buffers: None,
@@ -395,9 +392,9 @@ impl GpuEngine {
             use_graphs,
             warned_capture: false,
             bytes: (state_bytes, state_bytes),
-            host_out: k.host_out,
+            host_out,
             seq: 0,
-            pending_persistent: k.pending,
+            pending_persistent: pending,
         }
         .with_persistent_if_compiled()
     }
@@ -424,9 +421,9 @@ impl GpuEngine {
         let device_name = ctx.name().map_err(CudaError::from)?;
         let t_context = t0.elapsed();
         let t0 = Instant::now();
-        let kernels = Kernels::load(&ctx, &stream, plan, source, cubins, manifest, cache, &format!("{major}{minor}"))?;
+        let (kernels, pending, host_out) = Kernels::load(&ctx, &stream, plan, source, cubins, manifest, cache, &format!("{major}{minor}"))?;
         let t_kernels = t0.elapsed();
-        Ok(Opened { stream, device_name, kernels, t_context, t_kernels })
+        Ok(Opened { stream, device_name, kernels, pending, host_out, t_context, t_kernels })
     }
 
     /// The engine with its persistent kernel loaded when its background compile is already done
@@ -445,8 +442,8 @@ impl GpuEngine {
         let cubin = job.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         let Some(p) = &self.manifest.persistent else { return Ok(()) };
         let modules = Modules::load(self.stream.context(), vec![(None, cubin)])?;
-        self.persistent = persistent::PersistentState::load(self.stream.context(), &modules, &self.stream, p)?;
-        let extra = self.persistent.as_ref().map_or(0, |p| p.bytes());
+        self.kernels.persistent = persistent::PersistentState::load(self.stream.context(), &modules, &self.stream, p)?;
+        let extra = self.kernels.persistent.as_ref().map_or(0, |p| p.bytes());
         self.bytes = (self.bytes.0 + extra, self.bytes.1 + extra);
         Ok(())
     }
@@ -457,7 +454,7 @@ impl GpuEngine {
     /// warp's cycles waiting for flags (low 32 bits) and in all (high 32)), when the engine was
     /// created with `PCC_PERSISTENT_TRACE` set; for profiling.
     pub fn persistent_trace(&self) -> Result<Option<Vec<u64>>, RuntimeError> {
-        match &self.persistent {
+        match &self.kernels.persistent {
             Some(p) => Ok(p.trace(&self.stream)?),
             None => Ok(None),
         }
@@ -637,9 +634,9 @@ impl GpuEngine {
             self.ready_persistent()?;
         }
         let bufs = self.buffers.as_mut().expect("allocated by upload");
-        let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.forward);
+        let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.kernels.forward);
         let small = batch <= small_max().min(manifest.small_max_batch as usize) && !train;
-        let persistent = self.persistent.as_ref().filter(|p| batch <= p.max_batch && !train);
+        let persistent = self.kernels.persistent.as_ref().filter(|p| batch <= p.max_batch && !train);
         let (host_out, root) = (self.host_out.as_ref().map(|h| h.1), self.plan.root);
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {
             let bind = Bind::pass(Some(bufs), dev, (0.0, 0.0));
@@ -767,7 +764,7 @@ impl GpuEngine {
         if n <= SMALL_BATCH {
             self.ready_persistent()?;
         }
-        let direct = self.host_out.is_some() && self.persistent.as_ref().is_some_and(|p| n > 0 && n <= p.max_batch);
+        let direct = self.host_out.is_some() && self.kernels.persistent.as_ref().is_some_and(|p| n > 0 && n <= p.max_batch);
         let seq = match direct {
             true => {
                 self.seq = self.seq.wrapping_add(1).max(1);
@@ -808,7 +805,7 @@ impl GpuEngine {
         let root = self.plan.root as usize;
         let mut root_row = bufs.node_flows.slice_mut(root * batch..(root + 1) * batch);
         self.stream.memcpy_htod(&root_flow, &mut root_row).map_err(CudaError::from)?;
-        let (stream, dev, manifest, backward) = (&self.stream, &self.dev, &self.manifest, &self.backward);
+        let (stream, dev, manifest, backward) = (&self.stream, &self.dev, &self.manifest, &self.kernels.backward);
         let pass = |bufs: &mut Buffers| -> Result<(), CudaError> {
             for (step, f) in manifest.backward.iter().zip(backward) {
                 match (step, f) {
@@ -847,7 +844,7 @@ impl GpuEngine {
     pub fn em_step(&mut self, step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
         check_em_hyper_parameters(step_size, pseudocount)?;
         let bind = Bind::pass(None, &self.dev, (step_size, pseudocount));
-        for (spec, f) in self.manifest.em.iter().zip(&self.em) {
+        for (spec, f) in self.manifest.em.iter().zip(&self.kernels.em) {
             Self::launch(&self.stream, f, spec, &bind, 0)?;
         }
         let dev = &mut self.dev;

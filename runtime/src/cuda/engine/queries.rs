@@ -126,8 +126,8 @@ impl GpuEngine {
         let out = self.stream.alloc_zeros::<f32>((batch * nv).max(1)).map_err(CudaError::from)?;
         let bufs = self.buffers.as_mut().ok_or(CudaError::Unbound("value buffers"))?;
         let (steps, fns) = match mode {
-            Walk::Mpe => (&self.manifest.queries.mpe_backward, &self.queries.mpe_backward),
-            Walk::Sample => (&self.manifest.queries.sample_backward, &self.queries.sample_backward),
+            Walk::Mpe => (&self.manifest.queries.mpe_backward, &self.kernels.queries.mpe_backward),
+            Walk::Sample => (&self.manifest.queries.sample_backward, &self.kernels.queries.sample_backward),
         };
         let q = QueryBind { out: Some(&out), seed, sample0 };
         run_steps(&self.stream, steps, fns, bufs, &self.dev, &q, batch, |_| false)?;
@@ -162,9 +162,9 @@ impl GpuEngine {
             // left out (whatever those kernels become, they are recognized by what they write).
             let accumulates = |k: &KernelSpec| k.args.iter().any(|a| matches!(a, KernelArg::SumFlows | KernelArg::InputStats));
             let none = QueryBind { out: None, seed: 0, sample0: 0 };
-            run_steps(&self.stream, &self.manifest.backward, &self.backward, bufs, &self.dev, &none, batch, accumulates)?;
+            run_steps(&self.stream, &self.manifest.backward, &self.kernels.backward, bufs, &self.dev, &none, batch, accumulates)?;
             let bind = Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0), out: Some(&out), seed: 0, sample0: 0 };
-            for (spec, f) in self.manifest.queries.conditionals.iter().zip(&self.queries.cond) {
+            for (spec, f) in self.manifest.queries.conditionals.iter().zip(&self.kernels.queries.cond) {
                 Self::launch(&self.stream, f, spec, &bind, batch)?;
             }
             let host = self.stream.clone_dtoh(&out).map_err(CudaError::from)?;
@@ -191,7 +191,7 @@ impl GpuEngine {
             {
                 let bufs = self.buffers.as_ref().ok_or(CudaError::Unbound("value buffers"))?;
                 let bind = Bind { bufs: Some(bufs), dev: &self.dev, em: (0.0, 0.0), out: None, seed: 0, sample0: 0 };
-                for (spec, f) in self.manifest.queries.mpe_forward.iter().zip(&self.queries.mpe_forward) {
+                for (spec, f) in self.manifest.queries.mpe_forward.iter().zip(&self.kernels.queries.mpe_forward) {
                     Self::launch(&self.stream, f, spec, &bind, batch)?;
                 }
             }

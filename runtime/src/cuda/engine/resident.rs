@@ -65,7 +65,7 @@ impl GpuEngine {
         ev.validate(&self.plan)?;
         let (values, mask) = ev.transposed();
         let n = ev.num_samples();
-        let bytes = self.stage_u8.is_some() && values.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0);
+        let bytes = self.kernels.stage_u8.is_some() && values.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0);
         let need = values.len() * if bytes { 1 } else { 4 } + if mask.iter().any(|&m| m != 0) { mask.len() } else { 0 };
         let what = || format!("a dataset of {n} samples on the device");
         super::ensure_fits(&self.stream, what, need, "keep it in host memory: the passes of `GpuEngine::accumulate_flows` upload each batch")?;
@@ -160,7 +160,7 @@ impl GpuEngine {
         match &data.values {
             Values::F32(v) => copy(v.device_ptr(stream).0, io, 4)?,
             Values::U8(v) => {
-                let f = self.stage_u8.as_ref().expect("byte datasets exist only where the kernel does");
+                let f = self.kernels.stage_u8.as_ref().expect("byte datasets exist only where the kernel does");
                 let (threads, (pitch, start)) = ((nv * batch) as u32, (data.num_samples as i64, rows.start as i64));
                 let cfg = LaunchConfig { grid_dim: (threads.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
                 let mut l = stream.launch_builder(f);
