@@ -65,6 +65,11 @@ pub enum RuntimeError {
     InvalidHyperParameter(String),
     #[error(transparent)]
     Params(#[from] ParamsError),
+    #[error(
+        "not enough host memory: {what} need {} MiB, {} MiB are available (a smaller model or batch, or the GPU engine)",
+        bytes >> 20, available >> 20
+    )]
+    HostMemory { what: String, bytes: u64, available: u64 },
     #[error("malformed plan: {0}")]
     MalformedPlan(String),
     #[error("malformed kernel manifest: {0}")]

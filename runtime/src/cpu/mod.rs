@@ -7,6 +7,7 @@
 
 mod backward;
 mod forward;
+mod memory;
 mod traverse;
 mod workspace;
 
@@ -103,6 +104,10 @@ impl CpuEngine {
     /// Build an engine; the parameters are validated against the plan.
     pub fn new(plan: Plan, params: Params) -> Result<CpuEngine, RuntimeError> {
         params.validate(&plan)?;
+        let own = memory::flows_bytes(&plan) + 4 * plan.num_input_flows as u64;
+        if !memory::fits(own) {
+            return Err(memory::too_large("the CPU engine's flow accumulators and leaf table", own));
+        }
         let index = PlanIndex::new(&plan);
         let flows = Flows::zeros(&plan);
         let table = params.leaf_table(&plan);
@@ -134,20 +139,34 @@ impl CpuEngine {
     }
 
     /// Run `f` on every chunk (in parallel) with a workspace, returning results in sample order.
-    fn map_chunks<R: Send>(&self, n: usize, with_flows: bool, f: impl Fn(usize, &mut Workspace) -> R + Sync) -> Vec<R> {
+    /// As many chunks run at once as workspaces fit in the host's available memory (results do
+    /// not depend on it); an error when not even one does.
+    fn map_chunks<R: Send>(&self, n: usize, with_flows: bool, f: impl Fn(usize, &mut Workspace) -> R + Sync) -> Result<Vec<R>, RuntimeError> {
         let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
-        starts
-            .par_iter()
-            .map_init(
-                || None::<Workspace>,
-                |ws, &s0| {
-                    let bc = CHUNK.min(n - s0);
-                    let ws = ws.get_or_insert_with(|| Workspace::new(&self.plan, bc, with_flows));
-                    ws.set_bc(&self.plan, bc);
-                    f(s0, ws)
-                },
-            )
-            .collect()
+        let per = memory::workspace_bytes(&self.plan, CHUNK.min(n), with_flows);
+        let threads = rayon::current_num_threads().min(starts.len()).max(1);
+        let Some(k) = (1..=threads).rev().find(|&k| memory::fits(per * k as u64)) else {
+            return Err(memory::too_large(format!("the node and element buffers of {} samples", CHUNK.min(n)), per));
+        };
+        let run = |starts: &[usize]| -> Vec<R> {
+            starts
+                .par_iter()
+                .map_init(
+                    || None::<Workspace>,
+                    |ws, &s0| {
+                        let bc = CHUNK.min(n - s0);
+                        let ws = ws.get_or_insert_with(|| Workspace::new(&self.plan, bc, with_flows));
+                        ws.set_bc(&self.plan, bc);
+                        f(s0, ws)
+                    },
+                )
+                .collect()
+        };
+        if k == threads {
+            return Ok(run(&starts));
+        }
+        // At most k workspaces alive: k chunks at a time.
+        Ok(starts.chunks(k).flat_map(run).collect())
     }
 
     /// Log-likelihood of every sample; missing values (per sample) are marginalized out, so this
@@ -158,7 +177,7 @@ impl CpuEngine {
         let chunks = self.map_chunks(ev.num_samples(), false, |s0, ws| {
             forward::forward(&self.plan, &self.params, &self.table, ev, s0, ws, Semiring::LogSum);
             Workspace::row(&ws.node, root, ws.bc).to_vec()
-        });
+        })?;
         Ok(chunks.concat())
     }
 
@@ -174,29 +193,45 @@ impl CpuEngine {
             return Err(RuntimeError::WeightsShape { expected: n, found: w.len() });
         }
         let (plan, params, table) = (&self.plan, &self.params, &self.table);
-        let parts: Vec<(Flows, Vec<f32>)> = groups(n)
-            .into_par_iter()
-            .map(|(a, b)| {
-                let mut acc = Flows::zeros(plan);
-                let mut lls = Vec::with_capacity(b - a);
-                let mut ws = Workspace::new(plan, CHUNK.min(b - a), true);
-                for s0 in (a..b).step_by(CHUNK) {
-                    let bc = CHUNK.min(b - s0);
-                    ws.set_bc(plan, bc);
-                    let root_flow: Vec<f32> = weights.map_or_else(|| vec![1.0; bc], |w| w[s0..s0 + bc].to_vec());
-                    acc.total += root_flow.iter().map(|&x| x as f64).sum::<f64>();
-                    forward::forward(plan, params, table, ev, s0, &mut ws, Semiring::LogSum);
-                    lls.extend_from_slice(Workspace::row(&ws.node, plan.root, bc));
-                    let mut sink = FlowSink { sum: &mut acc.sum, input: &mut acc.input };
-                    backward::backward(plan, params, ev, s0, &mut ws, &root_flow, Some(&mut sink), None);
-                }
-                (acc, lls)
-            })
-            .collect();
+        // Each group holds its own f64 accumulators and a workspace: all groups at once when
+        // they fit in the host's memory, else one after another (the same groups in the same
+        // order, so the same sums to the bit).
+        let per = memory::flows_bytes(plan) + memory::workspace_bytes(plan, CHUNK.min(n), true);
+        let groups = groups(n);
+        if !memory::fits(per) {
+            return Err(memory::too_large("one group's flow accumulators and buffers", per));
+        }
+        let parallel = memory::fits(per * groups.len() as u64);
+        let group = |(a, b): (usize, usize)| {
+            let mut acc = Flows::zeros(plan);
+            let mut lls = Vec::with_capacity(b - a);
+            let mut ws = Workspace::new(plan, CHUNK.min(b - a), true);
+            for s0 in (a..b).step_by(CHUNK) {
+                let bc = CHUNK.min(b - s0);
+                ws.set_bc(plan, bc);
+                let root_flow: Vec<f32> = weights.map_or_else(|| vec![1.0; bc], |w| w[s0..s0 + bc].to_vec());
+                acc.total += root_flow.iter().map(|&x| x as f64).sum::<f64>();
+                forward::forward(plan, params, table, ev, s0, &mut ws, Semiring::LogSum);
+                lls.extend_from_slice(Workspace::row(&ws.node, plan.root, bc));
+                let mut sink = FlowSink { sum: &mut acc.sum, input: &mut acc.input };
+                backward::backward(plan, params, ev, s0, &mut ws, &root_flow, Some(&mut sink), None);
+            }
+            (acc, lls)
+        };
         let mut lls = Vec::with_capacity(n);
-        for (f, l) in parts {
-            self.flows.add(&f);
-            lls.extend(l);
+        if parallel {
+            let parts: Vec<(Flows, Vec<f32>)> = groups.into_par_iter().map(group).collect();
+            for (f, l) in parts {
+                self.flows.add(&f);
+                lls.extend(l);
+            }
+        } else {
+            // One group's accumulators alive at a time.
+            for g in groups {
+                let (f, l) = group(g);
+                self.flows.add(&f);
+                lls.extend(l);
+            }
         }
         Ok(lls)
     }
@@ -222,7 +257,7 @@ impl CpuEngine {
             forward::forward(plan, params, table, ev, s0, ws, Semiring::LogSum);
             backward::backward(plan, params, ev, s0, ws, &vec![1.0; bc], None, None);
             (0..bc).map(|b| conditionals_of(plan, params, ev, s0 + b, b, ws)).collect::<Vec<_>>()
-        });
+        })?;
         Ok(chunks.into_iter().flatten().collect())
     }
 
@@ -240,7 +275,7 @@ impl CpuEngine {
                 traverse::walk(plan, index, params, ev, s0 + b, b, ws, Walk::Mpe, &mut rng, &mut out[b * nv..][..nv]);
             }
             (vals, out)
-        });
+        })?;
         let (log_values, assignments): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
         Ok(MpeResult { log_values: log_values.concat(), assignments: assignments.concat() })
     }
@@ -265,7 +300,7 @@ impl CpuEngine {
                 traverse::walk(plan, index, params, ev, s0 + b, b, ws, Walk::Sample, &mut rng, &mut out[b * nv..][..nv]);
             }
             out
-        });
+        })?;
         Ok(chunks.concat())
     }
 
