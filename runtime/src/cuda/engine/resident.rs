@@ -160,7 +160,9 @@ impl GpuEngine {
         match &data.values {
             Values::F32(v) => copy(v.device_ptr(stream).0, io, 4)?,
             Values::U8(v) => {
-                let f = self.kernels.stage_u8.as_ref().expect("byte datasets exist only where the kernel does");
+                // A byte dataset of another engine, whose source has the kernel, on one whose
+                // (older) source has not.
+                let f = self.kernels.stage_u8.as_ref().ok_or(CudaError::MissingKernels("byte-dataset staging"))?;
                 let (threads, (pitch, start)) = ((nv * batch) as u32, (data.num_samples as i64, rows.start as i64));
                 let cfg = LaunchConfig { grid_dim: (threads.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
                 let mut l = stream.launch_builder(f);
