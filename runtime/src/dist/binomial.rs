@@ -11,7 +11,8 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Constants, Dist, Family, FamilyInfo, ShapeParam, ShapeValue, check_probabilities};
+use super::bernoulli::Bernoulli;
+use super::{Constants, Dist, Family, FamilyInfo, ShapeParam, ShapeValue};
 use crate::ParamsError;
 use crate::cpu::Conditional;
 use crate::plan::Domain;
@@ -138,16 +139,16 @@ impl Family for Binomial {
     fn kernel_constant(&self) -> f32 {
         self.num_trials as f32
     }
-    /// `p ~ U(0.2, 0.8)`, as Bernoulli leaves.
-    fn init(&self, prm: &mut [f32], rng: &mut ChaCha8Rng, _perturbation: f32) {
-        prm[0] = rng.random_range(0.2..0.8);
+    /// As Bernoulli leaves: `p ~ U(0.2, 0.8)`.
+    fn init(&self, prm: &mut [f32], rng: &mut ChaCha8Rng, perturbation: f32) {
+        Bernoulli.init(prm, rng, perturbation);
     }
     fn validate(&self, name: &str, values: &[f32]) -> Result<(), ParamsError> {
-        check_probabilities(name, values)
+        Bernoulli.validate(name, values)
     }
+    /// Bernoulli's `(log(1−p), log p)`, then the number of trials.
     fn table(&self, prm: &[f32], tab: &mut [f32]) {
-        tab[0] = (1.0 - prm[0]).ln();
-        tab[1] = prm[0].ln();
+        Bernoulli.table(prm, &mut tab[..2]);
         tab[2] = self.num_trials as f32;
     }
     #[inline]

@@ -66,7 +66,8 @@ impl GpuEngine {
         let (values, mask) = ev.transposed();
         let n = ev.num_samples();
         let bytes = self.kernels.stage_u8.is_some() && values.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0);
-        let need = values.len() * if bytes { 1 } else { 4 } + if mask.iter().any(|&m| m != 0) { mask.len() } else { 0 };
+        let has_missing = mask.iter().any(|&m| m != 0);
+        let need = values.len() * if bytes { 1 } else { 4 } + if has_missing { mask.len() } else { 0 };
         let what = || format!("a dataset of {n} samples on the device");
         super::ensure_fits(&self.stream, what, need, "keep it in host memory: the passes of `GpuEngine::accumulate_flows` upload each batch")?;
         let values = match bytes {
@@ -76,7 +77,7 @@ impl GpuEngine {
             }
             false => Values::F32(self.stream.clone_htod(if values.is_empty() { &[0f32][..] } else { &values }).map_err(CudaError::from)?),
         };
-        let mask = match mask.iter().any(|&m| m != 0) {
+        let mask = match has_missing {
             true => Some(self.stream.clone_htod(&mask).map_err(CudaError::from)?),
             false => None,
         };
