@@ -116,8 +116,8 @@ fn main() -> Result<()> {
             let fwd_s = t.elapsed().as_secs_f64();
             gpu.set_graphs(false);
             let t = Instant::now();
-            for s in (0..tiled.num_samples()).step_by(batch) {
-                gpu.log_likelihood(&tiled.slice(s, s + batch))?;
+            for s in (0..n).step_by(batch) {
+                gpu.log_likelihood(&tiled.slice(s, (s + batch).min(n)))?;
             }
             let fwd_eager_s = t.elapsed().as_secs_f64();
             let mut lat = serde_json::Map::new();

@@ -235,9 +235,16 @@ fn manifests_match_the_plan_and_sources_stay_compact() {
         } else {
             0
         };
-        // Plus each leaf family's device functions (`templates/dist`), fixed text once per family.
+        // Plus each leaf family's device functions (`templates/dist`), fixed text once per family; ~1.6 KB per
+        // kernel (the small-batch sums, which stage a group of samples and their maxima, are ~2.7 KB).
         let families = 3000 * plan.inputs.len();
-        assert!(e.source.len() - fixed < 2000 + families + 1500 * names.len(), "{name}: {} bytes of source for {} kernels", e.source.len(), names.len());
+        assert!(
+            e.source.len() - fixed < 2000 + families + 1600 * names.len(),
+            "{name}: {} bytes of source ({} fixed) for {} kernels, {families} of families",
+            e.source.len(),
+            fixed,
+            names.len()
+        );
         assert!(!e.source.contains("#include"), "{name}: generated CUDA is self-contained");
         // Small circuits keep the small-batch variants up to SMALL_BATCH (`SMALL_PATH_MAX_PARAMS`).
         assert_eq!(e.manifest.small_max_batch as usize, pcc::runtime::cuda::SMALL_BATCH, "{name}: small-batch variants kept");

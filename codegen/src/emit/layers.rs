@@ -144,6 +144,7 @@ impl<'a> Emitter<'a> {
             let layer = format!("{kind} inputs");
             self.input_bwd.push(Step::Launch(KernelSpec {
                 scales_with_batch: true,
+                batch_group: 1,
                 name: bname,
                 layer,
                 count: n as u32,
@@ -156,6 +157,7 @@ impl<'a> Emitter<'a> {
         let args = vec![KernelArg::Nodes, KernelArg::Data, KernelArg::Missing, consts, ids, vars, cslots, KernelArg::Count, KernelArg::Batch];
         self.m.forward.push(KernelSpec {
             scales_with_batch: true,
+            batch_group: 1,
             name,
             layer: format!("{kind} inputs"),
             count: n as u32,
@@ -214,13 +216,24 @@ impl<'a> Emitter<'a> {
             let args = vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch];
             let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
             let (layer, count) = (format!("products d{d} p{p}"), part.nids.len() as u32);
-            let spec = KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
+            let spec =
+                KernelSpec { scales_with_batch: true, batch_group: 1, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
             recompute.push(Step::Launch(spec.clone()));
             self.m.forward.push(spec);
             let bname = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&self.t, &mut self.emitted, &mut self.source, "prod_bwd", &bname, part.block_size, part.width, None)?;
             let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
-            prod_bwd.push(Step::Launch(KernelSpec { scales_with_batch: true, name: bname, layer, count, threads_per_sample, block: BLOCK, args, small: None }));
+            prod_bwd.push(Step::Launch(KernelSpec {
+                scales_with_batch: true,
+                batch_group: 1,
+                name: bname,
+                layer,
+                count,
+                threads_per_sample,
+                block: BLOCK,
+                args,
+                small: None,
+            }));
         }
         Ok((recompute, prod_bwd))
     }
@@ -248,9 +261,10 @@ impl<'a> Emitter<'a> {
             ctx.insert("width", &part.width);
             ctx.insert("pw", &pw);
             ctx.insert("npb", &SMALL_NODES_PER_BLOCK);
+            ctx.insert("sb", &small_group(part.width));
             self.source += &render(&self.t, "sum_fwd_small", &ctx)?;
         }
-        // One CUDA block per (sum block, tile of nodes, sample).
+        // One CUDA block per (sum block, tile of nodes, group of samples).
         let (count, tiles) = (part.nids.len() as u32, part.block_size.div_ceil(SMALL_NODES_PER_BLOCK) as u64);
         let threads_per_sample = count as u64 * tiles * BLOCK as u64;
         Ok(Some(KernelSpec {
@@ -259,6 +273,7 @@ impl<'a> Emitter<'a> {
             count,
             threads_per_sample,
             scales_with_batch: true,
+            batch_group: small_group(part.width),
             block: BLOCK,
             args,
             small: None,
@@ -331,6 +346,7 @@ impl<'a> Emitter<'a> {
         let small = small.map(Box::new);
         self.m.forward.push(KernelSpec {
             scales_with_batch: true,
+            batch_group: 1,
             name,
             layer: layer.clone(),
             count,
@@ -348,6 +364,7 @@ impl<'a> Emitter<'a> {
         let edges = count as u64 * part.width as u64;
         let eflow = KernelSpec {
             scales_with_batch: true,
+            batch_group: 1,
             name: format!("{bname}_eflow"),
             layer: layer.clone(),
             count,
@@ -358,6 +375,7 @@ impl<'a> Emitter<'a> {
         };
         let pflow = KernelSpec {
             scales_with_batch: false,
+            batch_group: 1,
             name: format!("{bname}_pflow"),
             layer,
             count,
@@ -390,6 +408,17 @@ impl<'a> Emitter<'a> {
         }
         Ok(Emitted { source: self.source, manifest: m })
     }
+}
+
+/// Bytes of shared memory the small-batch variant stages a group's child values in.
+const SMALL_STAGE_BYTES: u32 = 32 * 1024;
+
+/// Samples per CUDA block of the small-batch variant of a partition `width` children wide: the
+/// most (a power of two, at most [`pc_runtime::cuda::SMALL_BATCH`]) whose child values fit in
+/// [`SMALL_STAGE_BYTES`], so a batch of 8 reads each weight once (width ≤ 1024) instead of 8 times.
+fn small_group(width: u32) -> u32 {
+    let fit = (SMALL_STAGE_BYTES / (4 * width.max(1))).clamp(1, pc_runtime::cuda::SMALL_BATCH as u32);
+    1 << fit.ilog2()
 }
 
 /// Sum parameters from which tensor-core circuits run batches of 3..=8 samples on the batch

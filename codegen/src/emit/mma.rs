@@ -335,6 +335,7 @@ pub(super) fn sum_forward(
         // kernel reads the split back as gridDim.x / (count · nt).
         threads_per_sample: count as u64 * shape.nt as u64 * split as u64 * shape.threads as u64,
         scales_with_batch: false,
+        batch_group: 1,
         block: shape.threads,
         args: vec![
             KernelArg::Nodes,
@@ -357,6 +358,7 @@ pub(super) fn sum_forward(
         // One thread per packed word (the kernel loops, so any grid covers them).
         threads_per_sample: words,
         scales_with_batch: false,
+        batch_group: 1,
         block: 256,
         args: vec![KernelArg::PackedWeights, KernelArg::SumParams, pids, KernelArg::Count, poff_arg],
         small: None,

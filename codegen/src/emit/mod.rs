@@ -49,7 +49,8 @@ const FAMILY_TEMPLATES: [(&str, &str, &str); 5] = [
 pub const BLOCK: u32 = 256;
 
 /// Widest sum partition with a small-batch variant: its child values are staged in shared memory
-/// (4 bytes each, 16 KiB at most); wider partitions run their batch kernel at every batch size.
+/// (4 bytes each, one to eight samples in 32 KiB); wider partitions run their batch kernel at every
+/// batch size.
 pub const SMALL_MAX_WIDTH: u32 = 4096;
 
 /// Nodes per CUDA block of a small-batch sum kernel: one per warp of a [`BLOCK`]-thread block.
@@ -242,6 +243,7 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
     ];
     specs.push(KernelSpec {
         scales_with_batch: false,
+        batch_group: 1,
         name: "em_sums".into(),
         layer: "sum EM".into(),
         count: rows as u32,
@@ -296,6 +298,7 @@ fn emit_em(plan: &Plan, t: &tera::Tera, source: &mut String, m: &mut Manifest) -
         let threads = info.em_lanes as u64 * n;
         specs.push(KernelSpec {
             scales_with_batch: false,
+            batch_group: 1,
             name: format!("em_{kind}"),
             layer: format!("{kind} EM"),
             count: n as u32,

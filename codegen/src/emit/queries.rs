@@ -148,7 +148,7 @@ struct QueryEmitter<'a> {
 
 /// A launch over `count` items (leaves or gather entries), one thread per item and sample.
 fn leaf_spec(name: String, layer: String, count: u32, args: Vec<KernelArg>) -> KernelSpec {
-    KernelSpec { scales_with_batch: true, name, layer, count, threads_per_sample: count as u64, block: BLOCK, args, small: None }
+    KernelSpec { scales_with_batch: true, batch_group: 1, name, layer, count, threads_per_sample: count as u64, block: BLOCK, args, small: None }
 }
 
 impl QueryEmitter<'_> {
@@ -316,6 +316,7 @@ impl QueryEmitter<'_> {
             let layer = format!("products d{d} p{p}");
             let fwd = KernelSpec {
                 scales_with_batch: true,
+                batch_group: 1,
                 name: format!("prod_fwd_bs{}_w{}", part.block_size, part.width),
                 layer: layer.clone(),
                 count,
@@ -328,7 +329,17 @@ impl QueryEmitter<'_> {
             recompute.push(Step::Launch(fwd));
             let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
             let name = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
-            down.push(Step::Launch(KernelSpec { scales_with_batch: true, name, layer, count, threads_per_sample, block: BLOCK, args, small: None }));
+            down.push(Step::Launch(KernelSpec {
+                scales_with_batch: true,
+                batch_group: 1,
+                name,
+                layer,
+                count,
+                threads_per_sample,
+                block: BLOCK,
+                args,
+                small: None,
+            }));
         }
         (recompute, down)
     }
@@ -369,7 +380,8 @@ impl QueryEmitter<'_> {
                     A::SampleOffset,
                 ],
             };
-            let spec = KernelSpec { scales_with_batch: true, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
+            let spec =
+                KernelSpec { scales_with_batch: true, batch_group: 1, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
             match pass {
                 "max_fwd" => self.q.mpe_forward.push(spec),
                 _ => walks.push(Step::Launch(spec)),

@@ -296,13 +296,14 @@ pub struct GpuEngine {
     pending_persistent: Option<PendingCompile>,
 }
 
-/// Largest batch that may run the small-batch variants (fp32 warp-per-node sums and fused
-/// products; larger batches run the batch kernels, on tensor cores where emitted), on top of the
-/// manifest's own `small_max_batch`: [`SMALL_BATCH`], or `PCC_SMALL_MAX` (at most
-/// [`SMALL_BATCH`]) to compare the two at a batch size on a device.
-fn small_max() -> usize {
-    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| std::env::var("PCC_SMALL_MAX").ok().and_then(|v| v.parse().ok()).map_or(SMALL_BATCH, |v: usize| v.min(SMALL_BATCH)))
+/// Largest batch that runs the small-batch variants (fp32 warp-per-node sums and fused products;
+/// larger batches run the batch kernels, on tensor cores where emitted): the manifest's
+/// `small_max_batch`, or `PCC_SMALL_MAX` in its place (at most [`SMALL_BATCH`]) to compare the
+/// two paths at a batch size on a device.
+fn small_max(manifest: &Manifest) -> usize {
+    static MAX: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let env = *MAX.get_or_init(|| std::env::var("PCC_SMALL_MAX").ok().and_then(|v| v.parse().ok()));
+    env.unwrap_or(manifest.small_max_batch as usize).min(SMALL_BATCH)
 }
 
 /// Where [`GpuEngine::new`] spent its time (for the warm-start budget).
@@ -635,7 +636,7 @@ impl GpuEngine {
         }
         let bufs = self.buffers.as_mut().expect("allocated by upload");
         let (stream, dev, manifest, forward) = (&self.stream, &self.dev, &self.manifest, &self.kernels.forward);
-        let small = batch <= small_max().min(manifest.small_max_batch as usize) && !train;
+        let small = batch <= small_max(manifest) && !train;
         let persistent = self.kernels.persistent.as_ref().filter(|p| batch <= p.max_batch && !train);
         let (host_out, root) = (self.host_out.as_ref().map(|h| h.1), self.plan.root);
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {

@@ -65,7 +65,7 @@ pub enum KernelArg {
     Int(i32),
 }
 
-/// One kernel launch. The grid covers `threads_per_sample * B` threads in blocks of `block`.
+/// One kernel launch. The grid covers `threads_per_sample · ⌈B / batch_group⌉` threads in blocks of `block`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KernelSpec {
     /// Kernel function; partitions of one shape share it.
@@ -79,6 +79,12 @@ pub struct KernelSpec {
     /// covers `threads_per_sample` threads whatever the batch size.
     #[serde(default = "yes")]
     pub scales_with_batch: bool,
+    /// Samples each CUDA block of a batch-scaled launch takes: the grid covers
+    /// `threads_per_sample · ⌈B / batch_group⌉` threads (the small-batch sum variants stage a
+    /// group of samples' children together, so each weight is read once per group, not per
+    /// sample). 1 (one sample per thread) unless written; 0 reads as 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub batch_group: u32,
     pub block: u32,
     pub args: Vec<KernelArg>,
     /// A variant of this launch for batches of at most [`SMALL_BATCH`] samples, e.g. a sum layer
@@ -96,10 +102,21 @@ fn yes() -> bool {
     true
 }
 
+fn one() -> u32 {
+    1
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
+
 impl KernelSpec {
     /// Threads to launch for a batch of `batch` samples.
     pub fn threads(&self, batch: usize) -> u64 {
-        if self.scales_with_batch { self.threads_per_sample * batch as u64 } else { self.threads_per_sample }
+        match self.scales_with_batch {
+            true => self.threads_per_sample * batch.div_ceil(self.batch_group.max(1) as usize) as u64,
+            false => self.threads_per_sample,
+        }
     }
 }
 
