@@ -2,7 +2,7 @@
 //! with CUDA graph replay and eager launches; meant to run under `nsys` to see per-kernel times.
 //!
 //! Run: `cargo run --release --example latency -- MNIST_DIR [hclt128|pd128|...] [ITERS] [BATCHES, e.g. 1,8,64]`
-//! (`PCC_CUDA_GRAPHS=0` measures eager launches only)
+//! (`PCC_CUDA_GRAPHS=0` measures eager launches only; `PCC_STRUCTURE_DIR=DIR` reads DIR/MODEL/structure.json)
 
 use std::time::Instant;
 
@@ -22,7 +22,12 @@ fn main() -> Result<()> {
     let modes: &[bool] = if std::env::var("PCC_CUDA_GRAPHS").is_ok_and(|v| v == "0") { &[false] } else { &[true, false] };
     let (images, _) = dataset::read_idx_images(&std::path::Path::new(&dir).join("images-idx3-ubyte"))?;
     let l: u32 = name.trim_start_matches(|c: char| c.is_alphabetic()).parse().context("model name like hclt128")?;
-    let circuit = if name.starts_with("hclt") {
+    // `PCC_STRUCTURE_DIR`: the structure in DIR/MODEL/structure.json (e.g. learned here and
+    // carried, as bench_gpu's), so the GPU machine need not learn the HCLT tree again.
+    let carried = std::env::var("PCC_STRUCTURE_DIR").ok().map(|d| std::path::Path::new(&d).join(&name).join("structure.json"));
+    let circuit = if let Some(path) = carried.filter(|p| p.exists()) {
+        pcc::codegen::model::load_structure(&path)?
+    } else if name.starts_with("hclt") {
         hclt::learn(&images.slice(0, 9000), &hclt::HcltOptions { latents: l, ..Default::default() })?
     } else {
         pd::build(&pd::PdOptions { latents: l, ..Default::default() })?

@@ -421,20 +421,23 @@ fn small_group(width: u32) -> u32 {
     1 << fit.ilog2()
 }
 
-/// Sum parameters from which tensor-core circuits run batches of 3..=8 samples on the batch
-/// kernels rather than the small-batch variants. The variants (fp32, a warp per node) read every
-/// fp32 weight per call, ~10 µs per MB on an H100 (pd256, hclt512: 6.1 and 5.7 ms at batch 8);
-/// the batch kernels read the packed bf16 weights once per depth: pd256 at batch 8 took 1.68 ms
-/// on them against 6.09 ms (H100, 2026-12-07, `bench/results/2026-12-07-h100-check-bc5339a.txt`).
-/// Smaller circuits keep the variants (hclt32: 226 µs at batch 8, where launches per depth would
-/// dominate; not measured in between).
+/// Sum parameters from which tensor-core circuits run batches of 5..=8 samples on the batch
+/// kernels rather than the small-batch variants. The variants (fp32, a warp per node, a group of
+/// up to 8 samples per CUDA block) read every fp32 weight once per call; the batch kernels read
+/// the packed bf16 weights once per depth, and win at batch 8 on large circuits. Measured on an
+/// H100 (2026-12-07, `bench/results/2026-12-07-h100-small-batch-fa9712c.txt`, graph replay,
+/// variants / batch kernels): pd128 (39M) b4 443 / 779 µs, b8 625 / 807; pd256 (155M) b4 1425 /
+/// 1639, b8 2306 / 1688. So circuits from this size keep the variants up to batch 4.
 pub const SMALL_PATH_MAX_PARAMS: u32 = 50_000_000;
+
+/// Largest batch that large circuits run on the small-batch variants (see [`SMALL_PATH_MAX_PARAMS`]).
+const LARGE_SMALL_MAX_BATCH: u32 = 4;
 
 /// [`Manifest::small_max_batch`] for `plan` at `precision` (see [`SMALL_PATH_MAX_PARAMS`]);
 /// batches of 1–2 run the persistent pass where there is one.
 fn small_max_batch(plan: &Plan, precision: pc_runtime::cuda::Precision) -> u32 {
     match precision != pc_runtime::cuda::Precision::Fp32 && plan.num_sum_params >= SMALL_PATH_MAX_PARAMS {
-        true => 2,
+        true => LARGE_SMALL_MAX_BATCH,
         false => pc_runtime::cuda::SMALL_BATCH as u32,
     }
 }
