@@ -74,6 +74,22 @@ fn check(name: &str, circuit: Circuit, data: &Evidence, cache: Option<&KernelCac
             );
         }
     }
+    // Small batches again and again on different rows: the small-batch paths (and the persistent
+    // pass, with PCC_PERSISTENT=1) must give the CPU engine's values on every call, not only on
+    // the first (a race shows as values that change from call to call).
+    for &b in &[1usize, 2, 4, 8] {
+        let (mut rel, mut calls) = (0f64, 0);
+        for k in 0..REPEATS {
+            let s = (k * b) % data.num_samples().saturating_sub(b).max(1);
+            let ev = data.slice(s, (s + b).min(data.num_samples()));
+            let (want, got) = (cpu.log_likelihood(&ev)?, gpu.log_likelihood(&ev)?);
+            rel = got.iter().zip(&want).map(|(g, w)| (*g as f64 - *w as f64).abs() / (w.abs() as f64).max(1.0)).fold(rel, f64::max);
+            calls += usize::from(got.len() == want.len());
+        }
+        let pass = rel <= TOL && calls == REPEATS;
+        ok &= pass;
+        println!("  batch {b:>4} x {REPEATS} calls: max rel {rel:.2e} (fp32 path, bound {TOL:.0e}) {}", verdict(pass));
+    }
     // Data resident on the device: row ranges give exactly the host path's results (same
     // kernels, same values; only the batch's copy differs), with and without missing values.
     for ev in [data.slice(0, data.num_samples().min(600)), with_missing(&data.slice(0, data.num_samples().min(600)), 0.3)] {
@@ -201,6 +217,9 @@ fn main() -> Result<()> {
         let rat = rat_spn::RatSpnOptions { num_vars: 16, latents: 8, depth: 3, input: Dist::Bernoulli, ..Default::default() };
         ok &= check("rat-spn (binary, 16 vars)", rat_spn::build(&rat)?, &bin, cache)?;
     }
+    // 128-node blocks: the small-batch paths' widest node tiles (and the persistent pass's fast
+    // tasks, with PCC_PERSISTENT=1).
+    ok &= check("hclt128 (binary, 16 vars)", hclt::learn(&bin, &hclt::HcltOptions { latents: 128, ..Default::default() })?, &bin, cache)?;
     let seq = Evidence::new(16, bin.values.iter().enumerate().map(|(i, x)| x + (i % 3) as f32).collect())?;
     // PD regions of 4 blocks of 32 nodes over one child list: the tensor-core kernels merge them.
     let pdo = pd::PdOptions { height: 4, width: 4, split_intervals: (2, 2), latents: 128, input: Dist::Bernoulli, ..Default::default() };
@@ -230,6 +249,9 @@ fn main() -> Result<()> {
     println!("ALL PASS");
     Ok(())
 }
+
+/// Calls per batch size in the repeated small-batch check.
+const REPEATS: usize = 20;
 
 /// Flow and EM bound of the scalar fp32 backward.
 const TOL_FLOWS: f64 = 1e-3;

@@ -4,7 +4,8 @@
 //! scheduler for several block counts. So the task graph (fused children, dependencies, tiles),
 //! the schedule's dropped same-block dependencies, the generation scheme across launches and the
 //! kernel's arithmetic are checked without a GPU: every sum node must equal the one the per-depth
-//! kernels compute (run sequentially on the host), and the root must equal the CPU engine.
+//! kernels compute (run sequentially on the host), and the root must equal the CPU engine. The
+//! small-batch sum variants run on the same data too (a block's threads as OS threads).
 
 mod common;
 
@@ -18,6 +19,7 @@ use pcc::runtime::cuda::persistent::schedule;
 use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, SMALL_BATCH};
 
 const SHIM: &str = r#"
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -99,6 +101,14 @@ static inline void pcc_bar_next_arrive() { (void)pcc_nbar[3]->arrive(); }
 static inline void pcc_fence_acq_rel() { std::atomic_thread_fence(std::memory_order_acq_rel); }
 static inline void pcc_st_sys(unsigned* p, unsigned v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline void pcc_fence_sys() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+// A launch of a kernel that synchronizes its block (the small-batch sums): 256 threads walk the
+// grid's blocks in turn, meeting at the block barrier between blocks (shared arrays are static).
+#define LAUNCH_T(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; gridDim.x = g_; \
+    std::barrier<> bar_(256); std::vector<std::unique_ptr<std::barrier<>>> wb_; for (int w = 0; w < 8; ++w) wb_.emplace_back(new std::barrier<>(32)); \
+    std::vector<float> buf_(256); std::vector<std::thread> th_; \
+    for (unsigned tx = 0; tx < 256; ++tx) th_.emplace_back([&, tx] { threadIdx.x = tx; pcc_bar = &bar_; pcc_warp_bar = wb_[tx / 32].get(); pcc_warp_buf = &buf_[(tx / 32) * 32]; \
+        for (unsigned gx = 0; gx < g_; ++gx) { blockIdx.x = gx; k(__VA_ARGS__); bar_.arrive_and_wait(); } pcc_bar = nullptr; }); \
+    for (auto& t : th_) t.join(); } while (0)
 
 "#;
 
@@ -130,6 +140,22 @@ fn driver(model: &Model, m: &Manifest) -> String {
             format!("    LAUNCH({}, {}LL * B, {});\n", k.name, k.threads_per_sample, args.join(", "))
         })
         .collect();
+    // The small-batch path: each launch's `small` variant (a variant with no threads skips it),
+    // grids from `KernelSpec::threads` (samples grouped per CUDA block where the variant says so).
+    let small: String = m
+        .forward
+        .iter()
+        .map(|k| k.small.as_deref().unwrap_or(k))
+        .filter(|k| k.threads_per_sample > 0)
+        .map(|k| {
+            let args: Vec<String> = k.args.iter().map(|a| arg(a, k)).collect();
+            let threads = match k.scales_with_batch {
+                true => format!("{}LL * ((B + {g} - 1) / {g})", k.threads_per_sample, g = k.batch_group.max(1)),
+                false => format!("{}LL", k.threads_per_sample),
+            };
+            format!("    LAUNCH_T({}, {threads}, {});\n", k.name, args.join(", "))
+        })
+        .collect();
     let p = m.persistent.as_ref().expect("a persistent pass");
     let (nn, ne, nde, ndn, ntab, root) = (plan.num_nodes, plan.num_elements, plan.num_dummy_elements, plan.num_dummy_nodes, m.tables.len(), plan.root);
     let (kernel, threads, smem_floats, ntasks, tw) = (&p.kernel, p.threads, p.shared_bytes / 4, p.num_tasks(), pcc::runtime::cuda::TASK_WORDS);
@@ -153,6 +179,11 @@ int main(int argc, char** argv) {{
     std::vector<float> nodes((size_t){nn} * B, 0.f), elems((size_t){ne} * B, 0.f);
     for (size_t i = 0; i < (size_t){nde} * B; ++i) elems[i] = PCC_NEG_INF;
 {fwd}    wr(dir + "/ref", nodes.data(), nodes.size() * 4);
+    // Again through the small-batch variants, from fresh buffers.
+    std::fill(nodes.begin(), nodes.end(), 0.f);
+    std::fill(elems.begin(), elems.end(), 0.f);
+    for (size_t i = 0; i < (size_t){nde} * B; ++i) elems[i] = PCC_NEG_INF;
+{small}    wr(dir + "/small", nodes.data(), nodes.size() * 4);
     std::vector<unsigned> ctl(2 + {ntasks}, 0);
     std::vector<unsigned long long> trace((size_t){ntasks} * 8, ~0ull);
     // The host-mapped result: [0] the call's sequence number once [1, 1 + B) hold the root's values.
@@ -317,6 +348,12 @@ fn run_configs(
         for (i, (&w, &g)) in want.iter().zip(&got).enumerate() {
             let ok = (w == g) || (w.is_finite() && g.is_finite() && (w - g).abs() <= 2e-5 * w.abs().max(1.0));
             assert!(ok, "{name} B={batch} G={blocks}: node {} sample {}: per-depth {w}, persistent {g}", i / batch, i % batch);
+        }
+        // The small-batch variants: every node as the batch kernels computed it.
+        let small = read_f32(&d.join("small"));
+        for (i, (&w, &g)) in want.iter().zip(&small).enumerate() {
+            let ok = (w == g) || (w.is_finite() && g.is_finite() && (w - g).abs() <= 2e-5 * w.abs().max(1.0));
+            assert!(ok, "{name} B={batch}: node {} sample {}: batch kernels {w}, small-batch variants {g}", i / batch, i % batch);
         }
         let ll = cpu.log_likelihood(&ev).unwrap();
         let root = model.plan.root as usize;

@@ -204,7 +204,9 @@ impl Kernels {
             Some((_, bytes)) => (vec![(None, bytes.to_vec())], None),
             None => {
                 let mut units = split_units(source);
-                let pending = units.iter().position(|u| u.name == PERSISTENT_UNIT).map(|i| units.remove(i)).map(|u| {
+                // Not compiled at all while the pass is switched off.
+                let unit = units.iter().position(|u| u.name == PERSISTENT_UNIT).map(|i| units.remove(i));
+                let pending = unit.filter(|_| persistent::enabled()).map(|u| {
                     let (cache, arch) = (cache.clone(), arch.to_string());
                     std::thread::spawn(move || cache.get_or_compile(&u.source, "persistent.cu", &arch).map(|(c, _)| c))
                 });
