@@ -78,8 +78,21 @@ const STAGED_MIN_BYTES: usize = 32 << 20;
 /// Words per staging chunk (8 MiB).
 const CHUNK_WORDS: usize = 2 << 20;
 
+/// The threads that fill the staging chunks: a pool of their own (a quarter of the cores, 1 to 4),
+/// because the parameter validation runs beside the upload on rayon's global pool; sharing it,
+/// the fills queued behind the validation's work and hclt512's upload took 147 ms instead of 63
+/// (H100 host, 2026-12-07, `bench/results/2026-12-07-h100-suite-e78f9b1.jsonl`).
+fn staging_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new().num_threads((cores / 4).clamp(1, 4)).thread_name(|i| format!("pcc-stage-{i}")).build().ok()
+    })
+    .as_ref()
+}
+
 /// `src` (4-byte values, `bits` giving each one's bit pattern) in a new device buffer. Large
-/// buffers go through two page-locked chunks that rayon's threads fill while the copy engine
+/// buffers go through two page-locked chunks that the staging pool's threads fill while the copy engine
 /// drains the other: a copy from pageable memory runs at the speed of the driver's own
 /// single-threaded staging (~9 GB/s on the H100 hosts: hclt512's 1 GB of parameters took
 /// ~110 ms of its warm start).
@@ -105,7 +118,12 @@ pub(super) fn upload_staged<T: DeviceRepr + Copy + Sync>(
             e.synchronize()?;
         }
         let words = &mut bufs[k].words_mut()[..chunk.len()];
-        words.par_chunks_mut(1 << 16).zip(chunk.par_chunks(1 << 16)).for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d = bits(*s)));
+        let mut fill = || words.par_chunks_mut(1 << 16).zip(chunk.par_chunks(1 << 16)).for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d = bits(*s)));
+        // (Rayon's global pool if the staging threads could not be started.)
+        match staging_pool() {
+            Some(pool) => pool.install(fill),
+            None => fill(),
+        }
         bufs[k].copy_to(chunk.len(), base + 4 * (i * CHUNK_WORDS) as u64)?;
         done[k] = Some(stream.record_event(None)?);
     }
