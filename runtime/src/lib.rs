@@ -8,14 +8,18 @@ pub mod cuda;
 pub mod data;
 pub mod dataset;
 pub mod dist;
+pub mod em;
 mod error;
+pub mod outputs;
 pub mod params;
 pub mod plan;
 mod plan_check;
 
-pub use cpu::{Conditional, CpuEngine, Flows, MpeResult, Trace};
+pub use cpu::{CpuEngine, Trace};
 pub use data::Evidence;
+pub use em::check_em_hyper_parameters;
 pub use error::{ParamsError, RuntimeError};
+pub use outputs::{Conditional, Flows, MpeResult};
 pub use params::Params;
 pub use plan::{Dist, DistKind, Domain, PLAN_VERSION, Plan};
 

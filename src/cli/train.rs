@@ -57,7 +57,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     // Hyper-parameters are checked before any work (EM would reject them only after an epoch).
     let full_step = if a.em == EmMode::Full { 1.0 } else { a.step_size };
-    pc_runtime::cpu::check_em_hyper_parameters(full_step, a.pseudocount)?;
+    pc_runtime::check_em_hyper_parameters(full_step, a.pseudocount)?;
     // One writer per model directory; held until the process ends.
     let _lock = if a.model.is_dir() { Some(super::lock::lock_model_dir(&a.model, "train")?) } else { None };
     let model = super::load_model(&a.model)?;

@@ -17,6 +17,8 @@ use rayon::prelude::*;
 
 use crate::RuntimeError;
 use crate::data::Evidence;
+use crate::em::check_em_hyper_parameters;
+use crate::outputs::{Conditional, Flows, MpeResult};
 use crate::params::Params;
 use crate::plan::{Domain, Plan};
 use backward::FlowSink;
@@ -28,46 +30,6 @@ use workspace::Workspace;
 pub const CHUNK: usize = 128;
 /// Upper bound on the number of independent flow accumulators (and on parallelism).
 pub const MAX_GROUPS: usize = 4;
-
-/// Accumulated flows: sum-parameter flows (plan layout) and input expected statistics.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Flows {
-    pub sum: Vec<f64>,
-    pub input: Vec<f64>,
-    /// Total root flow accumulated (the number of samples for unit weights).
-    pub total: f64,
-}
-
-impl Flows {
-    pub fn zeros(plan: &Plan) -> Flows {
-        Flows { sum: vec![0.0; plan.num_sum_params as usize], input: vec![0.0; plan.num_input_flows as usize], total: 0.0 }
-    }
-    fn add(&mut self, other: &Flows) {
-        self.sum.iter_mut().zip(&other.sum).for_each(|(a, b)| *a += b);
-        self.input.iter_mut().zip(&other.input).for_each(|(a, b)| *a += b);
-        self.total += other.total;
-    }
-}
-
-/// Posterior of one variable given a sample's evidence.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Conditional {
-    /// The variable was observed.
-    Observed,
-    /// `P(x_v = k | e)` for every category `k`.
-    Discrete(Vec<f32>),
-    /// Mean and variance of the posterior Gaussian mixture.
-    Continuous { mean: f32, var: f32 },
-}
-
-/// MPE (max-product) result: the value of the best induced tree and its completion of the evidence.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MpeResult {
-    /// `log max_{x_missing, tree}` per sample.
-    pub log_values: Vec<f32>,
-    /// Row-major `[num_samples, num_vars]`: observed values kept, missing ones filled in.
-    pub assignments: Vec<f32>,
-}
 
 /// Every intermediate buffer of one forward/backward pass, for diagnostics and tests.
 /// Buffers are node-major with samples innermost (`node_values[n * num_samples + b]`).
@@ -407,17 +369,6 @@ pub fn em_update(plan: &Plan, params: &mut Params, flows: &Flows, step_size: f32
             let stats = &flows.input[seg.flow_start as usize + i * ns..][..ns];
             seg.dist.em_update(prm, stats, eta, alpha);
         }
-    }
-    Ok(())
-}
-
-/// Step size in (0, 1] and a finite, non-negative pseudocount (every engine's EM).
-pub fn check_em_hyper_parameters(step_size: f32, pseudocount: f32) -> Result<(), RuntimeError> {
-    if !(step_size > 0.0 && step_size <= 1.0) {
-        return Err(RuntimeError::InvalidHyperParameter(format!("step size must be in (0, 1], got {step_size}")));
-    }
-    if !(pseudocount >= 0.0 && pseudocount.is_finite()) {
-        return Err(RuntimeError::InvalidHyperParameter(format!("pseudocount must be finite and ≥ 0, got {pseudocount}")));
     }
     Ok(())
 }

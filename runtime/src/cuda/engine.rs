@@ -24,8 +24,9 @@ use pinned::PinnedWords;
 
 use super::{CudaError, KernelArg, KernelCache, KernelSpec, Manifest, SMALL_BATCH, Step, TASK_WORDS};
 use crate::RuntimeError;
-use crate::cpu::{Flows, check_em_hyper_parameters};
 use crate::data::Evidence;
+use crate::em::check_em_hyper_parameters;
+use crate::outputs::Flows;
 use crate::params::Params;
 use crate::plan::Plan;
 

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::Conditional;
 use crate::data::Evidence;
+use crate::outputs::Conditional;
 use crate::plan::{Domain, Plan};
 
 /// One argument of a generated kernel, in signature order.

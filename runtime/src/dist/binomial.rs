@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::bernoulli::Bernoulli;
 use super::{Constants, Dist, Family, FamilyInfo, ShapeParam, ShapeValue};
 use crate::ParamsError;
-use crate::cpu::Conditional;
+use crate::outputs::Conditional;
 use crate::plan::Domain;
 
 /// Most trials a binomial leaf may have: every count up to it is exact in f32 (the data readers'

@@ -5,7 +5,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{Constants, Dist, Family, FamilyInfo, ShapeParam, ShapeValue};
 use crate::ParamsError;
-use crate::cpu::Conditional;
+use crate::outputs::Conditional;
 use crate::plan::Domain;
 
 #[derive(Clone, Copy, Debug)]

@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::ParamsError;
-use crate::cpu::Conditional;
+use crate::outputs::Conditional;
 use crate::plan::Domain;
 
 /// A leaf distribution together with its compile-time constants.

@@ -15,9 +15,9 @@ use crate::cuda::units::Modules;
 
 use super::{Bind, Buffers, DeviceState, GpuEngine};
 use crate::RuntimeError;
-use crate::cpu::{Conditional, MpeResult};
 use crate::cuda::{CudaError, KernelArg, KernelSpec, QueryManifest, Step, conditional_slots, conditionals_from_slots};
 use crate::data::Evidence;
+use crate::outputs::{Conditional, MpeResult};
 
 /// Samples per device batch of a query.
 pub const QUERY_BATCH: usize = 2048;
