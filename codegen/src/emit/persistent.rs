@@ -309,6 +309,10 @@ pub(super) fn render_kernel(t: &tera::Tera, p: &PersistentForward, shapes: &[Sha
     ctx.insert("shapes", &shapes);
     ctx.insert("task_words", &TASK_WORDS);
     ctx.insert("inline_deps", &pc_runtime::cuda::INLINE_DEPS);
+    // Task word 0's flags and the fast task's batch limit: defined once, here and in the runtime.
+    ctx.insert("fast_bit", &FAST_BIT);
+    ctx.insert("publish_bit", &pc_runtime::cuda::PUBLISH_BIT);
+    ctx.insert("fast_max_batch", &FAST_MAX_BATCH);
     ctx.insert("cached_tasks", &p.cached_tasks);
     for (key, v) in [
         ("off_red", layout.off_red),

@@ -17,7 +17,7 @@ pub use cache::KernelCache;
 pub use device::{GpuInfo, probe};
 pub use engine::{DeviceData, GpuEngine, STAGE_U8, StartupTimings};
 pub use manifest::{
-    INLINE_DEPS, KernelArg, KernelSpec, Manifest, PersistentForward, Precision, QueryManifest, SMALL_BATCH, Step, TASK_WORDS, conditional_slots,
+    INLINE_DEPS, KernelArg, KernelSpec, Manifest, PUBLISH_BIT, PersistentForward, Precision, QueryManifest, SMALL_BATCH, Step, TASK_WORDS, conditional_slots,
     conditionals_from_slots,
 };
 pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
