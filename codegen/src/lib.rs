@@ -12,6 +12,7 @@ mod error;
 pub mod ir;
 pub mod model;
 pub mod structures;
+pub mod syntax;
 pub mod validate;
 
 pub use builder::{CircuitBuilder, SumEdges};

@@ -1,12 +1,11 @@
 //! `pc-macros`: the `circuit! { … }` macro of pcc. Use it through `pcc::circuit!`.
 //!
-//! The crate is thin, as in cubecl: [`parse`] turns tokens into pc-codegen's syntax-free
-//! [`pc_codegen::declare::Declaration`] (recording spans), and [`generate`] hands it to
+//! The crate is thin, as in cubecl: `pc_codegen::syntax` turns tokens into pc-codegen's
+//! syntax-free [`pc_codegen::declare::Declaration`] (recording spans), and [`generate`] hands it to
 //! pc-codegen, which checks, builds, compiles and emits the circuit and writes the module's Rust
 //! source — the same text the build-script API (`pc_codegen::build`) writes into `OUT_DIR`.
 
 mod generate;
-mod parse;
 
 /// Declare a probabilistic circuit; it is validated, compiled and its CUDA generated at compile
 /// time, and the macro expands to a module with the circuit embedded.
@@ -30,7 +29,7 @@ mod parse;
 /// tokens, with the message of the rule the circuit breaks.
 #[proc_macro]
 pub fn circuit(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
-    match syn::parse::<parse::Input>(input).and_then(|i| generate::expand(&i)) {
+    match syn::parse::<pc_codegen::syntax::Input>(input).and_then(|i| generate::expand(&i)) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.into_compile_error().into(),
     }
@@ -40,7 +39,7 @@ pub fn circuit(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
 mod tests {
     use pc_codegen::declare::{Arg, Body, Call, Loc, Value};
 
-    use crate::parse::Input;
+    use pc_codegen::syntax::Input;
 
     fn parse(src: &str) -> Input {
         syn::parse_str::<Input>(src).unwrap_or_else(|e| panic!("{e}"))

@@ -1,6 +1,6 @@
 //! Calls, arguments and values: `name(child, key value, key = (1, 2), key [..], key f(x))`.
 
-use pc_codegen::declare::{Arg, Call, Value};
+use crate::declare::{Arg, Call, Value};
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::parse::ParseStream;

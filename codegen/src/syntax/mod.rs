@@ -1,9 +1,11 @@
-//! Tokens → [`pc_codegen::declare::Declaration`], remembering each part's span ([`Spans`]) so that
-//! errors found by pc-codegen can point at the tokens they concern.
+//! The `circuit!` language: tokens → [`crate::declare::Declaration`], remembering each part's span
+//! ([`Spans`]) so that errors found by the compiler can point at the tokens they concern. Here
+//! rather than in the proc-macro crate (which only calls it), so that it can be tested and fuzzed
+//! (`fuzz/fuzz_targets/circuit_macro.rs`) like any library code.
 
 mod value;
 
-use pc_codegen::declare::{Body, Declaration, Loc, NodeDecl};
+use crate::declare::{Body, Declaration, Loc, NodeDecl};
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
 use syn::ext::IdentExt;
