@@ -10,6 +10,7 @@ pub mod dataset;
 pub mod dist;
 pub mod em;
 mod error;
+pub mod manifest;
 pub mod outputs;
 pub mod params;
 pub mod plan;

@@ -8,7 +8,7 @@
 mod cache;
 mod device;
 mod engine;
-pub mod manifest;
+pub use crate::manifest;
 mod nvrtc;
 pub mod persistent;
 mod units;

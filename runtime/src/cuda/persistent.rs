@@ -9,7 +9,7 @@
 //! `__syncthreads` already orders them. Every block runs its list in increasing task order, which
 //! with co-resident blocks makes the pass deadlock-free.
 
-use super::manifest::{INLINE_DEPS, PUBLISH_BIT, PersistentForward, TASK_WORDS};
+use crate::manifest::{INLINE_DEPS, PUBLISH_BIT, PersistentForward, TASK_WORDS};
 
 /// Estimated cost of waiting on another block's flag (ns): release, L2 round trip, acquire.
 const CROSS_BLOCK_NS: f64 = 1000.0;

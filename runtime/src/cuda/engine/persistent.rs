@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg, sys};
 
-use crate::cuda::manifest::PersistentForward;
 use crate::cuda::persistent::schedule;
 use crate::cuda::units::Modules;
 use crate::cuda::{CudaError, SMALL_BATCH};
+use crate::manifest::PersistentForward;
 
 pub(super) struct PersistentState {
     func: CudaFunction,

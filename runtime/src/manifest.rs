@@ -262,7 +262,7 @@ pub const INLINE_DEPS: usize = 6;
 /// launches (`manifest.forward[..prologue]`), a persistent kernel whose resident CUDA blocks run
 /// static lists of sum tasks (a tile of one sum block's nodes, its products fused in), each
 /// waiting only for the tasks that wrote its child nodes. The runtime schedules the tasks onto
-/// the device's SMs ([`super::persistent::schedule`]). A batch-1 pass then costs the circuit's
+/// the device's SMs ([`crate::cuda::persistent::schedule`]). A batch-1 pass then costs the circuit's
 /// dependency chain at a few hundred ns per step instead of a kernel launch per depth.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PersistentForward {
