@@ -381,3 +381,35 @@ pub fn conditionals_from_slots(plan: &Plan, ev: &Evidence, s: usize, row: &[f32]
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(batch_group: u32, scales_with_batch: bool) -> KernelSpec {
+        let name = "k".to_string();
+        KernelSpec { name, layer: "l".into(), count: 1, threads_per_sample: 256, scales_with_batch, batch_group, block: 256, args: vec![], small: None }
+    }
+
+    #[test]
+    fn grouped_launches_cover_every_group_of_samples_once() {
+        // A group of 8: batches 1..=8 take one group, 9 two.
+        for (batch, groups) in [(1, 1), (3, 1), (8, 1), (9, 2), (16, 2)] {
+            assert_eq!(spec(8, true).threads(batch), 256 * groups, "batch {batch}");
+        }
+        assert_eq!(spec(1, true).threads(5), 256 * 5);
+        // 0 (a hand-edited manifest) reads as 1, never a division by zero.
+        assert_eq!(spec(0, true).threads(3), 256 * 3);
+        assert_eq!(spec(8, false).threads(100), 256);
+    }
+
+    #[test]
+    fn batch_group_is_written_only_when_not_one() {
+        let json = serde_json::to_string(&spec(1, true)).unwrap();
+        assert!(!json.contains("batch_group"), "{json}");
+        let back: KernelSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.batch_group, 1, "manifests written before the field read 1");
+        let json = serde_json::to_string(&spec(4, true)).unwrap();
+        assert_eq!(serde_json::from_str::<KernelSpec>(&json).unwrap().batch_group, 4);
+    }
+}

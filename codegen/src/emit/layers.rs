@@ -446,3 +446,19 @@ fn small_max_batch(plan: &Plan, precision: pc_runtime::cuda::Precision) -> u32 {
 fn scalar_sum_args(tb: SumTables) -> Vec<KernelArg> {
     vec![KernelArg::Nodes, KernelArg::Elements, KernelArg::SumParams, tb.nids, tb.cids, tb.pids, KernelArg::Count, KernelArg::Batch]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_groups_fit_their_staging_and_the_batch_limit() {
+        for width in [1, 4, 128, 1000, 1024, 1025, 2048, 3072, SMALL_MAX_WIDTH] {
+            let g = small_group(width);
+            assert!(g.is_power_of_two() && g as usize <= pc_runtime::cuda::SMALL_BATCH, "width {width}: {g}");
+            assert!(4 * width * g <= SMALL_STAGE_BYTES, "width {width}: {g} samples overflow the staging");
+        }
+        assert_eq!(small_group(1024), 8, "a batch of 8 reads each weight once up to 1024 children");
+        assert_eq!(small_group(SMALL_MAX_WIDTH), 2);
+    }
+}
