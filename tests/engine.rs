@@ -53,3 +53,23 @@ fn results_do_not_depend_on_the_thread_count() {
     assert_eq!(a.1, b.1);
     assert_eq!(a.2, b.2);
 }
+
+/// `pc_runtime::Engine::start`: `cpu` never builds the GPU engine, `auto` falls back with the
+/// reason, `cuda` fails naming it.
+#[test]
+fn device_policy_of_the_runtime_engine() {
+    use pcc::runtime::{Device, Engine};
+    let m = Model::random(Gen::circuit(3), 3).unwrap();
+    let cpu = || pcc::runtime::CpuEngine::new(m.plan.clone(), m.params.clone());
+    let no_gpu = || Err::<pcc::runtime::cuda::GpuEngine, _>("no driver here");
+    let never = || -> Result<pcc::runtime::cuda::GpuEngine, &str> { panic!("--device cpu never starts the GPU engine") };
+    let s = Engine::start(Device::Cpu, cpu, never).unwrap();
+    assert!(matches!(s.engine, Engine::Cpu(_)) && s.fallback.is_none());
+    let mut s = Engine::start(Device::Auto, cpu, no_gpu).unwrap();
+    assert_eq!(s.fallback.as_deref(), Some("no driver here"));
+    assert_eq!(s.engine.device_name(), "cpu");
+    let ev = random_evidence(&m, 5, 0.2, 3);
+    assert_eq!(s.engine.log_likelihood(&ev).unwrap(), m.cpu_engine().unwrap().log_likelihood(&ev).unwrap());
+    let e = Engine::start(Device::Cuda, cpu, no_gpu).err().expect("cuda without a GPU is an error");
+    assert_eq!(e.to_string(), "--device cuda: the GPU engine cannot start: no driver here");
+}

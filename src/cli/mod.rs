@@ -40,9 +40,9 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// The engine for `model` (see [`engine::Engine::new`]).
+    /// The engine for `model` (see [`engine::start`]).
     pub fn engine(&self, model: &Model) -> Result<engine::Engine> {
-        engine::Engine::new(model, self.device, self.precision)
+        engine::start(model, self.device, self.precision)
     }
 }
 

@@ -10,6 +10,7 @@ use pc_codegen::model::PARAMS_FILE;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use super::engine::DeviceDataExt;
 use super::{DataArgs, DeviceArgs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

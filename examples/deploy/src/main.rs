@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pc_runtime::cuda::{GpuEngine, KernelCache};
-use pc_runtime::{CpuEngine, Evidence, dataset};
+use pc_runtime::{Engine, Evidence, dataset};
 
 const BIN: &str = "pcc-deploy-example";
 
@@ -221,33 +221,11 @@ fn flush(w: &mut impl Write) -> Result<(), Failure> {
     })
 }
 
-enum Engine {
-    Cpu(Box<CpuEngine>),
-    /// The engine and where its kernels came from (`embedded sm_90 CUBIN`, or NVRTC / the cache).
-    Gpu(Box<GpuEngine>, String),
-}
-
-impl Engine {
-    fn log_likelihood(&mut self, ev: &Evidence) -> Result<Vec<f32>, pc_runtime::RuntimeError> {
-        match self {
-            Engine::Cpu(e) => e.log_likelihood(ev),
-            Engine::Gpu(e, _) => e.log_likelihood(ev),
-        }
-    }
-
-    fn name(&self) -> String {
-        match self {
-            Engine::Cpu(_) => "cpu".into(),
-            Engine::Gpu(e, _) => e.device_name.clone(),
-        }
-    }
-
-    fn kernels(&self) -> &str {
-        match self {
-            Engine::Cpu(_) => "cpu",
-            Engine::Gpu(_, k) => k,
-        }
-    }
+/// The engine (`pc_runtime::Engine`) and where its kernels came from (`embedded sm_90 CUBIN`, or
+/// NVRTC / the kernel cache; `cpu`).
+struct Running {
+    engine: Engine,
+    kernels: String,
 }
 
 /// The architecture of device 0 (the engine's), e.g. `90`; its context is already current.
@@ -257,33 +235,33 @@ fn device_arch() -> Option<String> {
     Some(format!("{major}{minor}"))
 }
 
-fn start_engine(c: &circuit::Circuit, device: Device, quiet: bool) -> Result<Engine, Failure> {
-    if device == Device::Cpu {
-        return Ok(Engine::Cpu(Box::new(c.cpu()?)));
-    }
+fn start_engine(c: &circuit::Circuit, device: Device, quiet: bool) -> Result<Running, Failure> {
+    let device = match device {
+        Device::Auto => pc_runtime::Device::Auto,
+        Device::Cpu => pc_runtime::Device::Cpu,
+        Device::Cuda => pc_runtime::Device::Cuda,
+    };
     let cache = KernelCache::new(KernelCache::default_dir());
-    let gpu = GpuEngine::with_cubins(c.plan().clone(), c.params().clone(), circuit::CUDA_SOURCE, cubins::CUBINS, circuit::manifest(), &cache);
-    match gpu {
-        Ok(g) => {
+    let gpu = || GpuEngine::with_cubins(c.plan().clone(), c.params().clone(), circuit::CUDA_SOURCE, cubins::CUBINS, circuit::manifest(), &cache);
+    let started = Engine::start(device, || c.cpu(), gpu).map_err(|e| fail(e.to_string()))?;
+    let kernels = match &started.engine {
+        Engine::Cpu(_) => "cpu".to_string(),
+        Engine::Gpu(_) => {
             let arch = device_arch().unwrap_or_default();
-            let kernels = if cubins::CUBINS.iter().any(|(a, _)| *a == arch) {
-                format!("embedded sm_{arch} CUBIN")
-            } else {
-                format!("sm_{arch} kernels from NVRTC / the kernel cache")
-            };
-            if !quiet {
-                eprintln!("{BIN}: running on {} ({kernels})", g.device_name);
+            match cubins::CUBINS.iter().any(|(a, _)| *a == arch) {
+                true => format!("embedded sm_{arch} CUBIN"),
+                false => format!("sm_{arch} kernels from NVRTC / the kernel cache"),
             }
-            Ok(Engine::Gpu(Box::new(g), kernels))
         }
-        Err(e) if device == Device::Cuda => Err(fail(format!("--device cuda: the GPU engine cannot start: {e}"))),
-        Err(e) => {
-            if !quiet {
-                eprintln!("{BIN}: running on the CPU: {e}");
-            }
-            Ok(Engine::Cpu(Box::new(c.cpu()?)))
+    };
+    if !quiet {
+        match (&started.engine, &started.fallback) {
+            (_, Some(why)) => eprintln!("{BIN}: running on the CPU: {why}"),
+            (Engine::Gpu(g), None) => eprintln!("{BIN}: running on {} ({kernels})", g.device_name),
+            (Engine::Cpu(_), None) => {}
         }
     }
+    Ok(Running { engine: started.engine, kernels })
 }
 
 /// The samples of `--input` (or stdin), batch by batch, each checked against the circuit. CSV is
@@ -488,7 +466,7 @@ fn median(v: &[f64]) -> f64 {
 /// `--bench-latency`: host-to-host latency of `log_likelihood` at batch 1 and 8.
 fn bench(engine: &mut Engine, ev: &Evidence, iters: usize, w: &mut impl Write) -> Result<(), Failure> {
     const WARMUP: usize = 10;
-    let device = engine.name();
+    let device = engine.device_name();
     for batch in [1usize, 8] {
         // The first rows of the input, repeated if it has fewer.
         let rows: Vec<usize> = (0..batch).map(|i| i % ev.num_samples()).collect();
@@ -498,7 +476,7 @@ fn bench(engine: &mut Engine, ev: &Evidence, iters: usize, w: &mut impl Write) -
             Engine::Cpu(_) => &[None],
         };
         for &graphs in modes {
-            if let (Engine::Gpu(g, _), Some(on)) = (&mut *engine, graphs) {
+            if let (Engine::Gpu(g), Some(on)) = (&mut *engine, graphs) {
                 g.set_graphs(on);
             }
             let mut times = Vec::with_capacity(iters);
@@ -550,7 +528,7 @@ fn run(t_main: Instant) -> Result<(), Failure> {
     })?;
     let t_params = t0.elapsed();
     let t0 = Instant::now();
-    let mut engine = start_engine(&c, a.device, a.quiet)?;
+    let Running { mut engine, kernels } = start_engine(&c, a.device, a.quiet)?;
     let t_engine = t0.elapsed();
     let t_ready = t_main.elapsed();
     let mut input = Input::open(&a)?;
@@ -560,13 +538,13 @@ fn run(t_main: Instant) -> Result<(), Failure> {
         let mut v = serde_json::json!({
             "bench": "startup",
             "model": cubins::MODEL,
-            "device": engine.name(),
-            "kernels": engine.kernels(),
+            "device": engine.device_name(),
+            "kernels": kernels,
             "params_load_us": us(t_params),
             "engine_us": us(t_engine),
             "ready_since_main_us": us(t_ready),
         });
-        if let Engine::Gpu(g, _) = &engine {
+        if let Engine::Gpu(g) = &engine {
             let s = g.startup();
             let fields = [
                 ("validate_us", s.validate),
