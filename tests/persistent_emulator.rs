@@ -283,6 +283,12 @@ fn persistent_forward_on_host_threads_equals_the_per_depth_kernels() {
     if let Ok(only) = std::env::var("PCC_EMU_ONLY") {
         corpus.retain(|(n, _)| *n == only);
     }
+    // `PCC_EMU_STRUCTURE=FILE` runs a structure file instead (e.g. a suite model that misbehaves
+    // on a GPU), on `PCC_EMU_BLOCKS` blocks (default 16) at batches 1 and 2.
+    if let Ok(path) = std::env::var("PCC_EMU_STRUCTURE") {
+        let c = pcc::codegen::model::load_structure(std::path::Path::new(&path)).unwrap();
+        corpus = vec![("structure".into(), Model::random(c, 0).unwrap())];
+    }
     for (name, model) in &corpus {
         let e = emit(&model.plan).unwrap();
         let p = e.manifest.persistent.as_ref().unwrap_or_else(|| panic!("{name}: no persistent pass"));
@@ -327,7 +333,13 @@ fn run_configs(
     mixed_ev: &Evidence,
 ) {
     // One block running every task only where that overflows its cached descriptors.
-    let configs: &[(usize, usize)] = if name == "hclt4x200" { &[(1, 1), (2, 3)] } else { &[(1, 3), (2, 2), (3, 2), (SMALL_BATCH, 4)] };
+    let blocks: usize = std::env::var("PCC_EMU_BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let file = [(1, blocks), (2, blocks)];
+    let configs: &[(usize, usize)] = match name {
+        "hclt4x200" => &[(1, 1), (2, 3)],
+        "structure" => &file,
+        _ => &[(1, 3), (2, 2), (3, 2), (SMALL_BATCH, 4)],
+    };
     for &(batch, blocks) in configs {
         let s = schedule(p, blocks);
         for (f, v) in [("tasks", &s.tasks), ("deps", &s.deps), ("poff", &s.poff), ("plist", &s.plist)] {

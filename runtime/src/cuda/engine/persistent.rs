@@ -48,7 +48,11 @@ impl PersistentState {
     /// 4e-2, changing from call to call) at batches 1 and 2 for hclt128 on MNIST, whose 128-node
     /// blocks run as fast tasks, which `gpu_selftest --fast` did not cover then; the per-depth
     /// launches gave the CPU engine's values on the same model
-    /// (`bench/results/2026-12-07-h100-small-batch-fa9712c.txt`). It stays available to find the race.
+    /// (`bench/results/2026-12-07-h100-small-batch-fa9712c.txt`). The host emulator reproduced it
+    /// on that structure (`PCC_EMU_STRUCTURE`): the second producer warp gathered children before
+    /// the first had waited for their flags. Fixed in the template (each producer warp waits for
+    /// every dependency); it stays off until a GPU run confirms the fix (`PCC_PERSISTENT=1
+    /// gpu_selftest --fast`, then `latency` on hclt128).
     pub fn load(ctx: &Arc<CudaContext>, modules: &Modules, stream: &Arc<CudaStream>, p: &PersistentForward) -> Result<Option<PersistentState>, CudaError> {
         if !enabled() {
             return Ok(None);
