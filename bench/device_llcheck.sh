@@ -16,20 +16,7 @@ echo "selftest rc=$? passed $(grep -c PASS $OUT/selftest.txt) failed $(grep -c F
 grep -E "FAIL|ALL PASS|Error|error" $OUT/selftest.txt | head -8
 PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=fp32,bf16 timeout ${LL_TIMEOUT:-260} carry/bin/bench_gpu carry/data /tmp/suite "$models" > $OUT/llcheck.jsonl 2> $OUT/llcheck.err
 echo "llcheck rc=$?"
-python3 - "$OUT/llcheck.jsonl" <<'PY' | tee $OUT/llcheck.md
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-by = {}
-for r in rows:
-    by.setdefault(r["model"], {})[r["precision"]] = r
-print("| model | train mean LL fp32 | bf16 | relative difference | train s fp32 / bf16 | fwd s fp32 / bf16 |")
-print("| --- | --- | --- | --- | --- | --- |")
-for m, p in by.items():
-    if "fp32" in p and "bf16" in p:
-        a, b = p["fp32"], p["bf16"]
-        d = abs(b["train_mean_ll"] - a["train_mean_ll"]) / abs(a["train_mean_ll"])
-        print(f"| {m} | {a['train_mean_ll']:.3f} | {b['train_mean_ll']:.3f} | {100 * d:.4f}% | {a['train_s']:.2f} / {b['train_s']:.2f} | {a['fwd_s']:.2f} / {b['fwd_s']:.2f} |")
-PY
+python3 bench/llcheck_table.py "$OUT/llcheck.jsonl" | tee $OUT/llcheck.md
 # Models too large for the fp32 path in one call: bf16 only (memory, times, warm start).
 if [ -n "${BIG_MODELS:-hclt1024}" ] && fits ${BIG_TIMEOUT:-100} "big models"; then
     PCC_LARGEST_BATCH=1 PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BIG_TIMEOUT:-100} carry/bin/bench_gpu carry/data /tmp/suite "${BIG_MODELS:-hclt1024}" > $OUT/big.jsonl 2> $OUT/big.err

@@ -132,14 +132,8 @@ fn driver(model: &Model, m: &Manifest) -> String {
             other => panic!("no forward launch binds {other:?}"),
         }
     };
-    let fwd: String = m
-        .forward
-        .iter()
-        .map(|k| {
-            let args: Vec<String> = k.args.iter().map(|a| arg(a, k)).collect();
-            format!("    LAUNCH({}, {}LL * B, {});\n", k.name, k.threads_per_sample, args.join(", "))
-        })
-        .collect();
+    let args = |k: &KernelSpec| k.args.iter().map(|a| arg(a, k)).collect::<Vec<String>>().join(", ");
+    let fwd: String = m.forward.iter().map(|k| format!("    LAUNCH({}, {}LL * B, {});\n", k.name, k.threads_per_sample, args(k))).collect();
     // The small-batch path: each launch's `small` variant (a variant with no threads skips it),
     // grids from `KernelSpec::threads` (samples grouped per CUDA block where the variant says so).
     let small: String = m
@@ -148,12 +142,11 @@ fn driver(model: &Model, m: &Manifest) -> String {
         .map(|k| k.small.as_deref().unwrap_or(k))
         .filter(|k| k.threads_per_sample > 0)
         .map(|k| {
-            let args: Vec<String> = k.args.iter().map(|a| arg(a, k)).collect();
             let threads = match k.scales_with_batch {
                 true => format!("{}LL * ((B + {g} - 1) / {g})", k.threads_per_sample, g = k.batch_group.max(1)),
                 false => format!("{}LL", k.threads_per_sample),
             };
-            format!("    LAUNCH_T({}, {threads}, {});\n", k.name, args.join(", "))
+            format!("    LAUNCH_T({}, {threads}, {});\n", k.name, args(k))
         })
         .collect();
     let p = m.persistent.as_ref().expect("a persistent pass");
