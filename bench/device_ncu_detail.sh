@@ -5,7 +5,7 @@
 set -uo pipefail
 kind=${1:-pd}; lat=${2:-256}; re=${3:-"regex:sum_(fwd|bwd)_bf16"}
 m=/tmp/ncu-$kind$lat
-[ -d $m ] || carry/bin/pcc learn $kind --data carry/data/images-idx3-ubyte --latents $lat -o $m > /dev/null
+[ -d $m ] || timeout 150 carry/bin/pcc learn $kind --data carry/data/images-idx3-ubyte --latents $lat -o $m > /dev/null
 timeout ${NCU_TIMEOUT:-150} ncu --kernel-name "$re" --launch-count ${NCU_LAUNCHES:-40} \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis \
     carry/bin/pcc train $m --data carry/data/images-idx3-ubyte --rows 0..512 --epochs 1 --em mini --batch-size 512 \
