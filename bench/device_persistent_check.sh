@@ -22,8 +22,21 @@ for m in $(echo ${1:-hclt128} | tr , ' '); do
 done
 grep -E "==|batch|FAIL|max rel" $OUT/latency.txt | head -40
 echo "at ${SECONDS}s"
+# A/B of carry/bin-old and carry/bin, pcc alone (bench_gpu, bf16, data on the device), AB_MODELS.
+for b in bin-old bin; do
+    [ -n "${AB_MODELS:-}" ] && [ -d carry/$b ] || break
+    PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${AB_TIMEOUT:-90} carry/$b/bench_gpu carry/data /tmp/suite "$AB_MODELS" > /tmp/ab-$b.jsonl 2> /tmp/ab-$b.err
+    echo "$b rc=$?"
+    python3 -c "
+import json
+for l in open('/tmp/ab-$b.jsonl'):
+    if l.startswith('{'):
+        r=json.loads(l); print('$b', r['model'], 'train', round(r['train_s'],3), 'fwd', round(r['fwd_s'],3), 'peak', round(r['peak_mem_gib'],2), 'warm', round(r['ready_warm_s'],3), r['warm_breakdown_ms'], 'b1', round(r['latency_us']['lat_b1_graph_us']), 'b8', round(r['latency_us']['lat_b8_graph_us']), 'll', round(r['train_mean_ll'],3))" | tee -a $OUT/ab.txt
+done
+echo "at ${SECONDS}s"
 # ncu kernel time and tensor-pipe use by family of one training batch of each of NCU_MODELS.
 for m in $(echo ${NCU_MODELS:-} | tr , ' '); do
+    [ $((SECONDS + ${NCU_TIMEOUT:-100} + 30)) -le ${DEADLINE:-570} ] || { echo "skipped (deadline): ncu $m"; continue; }
     [ -d /tmp/ncu-$m ] || timeout 150 carry/bin/pcc learn ${m%%[0-9]*} --data carry/data/images-idx3-ubyte --latents ${m##*[a-z]} -o /tmp/ncu-$m > /dev/null 2>&1
     timeout ${NCU_TIMEOUT:-100} ncu --csv --metrics gpu__time_duration.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed,launch__grid_size \
         carry/bin/pcc train /tmp/ncu-$m --data carry/data/images-idx3-ubyte --rows 0..512 --epochs 1 --em mini --batch-size 512 \
@@ -33,6 +46,7 @@ for m in $(echo ${NCU_MODELS:-} | tr , ' '); do
 done
 # ncu detail (stall reasons, occupancy, memory) of chosen kernels: NCU_DETAIL="kind:latents:regex ..."
 for d in ${NCU_DETAIL:-}; do
+    [ $((SECONDS + ${NCU_DETAIL_TIMEOUT:-90} + 30)) -le ${DEADLINE:-570} ] || { echo "skipped (deadline): ncu detail $d"; continue; }
     IFS=: read -r kind lat re <<< "$d"
     NCU_LAUNCHES=${NCU_LAUNCHES:-8} NCU_TIMEOUT=${NCU_DETAIL_TIMEOUT:-90} bash bench/device_ncu_detail.sh $kind $lat "regex:$re"
 done

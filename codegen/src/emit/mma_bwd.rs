@@ -10,6 +10,11 @@
 //! - parameter flows `PF += Θ ⊙ (G·Xᵀ)`: a `BS × W` output, `K` = the batch in chunks of 32;
 //!   CUDA block = (sum block, tile of `TM` nodes, tile of [`PC`] children).
 //!
+//! Launches with fewer CUDA blocks than [`K_SPLIT_CTAS`] (the few-block depths near an HCLT's
+//! root: two sum blocks of 512 nodes give 64 parameter-flow blocks, each walking the whole batch
+//! alone) also split their K loop into slices ([`k_split`], the last kernel argument), whose
+//! partial sums meet in atomics; a launch of one slice keeps the exclusive stores.
+//!
 //! Both stage operand chunks through registers: the loads of chunk k + 1 are issued before the
 //! mma of chunk k (`pcc_fetch`) and stored to shared memory after it (`pcc_put`), so their
 //! latency hides behind the tensor-core work, with several resident CUDA blocks per SM on top.
@@ -35,6 +40,25 @@ pub const PC: u32 = 64;
 /// half the chunk keeps its staging registers, and so the kernel, spill-free).
 fn p_kc(precision: Precision) -> u32 {
     if precision == Precision::Bf16 { 32 } else { 16 }
+}
+
+/// A launch with fewer CUDA blocks than this splits its K loop over several blocks (their sums
+/// then meet in atomics): about two resident blocks on each SM of an H100/H200, one wave.
+pub const K_SPLIT_CTAS: u32 = 264;
+/// The batch the parameter flows' K split is sized for (the training batch of the benchmarks).
+pub const K_SPLIT_BATCH: u32 = 512;
+/// At most this many K slices, and at least two K chunks per slice: more slices add atomics (one
+/// per output and slice) faster than they add parallel work.
+pub const MAX_K_SPLIT: u32 = 8;
+
+/// K slices of a launch of `ctas` CUDA blocks whose K loop has `chunks` chunks: 1 unless the
+/// launch is short of [`K_SPLIT_CTAS`] (the few-block depths at the top of an HCLT's tree, whose
+/// launches otherwise run on a few SMs, each walking the whole K loop alone).
+pub fn k_split(ctas: u32, chunks: u32) -> u32 {
+    if ctas >= K_SPLIT_CTAS {
+        return 1;
+    }
+    K_SPLIT_CTAS.div_ceil(ctas.max(1)).min(MAX_K_SPLIT).min(chunks / 2).max(1)
 }
 
 /// `__launch_bounds__` minimum blocks per SM of the backward kernels: 2 of 256 threads, 3 of 128
@@ -156,7 +180,7 @@ pub(super) fn sum_backward(
     let count = part.count();
     let (rt, ct, mt) = shape.tiles();
     let [nids, cids, pids] = tables;
-    let args = |out: KernelArg, excl: bool| {
+    let args = |out: KernelArg, excl: bool, ksplit: u32| {
         vec![
             out,
             KernelArg::NodeFlows,
@@ -170,33 +194,40 @@ pub(super) fn sum_backward(
             KernelArg::Batch,
             KernelArg::Int(moff as i32),
             KernelArg::Int(excl as i32),
+            KernelArg::Int(ksplit as i32),
         ]
     };
-    // Element flows: (block, child tile) pairs split over the batch tiles like the forward.
+    // Element flows: (block, child tile) pairs split over the batch tiles like the forward, and
+    // over the block's nodes (K) where that still leaves the GPU short of a wave.
     let items = count * rt;
     let split = TARGET_CTAS.div_ceil(items.max(1)).clamp(1, MAX_SPLIT);
+    let eks = k_split(items * split, shape.block_size.div_ceil(shape.e_kc));
     let (et, ..) = warp_grid(shape.er, TN);
     let (pt, ..) = warp_grid(shape.pm, PC);
     let eflow = KernelSpec {
         name: format!("{name}_eflow"),
         layer: layer.to_string(),
         count,
-        threads_per_sample: items as u64 * split as u64 * et as u64,
+        threads_per_sample: items as u64 * split as u64 * eks as u64 * et as u64,
         scales_with_batch: false,
         batch_group: 1,
         block: et,
-        args: args(KernelArg::ElementFlows, excl.elements),
+        args: args(KernelArg::ElementFlows, excl.elements, eks),
         small: None,
     };
+    // Parameter flows: (block, node tile, child tile), split over the batch (K) likewise; the
+    // number of K chunks is the batch's, known only at run time: sized for [`K_SPLIT_BATCH`].
+    let pitems = count * mt * ct;
+    let pks = k_split(pitems, K_SPLIT_BATCH.div_ceil(p_kc(precision)));
     let pflow = KernelSpec {
         name: format!("{name}_pflow"),
         layer: layer.to_string(),
         count,
-        threads_per_sample: count as u64 * mt as u64 * ct as u64 * pt as u64,
+        threads_per_sample: pitems as u64 * pks as u64 * pt as u64,
         scales_with_batch: false,
         batch_group: 1,
         block: pt,
-        args: args(KernelArg::SumFlows, excl.params),
+        args: args(KernelArg::SumFlows, excl.params, pks),
         small: None,
     };
     // G in place first (thread = block, node, sample).
@@ -212,4 +243,30 @@ pub(super) fn sum_backward(
         small: None,
     };
     Ok(Some([gflow, eflow, pflow]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_split_fills_one_wave_only_where_a_launch_is_short_of_it() {
+        // Launches of a wave or more keep one slice (their exclusive stores).
+        assert_eq!(k_split(K_SPLIT_CTAS, 16), 1);
+        assert_eq!(k_split(5000, 16), 1);
+        // Two 512-node blocks: 64 parameter-flow tiles at batch 512 (16 chunks) split 5 ways.
+        assert_eq!(k_split(64, 16), 5);
+        // Never more than MAX_K_SPLIT slices, nor fewer than two chunks per slice.
+        assert_eq!(k_split(1, 64), MAX_K_SPLIT);
+        assert_eq!(k_split(1, 4), 2);
+        assert_eq!(k_split(1, 3), 1);
+        assert_eq!(k_split(0, 1), 1);
+        for ctas in 0..600 {
+            for chunks in 0..40 {
+                let ks = k_split(ctas, chunks);
+                assert!((1..=MAX_K_SPLIT).contains(&ks));
+                assert!(ks == 1 || 2 * ks <= chunks, "{ctas} {chunks}: {ks}");
+            }
+        }
+    }
 }
