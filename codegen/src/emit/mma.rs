@@ -8,8 +8,9 @@
 //! Kernel design (all shapes are template constants):
 //! - 128 threads (4 warps) per CUDA block, 256 for 128-node tiles. Block `x` owns node tile
 //!   `(x / S) % NT` of sum block `r = x / (S · NT)` and the batch tiles `x % S, x % S + S, ...` of
-//!   `TB = 64` samples; the launch has `count · NT · S` blocks whatever the batch
-//!   (`scales_with_batch = false`), with `S ≤ 8` chosen so that about [`TARGET_CTAS`] blocks run
+//!   `TB = 64` samples ([`SHORT_TB`] = 32 where even 8 blocks per node tile leave a launch
+//!   short of a wave); the launch has `count · NT · S` blocks whatever the batch
+//!   (`scales_with_batch = false`), with `S ≤ 512 / TB` chosen so that about [`TARGET_CTAS`] blocks run
 //!   (a depth often has few sum blocks: its node tiles run in parallel, not one after another).
 //!   Blocks with no batch tile (small batches) exit at once.
 //! - Per batch tile and node tile of `TM` nodes (the largest of 128/64/32/16 dividing `BS`), the
@@ -60,6 +61,12 @@ pub struct EmitOptions {
 
 /// Samples per batch tile.
 pub const TB: u32 = 64;
+/// Samples per batch tile of a launch short of a wave ([`WAVE_CTAS`]): twice the batch tiles
+/// to spread over CUDA blocks, where a depth has too few sum blocks to fill the GPU.
+pub const SHORT_TB: u32 = 32;
+/// About two resident CUDA blocks on each SM of an H100/H200: a launch with fewer is short of
+/// one wave (the few-block depths near an HCLT's root).
+pub const WAVE_CTAS: u32 = 264;
 /// About this many CUDA blocks per launch (count × split), enough to fill an H100/H200.
 pub const TARGET_CTAS: u32 = 2048;
 /// At most this many blocks share one sum block's batch tiles.
@@ -178,6 +185,8 @@ pub struct MmaShape {
     pub kcw: u32,
     /// Threads per CUDA block (32 · warps_m · warps_n).
     pub threads: u32,
+    /// Samples per batch tile ([`TB`], or [`SHORT_TB`] for launches short of a wave).
+    pub tb: u32,
     pub warps_m: u32,
     pub warps_n: u32,
     /// m16 tiles and n8 tiles per warp.
@@ -215,11 +224,24 @@ impl MmaShape {
             kstep,
             kcw,
             threads,
+            tb: TB,
             warps_m,
             warps_n,
             mf: tm / warps_m / 16,
             nf: TB / warps_n / 8,
         })
+    }
+
+    /// The same kernel with batch tiles of `tb` samples (a multiple of 8 · warps_n dividing the
+    /// threads: 64 or 32).
+    pub fn with_batch_tile(self, tb: u32) -> MmaShape {
+        MmaShape { tb, nf: tb / self.warps_n / 8, ..self }
+    }
+
+    /// The shape a launch of `count` blocks runs: [`SHORT_TB`]-sample batch tiles where even
+    /// [`MAX_SPLIT`] CUDA blocks per node tile leave it short of a wave.
+    pub fn for_launch(self, count: u32) -> MmaShape {
+        if count * self.nt * MAX_SPLIT < WAVE_CTAS { self.with_batch_tile(SHORT_TB) } else { self }
     }
 
     /// The shape of a (possibly merged) partition view.
@@ -228,7 +250,8 @@ impl MmaShape {
     }
 
     pub fn kernel_name(&self) -> String {
-        format!("sum_fwd_{}_bs{}_w{}", self.precision, block_label(self.block_size, self.sub), self.width)
+        let tb = if self.tb == TB { String::new() } else { format!("_tb{}", self.tb) };
+        format!("sum_fwd_{}_bs{}_w{}{tb}", self.precision, block_label(self.block_size, self.sub), self.width)
     }
 
     /// The inline-PTX mma instruction with its operand list.
@@ -249,7 +272,8 @@ impl MmaShape {
     /// the staged X tile, the column maxima, maximum and scale.
     pub fn shared_bytes(&self) -> u32 {
         let ld = self.kcw + 4;
-        2 * self.tm * ld * 4 + 2 * self.kc * TB * 4 + TB * ld * 4 + 4 * TB * (self.threads / TB + 2)
+        let tb = self.tb;
+        2 * self.tm * ld * 4 + 2 * self.kc * tb * 4 + tb * ld * 4 + 4 * tb * (self.threads / tb + 2)
     }
 
     /// Chunks of `kc` children per block row.
@@ -263,9 +287,9 @@ impl MmaShape {
     }
 
     /// How many CUDA blocks share one node tile's batch tiles, for a launch over `count` sum
-    /// blocks of `nt` node tiles (at most [`MAX_SPLIT`]: a batch of 512 has 8 tiles).
-    pub fn split(count: u32, nt: u32) -> u32 {
-        TARGET_CTAS.div_ceil((count * nt).max(1)).clamp(1, MAX_SPLIT)
+    /// blocks (at most as many as a batch of 512 has tiles: [`MAX_SPLIT`] of [`TB`] samples).
+    pub fn split(&self, count: u32) -> u32 {
+        TARGET_CTAS.div_ceil((count * self.nt).max(1)).clamp(1, MAX_SPLIT * TB / self.tb)
     }
 
     fn render(&self) -> Result<String, EmitError> {
@@ -283,7 +307,7 @@ impl MmaShape {
         ctx.insert("width", &self.width);
         ctx.insert("tm", &self.tm);
         ctx.insert("nt", &self.nt);
-        ctx.insert("tb", &TB);
+        ctx.insert("tb", &self.tb);
         ctx.insert("kc", &self.kc);
         ctx.insert("kstep", &self.kstep);
         ctx.insert("kcw", &self.kcw);
@@ -315,7 +339,8 @@ pub(super) fn sum_forward(
 ) -> Result<Option<[KernelSpec; 2]>, EmitError> {
     let Some(shape) = MmaShape::for_part(opts.precision, part) else { return Ok(None) };
     let count = part.count();
-    let split = MmaShape::split(count, shape.nt);
+    let shape = shape.for_launch(count);
+    let split = shape.split(count);
     let name = shape.kernel_name();
     if emitted.insert(name.clone()) {
         *source += &shape.render()?;

@@ -10,10 +10,11 @@
 //! - parameter flows `PF += Θ ⊙ (G·Xᵀ)`: a `BS × W` output, `K` = the batch in chunks of 32;
 //!   CUDA block = (sum block, tile of `TM` nodes, tile of [`PC`] children).
 //!
-//! Launches with fewer CUDA blocks than [`K_SPLIT_CTAS`] (the few-block depths near an HCLT's
-//! root: two sum blocks of 512 nodes give 64 parameter-flow blocks, each walking the whole batch
-//! alone) also split their K loop into slices ([`k_split`], the last kernel argument), whose
-//! partial sums meet in atomics; a launch of one slice keeps the exclusive stores.
+//! Parameter-flow launches with fewer CUDA blocks than [`K_SPLIT_CTAS`] (the few-block depths
+//! near an HCLT's root: two sum blocks of 512 nodes give 64 of them, each walking the whole batch
+//! alone) also split their K loop, the batch, into slices ([`k_split`], the last kernel
+//! argument), whose partial sums meet in atomics; a launch of one slice keeps the exclusive
+//! stores. (The element flows' K split, over a block's nodes, made ptxas spill: not done.)
 //!
 //! Both stage operand chunks through registers: the loads of chunk k + 1 are issued before the
 //! mma of chunk k (`pcc_fetch`) and stored to shared memory after it (`pcc_put`), so their
@@ -44,7 +45,7 @@ fn p_kc(precision: Precision) -> u32 {
 
 /// A launch with fewer CUDA blocks than this splits its K loop over several blocks (their sums
 /// then meet in atomics): about two resident blocks on each SM of an H100/H200, one wave.
-pub const K_SPLIT_CTAS: u32 = 264;
+pub const K_SPLIT_CTAS: u32 = super::mma::WAVE_CTAS;
 /// The batch the parameter flows' K split is sized for (the training batch of the benchmarks).
 pub const K_SPLIT_BATCH: u32 = 512;
 /// At most this many K slices, and at least two K chunks per slice: more slices add atomics (one
@@ -180,7 +181,7 @@ pub(super) fn sum_backward(
     let count = part.count();
     let (rt, ct, mt) = shape.tiles();
     let [nids, cids, pids] = tables;
-    let args = |out: KernelArg, excl: bool, ksplit: u32| {
+    let args = |out: KernelArg, excl: bool, ksplit: Option<u32>| {
         vec![
             out,
             KernelArg::NodeFlows,
@@ -194,25 +195,25 @@ pub(super) fn sum_backward(
             KernelArg::Batch,
             KernelArg::Int(moff as i32),
             KernelArg::Int(excl as i32),
-            KernelArg::Int(ksplit as i32),
         ]
+        .into_iter()
+        .chain(ksplit.map(|k| KernelArg::Int(k as i32)))
+        .collect::<Vec<_>>()
     };
-    // Element flows: (block, child tile) pairs split over the batch tiles like the forward, and
-    // over the block's nodes (K) where that still leaves the GPU short of a wave.
+    // Element flows: (block, child tile) pairs split over the batch tiles like the forward.
     let items = count * rt;
     let split = TARGET_CTAS.div_ceil(items.max(1)).clamp(1, MAX_SPLIT);
-    let eks = k_split(items * split, shape.block_size.div_ceil(shape.e_kc));
     let (et, ..) = warp_grid(shape.er, TN);
     let (pt, ..) = warp_grid(shape.pm, PC);
     let eflow = KernelSpec {
         name: format!("{name}_eflow"),
         layer: layer.to_string(),
         count,
-        threads_per_sample: items as u64 * split as u64 * eks as u64 * et as u64,
+        threads_per_sample: items as u64 * split as u64 * et as u64,
         scales_with_batch: false,
         batch_group: 1,
         block: et,
-        args: args(KernelArg::ElementFlows, excl.elements, eks),
+        args: args(KernelArg::ElementFlows, excl.elements, None),
         small: None,
     };
     // Parameter flows: (block, node tile, child tile), split over the batch (K) likewise; the
@@ -227,7 +228,7 @@ pub(super) fn sum_backward(
         scales_with_batch: false,
         batch_group: 1,
         block: pt,
-        args: args(KernelArg::SumFlows, excl.params, pks),
+        args: args(KernelArg::SumFlows, excl.params, Some(pks)),
         small: None,
     };
     // G in place first (thread = block, node, sample).

@@ -9,7 +9,7 @@
 // The replay indexes by thread, lane and tile exactly as the kernel does.
 #![allow(clippy::needless_range_loop)]
 
-use super::{MmaShape, Precision, TB};
+use super::{MmaShape, Precision, SHORT_TB, TB};
 
 /// Round to bf16, nearest even (`cvt.rn.bf16x2.f32`), as the upper 16 bits of an f32.
 fn bf16_bits(x: f32) -> u16 {
@@ -134,7 +134,7 @@ fn pack_kernel(l: &Launch) -> Vec<Option<u32>> {
 fn issue(l: &Launch, packed: &[Option<u32>], c: &[u32], tile: usize, k0: usize, b0: usize) -> (Vec<Option<u32>>, Vec<Option<f32>>) {
     let sh = l.shape;
     let (w_, tm, kc, kcw, nth, b) = (sh.width as usize, sh.tm as usize, sh.kc as usize, sh.kcw as usize, sh.threads as usize, l.b);
-    let (ld, tb, nch) = (kcw + 4, TB as usize, w_.div_ceil(kc));
+    let (ld, tb, nch) = (kcw + 4, sh.tb as usize, w_.div_ceil(kc));
     let ch = k0 / kc;
     let mut sa = vec![None::<u32>; tm * ld];
     let mut sr = vec![None::<f32>; kc * tb];
@@ -177,11 +177,11 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
     let (w_, tm, nt_, kc, kstep) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kstep as usize);
     let (nth, wn, mf, nf) = (sh.threads as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
     let (wtm, wtn, kcw) = (mf * 16, nf * 8, sh.kcw as usize);
-    let (ld, kp_n, kl, tb) = (kcw + 4, kc / 2, nth / TB as usize, TB as usize);
+    let (ld, kp_n, kl, tb) = (kcw + 4, kc / 2, nth / sh.tb as usize, sh.tb as usize);
     assert!(tm % wtm == 0 && (tm / wtm) * wn == nth / 32 && wn * wtn == tb);
     assert!(kc % kstep == 0 && kcw % 8 == 0 && (tb * kp_n) % nth == 0 && nth % tb == 0);
     let n_blocks = l.nids.len();
-    let split = MmaShape::split(n_blocks as u32, nt_ as u32) as usize;
+    let split = sh.split(n_blocks as u32) as usize;
     let grid = n_blocks * nt_ * split; // the manifest's threads_per_sample / block
     let b = l.b;
     let packed = pack_kernel(l);
@@ -330,7 +330,12 @@ impl Lcg {
 /// dummy element 0 with pid 0), some element rows −inf for every sample, one block whose every
 /// child is −inf for sample 0, and a node with all-zero weights.
 fn check(prec: Precision, bs: u32, width: u32, batches: &[usize]) {
-    let shape = MmaShape::for_partition(prec, bs, width).unwrap();
+    check_tile(prec, bs, width, batches, TB);
+}
+
+/// [`check`] with batch tiles of `tb` samples.
+fn check_tile(prec: Precision, bs: u32, width: u32, batches: &[usize], tb: u32) {
+    let shape = MmaShape::for_partition(prec, bs, width).unwrap().with_batch_tile(tb);
     let n = 3usize;
     let (bs_, w_) = (bs as usize, width as usize);
     let mut rng = Lcg(bs as u64 * 1000 + width as u64);
@@ -440,6 +445,21 @@ fn bf16_replay_matches_the_matrix_product() {
     check(Precision::Bf16, 48, 16, &[65]);
     check(Precision::Bf16, 128, 33, &[100]);
     check(Precision::Bf16, 96, 20, &[64]);
+}
+
+#[test]
+fn short_batch_tiles_replay_the_matrix_product() {
+    for prec in [Precision::Bf16, Precision::Tf32] {
+        check_tile(prec, 16, 3, &[1, 33], SHORT_TB);
+        check_tile(prec, 32, 40, &[7, 70], SHORT_TB);
+        check_tile(prec, 128, 33, &[100], SHORT_TB);
+        check_tile(prec, 256, 20, &[3, 64], SHORT_TB);
+    }
+    // Launches short of a wave take them; others keep 64-sample tiles.
+    let s = MmaShape::for_partition(Precision::Bf16, 512, 512).unwrap();
+    assert_eq!((s.clone().for_launch(2).tb, s.clone().for_launch(83).tb), (SHORT_TB, TB));
+    assert_eq!(s.clone().for_launch(2).kernel_name(), "sum_fwd_bf16_bs512_w512_tb32");
+    assert_eq!((s.split(2), s.clone().for_launch(2).split(2)), (8, 16));
 }
 
 #[test]
