@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use pcc::codegen::aot::{Artifacts, Embed, ModuleSpec, module_source};
+use pcc::codegen::aot::{Embed, ModuleSpec, module_source};
 use pcc::codegen::build::{BuildError, Config};
 use pcc::codegen::emit::emit;
+use pcc::codegen::pipeline::{self, Options, Precision};
 use pcc::codegen::structures::{hmm, pd};
 use pcc::codegen::{Circuit, CircuitBuilder, Dist, Model, SumEdges, compile};
 use pcc::runtime::Evidence;
@@ -89,7 +90,7 @@ fn build_script_and_builder_give_the_same_files() {
     let spec = ModuleSpec { name: "tiny_model", runtime: "::pc_runtime", origin: &origin };
     let files = Embed::Files { plan: "tiny_model.plan.json", manifest: "tiny_model.manifest.json", cuda: "tiny_model.cu", cubins: &[] };
     let rust = read(&g.rust_file);
-    assert_eq!(rust, module_source(&spec, &Artifacts::new(&tiny_circuit()).unwrap(), files));
+    assert_eq!(rust, module_source(&spec, &pipeline::run(&tiny_circuit(), &Options::default()).unwrap(), files));
     assert!(rust.contains("include_str!(\"tiny_model.cu\")"), "{rust}");
     assert!(!rust.contains("pc_codegen") && !rust.contains("tera") && !rust.contains("syn::"), "runtime-only code");
 
@@ -169,6 +170,29 @@ fn the_macro_declares_binomial_leaves() {
 }
 pcc::circuit! { name: hmm6, vars: 6, template: hmm(seq_length = 6, hidden = 8, num_emits = 5, homogeneous = true) }
 
+pcc::circuit! { name: pd44_bf16, precision: bf16, template: pd(shape = (4, 4), split_intervals = (2, 2), latents = 16, input = bernoulli, seed = 7) }
+
+/// The macro's `precision` header and the build script's `Config::precision` reach the emitter
+/// through the one pipeline: the same bf16 kernels as `pcc --precision bf16`.
+#[test]
+fn macro_and_build_script_accept_a_precision() {
+    let opts = pd::PdOptions { height: 4, width: 4, split_intervals: (2, 2), latents: 16, input: Dist::Bernoulli, seed: 7, ..Default::default() };
+    let circuit = pd::build(&opts).unwrap();
+    let bf16 = pipeline::run(&circuit, &Options { precision: Precision::Bf16, ..Options::default() }).unwrap();
+    assert!(bf16.manifest.forward.iter().any(|k| k.name.starts_with("sum_fwd_bf16_")), "tensor-core launches");
+    assert_eq!(pd44_bf16::CUDA_SOURCE, bf16.cuda_source);
+    assert_eq!(pd44_bf16::MANIFEST_JSON, bf16.manifest_json());
+    assert_eq!(bf16.manifest.precision, Precision::Bf16);
+
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("pd44");
+    Model::random(circuit, 1).unwrap().save(&model_dir).unwrap();
+    let out = dir.path().join("out");
+    Config::new().out_dir(&out).cargo_metadata(false).precision(Precision::Bf16).compile(&model_dir).unwrap();
+    assert_eq!(read(&out.join("pd44.cu")), bf16.cuda_source);
+    assert_eq!(read(&out.join("pd44.manifest.json")), bf16.manifest_json());
+}
+
 #[test]
 fn macro_templates_match_the_structures() {
     let opts = pd::PdOptions { height: 4, width: 4, latents: 8, input: Dist::Bernoulli, max_prod_block_conns: 2, seed: 7, ..Default::default() };
@@ -221,7 +245,7 @@ fn generated_rust_snapshot() {
     let y = b.inputs(1, 1, 2, Dist::Bernoulli);
     let p = b.multiply(&[x, y]);
     let root = b.summate(&[p], 1, 1, SumEdges::Dense);
-    let a = Artifacts::new(&b.finish(root).unwrap()).unwrap();
+    let a = pipeline::run(&b.finish(root).unwrap(), &Options::default()).unwrap();
     let spec = ModuleSpec { name: "mix", runtime: "::pc_runtime", origin: "`models/mix/structure.json`" };
     insta::assert_snapshot!(module_source(&spec, &a, Embed::Files { plan: "mix.plan.json", manifest: "mix.manifest.json", cuda: "mix.cu", cubins: &[] }));
 }

@@ -8,46 +8,7 @@
 
 use std::fmt::Write as _;
 
-use pc_runtime::Plan;
-
-use crate::compile::{CompileOptions, compile_with};
-use crate::emit::{EmitError, emit};
-use crate::error::CircuitError;
-use crate::ir::Circuit;
-
-/// Everything a compiled circuit embeds: its plan, the generated CUDA source and the kernel
-/// manifest, each also serialized as the module embeds it.
-#[derive(Clone, Debug)]
-pub struct Artifacts {
-    pub num_vars: u32,
-    pub plan: Plan,
-    pub plan_json: String,
-    pub cuda_source: String,
-    pub manifest_json: String,
-}
-
-/// Why a circuit could not be turned into [`Artifacts`].
-#[derive(Debug, thiserror::Error)]
-pub enum AotError {
-    #[error(transparent)]
-    Circuit(#[from] CircuitError),
-    #[error("CUDA emission failed: {0}")]
-    Emit(#[from] EmitError),
-}
-
-impl Artifacts {
-    /// Compile (default options) and emit `circuit`.
-    pub fn new(circuit: &Circuit) -> Result<Artifacts, AotError> {
-        Artifacts::with_options(circuit, &CompileOptions::default())
-    }
-
-    /// Compile with `opts` and emit `circuit`.
-    pub fn with_options(circuit: &Circuit, opts: &CompileOptions) -> Result<Artifacts, AotError> {
-        let plan = compile_with(circuit, opts)?;
-        let emitted = emit(&plan)?;
-        Ok(Artifacts { num_vars: circuit.num_vars, plan_json: plan.to_json(), cuda_source: emitted.source, manifest_json: emitted.manifest.to_json(), plan })
-    }
-}
+pub use crate::pipeline::{Artifacts, PipelineError as AotError};
 
 /// How the generated module gets its data.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -94,7 +55,7 @@ fn literal(s: &str) -> String {
 /// `gpu`, `load_cpu` and `load_gpu`.
 pub fn module_source(spec: &ModuleSpec, a: &Artifacts, embed: Embed) -> String {
     let (plan, manifest, cuda, cubins) = match embed {
-        Embed::Inline => (literal(&a.plan_json), literal(&a.manifest_json), literal(&a.cuda_source), String::new()),
+        Embed::Inline => (literal(&a.plan_json()), literal(&a.manifest_json()), literal(&a.cuda_source), String::new()),
         Embed::Files { plan, manifest, cuda, cubins } => (
             format!("include_str!({})", literal(plan)),
             format!("include_str!({})", literal(manifest)),

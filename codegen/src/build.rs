@@ -28,10 +28,11 @@ use std::path::{Path, PathBuf};
 
 use pc_runtime::{RuntimeError, atomic_write};
 
-use crate::aot::{AotError, Artifacts, Embed, ModuleSpec, is_identifier, module_source};
+use crate::aot::{AotError, Embed, ModuleSpec, is_identifier, module_source};
 use crate::compile::CompileOptions;
 use crate::error::{CircuitError, ModelError};
 use crate::model::{STRUCTURE_FILE, load_structure};
+use crate::pipeline::{Options, Precision};
 
 /// Errors of the build-script API; each names the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,7 @@ pub struct Config {
     out_dir: Option<PathBuf>,
     module_name: Option<String>,
     runtime_path: String,
-    compile_options: CompileOptions,
+    options: Options,
     cargo_metadata: bool,
     cubin_archs: Vec<String>,
 }
@@ -99,7 +100,7 @@ impl Config {
             out_dir: None,
             module_name: None,
             runtime_path: "::pc_runtime".into(),
-            compile_options: CompileOptions::default(),
+            options: Options::default(),
             cargo_metadata: true,
             cubin_archs: Vec::new(),
         }
@@ -138,7 +139,14 @@ impl Config {
 
     /// Options of the compiler (IR → plan).
     pub fn compile_options(&mut self, opts: CompileOptions) -> &mut Self {
-        self.compile_options = opts;
+        self.options.compile = opts;
+        self
+    }
+
+    /// Operand precision of the tensor-core sum kernels the GPU engine runs (default fp32: the
+    /// scalar kernels; `bf16`/`tf32` as `pcc --precision`).
+    pub fn precision(&mut self, precision: Precision) -> &mut Self {
+        self.options.precision = precision;
         self
     }
 
@@ -169,7 +177,7 @@ impl Config {
         };
 
         let circuit = load_structure(&structure)?;
-        let artifacts = Artifacts::with_options(&circuit, &self.compile_options).map_err(|e| match e {
+        let artifacts = crate::pipeline::run(&circuit, &self.options).map_err(|e| match e {
             AotError::Circuit(source) => BuildError::Compile { path: structure.clone(), source },
             AotError::Emit(source) => BuildError::Emit { path: structure.clone(), source },
         })?;
@@ -204,10 +212,11 @@ impl Config {
         let rust = module_source(&spec, &artifacts, Embed::Files { plan: &plan_file, manifest: &manifest_file, cuda: &cuda_file, cubins: &listed });
 
         std::fs::create_dir_all(&out_dir).map_err(|e| BuildError::CreateDir { path: out_dir.clone(), source: e })?;
+        let (plan_json, manifest_json) = (artifacts.plan_json(), artifacts.manifest_json());
         let mut outputs: Vec<(PathBuf, &[u8])> = vec![
             (out_dir.join(format!("{module}.rs")), rust.as_bytes()),
-            (out_dir.join(&plan_file), artifacts.plan_json.as_bytes()),
-            (out_dir.join(&manifest_file), artifacts.manifest_json.as_bytes()),
+            (out_dir.join(&plan_file), plan_json.as_bytes()),
+            (out_dir.join(&manifest_file), manifest_json.as_bytes()),
             (out_dir.join(&cuda_file), artifacts.cuda_source.as_bytes()),
         ];
         outputs.extend(cubins.iter().map(|(_, file, bytes)| (out_dir.join(file), bytes.as_slice())));

@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! circuit! {
-//!     name: tiny, vars: 5,                               // header (also `runtime: ::pc_runtime`)
+//!     name: tiny, vars: 5,                               // header (also `runtime: ::pc_runtime`,
+//!                                                        //   `precision: bf16 | tf32 | fp32`)
 //!     x0 = categorical(var 0, states 4, blocks 1, block 8);
 //!     x1 = bernoulli(var 1, block 8);
 //!     x2 = gaussian(var 2, block 8, min_sigma 0.01);
@@ -36,10 +37,11 @@
 
 use std::collections::HashMap;
 
-use crate::aot::{AotError, Artifacts, Embed, ModuleSpec, is_identifier, module_source};
+use crate::aot::{AotError, Embed, ModuleSpec, is_identifier, module_source};
 use crate::builder::{CircuitBuilder, SumEdges};
 use crate::error::CircuitError;
 use crate::ir::{Circuit, Dist, Node, NodeId};
+use crate::pipeline::{Options, Precision};
 use crate::structures::{hmm, pd, rat_spn};
 use pc_runtime::dist::{DistKind, ShapeParam, ShapeValue};
 
@@ -97,6 +99,9 @@ pub struct Declaration {
     pub name: String,
     /// `vars: N` (required with nodes; with a template it must match the template's count).
     pub vars: Option<u64>,
+    /// `precision: bf16 | tf32 | fp32` (default fp32): the operand precision of the GPU engine's
+    /// tensor-core sum kernels, as `pcc --precision`.
+    pub precision: Precision,
     pub body: Body,
 }
 
@@ -137,7 +142,8 @@ fn err<T>(loc: Loc, message: impl Into<String>) -> Result<T, DeclError> {
 /// the data inline. `runtime` is the path of the runtime crate in the user's crate.
 pub fn expand(decl: &Declaration, runtime: &str) -> Result<String, DeclError> {
     let (circuit, names) = build_circuit(decl)?;
-    let artifacts = Artifacts::new(&circuit).map_err(|e| match e {
+    let opts = Options { precision: decl.precision, ..Options::default() };
+    let artifacts = crate::pipeline::run(&circuit, &opts).map_err(|e| match e {
         AotError::Circuit(c) => circuit_error(decl, &names, c),
         AotError::Emit(e) => DeclError { loc: Loc::Whole, message: format!("CUDA emission failed: {e}") },
     })?;

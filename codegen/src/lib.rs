@@ -11,6 +11,7 @@ pub mod emit;
 mod error;
 pub mod ir;
 pub mod model;
+pub mod pipeline;
 pub mod structures;
 pub mod syntax;
 pub mod validate;

@@ -12,7 +12,8 @@ mod generate;
 ///
 /// ```text
 /// pcc::circuit! {
-///     name: tiny, vars: 2,                               // headers; also `runtime: ::pc_runtime`
+///     name: tiny, vars: 2,                               // headers; also `runtime: ::pc_runtime`,
+///                                                        //   `precision: bf16` (GPU sum kernels)
 ///     x0 = categorical(var 0, states 3, block 4);        // leaves: categorical | bernoulli |
 ///     x1 = bernoulli(var 1, block 4);                    //   gaussian (min_sigma) | indicator (states) |
 ///                                                        //   binomial (trials)
@@ -86,6 +87,9 @@ mod tests {
         assert_eq!(t.args[1], Arg::Named("input".into(), Value::Call(dist)));
         assert_eq!(t.args[2], Arg::Named("homogeneous".into(), Value::Bool(true)));
         assert_eq!(i.runtime, "::pcc::runtime");
+        assert_eq!(i.decl.precision, pc_codegen::pipeline::Precision::Fp32, "the default");
+        let i = parse("name: pd4, precision: bf16, template: pd(shape = (4, 4))");
+        assert_eq!(i.decl.precision, pc_codegen::pipeline::Precision::Bf16);
     }
 
     #[test]
@@ -107,6 +111,8 @@ mod tests {
             ("name: a, x = sum(p, 1 2)", "expected `,` or `;`"),
             ("name: a, root s; root t;", "one root"),
             ("name: a, template: pd(shape = (4, 4)), x = bernoulli(var 0);", "not both"),
+            ("name: a, precision: fp64", "unknown precision `fp64`"),
+            ("name: a, precision: bf16, precision: tf32", "given twice"),
         ] {
             let e = syn::parse_str::<Input>(src).err().unwrap_or_else(|| panic!("{src} parsed"));
             assert!(e.to_string().contains(msg), "{src}: {e}");

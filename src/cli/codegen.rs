@@ -4,21 +4,21 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use pc_codegen::emit::{EmitOptions, Precision, emit_with};
+use pc_codegen::pipeline::{Precision, emit_plan};
 use pc_runtime::cuda::{compile_cubin_verbose, nvrtc_available};
 
 pub fn run(model: &Path, out: &PathBuf, check: bool, arch: &str, precision: Precision) -> Result<()> {
     let m = super::load_model(model)?;
-    let e = emit_with(&m.plan, &EmitOptions { precision })?;
+    let e = emit_plan(m.plan, precision)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    pc_runtime::atomic_write(&out.join("circuit.cu"), e.source.as_bytes())?;
+    pc_runtime::atomic_write(&out.join("circuit.cu"), e.cuda_source.as_bytes())?;
     pc_runtime::atomic_write(&out.join("manifest.json"), serde_json::to_string_pretty(&e.manifest)?.as_bytes())?;
-    let kernels = e.source.matches("__global__").count();
+    let kernels = e.cuda_source.matches("__global__").count();
     println!(
         "wrote {} ({} kernels, {} KiB, {precision}: {} of {} sum forward launches on tensor cores) and manifest.json ({} forward launches, {} backward steps, {} tables)",
         out.join("circuit.cu").display(),
         kernels,
-        e.source.len() / 1024,
+        e.cuda_source.len() / 1024,
         e.manifest.forward.iter().filter(|k| k.name.starts_with(&format!("sum_fwd_{precision}_"))).count(),
         e.manifest.forward.iter().filter(|k| k.name.starts_with("sum_fwd_")).count(),
         e.manifest.forward.len(),
@@ -31,7 +31,7 @@ pub fn run(model: &Path, out: &PathBuf, check: bool, arch: &str, precision: Prec
             return Ok(());
         }
         let t = std::time::Instant::now();
-        let (cubin, log) = compile_cubin_verbose(&e.source, "circuit.cu", arch)?;
+        let (cubin, log) = compile_cubin_verbose(&e.cuda_source, "circuit.cu", arch)?;
         println!("NVRTC sm_{arch}: {} KiB CUBIN in {:.2} s", cubin.len() / 1024, t.elapsed().as_secs_f64());
         let mut kernel = String::new();
         for line in log.lines() {

@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 use pc_codegen::Model;
-use pc_codegen::emit::{EmitOptions, Precision, emit_with};
+use pc_codegen::pipeline::{Precision, emit_plan};
 use pc_runtime::cuda::{DeviceData, GpuEngine, KernelCache};
 use pc_runtime::{CpuEngine, Evidence};
 
@@ -26,8 +26,8 @@ pub fn start(model: &Model, device: Device, precision: Precision) -> Result<Engi
         Device::Cuda => pc_runtime::Device::Cuda,
     };
     let gpu = || -> Result<GpuEngine> {
-        let e = emit_with(&model.plan, &EmitOptions { precision })?;
-        Ok(GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest, &KernelCache::new(KernelCache::default_dir()))?)
+        let a = emit_plan(model.plan.clone(), precision)?;
+        Ok(GpuEngine::new(a.plan, model.params.clone(), &a.cuda_source, a.manifest, &KernelCache::new(KernelCache::default_dir()))?)
     };
     let cpu = || CpuEngine::new(model.plan.clone(), model.params.clone());
     let started = Engine::start(runtime_device, cpu, || gpu().map_err(|e| format!("{e:#}")))?;

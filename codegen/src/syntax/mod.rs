@@ -90,13 +90,14 @@ pub struct Input {
     pub spans: Spans,
 }
 
-const HEADERS: &str = "`name`, `vars`, `template` or `runtime`";
+const HEADERS: &str = "`name`, `vars`, `precision`, `template` or `runtime`";
 
 impl Parse for Input {
     fn parse(input: ParseStream) -> syn::Result<Input> {
         let mut name: Option<Ident> = None;
         let mut vars: Option<(u64, Range)> = None;
         let mut runtime: Option<syn::Path> = None;
+        let mut precision: Option<crate::pipeline::Precision> = None;
         let mut template = None;
         let mut nodes = Vec::new();
         let mut node_spans = Vec::new();
@@ -114,11 +115,15 @@ impl Parse for Input {
                         vars = Some((lit.base10_parse()?, Range::one(lit.span())));
                     }
                     "runtime" if runtime.is_none() => runtime = Some(input.call(syn::Path::parse_mod_style)?),
+                    "precision" if precision.is_none() => {
+                        let p = input.call(Ident::parse_any)?;
+                        precision = Some(p.to_string().parse().map_err(|e: String| Error::new(p.span(), e))?);
+                    }
                     "template" if template.is_none() => {
                         let (call, spans) = parse_call(input)?;
                         template = Some((call, spans));
                     }
-                    "name" | "vars" | "runtime" | "template" => return Err(dup()),
+                    "name" | "vars" | "runtime" | "precision" | "template" => return Err(dup()),
                     _ => return Err(Error::new(key.span(), format!("unknown header `{key}`; expected {HEADERS}"))),
                 }
                 if input.peek(Token![,]) {
@@ -168,7 +173,7 @@ impl Parse for Input {
         };
         let runtime = runtime.map_or_else(|| "::pcc::runtime".to_string(), |p| p.to_token_stream().to_string());
         Ok(Input {
-            decl: Declaration { name: name.to_string(), vars: vars.map(|v| v.0), body: body.0 },
+            decl: Declaration { name: name.to_string(), vars: vars.map(|v| v.0), precision: precision.unwrap_or_default(), body: body.0 },
             runtime,
             spans: Spans {
                 name: Range::one(name.span()),
