@@ -552,3 +552,69 @@ fn binomial_leaves_from_the_command_line() {
     let err = fails(&["learn", "hmm", "--data", &p("counts.csv"), "--leaf", "binomial", "-o", &p("bad")]);
     assert!(err.contains("categorical"), "{err}");
 }
+
+/// The structure flags of `pcc learn` are the `circuit!` template keys (snake case as kebab case)
+/// with the defaults of the structure's options, so a CLI user and a macro user get the same
+/// circuit from the same words; keys that come from the data (shape, variable counts, the leaf)
+/// are the only ones without a flag.
+#[test]
+fn structure_flags_are_the_template_keys() {
+    use pcc::codegen::structures::{hmm::HmmOptions, pd::PdOptions, rat_spn::RatSpnOptions};
+    let help = |s: &str| String::from_utf8(pcc(&["learn", s, "--help"]).stdout).unwrap().replace('\n', " ");
+    let default_of = |help: &str, flag: &str| -> Option<String> {
+        let at = help.find(&format!("--{flag} "))?;
+        let rest = &help[at..];
+        let end = rest[2..].find(" --").map_or(rest.len(), |e| e + 2);
+        rest[..end].split("[default: ").nth(1).map(|d| d.split(']').next().unwrap().to_string())
+    };
+    let pd = PdOptions::default();
+    let (rat, hmm) = (RatSpnOptions::default(), HmmOptions::default());
+    let cases: [(&str, Vec<(&str, Option<String>)>); 3] = [
+        (
+            "pd",
+            vec![
+                ("shape", None),
+                ("latents", Some(pd.latents.to_string())),
+                ("split-intervals", Some(pd.split_intervals.0.to_string())),
+                ("max-split-depth", None),
+                ("max-prod-block-conns", Some(pd.max_prod_block_conns.to_string())),
+                ("block-size", None),
+                ("seed", Some(pd.seed.to_string())),
+            ],
+        ),
+        (
+            "rat-spn",
+            vec![
+                ("latents", Some(rat.latents.to_string())),
+                ("depth", Some(rat.depth.to_string())),
+                ("num-repetitions", Some(rat.num_repetitions.to_string())),
+                ("num-pieces", Some(rat.num_pieces.to_string())),
+                ("block-size", None),
+                ("seed", Some(rat.seed.to_string())),
+            ],
+        ),
+        // An HMM's `hidden` states are the structures' common `--latents`.
+        ("hmm", vec![("latents", Some(hmm.hidden.to_string())), ("homogeneous", Some(hmm.homogeneous.to_string())), ("block-size", None)]),
+    ];
+    assert_eq!(pd.split_intervals.0, pd.split_intervals.1, "the default prints as one number");
+    for (structure, flags) in cases {
+        let h = help(structure);
+        for (flag, want) in flags {
+            assert!(h.contains(&format!("--{flag} ")), "pcc learn {structure} has no --{flag}: {h}");
+            assert_eq!(default_of(&h, flag), want, "pcc learn {structure} --{flag}: default");
+        }
+    }
+    // The older spellings still parse.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("d.csv");
+    std::fs::write(&csv, "0,1,1,0,1,0\n1,0,0,1,1,1\n").unwrap();
+    for (structure, extra) in
+        [("pd", vec!["--shape", "2x3", "--split-interval", "1", "--max-prod-conns", "2"]), ("rat-spn", vec!["--repetitions", "2", "--pieces", "2"])]
+    {
+        let out = dir.path().join(structure);
+        let mut args = vec!["learn", structure, "--data", csv.to_str().unwrap(), "--latents", "2", "-o", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = pcc(&args);
+        assert!(o.status.success(), "{structure}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}

@@ -64,6 +64,10 @@ pub enum Structure {
         #[arg(long)]
         mi_samples: Option<usize>,
     },
+    // The structure flags below are the `circuit!` template keys (`split_intervals` is
+    // `--split-intervals`) with the defaults of the structure's options (`PdOptions::default()`,
+    // …), so the CLI and the macro agree (tests/cli.rs::structure_flags_are_the_template_keys);
+    // the older spellings stay as aliases.
     /// Poon–Domingos structure over an image (axis-aligned splits).
     Pd {
         #[command(flatten)]
@@ -71,13 +75,13 @@ pub enum Structure {
         /// Image shape HEIGHTxWIDTH (default: from IDX data, else a square).
         #[arg(long)]
         shape: Option<String>,
-        /// Split points every N pixels along each axis.
-        #[arg(long, default_value_t = 4)]
-        split_interval: u32,
-        /// Most product blocks one sum block connects to.
-        #[arg(long, default_value_t = 4)]
-        max_prod_conns: u32,
-        /// Stop splitting below this depth.
+        /// Split points every N pixels along both axes, or ROWS,COLS per axis (0: never cut that axis).
+        #[arg(long, alias = "split-interval", default_value_t = Intervals(pd::PdOptions::default().split_intervals))]
+        split_intervals: Intervals,
+        /// Most cut products one sum block connects to (more cuts make the region's sum sparse).
+        #[arg(long, alias = "max-prod-conns", default_value_t = pd::PdOptions::default().max_prod_block_conns)]
+        max_prod_block_conns: u32,
+        /// Cut only rectangles whose split depth (sides off the image border) is below this.
         #[arg(long)]
         max_split_depth: Option<u32>,
     },
@@ -85,20 +89,23 @@ pub enum Structure {
     RatSpn {
         #[command(flatten)]
         common: Common,
-        #[arg(long, default_value_t = 2)]
+        /// Levels of random splits.
+        #[arg(long, default_value_t = rat_spn::RatSpnOptions::default().depth)]
         depth: u32,
-        #[arg(long, default_value_t = 4)]
-        repetitions: u32,
+        /// Independent random partitionings, mixed at the root.
+        #[arg(long, alias = "repetitions", default_value_t = rat_spn::RatSpnOptions::default().num_repetitions)]
+        num_repetitions: u32,
         /// Parts per split.
-        #[arg(long, default_value_t = 2)]
-        pieces: u32,
+        #[arg(long, alias = "pieces", default_value_t = rat_spn::RatSpnOptions::default().num_pieces)]
+        num_pieces: u32,
     },
     /// Hidden Markov model over the data's variables as a sequence (latents = hidden states).
     Hmm {
         #[command(flatten)]
         common: Common,
-        /// Tie all transitions and all emissions (a time-homogeneous HMM).
-        #[arg(long)]
+        /// Tie all transitions and all emissions (a time-homogeneous HMM); `--homogeneous false`
+        /// gives every step its own.
+        #[arg(long, num_args = 0..=1, default_value_t = hmm::HmmOptions::default().homogeneous, default_missing_value = "true", action = clap::ArgAction::Set)]
         homogeneous: bool,
     },
 }
@@ -193,30 +200,30 @@ pub fn run(a: &LearnArgs) -> Result<()> {
             };
             (hclt::learn(&d.ev, &opts).context("learning the HCLT structure")?, common)
         }
-        Structure::Pd { common, shape, split_interval, max_prod_conns, max_split_depth } => {
+        Structure::Pd { common, shape, split_intervals, max_prod_block_conns, max_split_depth } => {
             let d = common.data.load()?;
             let (height, width) = image_shape(shape, d.shape, d.ev.num_vars)?;
             let opts = pd::PdOptions {
                 height,
                 width,
-                split_intervals: (*split_interval, *split_interval),
+                split_intervals: split_intervals.0,
                 max_split_depth: *max_split_depth,
                 latents: common.latents,
-                max_prod_block_conns: *max_prod_conns,
+                max_prod_block_conns: *max_prod_block_conns,
                 input: leaf_for(&d.ev, common)?,
                 block_size: common.block_size,
                 seed: common.seed,
             };
             (pd::build(&opts)?, common)
         }
-        Structure::RatSpn { common, depth, repetitions, pieces } => {
+        Structure::RatSpn { common, depth, num_repetitions, num_pieces } => {
             let d = common.data.load()?;
             let opts = rat_spn::RatSpnOptions {
                 num_vars: d.ev.num_vars as u32,
                 latents: common.latents,
                 depth: *depth,
-                num_repetitions: *repetitions,
-                num_pieces: *pieces,
+                num_repetitions: *num_repetitions,
+                num_pieces: *num_pieces,
                 input: leaf_for(&d.ev, common)?,
                 block_size: common.block_size,
                 seed: common.seed,
@@ -243,6 +250,30 @@ pub fn run(a: &LearnArgs) -> Result<()> {
         }
     };
     save(circuit, common)
+}
+
+/// `--split-intervals`: `N` (both axes) or `ROWS,COLS` (`PdOptions::split_intervals`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intervals(pub (u32, u32));
+
+impl std::str::FromStr for Intervals {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Intervals, String> {
+        let num = |t: &str| t.trim().parse::<u32>().map_err(|e| format!("`{t}`: {e} (expected N or ROWS,COLS)"));
+        match s.split_once(',') {
+            Some((r, c)) => Ok(Intervals((num(r)?, num(c)?))),
+            None => num(s).map(|n| Intervals((n, n))),
+        }
+    }
+}
+
+impl std::fmt::Display for Intervals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            (r, c) if r == c => write!(f, "{r}"),
+            (r, c) => write!(f, "{r},{c}"),
+        }
+    }
 }
 
 fn save(circuit: Circuit, common: &Common) -> Result<()> {

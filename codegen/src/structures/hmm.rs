@@ -26,7 +26,7 @@ use crate::ir::{Circuit, Dist};
 pub struct HmmOptions {
     /// Sequence length `T` (number of observed variables). Default 16.
     pub seq_length: u32,
-    /// Hidden states `L`. Default 64.
+    /// Hidden states `L`. Default 32 (as `pcc learn hmm --latents`).
     pub hidden: u32,
     /// Emission categories `V` of every observation. Default 32.
     pub num_emits: u32,
@@ -39,7 +39,7 @@ pub struct HmmOptions {
 
 impl Default for HmmOptions {
     fn default() -> Self {
-        HmmOptions { seq_length: 16, hidden: 64, num_emits: 32, homogeneous: true, block_size: None }
+        HmmOptions { seq_length: 16, hidden: 32, num_emits: 32, homogeneous: true, block_size: None }
     }
 }
 
