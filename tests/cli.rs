@@ -569,7 +569,9 @@ fn structure_flags_are_the_template_keys() {
     };
     let pd = PdOptions::default();
     let (rat, hmm) = (RatSpnOptions::default(), HmmOptions::default());
-    let cases: [(&str, Vec<(&str, Option<String>)>); 3] = [
+    // (structure, [(flag, its default as the help prints it)])
+    type Flags<'a> = Vec<(&'a str, Option<String>)>;
+    let cases: [(&str, Flags); 3] = [
         (
             "pd",
             vec![
