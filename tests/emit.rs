@@ -73,7 +73,7 @@ fn persistent_tasks_cover_every_sum_node_once_in_topological_order() {
 fn c_type(a: &KernelArg) -> &'static str {
     match a {
         KernelArg::Missing => "unsigned char*",
-        KernelArg::Table(_) | KernelArg::PackedWeights => "u32*",
+        KernelArg::Table(_) | KernelArg::PackedWeights | KernelArg::XStage => "u32*",
         KernelArg::Batch | KernelArg::Count | KernelArg::Int(_) => "int",
         KernelArg::StepSize | KernelArg::Pseudocount => "float",
         KernelArg::Seed => "unsigned long long",
@@ -392,7 +392,17 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             // `_pack`), whose regions of the packed weights tile the buffer in order.
             let n32 = fp32.manifest.em.len();
             e.manifest.em[..n32].iter().zip(&fp32.manifest.em).for_each(|(k, k32)| same(k, k32));
-            let fwd: Vec<&KernelSpec> = e.manifest.forward.iter().filter(|k| k.name.starts_with(&format!("sum_fwd_{precision}_"))).collect();
+            // (The two-kernel forward's staging launches `*_x` come with their product launch.)
+            let fwd: Vec<&KernelSpec> =
+                e.manifest.forward.iter().filter(|k| k.name.starts_with(&format!("sum_fwd_{precision}_")) && !k.name.ends_with("_x")).collect();
+            for (i, k) in e.manifest.forward.iter().enumerate().filter(|(_, k)| k.name.ends_with("_g_x")) {
+                let next = &e.manifest.forward[i + 1];
+                assert!(next.name == k.name.trim_end_matches("_x") && next.count == k.count, "{name}: {k:?} then {next:?}");
+                assert!(k.args[0] == KernelArg::XStage && next.args[1] == KernelArg::XStage, "{name}: staged through the buffer");
+                let rows = next.name.split("_w").nth(1).and_then(|w| w.split('_').next()).and_then(|w| w.parse::<u64>().ok()).expect("width in the name");
+                let words = if precision == Precision::Bf16 { rows.div_ceil(2) } else { rows };
+                assert!(k.count as u64 * words <= e.manifest.x_words, "{name}: {} fits the staging buffer", k.name);
+            }
             let packs = &e.manifest.em[n32..];
             assert_eq!(packs.len(), fwd.len(), "{name}: one pack kernel per tensor-core forward");
             let mut end = 0u64;

@@ -39,6 +39,10 @@ pub enum KernelArg {
     /// Forward maxima of the tensor-core sum blocks, `[Manifest::sum_max_rows][B]` (f32): written
     /// by the tensor-core forward, read by the tensor-core backward.
     SumMax,
+    /// The tensor-core forward's B operand, `exp(children − max)` rounded and packed per block
+    /// (`[Manifest::x_words][B]` u32 words; layout: `templates/sum_fwd_gemm.cu.tera`): written by
+    /// a depth's `*_x` kernels, read by its two-kernel sums; every depth reuses it.
+    XStage,
     /// Sum weights packed for the tensor-core forward (u32 words, [`Manifest::packed_words`]):
     /// written from [`KernelArg::SumParams`] by the `*_pack` kernels at the end of
     /// [`Manifest::em`], read by the forward (layout: `templates/sum_fwd_mma.cu.tera`).
@@ -230,11 +234,18 @@ pub struct Manifest {
     /// Words of the [`KernelArg::PackedWeights`] buffer (0 without tensor-core sums).
     #[serde(default)]
     pub packed_words: u64,
+    /// Words per sample of the [`KernelArg::XStage`] buffer (0 without two-kernel sums).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub x_words: u64,
     /// Largest forward batch that runs the small-batch variants ([`KernelSpec::small`]); larger
     /// ones run the batch kernels. [`SMALL_BATCH`] unless the emitter found the batch kernels
     /// faster (see `pc_codegen::emit`); manifests written before the field read [`SMALL_BATCH`].
     #[serde(default = "small_batch")]
     pub small_max_batch: u32,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn small_batch() -> u32 {

@@ -307,18 +307,22 @@ impl<'a> Emitter<'a> {
                 false => [self.table(mp.nids.clone()), self.table(mp.cids.clone()), self.table(mp.pids.clone())],
             };
             self.next_unit(&format!("d{d}s{p}f{i}"));
-            let forward = mma::sum_forward(self.opts, mp, &mut self.emitted, &mut self.source, layer.clone(), tables, moff, self.packed_words)?;
-            let [mut spec, pack] = forward.expect("every part of a tensor-core partition is one");
-            self.packed_words += pack.threads_per_sample;
-            self.packs.push(pack);
-            // The first launch carries the partition's small-batch variant (which covers every
-            // block); the others then skip small batches (a variant with no threads).
-            spec.small = match (i, has_small) {
-                (0, _) => small.take(),
-                (_, true) => Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() })),
-                (_, false) => None,
-            };
-            self.m.forward.push(spec);
+            let forward =
+                mma::sum_forward(self.opts, mp, &mut self.emitted, &mut self.source, layer.clone(), tables, moff, self.packed_words, exclusive_elements)?;
+            let forward = forward.expect("every part of a tensor-core partition is one");
+            self.packed_words += forward.pack.threads_per_sample;
+            self.packs.push(forward.pack);
+            self.m.x_words = self.m.x_words.max(forward.x_words);
+            for (j, mut spec) in forward.launches.into_iter().enumerate() {
+                // The first launch carries the partition's small-batch variant (which covers
+                // every block); the others then skip small batches (a variant with no threads).
+                spec.small = match (i + j, has_small) {
+                    (0, _) => small.take(),
+                    (_, true) => Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() })),
+                    (_, false) => None,
+                };
+                self.m.forward.push(spec);
+            }
             self.max_rows += mp.count();
             self.next_unit(&format!("d{d}s{p}b{i}"));
             let specs =

@@ -51,6 +51,8 @@ use pc_runtime::plan::SumPartition;
 use super::EmitError;
 
 const SUM_FWD_MMA: &str = include_str!("../../../templates/sum_fwd_mma.cu.tera");
+const SUM_FWD_GEMM: &str = include_str!("../../../templates/sum_fwd_gemm.cu.tera");
+const SUM_FWD_PACK: &str = include_str!("../../../templates/sum_fwd_pack.cu.tera");
 
 /// Options of [`super::emit_with`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -187,6 +189,10 @@ pub struct MmaShape {
     pub threads: u32,
     /// Samples per batch tile ([`TB`], or [`SHORT_TB`] for launches short of a wave).
     pub tb: u32,
+    /// The two-kernel forward (`templates/sum_fwd_gemm.cu.tera`: the B operand staged once per
+    /// block by `<name>_x`, then a plain product), for partitions whose children no other sum
+    /// block reads ([`MmaShape::two_kernel`]).
+    pub gemm: bool,
     pub warps_m: u32,
     pub warps_n: u32,
     /// m16 tiles and n8 tiles per warp.
@@ -225,6 +231,7 @@ impl MmaShape {
             kcw,
             threads,
             tb: TB,
+            gemm: false,
             warps_m,
             warps_n,
             mf: tm / warps_m / 16,
@@ -251,7 +258,8 @@ impl MmaShape {
 
     pub fn kernel_name(&self) -> String {
         let tb = if self.tb == TB { String::new() } else { format!("_tb{}", self.tb) };
-        format!("sum_fwd_{}_bs{}_w{}{tb}", self.precision, block_label(self.block_size, self.sub), self.width)
+        let g = if self.gemm { "_g" } else { "" };
+        format!("sum_fwd_{}_bs{}_w{}{tb}{g}", self.precision, block_label(self.block_size, self.sub), self.width)
     }
 
     /// The inline-PTX mma instruction with its operand list.
@@ -276,6 +284,17 @@ impl MmaShape {
         2 * self.tm * ld * 4 + 2 * self.kc * tb * 4 + tb * ld * 4 + 4 * tb * (self.threads / tb + 2)
     }
 
+    /// The same tiles as the two-kernel forward (see [`MmaShape::gemm`]).
+    pub fn two_kernel(self) -> MmaShape {
+        MmaShape { gemm: true, ..self }
+    }
+
+    /// Words of one child row pair (bf16) or row (tf32) of the staged B operand per block: the
+    /// [`KernelArg::XStage`] rows of a block.
+    pub fn x_rows(&self) -> u32 {
+        if self.precision == Precision::Bf16 { self.width.div_ceil(2) } else { self.width }
+    }
+
     /// Chunks of `kc` children per block row.
     pub fn chunks(&self) -> u32 {
         self.width.div_ceil(self.kc)
@@ -296,7 +315,7 @@ impl MmaShape {
         let err = |e: tera::Error| EmitError::Template { template: "sum_fwd_mma.cu.tera", detail: format!("{e:?}") };
         let mut t = tera::Tera::new();
         t.autoescape_on(Vec::<&str>::new());
-        t.add_raw_template("sum_fwd_mma", SUM_FWD_MMA).map_err(err)?;
+        t.add_raw_templates([("sum_fwd_pack", SUM_FWD_PACK), ("sum_fwd_mma", SUM_FWD_MMA), ("sum_fwd_gemm", SUM_FWD_GEMM)]).map_err(err)?;
         let mut ctx = tera::Context::new();
         ctx.insert("name", &self.kernel_name());
         ctx.insert("prec", self.precision.name());
@@ -316,16 +335,34 @@ impl MmaShape {
         ctx.insert("nf", &self.nf);
         ctx.insert("min_blocks", &self.min_blocks());
         ctx.insert("threads", &self.threads);
-        t.render("sum_fwd_mma", &ctx).map_err(err)
+        ctx.insert("ww", &self.x_rows());
+        t.render(if self.gemm { "sum_fwd_gemm" } else { "sum_fwd_mma" }, &ctx).map_err(err)
     }
 }
 
-/// The launches of one sum partition's forward on tensor cores: the forward itself and the
-/// kernel that packs its weights (run after every EM step), rendering both into `source` the
-/// first time their shape is seen (the helpers they use are in the source's head, see
-/// `layers::Emitter::new`). `tables`: nids, cids, pids;
-/// `moff`: the partition's first row of the forward maxima; `poff`: its first packed word.
-/// `None`: the partition stays on the scalar kernel.
+/// Whether partitions whose children no other sum block of the depth reads take the two-kernel
+/// forward ([`MmaShape::gemm`]): yes unless `PCC_FWD_GEMM=0` (for A/B runs; read at emission,
+/// so the kernel cache keeps both variants apart by their source).
+fn two_kernel_forward() -> bool {
+    std::env::var("PCC_FWD_GEMM").map_or(true, |v| v != "0")
+}
+
+/// One sum partition's forward on tensor cores, as [`sum_forward`] emits it.
+pub(super) struct Forward {
+    /// The forward launches in order (the two-kernel forward's staging launch, then its product).
+    pub launches: Vec<KernelSpec>,
+    /// The kernel that packs the weights (run after every EM step).
+    pub pack: KernelSpec,
+    /// Words per sample of [`KernelArg::XStage`] the launches use (0: none).
+    pub x_words: u64,
+}
+
+/// The launches of one sum partition's forward on tensor cores and the kernel that packs its
+/// weights, rendering them into `source` the first time their shape is seen (the helpers they
+/// use are in the source's head, see `layers::Emitter::new`). `tables`: nids, cids, pids;
+/// `moff`: the partition's first row of the forward maxima; `poff`: its first packed word;
+/// `exclusive`: no other sum block of the depth reads these children (the two-kernel forward
+/// stages each block's B operand once). `None`: the partition stays on the scalar kernel.
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement, as `mma_bwd::sum_backward`
 pub(super) fn sum_forward(
     opts: &EmitOptions,
@@ -336,10 +373,12 @@ pub(super) fn sum_forward(
     tables: [KernelArg; 3],
     moff: u32,
     poff: u64,
-) -> Result<Option<[KernelSpec; 2]>, EmitError> {
+    exclusive: bool,
+) -> Result<Option<Forward>, EmitError> {
     let Some(shape) = MmaShape::for_part(opts.precision, part) else { return Ok(None) };
     let count = part.count();
     let shape = shape.for_launch(count);
+    let shape = if exclusive && two_kernel_forward() { shape.two_kernel() } else { shape };
     let split = shape.split(count);
     let name = shape.kernel_name();
     if emitted.insert(name.clone()) {
@@ -352,7 +391,7 @@ pub(super) fn sum_forward(
     let poff_arg = int(poff, "packed weights offset")?;
     int(poff + words, "packed weights end")?;
     let [nids, cids, pids] = tables;
-    let forward = KernelSpec {
+    let forward = |args: Vec<KernelArg>| KernelSpec {
         name: name.clone(),
         layer: layer.clone(),
         count,
@@ -362,7 +401,27 @@ pub(super) fn sum_forward(
         scales_with_batch: false,
         batch_group: 1,
         block: shape.threads,
-        args: vec![
+        args,
+        small: None,
+    };
+    let moff_arg = KernelArg::Int(moff as i32);
+    let (launches, x_words) = if shape.gemm {
+        let stage = KernelSpec {
+            name: format!("{name}_x"),
+            layer: format!("{layer} (staged children)"),
+            count,
+            // One CUDA block of 256 threads per (sum block, batch tile).
+            threads_per_sample: count as u64 * 256,
+            scales_with_batch: true,
+            batch_group: shape.tb,
+            block: 256,
+            args: vec![KernelArg::XStage, KernelArg::Elements, cids, KernelArg::Count, KernelArg::Batch, KernelArg::SumMax, moff_arg],
+            small: None,
+        };
+        let args = vec![KernelArg::XStage, KernelArg::PackedWeights, nids, KernelArg::Count, KernelArg::Batch, KernelArg::SumMax, moff_arg, poff_arg];
+        (vec![stage, forward([vec![KernelArg::Nodes], args].concat())], count as u64 * shape.x_rows() as u64)
+    } else {
+        let args = vec![
             KernelArg::Nodes,
             KernelArg::Elements,
             KernelArg::PackedWeights,
@@ -371,10 +430,10 @@ pub(super) fn sum_forward(
             KernelArg::Count,
             KernelArg::Batch,
             KernelArg::SumMax,
-            KernelArg::Int(moff as i32),
+            moff_arg,
             poff_arg,
-        ],
-        small: None,
+        ];
+        (vec![forward(args)], 0)
     };
     let pack = KernelSpec {
         name: format!("{name}_pack"),
@@ -388,7 +447,7 @@ pub(super) fn sum_forward(
         args: vec![KernelArg::PackedWeights, KernelArg::SumParams, pids, KernelArg::Count, poff_arg],
         small: None,
     };
-    Ok(Some([forward, pack]))
+    Ok(Some(Forward { launches, pack, x_words }))
 }
 
 /// The warp grid (rows × columns of warps) of a tile of `rows` (16, 32, 64 or 128) × 64: `1 × 4`

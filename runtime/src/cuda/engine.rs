@@ -53,6 +53,8 @@ struct Buffers {
     elem_flows: CudaSlice<f32>,
     /// Forward maxima of the tensor-core sum blocks (`KernelArg::SumMax`).
     smax: CudaSlice<f32>,
+    /// The two-kernel sums' staged B operand (`KernelArg::XStage`).
+    xstage: CudaSlice<u32>,
     /// The batch's input on the device ([`io_layout`]): values (f32), the missing mask (bytes)
     /// and the call's sequence number, uploaded from `staging` by one copy (two copies took
     /// ~3.5 µs more per call on an H200, `bench/micro/host_overhead.cu`).
@@ -70,7 +72,7 @@ struct Buffers {
 
 impl Buffers {
     fn bytes(&self) -> usize {
-        4 * (self.nodes.len() + self.elems.len() + self.node_flows.len() + self.elem_flows.len() + self.smax.len() + self.io.len())
+        4 * (self.nodes.len() + self.elems.len() + self.node_flows.len() + self.elem_flows.len() + self.smax.len() + self.xstage.len() + self.io.len())
     }
 }
 
@@ -519,7 +521,8 @@ impl GpuEngine {
         let s = &self.stream;
         let p = &self.plan;
         let io_words = io_layout(p.num_vars as usize * batch).0;
-        let words = 2 * (p.num_nodes as usize + p.num_elements as usize) + self.manifest.sum_max_rows as usize + io_words / batch;
+        let words =
+            2 * (p.num_nodes as usize + p.num_elements as usize) + self.manifest.sum_max_rows as usize + self.manifest.x_words as usize + io_words / batch;
         let what = || format!("the node, element and flow buffers of a batch of {batch}");
         let hint = "use a smaller batch size";
         ensure_fits(s, what, 4 * words * batch, hint)?;
@@ -541,6 +544,7 @@ impl GpuEngine {
         let node_flows = s.alloc_zeros::<f32>(p.num_nodes as usize * batch)?;
         let elem_flows = s.alloc_zeros::<f32>(p.num_elements as usize * batch)?;
         let smax = s.alloc_zeros::<f32>((self.manifest.sum_max_rows as usize * batch).max(1))?;
+        let xstage = s.alloc_zeros::<u32>((self.manifest.x_words as usize * batch).max(1))?;
         let io_n = p.num_vars as usize * batch;
         let io = s.alloc_zeros::<u32>(io_layout(io_n).0)?;
         let staging = PinnedWords::new(s, io_layout(io_n).0, false)?;
@@ -556,6 +560,7 @@ impl GpuEngine {
             node_flows,
             elem_flows,
             smax,
+            xstage,
             io,
             io_n,
             staging,
@@ -592,6 +597,7 @@ impl GpuEngine {
                 KernelArg::NodeFlows => launch.arg(&bufs().node_flows),
                 KernelArg::ElementFlows => launch.arg(&bufs().elem_flows),
                 KernelArg::SumMax => launch.arg(&bufs().smax),
+                KernelArg::XStage => launch.arg(&bufs().xstage),
                 KernelArg::Data => launch.arg(&io().0),
                 KernelArg::Missing => launch.arg(&io().1),
                 KernelArg::InputParams => launch.arg(&bind.dev.input_params),

@@ -317,6 +317,120 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
     node
 }
 
+/// Replays the two-kernel forward (`templates/sum_fwd_gemm.cu.tera`): `_x` stages every block's
+/// B operand and maximum, then the product kernel copies chunks of it and of the packed weights
+/// and multiplies. Returns the node buffer (NaN where never written).
+fn replay_gemm(l: &Launch, num_nodes: usize) -> Vec<f32> {
+    let sh = l.shape;
+    assert!(sh.gemm);
+    let (w_, tm, nt_, kc, kstep) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kstep as usize);
+    let (nth, wn, mf, nf) = (sh.threads as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
+    let (wtm, wtn, kcw, tb, ww) = (mf * 16, nf * 8, sh.kcw as usize, sh.tb as usize, sh.x_rows() as usize);
+    let (ld, ldj, nch) = (kcw + 4, tb + 8, w_.div_ceil(kc));
+    let (n_blocks, b, neg) = (l.nids.len(), l.b, f32::NEG_INFINITY);
+    // `_x`: maxima and words, each written once.
+    let mut xs = vec![None::<u32>; n_blocks * ww * b];
+    let mut smax = vec![f32::NAN; n_blocks * b];
+    for r in 0..n_blocks {
+        let c = &l.cids[r * w_..(r + 1) * w_];
+        for bb in 0..b {
+            let e = |k: usize| l.elem[c[k] as usize * b + bb];
+            let m = (0..w_).map(e).fold(neg, f32::max);
+            smax[r * b + bb] = m;
+            let x = |k: usize| if m == neg || k >= w_ { 0.0 } else { (e(k) - m).exp() };
+            for kw in 0..ww {
+                let word = if sh.precision == Precision::Bf16 { pack_bf16x2(x(2 * kw + 1), x(2 * kw)) } else { tf32_bits(x(kw)) };
+                assert!(xs[(r * ww + kw) * b + bb].replace(word).is_none(), "staged word written twice");
+            }
+        }
+    }
+    let packed = pack_kernel(l);
+    let split = sh.split(n_blocks as u32) as usize;
+    let grid = n_blocks * nt_ * split;
+    let mut node = vec![f32::NAN; num_nodes * b];
+    let mut written = vec![false; num_nodes * b];
+    for bx in 0..grid {
+        let s = grid / (n_blocks * nt_);
+        let (r, ntile) = (bx / (s * nt_), bx / s % nt_);
+        let nid = l.nids[r] as usize;
+        let mut bt = bx % s;
+        while bt < b.div_ceil(tb) {
+            let b0 = bt * tb;
+            let mut acc = vec![vec![vec![[[0f32; 4]; 32]; nf]; mf]; nth / 32];
+            for ch in 0..nch {
+                // kernel `issue`: packed weights as the one-kernel forward; X rows past the last
+                // word zeroed; columns past B never copied (NaN here: they must not leak).
+                let mut sa = vec![None::<u32>; tm * ld];
+                let at = ((r * nt_ + ntile) * nch + ch) * tm * kcw;
+                for row in 0..tm {
+                    for kw in 0..kcw {
+                        sa[row * ld + kw] = Some(packed[at + row * kcw + kw].expect("packed word"));
+                    }
+                }
+                let mut sx = vec![None::<u32>; kcw * ldj];
+                for kw in 0..kcw {
+                    for q in 0..tb {
+                        sx[kw * ldj + q] = Some(if ch * kcw + kw >= ww {
+                            0
+                        } else if b0 + q < b {
+                            xs[(r * ww + ch * kcw + kw) * b + b0 + q].expect("staged word read before `_x` wrote it")
+                        } else {
+                            f32::NAN.to_bits()
+                        });
+                    }
+                }
+                for ks in 0..kc / kstep {
+                    for (warp, acc_w) in acc.iter_mut().enumerate() {
+                        let (wm, wnn) = (warp / wn, warp % wn);
+                        let mut a = vec![[[0u32; 4]; 32]; mf];
+                        let mut bfr = vec![[[0u32; 2]; 32]; nf];
+                        for lane in 0..32 {
+                            let (g, t) = (lane >> 2, lane & 3);
+                            let rd = |s: &Vec<Option<u32>>, at: usize| s[at].expect("fragment load of an unstaged shared word");
+                            for (mi, am) in a.iter_mut().enumerate() {
+                                let base = (wm * wtm + mi * 16 + g) * ld + ks * 8 + t;
+                                am[lane] = [rd(&sa, base), rd(&sa, base + 8 * ld), rd(&sa, base + 4), rd(&sa, base + 8 * ld + 4)];
+                            }
+                            for (ni, bm) in bfr.iter_mut().enumerate() {
+                                let base = (ks * 8 + t) * ldj + wnn * wtn + ni * 8 + g;
+                                bm[lane] = [rd(&sx, base), rd(&sx, base + 4 * ldj)];
+                            }
+                        }
+                        for mi in 0..mf {
+                            for ni in 0..nf {
+                                mma_warp(sh.precision, &a[mi], &bfr[ni], &mut acc_w[mi][ni]);
+                            }
+                        }
+                    }
+                }
+            }
+            for (warp, acc_w) in acc.iter().enumerate() {
+                let (wm, wnn) = (warp / wn, warp % wn);
+                for lane in 0..32 {
+                    let (g, t) = (lane >> 2, lane & 3);
+                    for mi in 0..mf {
+                        for ni in 0..nf {
+                            for e in 0..4 {
+                                let row = wm * wtm + mi * 16 + g + (e >> 1) * 8;
+                                let col = wnn * wtn + ni * 8 + 2 * t + (e & 1);
+                                if b0 + col < b {
+                                    let (mc, sv) = (smax[r * b + b0 + col], acc_w[mi][ni][lane][e]);
+                                    let at = (nid + ntile * tm + row) * b + b0 + col;
+                                    assert!(!written[at], "output ({}, {}) written twice", nid + ntile * tm + row, b0 + col);
+                                    written[at] = true;
+                                    node[at] = if mc != neg && sv > 0.0 { mc + sv.ln() } else { neg };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            bt += s;
+        }
+    }
+    node
+}
+
 /// A small deterministic generator.
 struct Lcg(u64);
 impl Lcg {
@@ -330,12 +444,13 @@ impl Lcg {
 /// dummy element 0 with pid 0), some element rows −inf for every sample, one block whose every
 /// child is −inf for sample 0, and a node with all-zero weights.
 fn check(prec: Precision, bs: u32, width: u32, batches: &[usize]) {
-    check_tile(prec, bs, width, batches, TB);
+    check_tile(prec, bs, width, batches, TB, false);
 }
 
-/// [`check`] with batch tiles of `tb` samples.
-fn check_tile(prec: Precision, bs: u32, width: u32, batches: &[usize], tb: u32) {
+/// [`check`] with batch tiles of `tb` samples, of the two-kernel forward where `gemm`.
+fn check_tile(prec: Precision, bs: u32, width: u32, batches: &[usize], tb: u32, gemm: bool) {
     let shape = MmaShape::for_partition(prec, bs, width).unwrap().with_batch_tile(tb);
+    let shape = if gemm { shape.two_kernel() } else { shape };
     let n = 3usize;
     let (bs_, w_) = (bs as usize, width as usize);
     let mut rng = Lcg(bs as u64 * 1000 + width as u64);
@@ -375,10 +490,11 @@ fn check_tile(prec: Precision, bs: u32, width: u32, batches: &[usize], tb: u32) 
             elem[(1 + 2 * w_ + w) * b] = f32::NEG_INFINITY;
         }
         let l = Launch { shape: &shape, b, nids: &nids, cids: &cids, pids: &pids, params: &params, elem: &elem };
-        let got = replay(&l, num_nodes);
+        let got = if shape.gemm { replay_gemm(&l, num_nodes) } else { replay(&l, num_nodes) };
         // Reference in f64 on the same rounded operands (layout errors are gross; rounding is
         // shared, summation order is not). The kernel shifts chunk c's children by the running
-        // maximum M_c over chunks 0..=c before rounding, then scales by exp(M_c − M) in fp32.
+        // maximum M_c over chunks 0..=c before rounding, then scales by exp(M_c − M) in fp32;
+        // the two-kernel forward shifts every child by M.
         let kc = shape.kc as usize;
         let round = |x: f32| -> f64 { if prec == Precision::Bf16 { bf16_val(bf16_bits(x)) as f64 } else { f32::from_bits(tf32_bits(x)) as f64 } };
         for r in 0..n {
@@ -389,7 +505,7 @@ fn check_tile(prec: Precision, bs: u32, width: u32, batches: &[usize], tb: u32) 
                         f64::NEG_INFINITY
                     } else {
                         let e = |w: usize| elem[cids[r * w_ + w] as usize * b + s];
-                        let run = |w: usize| (0..((w / kc + 1) * kc).min(w_)).map(e).fold(f32::NEG_INFINITY, f32::max);
+                        let run = |w: usize| if shape.gemm { mx } else { (0..((w / kc + 1) * kc).min(w_)).map(e).fold(f32::NEG_INFINITY, f32::max) };
                         let sum: f64 = (0..w_)
                             .filter(|&w| run(w) != f32::NEG_INFINITY)
                             .map(|w| round(params[pids[r * w_ + w] as usize + m]) * round((e(w) - run(w)).exp()) * ((run(w) - mx) as f64).exp())
@@ -450,16 +566,32 @@ fn bf16_replay_matches_the_matrix_product() {
 #[test]
 fn short_batch_tiles_replay_the_matrix_product() {
     for prec in [Precision::Bf16, Precision::Tf32] {
-        check_tile(prec, 16, 3, &[1, 33], SHORT_TB);
-        check_tile(prec, 32, 40, &[7, 70], SHORT_TB);
-        check_tile(prec, 128, 33, &[100], SHORT_TB);
-        check_tile(prec, 256, 20, &[3, 64], SHORT_TB);
+        check_tile(prec, 16, 3, &[1, 33], SHORT_TB, false);
+        check_tile(prec, 32, 40, &[7, 70], SHORT_TB, false);
+        check_tile(prec, 128, 33, &[100], SHORT_TB, false);
+        check_tile(prec, 256, 20, &[3, 64], SHORT_TB, false);
     }
     // Launches short of a wave take them; others keep 64-sample tiles.
     let s = MmaShape::for_partition(Precision::Bf16, 512, 512).unwrap();
     assert_eq!((s.clone().for_launch(2).tb, s.clone().for_launch(83).tb), (SHORT_TB, TB));
     assert_eq!(s.clone().for_launch(2).kernel_name(), "sum_fwd_bf16_bs512_w512_tb32");
     assert_eq!((s.split(2), s.clone().for_launch(2).split(2)), (8, 16));
+}
+
+#[test]
+fn two_kernel_forward_replays_the_matrix_product() {
+    for prec in [Precision::Bf16, Precision::Tf32] {
+        for tb in [TB, SHORT_TB] {
+            check_tile(prec, 16, 3, &[1, 33], tb, true);
+            check_tile(prec, 32, 40, &[7, 70], tb, true);
+            check_tile(prec, 48, 16, &[65], tb, true);
+            check_tile(prec, 128, 33, &[100, 6], tb, true);
+            check_tile(prec, 256, 20, &[3, 130], tb, true);
+        }
+    }
+    let s = MmaShape::for_partition(Precision::Bf16, 512, 511).unwrap().two_kernel();
+    assert_eq!((s.kernel_name(), s.x_rows()), ("sum_fwd_bf16_bs512_w511_g".to_string(), 256));
+    assert_eq!(MmaShape::for_partition(Precision::Tf32, 512, 511).unwrap().x_rows(), 511);
 }
 
 #[test]
