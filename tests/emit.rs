@@ -374,7 +374,11 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             };
             let mut rows = 0;
             for (k, k32) in bwd.iter().zip(&bwd32) {
-                if k.name.starts_with(&format!("sum_bwd_{precision}_")) {
+                if k.name == format!("input_categorical_bwd_{precision}") {
+                    // Categorical statistics on tensor cores: (leaf tile, category tile) blocks.
+                    assert!(k32.name == "input_categorical_bwd" && k.layer == k32.layer && k.args.len() == k32.args.len(), "{name}: {k:?}");
+                    assert!(!k.scales_with_batch && k.threads_per_sample % (k.count as u64 * k.block as u64) == 0, "{name}: {k:?}");
+                } else if k.name.starts_with(&format!("sum_bwd_{precision}_")) {
                     assert!(k.args.contains(&KernelArg::SumMax) && k.layer == k32.layer, "{name}: {k:?}");
                     assert_eq!(k.name.ends_with("_eflow"), k32.name.ends_with("_eflow"), "{name}: {} for {}", k.name, k32.name);
                     rows += k.count * k.name.ends_with("_pflow") as u32;

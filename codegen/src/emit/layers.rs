@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
-use pc_runtime::dist::Constants;
+use pc_runtime::dist::{Constants, DistKind};
 use pc_runtime::plan::{DepthPlan, InputLayer, Plan, SumPartition};
 
 use super::{BLOCK, SMALL_MAX_WIDTH, SMALL_NODES_PER_BLOCK};
@@ -36,6 +36,8 @@ pub(super) struct Emitter<'a> {
     /// after the EM kernels).
     packed_words: u64,
     packs: Vec<KernelSpec>,
+    /// The tensor-core helpers (`mma_core`) are in the head: some sum partition uses them.
+    mma_head: bool,
 }
 
 /// A sum partition's index tables in the manifest.
@@ -54,7 +56,8 @@ impl<'a> Emitter<'a> {
         let t = super::engine()?;
         let mut source = render(&t, "prelude", &tera::Context::new())?;
         let emitted = BTreeSet::new();
-        if plan.depths.iter().flat_map(|d| &d.sums).any(|p| mma::MmaShape::for_partition(opts.precision, p.block_size, p.width).is_some()) {
+        let mma_head = plan.depths.iter().flat_map(|d| &d.sums).any(|p| mma::MmaShape::for_partition(opts.precision, p.block_size, p.width).is_some());
+        if mma_head {
             source += mma_bwd::MMA_CORE;
         }
         for layer in &plan.inputs {
@@ -75,6 +78,7 @@ impl<'a> Emitter<'a> {
             max_rows: 0,
             packed_words: 0,
             packs: Vec::new(),
+            mma_head,
         })
     }
 
@@ -120,7 +124,9 @@ impl<'a> Emitter<'a> {
         let consts = leaf_constants(layer.kind);
         let cslots = if info.constants == Constants::Params { self.table(pstart) } else { aux };
         // Families without statistics (indicators) have no backward kernel.
-        if layer.segments.iter().any(|s| s.dist.num_stats() > 0) {
+        if let Some(spec) = self.categorical_stats_mma(layer, [ids, aux, cslots], &nstats, consts)? {
+            self.input_bwd.push(Step::Launch(spec));
+        } else if layer.segments.iter().any(|s| s.dist.num_stats() > 0) {
             let bname = format!("input_{kind}_bwd");
             let mut ctx = tera::Context::new();
             ctx.insert("name", &bname);
@@ -236,6 +242,85 @@ impl<'a> Emitter<'a> {
             }));
         }
         Ok((recompute, prod_bwd))
+    }
+
+    /// Categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`: per
+    /// variable, the leaves' flows times the one-hot data), where the manifest has tensor cores
+    /// (bf16/tf32, the helpers in the head) and the leaves are categorical; `None` otherwise (the
+    /// scalar kernel, which fp32 keeps as the exact reference). `tables`: ids, aux, cslots.
+    fn categorical_stats_mma(
+        &mut self,
+        layer: &InputLayer,
+        tables: [KernelArg; 3],
+        nstats: &[u32],
+        consts: KernelArg,
+    ) -> Result<Option<KernelSpec>, EmitError> {
+        const TM: u32 = 64;
+        const TC: u32 = 64;
+        if layer.kind != DistKind::Categorical || !self.mma_head || std::env::var("PCC_CAT_STATS_MMA").is_ok_and(|v| v == "0") {
+            return Ok(None);
+        }
+        let kmax = nstats.iter().copied().max().unwrap_or(0);
+        if kmax == 0 {
+            return Ok(None);
+        }
+        // Tiles of up to TM leaves of one segment (one variable): the variable, then leaf indices.
+        let (mut tiles, mut n_tiles, mut leaf) = (Vec::new(), 0u32, 0u32);
+        for seg in &layer.segments {
+            for chunk in (0..seg.num_nodes).collect::<Vec<_>>().chunks(TM as usize) {
+                tiles.push(seg.var);
+                tiles.extend(chunk.iter().map(|i| leaf + i));
+                tiles.extend(std::iter::repeat_n(u32::MAX, TM as usize - chunk.len()));
+                n_tiles += 1;
+            }
+            leaf += seg.num_nodes;
+        }
+        let bf16 = self.opts.precision == pc_runtime::cuda::Precision::Bf16;
+        let name = format!("input_categorical_bwd_{}", self.opts.precision);
+        let (wm, wn) = mma::warps(TM);
+        let threads = 32 * wm * wn;
+        let ct = kmax.div_ceil(TC);
+        let mut ctx = tera::Context::new();
+        ctx.insert("name", &name);
+        ctx.insert("prec", self.opts.precision.name());
+        ctx.insert("bf16", if bf16 { "true" } else { "false" });
+        ctx.insert("tm", &TM);
+        ctx.insert("tc", &TC);
+        ctx.insert("kc", &if bf16 { 32 } else { 16 });
+        ctx.insert("ct", &ct);
+        ctx.insert("threads", &threads);
+        ctx.insert("minb", &3);
+        ctx.insert("wn", &wn);
+        ctx.insert("mf", &(TM / wm / 16));
+        ctx.insert("nf", &(TC / wn / 8));
+        self.source += &render(&self.t, "input_cat_bwd_mma", &ctx)?;
+        let [ids, aux, cslots] = tables;
+        let (tiles, nst) = (self.table(tiles), self.table(nstats.to_vec()));
+        let args = vec![
+            KernelArg::InputStats,
+            KernelArg::NodeFlows,
+            KernelArg::Data,
+            KernelArg::Missing,
+            consts,
+            tiles,
+            ids,
+            aux,
+            cslots,
+            nst,
+            KernelArg::Count,
+            KernelArg::Batch,
+        ];
+        Ok(Some(KernelSpec {
+            scales_with_batch: false,
+            batch_group: 1,
+            name,
+            layer: "categorical inputs".into(),
+            count: n_tiles,
+            threads_per_sample: n_tiles as u64 * ct as u64 * threads as u64,
+            block: threads,
+            args,
+            small: None,
+        }))
     }
 
     /// The warp-per-node variant that batches of up to `SMALL_BATCH` samples run, whatever the

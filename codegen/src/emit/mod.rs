@@ -28,6 +28,7 @@ const SUM_FWD_SMALL: &str = include_str!("../../../templates/sum_fwd_small.cu.te
 const SUM_BWD: &str = include_str!("../../../templates/sum_bwd.cu.tera");
 const PROD_BWD: &str = include_str!("../../../templates/prod_bwd.cu.tera");
 const INPUT_BWD: &str = include_str!("../../../templates/input_bwd.cu.tera");
+const INPUT_CAT_BWD_MMA: &str = include_str!("../../../templates/input_cat_bwd_mma.cu.tera");
 const EM: &str = include_str!("../../../templates/em.cu.tera");
 const FWD_PERSISTENT: &str = include_str!("../../../templates/fwd_persistent.cu.tera");
 /// The engine's copy of a byte dataset's rows into a pass's inputs (`pcc_stage_u8`); no
@@ -81,6 +82,7 @@ fn engine() -> Result<tera::Tera, EmitError> {
         ("sum_bwd", SUM_BWD),
         ("prod_bwd", PROD_BWD),
         ("input_bwd", INPUT_BWD),
+        ("input_cat_bwd_mma", INPUT_CAT_BWD_MMA),
         ("em", EM),
         ("fwd_persistent", FWD_PERSISTENT),
     ] {
@@ -120,6 +122,7 @@ fn name_of(n: &str) -> &'static str {
         "prod_bwd" => "prod_bwd.cu.tera",
         "em" => "em.cu.tera",
         "fwd_persistent" => "fwd_persistent.cu.tera",
+        "input_cat_bwd_mma" => "input_cat_bwd_mma.cu.tera",
         _ => "input_bwd.cu.tera",
     }
 }
