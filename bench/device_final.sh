@@ -12,5 +12,11 @@ for b in bin bin-old; do
 done
 [ -z "$pick" ] && { echo "no build passed its self-check: no suite"; exit 1; }
 commit=carry/commit.txt; [ "$pick" = bin-old ] && commit=carry/commit-old.txt
+# The persistent small-batch pass (off by default) self-checked too, when asked for.
+if [ -n "${PERSISTENT_CHECK:-}" ]; then
+    PCC_PERSISTENT=1 timeout ${SELFTEST_TIMEOUT:-100} carry/$pick/gpu_selftest --fast carry/data > $OUT/selftest-persistent.txt 2>&1
+    echo "$pick PCC_PERSISTENT=1 selftest rc=$? passed $(grep -c PASS $OUT/selftest-persistent.txt) failed $(grep -c FAIL $OUT/selftest-persistent.txt)"
+    grep -E "FAIL|ALL PASS|Error" $OUT/selftest-persistent.txt | head -5
+fi
 echo "suite with carry/$pick ($(cat $commit))"
 PCC_BIN=carry/$pick PCC_COMMIT_FILE=$commit bash bench/run_suite.sh "$@" 2> $OUT/suite.err
