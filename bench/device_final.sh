@@ -3,6 +3,7 @@
 # use the previous build (carry/bin-old); then the side-by-side suite with the build that passed.
 set -uo pipefail
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/card.txt
+rm -rf /tmp/suite && cp -r carry/suite /tmp/suite  # the structures, learned on the development machine
 pick=""
 for b in bin bin-old; do
     timeout ${SELFTEST_TIMEOUT:-100} carry/$b/gpu_selftest --fast carry/data > $OUT/selftest-$b.txt 2>&1
