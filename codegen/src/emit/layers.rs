@@ -58,7 +58,7 @@ impl<'a> Emitter<'a> {
         let emitted = BTreeSet::new();
         let mma_head = plan.depths.iter().flat_map(|d| &d.sums).any(|p| mma::MmaShape::for_partition(opts.precision, p.block_size, p.width).is_some());
         if mma_head {
-            source += mma_bwd::MMA_CORE;
+            source += super::MMA_CORE;
         }
         for layer in &plan.inputs {
             source += &family_functions(&t, layer.kind, "leaf")?;
@@ -392,8 +392,18 @@ impl<'a> Emitter<'a> {
                 false => [self.table(mp.nids.clone()), self.table(mp.cids.clone()), self.table(mp.pids.clone())],
             };
             self.next_unit(&format!("d{d}s{p}f{i}"));
-            let forward =
-                mma::sum_forward(self.opts, mp, &mut self.emitted, &mut self.source, layer.clone(), tables, moff, self.packed_words, exclusive_elements)?;
+            let forward = mma::sum_forward(
+                &self.t,
+                self.opts,
+                mp,
+                &mut self.emitted,
+                &mut self.source,
+                layer.clone(),
+                tables,
+                moff,
+                self.packed_words,
+                exclusive_elements,
+            )?;
             let forward = forward.expect("every part of a tensor-core partition is one");
             self.packed_words += forward.pack.threads_per_sample;
             self.packs.push(forward.pack);
@@ -410,8 +420,8 @@ impl<'a> Emitter<'a> {
             }
             self.max_rows += mp.count();
             self.next_unit(&format!("d{d}s{p}b{i}"));
-            let specs =
-                mma_bwd::sum_backward(self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl)?.expect("the forward's shape");
+            let specs = mma_bwd::sum_backward(&self.t, self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl)?
+                .expect("the forward's shape");
             sum_bwd.extend(specs.map(Step::Launch));
         }
         Ok(())
@@ -489,7 +499,7 @@ impl<'a> Emitter<'a> {
         m.precision = self.opts.precision;
         m.small_max_batch = small_max_batch(plan, self.opts.precision);
         unit(&mut self.source, "queries");
-        queries::emit_queries(plan, &mut self.source, &mut m)?;
+        queries::emit_queries(&self.t, plan, &mut self.source, &mut m)?;
         if let Some((p, shapes, layout)) = persistent::build(plan, plan.inputs.len() as u32) {
             unit(&mut self.source, pc_runtime::cuda::PERSISTENT_UNIT);
             self.source += &persistent::render_kernel(&self.t, &p, &shapes, &layout)?;

@@ -50,10 +50,6 @@ use pc_runtime::plan::SumPartition;
 
 use super::EmitError;
 
-const SUM_FWD_MMA: &str = include_str!("../../../templates/sum_fwd_mma.cu.tera");
-const SUM_FWD_GEMM: &str = include_str!("../../../templates/sum_fwd_gemm.cu.tera");
-const SUM_FWD_PACK: &str = include_str!("../../../templates/sum_fwd_pack.cu.tera");
-
 /// Options of [`super::emit_with`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EmitOptions {
@@ -311,11 +307,7 @@ impl MmaShape {
         TARGET_CTAS.div_ceil((count * self.nt).max(1)).clamp(1, MAX_SPLIT * TB / self.tb)
     }
 
-    fn render(&self) -> Result<String, EmitError> {
-        let err = |e: tera::Error| EmitError::Template { template: "sum_fwd_mma.cu.tera", detail: format!("{e:?}") };
-        let mut t = tera::Tera::new();
-        t.autoescape_on(Vec::<&str>::new());
-        t.add_raw_templates([("sum_fwd_pack", SUM_FWD_PACK), ("sum_fwd_mma", SUM_FWD_MMA), ("sum_fwd_gemm", SUM_FWD_GEMM)]).map_err(err)?;
+    fn render(&self, t: &tera::Tera) -> Result<String, EmitError> {
         let mut ctx = tera::Context::new();
         ctx.insert("name", &self.kernel_name());
         ctx.insert("prec", self.precision.name());
@@ -336,7 +328,7 @@ impl MmaShape {
         ctx.insert("min_blocks", &self.min_blocks());
         ctx.insert("threads", &self.threads);
         ctx.insert("ww", &self.x_rows());
-        t.render(if self.gemm { "sum_fwd_gemm" } else { "sum_fwd_mma" }, &ctx).map_err(err)
+        super::render(t, if self.gemm { "sum_fwd_gemm" } else { "sum_fwd_mma" }, &ctx)
     }
 }
 
@@ -365,6 +357,7 @@ pub(super) struct Forward {
 /// stages each block's B operand once). `None`: the partition stays on the scalar kernel.
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement, as `mma_bwd::sum_backward`
 pub(super) fn sum_forward(
+    t: &tera::Tera,
     opts: &EmitOptions,
     part: &MmaPart,
     emitted: &mut std::collections::BTreeSet<String>,
@@ -382,7 +375,7 @@ pub(super) fn sum_forward(
     let split = shape.split(count);
     let name = shape.kernel_name();
     if emitted.insert(name.clone()) {
-        *source += &shape.render()?;
+        *source += &shape.render(t)?;
     }
     let words = shape.packed_words(count);
     let int = |v: u64, what: &str| {

@@ -30,9 +30,6 @@ use pc_runtime::cuda::{KernelArg, KernelSpec, Precision};
 use super::EmitError;
 use super::mma::{MAX_SPLIT, MmaPart, MmaShape, TARGET_CTAS, block_label, warps};
 
-const SUM_BWD_MMA: &str = include_str!("../../../templates/sum_bwd_mma.cu.tera");
-pub(super) const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
-
 /// Samples per batch tile of the element-flow kernel.
 pub const TN: u32 = 64;
 /// Children per tile of the parameter-flow kernel.
@@ -111,11 +108,7 @@ impl BwdShape {
         (self.width.div_ceil(self.er), self.width.div_ceil(PC), self.block_size / self.pm)
     }
 
-    fn render(&self) -> Result<String, EmitError> {
-        let err = |e: tera::Error| EmitError::Template { template: "sum_bwd_mma.cu.tera", detail: format!("{e:?}") };
-        let mut t = tera::Tera::new();
-        t.autoescape_on(Vec::<&str>::new());
-        t.add_raw_template("sum_bwd_mma", SUM_BWD_MMA).map_err(err)?;
+    fn render(&self, t: &tera::Tera) -> Result<String, EmitError> {
         let mut ctx = tera::Context::new();
         ctx.insert("name", &self.kernel_name());
         ctx.insert("prec", self.precision.name());
@@ -144,7 +137,7 @@ impl BwdShape {
         ctx.insert("p_wn", &pwn);
         ctx.insert("p_mf", &pmf);
         ctx.insert("p_nf", &pnf);
-        t.render("sum_bwd_mma", &ctx).map_err(err)
+        super::render(t, "sum_bwd_mma", &ctx)
     }
 }
 
@@ -162,6 +155,7 @@ pub(super) struct Exclusive {
 /// stays on the scalar backward. `moff`: the partition's first row of the forward maxima.
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement
 pub(super) fn sum_backward(
+    t: &tera::Tera,
     precision: Precision,
     part: &MmaPart,
     emitted: &mut std::collections::BTreeSet<String>,
@@ -176,7 +170,7 @@ pub(super) fn sum_backward(
     };
     let name = shape.kernel_name();
     if emitted.insert(name.clone()) {
-        *source += &shape.render()?;
+        *source += &shape.render(t)?;
     }
     let count = part.count();
     let (rt, ct, mt) = shape.tiles();

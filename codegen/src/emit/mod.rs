@@ -20,17 +20,31 @@ use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest};
 use pc_runtime::dist::{Constants, DistKind};
 use pc_runtime::plan::Plan;
 
-const PRELUDE: &str = include_str!("../../../templates/prelude.cu.tera");
-const INPUT_FWD: &str = include_str!("../../../templates/input_fwd.cu.tera");
-const PROD_FWD: &str = include_str!("../../../templates/prod_fwd.cu.tera");
-const SUM_FWD: &str = include_str!("../../../templates/sum_fwd.cu.tera");
-const SUM_FWD_SMALL: &str = include_str!("../../../templates/sum_fwd_small.cu.tera");
-const SUM_BWD: &str = include_str!("../../../templates/sum_bwd.cu.tera");
-const PROD_BWD: &str = include_str!("../../../templates/prod_bwd.cu.tera");
-const INPUT_BWD: &str = include_str!("../../../templates/input_bwd.cu.tera");
-const INPUT_CAT_BWD_MMA: &str = include_str!("../../../templates/input_cat_bwd_mma.cu.tera");
-const EM: &str = include_str!("../../../templates/em.cu.tera");
-const FWD_PERSISTENT: &str = include_str!("../../../templates/fwd_persistent.cu.tera");
+/// Every layer template, registered under its name in the one tera instance of an emission
+/// ([`engine`]; includes resolve across them): (name, file under `templates/`, text).
+const TEMPLATES: [(&str, &str, &str); 18] = [
+    ("prelude", "prelude.cu.tera", include_str!("../../../templates/prelude.cu.tera")),
+    ("input_fwd", "input_fwd.cu.tera", include_str!("../../../templates/input_fwd.cu.tera")),
+    ("prod_fwd", "prod_fwd.cu.tera", include_str!("../../../templates/prod_fwd.cu.tera")),
+    ("sum_fwd", "sum_fwd.cu.tera", include_str!("../../../templates/sum_fwd.cu.tera")),
+    ("sum_fwd_small", "sum_fwd_small.cu.tera", include_str!("../../../templates/sum_fwd_small.cu.tera")),
+    ("sum_bwd", "sum_bwd.cu.tera", include_str!("../../../templates/sum_bwd.cu.tera")),
+    ("prod_bwd", "prod_bwd.cu.tera", include_str!("../../../templates/prod_bwd.cu.tera")),
+    ("input_bwd", "input_bwd.cu.tera", include_str!("../../../templates/input_bwd.cu.tera")),
+    ("input_cat_bwd_mma", "input_cat_bwd_mma.cu.tera", include_str!("../../../templates/input_cat_bwd_mma.cu.tera")),
+    ("em", "em.cu.tera", include_str!("../../../templates/em.cu.tera")),
+    ("fwd_persistent", "fwd_persistent.cu.tera", include_str!("../../../templates/fwd_persistent.cu.tera")),
+    ("sum_fwd_pack", "sum_fwd_pack.cu.tera", include_str!("../../../templates/sum_fwd_pack.cu.tera")),
+    ("sum_fwd_mma", "sum_fwd_mma.cu.tera", include_str!("../../../templates/sum_fwd_mma.cu.tera")),
+    ("sum_fwd_gemm", "sum_fwd_gemm.cu.tera", include_str!("../../../templates/sum_fwd_gemm.cu.tera")),
+    ("sum_bwd_mma", "sum_bwd_mma.cu.tera", include_str!("../../../templates/sum_bwd_mma.cu.tera")),
+    ("query_prelude", "query_prelude.cu.tera", include_str!("../../../templates/query_prelude.cu.tera")),
+    ("query_input", "query_input.cu.tera", include_str!("../../../templates/query_input.cu.tera")),
+    ("query_sum", "query_sum.cu.tera", include_str!("../../../templates/query_sum.cu.tera")),
+];
+/// The tensor-core helpers, in the head every translation unit shares where some sum partition
+/// runs on tensor cores (no template constants: appended as is).
+const MMA_CORE: &str = include_str!("../../../templates/mma_core.cu.tera");
 /// The engine's copy of a byte dataset's rows into a pass's inputs (`pcc_stage_u8`); no
 /// parameters, so it is appended as is to the first unit.
 const STAGE_U8: &str = include_str!("../../../templates/stage_u8.cu.tera");
@@ -70,24 +84,13 @@ pub enum EmitError {
     Template { template: &'static str, detail: String },
 }
 
+/// The one tera instance of an emission: every layer template ([`TEMPLATES`]) and every leaf
+/// family's (`dist/<family>`).
 fn engine() -> Result<tera::Tera, EmitError> {
     let mut t = tera::Tera::new();
     t.autoescape_on(Vec::<&str>::new());
-    for (name, src) in [
-        ("prelude", PRELUDE),
-        ("input_fwd", INPUT_FWD),
-        ("prod_fwd", PROD_FWD),
-        ("sum_fwd", SUM_FWD),
-        ("sum_fwd_small", SUM_FWD_SMALL),
-        ("sum_bwd", SUM_BWD),
-        ("prod_bwd", PROD_BWD),
-        ("input_bwd", INPUT_BWD),
-        ("input_cat_bwd_mma", INPUT_CAT_BWD_MMA),
-        ("em", EM),
-        ("fwd_persistent", FWD_PERSISTENT),
-    ] {
-        t.add_raw_template(name, src).map_err(|e| EmitError::Template { template: name_of(name), detail: format!("{e:?}") })?;
-    }
+    t.add_raw_templates(TEMPLATES.iter().map(|(name, _, src)| (*name, *src)))
+        .map_err(|e| EmitError::Template { template: "templates/*.cu.tera", detail: format!("{e:?}") })?;
     add_family_templates(&mut t)?;
     Ok(t)
 }
@@ -111,20 +114,9 @@ fn family_functions(t: &tera::Tera, kind: DistKind, section: &str) -> Result<Str
     t.render(&format!("dist/{name}"), &ctx).map_err(|e| EmitError::Template { template: file, detail: format!("{e:?}") })
 }
 
+/// The file of template `n` (error messages).
 fn name_of(n: &str) -> &'static str {
-    match n {
-        "prelude" => "prelude.cu.tera",
-        "input_fwd" => "input_fwd.cu.tera",
-        "prod_fwd" => "prod_fwd.cu.tera",
-        "sum_fwd" => "sum_fwd.cu.tera",
-        "sum_fwd_small" => "sum_fwd_small.cu.tera",
-        "sum_bwd" => "sum_bwd.cu.tera",
-        "prod_bwd" => "prod_bwd.cu.tera",
-        "em" => "em.cu.tera",
-        "fwd_persistent" => "fwd_persistent.cu.tera",
-        "input_cat_bwd_mma" => "input_cat_bwd_mma.cu.tera",
-        _ => "input_bwd.cu.tera",
-    }
+    TEMPLATES.iter().find(|t| t.0 == n).map_or("templates/", |t| t.1)
 }
 
 fn render(t: &tera::Tera, name: &'static str, ctx: &tera::Context) -> Result<String, EmitError> {

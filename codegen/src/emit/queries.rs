@@ -14,33 +14,7 @@ use pc_runtime::cuda::{KernelArg, KernelSpec, Manifest, QueryManifest, Step, con
 use pc_runtime::dist::{Constants, DistKind};
 use pc_runtime::plan::{DepthPlan, InputLayer, Plan, SumPartition};
 
-use super::{BLOCK, EmitError, family_functions, leaf_constants};
-
-const QUERY_PRELUDE: &str = include_str!("../../../templates/query_prelude.cu.tera");
-const QUERY_INPUT: &str = include_str!("../../../templates/query_input.cu.tera");
-const QUERY_SUM: &str = include_str!("../../../templates/query_sum.cu.tera");
-
-fn engine() -> Result<tera::Tera, EmitError> {
-    let mut t = tera::Tera::new();
-    t.autoescape_on(Vec::<&str>::new());
-    for (name, src) in [("query_prelude", QUERY_PRELUDE), ("query_input", QUERY_INPUT), ("query_sum", QUERY_SUM)] {
-        t.add_raw_template(name, src).map_err(|e| EmitError::Template { template: file_of(name), detail: format!("{e:?}") })?;
-    }
-    super::add_family_templates(&mut t)?;
-    Ok(t)
-}
-
-fn file_of(n: &str) -> &'static str {
-    match n {
-        "query_prelude" => "query_prelude.cu.tera",
-        "query_input" => "query_input.cu.tera",
-        _ => "query_sum.cu.tera",
-    }
-}
-
-fn render(t: &tera::Tera, name: &'static str, ctx: &tera::Context) -> Result<String, EmitError> {
-    t.render(name, ctx).map_err(|e| EmitError::Template { template: file_of(name), detail: format!("{e:?}") })
-}
+use super::{BLOCK, EmitError, family_functions, leaf_constants, render};
 
 /// Index tables of the manifest, deduplicated by contents.
 struct Tables<'a> {
@@ -101,11 +75,10 @@ impl Leaves {
 
 /// Emit the query kernels of `plan` and fill `m.queries`. Must run after the parent emitter has
 /// rendered the product kernels of every partition shape (the walks launch them).
-pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -> Result<(), EmitError> {
-    let t = engine()?;
-    *source += &render(&t, "query_prelude", &tera::Context::new())?;
+pub(super) fn emit_queries(t: &tera::Tera, plan: &Plan, source: &mut String, m: &mut Manifest) -> Result<(), EmitError> {
+    *source += &render(t, "query_prelude", &tera::Context::new())?;
     for layer in &plan.inputs {
-        *source += &family_functions(&t, layer.kind, "query")?;
+        *source += &family_functions(t, layer.kind, "query")?;
     }
     let mut e = QueryEmitter {
         t,
@@ -137,7 +110,7 @@ pub(super) fn emit_queries(plan: &Plan, source: &mut String, m: &mut Manifest) -
 /// The state of the query passes: the source, the manifest's tables, the kernels rendered, the
 /// query manifest so far and the leaf end of both walks (the walks' last steps).
 struct QueryEmitter<'a> {
-    t: tera::Tera,
+    t: &'a tera::Tera,
     source: &'a mut String,
     tables: Tables<'a>,
     emitted: BTreeSet<String>,
@@ -156,7 +129,7 @@ impl QueryEmitter<'_> {
     fn kernel(&mut self, template: &'static str, name: &str, ctx: &mut tera::Context) -> Result<(), EmitError> {
         if self.emitted.insert(name.to_string()) {
             ctx.insert("name", name);
-            *self.source += &render(&self.t, template, ctx)?;
+            *self.source += &render(self.t, template, ctx)?;
         }
         Ok(())
     }
