@@ -246,8 +246,9 @@ impl<'a> Emitter<'a> {
 
     /// Categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`: per
     /// variable, the leaves' flows times the one-hot data), where the manifest has tensor cores
-    /// (bf16/tf32, the helpers in the head) and the leaves are categorical; `None` otherwise (the
-    /// scalar kernel, which fp32 keeps as the exact reference). `tables`: ids, aux, cslots.
+    /// (bf16/tf32, the helpers in the head), the leaves are categorical and `PCC_CAT_STATS_MMA=1`;
+    /// `None` otherwise (the scalar kernel, which fp32 keeps as the exact reference).
+    /// `tables`: ids, aux, cslots.
     fn categorical_stats_mma(
         &mut self,
         layer: &InputLayer,
@@ -257,7 +258,8 @@ impl<'a> Emitter<'a> {
     ) -> Result<Option<KernelSpec>, EmitError> {
         const TM: u32 = 64;
         const TC: u32 = 64;
-        if layer.kind != DistKind::Categorical || !self.mma_head || std::env::var("PCC_CAT_STATS_MMA").is_ok_and(|v| v == "0") {
+        // Off unless PCC_CAT_STATS_MMA=1 until a GPU self-check has run it (2026-12-07: not yet).
+        if layer.kind != DistKind::Categorical || !self.mma_head || std::env::var("PCC_CAT_STATS_MMA").map_or(true, |v| v != "1") {
             return Ok(None);
         }
         let kmax = nstats.iter().copied().max().unwrap_or(0);
