@@ -173,7 +173,7 @@ pub mod {name} {{
 }}
 "#,
         name_lit = literal(name),
-        num_vars = a.num_vars,
+        num_vars = a.plan.num_vars,
         edges = a.plan.num_sum_edges(),
         params = a.plan.num_learnable_params(),
     );

@@ -21,14 +21,13 @@ pub struct Options {
     pub precision: Precision,
 }
 
-/// What a circuit becomes: its plan, and the CUDA source and kernel manifest emitted for it.
-/// The JSON forms ([`Artifacts::plan_json`], [`Artifacts::manifest_json`]) are made on demand:
-/// the manifest of a large circuit is hundreds of MB of JSON, which only embedding needs.
+/// What a circuit becomes: its plan, and the CUDA source and kernel manifest emitted for it (the
+/// manifest names its precision). The JSON forms ([`Artifacts::plan_json`],
+/// [`Artifacts::manifest_json`]) are made on demand: the manifest of a large circuit is hundreds
+/// of MB of JSON, which only embedding needs.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
-    pub num_vars: u32,
     pub plan: Plan,
-    pub precision: Precision,
     pub cuda_source: String,
     pub manifest: Manifest,
 }
@@ -63,5 +62,5 @@ pub fn run(circuit: &Circuit, opts: &Options) -> Result<Artifacts, PipelineError
 /// Emit an already compiled plan (a loaded model's) at `precision`.
 pub fn emit_plan(plan: Plan, precision: Precision) -> Result<Artifacts, EmitError> {
     let emitted = emit_with(&plan, &EmitOptions { precision })?;
-    Ok(Artifacts { num_vars: plan.num_vars, plan, precision, cuda_source: emitted.source, manifest: emitted.manifest })
+    Ok(Artifacts { plan, cuda_source: emitted.source, manifest: emitted.manifest })
 }

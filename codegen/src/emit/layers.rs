@@ -269,10 +269,11 @@ impl<'a> Emitter<'a> {
         // Tiles of up to TM leaves of one segment (one variable): the variable, then leaf indices.
         let (mut tiles, mut n_tiles, mut leaf) = (Vec::new(), 0u32, 0u32);
         for seg in &layer.segments {
-            for chunk in (0..seg.num_nodes).collect::<Vec<_>>().chunks(TM as usize) {
+            for first in (0..seg.num_nodes).step_by(TM as usize) {
+                let len = TM.min(seg.num_nodes - first);
                 tiles.push(seg.var);
-                tiles.extend(chunk.iter().map(|i| leaf + i));
-                tiles.extend(std::iter::repeat_n(u32::MAX, TM as usize - chunk.len()));
+                tiles.extend(leaf + first..leaf + first + len);
+                tiles.extend(std::iter::repeat_n(u32::MAX, (TM - len) as usize));
                 n_tiles += 1;
             }
             leaf += seg.num_nodes;

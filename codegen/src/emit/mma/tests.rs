@@ -289,32 +289,48 @@ fn replay(l: &Launch, num_nodes: usize) -> Vec<f32> {
                     }
                     k0 += kc;
                 }
-                for (warp, acc_w) in acc.iter().enumerate() {
-                    let (wm, wnn) = (warp / wn, warp % wn);
-                    for lane in 0..32 {
-                        let (g, t) = (lane >> 2, lane & 3);
-                        for mi in 0..mf {
-                            for ni in 0..nf {
-                                for e in 0..4 {
-                                    let row = wm * wtm + mi * 16 + g + (e >> 1) * 8;
-                                    let col = wnn * wtn + ni * 8 + 2 * t + (e & 1);
-                                    if b0 + col < b {
-                                        let (mc, sv) = (run_m[col], acc_w[mi][ni][lane][e]);
-                                        let at = (nid + nt * tm + row) * b + b0 + col;
-                                        assert!(!written[at], "output ({}, {}) written twice", nid + nt * tm + row, b0 + col);
-                                        written[at] = true;
-                                        node[at] = if mc != neg && sv > 0.0 { mc + sv.ln() } else { neg };
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                let out = Out { b, b0, first: nid + nt * tm };
+                store_tile(sh, &acc, &out, |col| run_m[col], &mut node, &mut written);
             }
             bt += s;
         }
     }
     node
+}
+
+/// Where a tile's outputs go: batch size, the tile's first sample and its first node.
+struct Out {
+    b: usize,
+    b0: usize,
+    first: usize,
+}
+
+/// Both forwards' epilogue: each accumulator `(warp, mi, ni, lane, e)` of the tile goes to node
+/// `first + row`, sample `b0 + col` (columns past B are not stored) as `M + log D` (−inf where
+/// `M = −inf` or `D ≤ 0`), `M` the column's maximum; every output written once.
+fn store_tile(sh: &MmaShape, acc: &[Vec<Vec<[[f32; 4]; 32]>>], out: &Out, m: impl Fn(usize) -> f32, node: &mut [f32], written: &mut [bool]) {
+    let (wn, wtm, wtn, neg) = (sh.warps_n as usize, sh.mf as usize * 16, sh.nf as usize * 8, f32::NEG_INFINITY);
+    for (warp, acc_w) in acc.iter().enumerate() {
+        let (wm, wnn) = (warp / wn, warp % wn);
+        for lane in 0..32 {
+            let (g, t) = (lane >> 2, lane & 3);
+            for (mi, acc_m) in acc_w.iter().enumerate() {
+                for (ni, acc_n) in acc_m.iter().enumerate() {
+                    for e in 0..4 {
+                        let row = wm * wtm + mi * 16 + g + (e >> 1) * 8;
+                        let col = wnn * wtn + ni * 8 + 2 * t + (e & 1);
+                        if out.b0 + col < out.b {
+                            let (mc, sv) = (m(col), acc_n[lane][e]);
+                            let at = (out.first + row) * out.b + out.b0 + col;
+                            assert!(!written[at], "output ({}, {}) written twice", out.first + row, out.b0 + col);
+                            written[at] = true;
+                            node[at] = if mc != neg && sv > 0.0 { mc + sv.ln() } else { neg };
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Replays the two-kernel forward (`templates/sum_fwd_gemm.cu.tera`): `_x` stages every block's
@@ -404,27 +420,8 @@ fn replay_gemm(l: &Launch, num_nodes: usize) -> Vec<f32> {
                     }
                 }
             }
-            for (warp, acc_w) in acc.iter().enumerate() {
-                let (wm, wnn) = (warp / wn, warp % wn);
-                for lane in 0..32 {
-                    let (g, t) = (lane >> 2, lane & 3);
-                    for mi in 0..mf {
-                        for ni in 0..nf {
-                            for e in 0..4 {
-                                let row = wm * wtm + mi * 16 + g + (e >> 1) * 8;
-                                let col = wnn * wtn + ni * 8 + 2 * t + (e & 1);
-                                if b0 + col < b {
-                                    let (mc, sv) = (smax[r * b + b0 + col], acc_w[mi][ni][lane][e]);
-                                    let at = (nid + ntile * tm + row) * b + b0 + col;
-                                    assert!(!written[at], "output ({}, {}) written twice", nid + ntile * tm + row, b0 + col);
-                                    written[at] = true;
-                                    node[at] = if mc != neg && sv > 0.0 { mc + sv.ln() } else { neg };
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let out = Out { b, b0, first: nid + ntile * tm };
+            store_tile(sh, &acc, &out, |col| smax[r * b + b0 + col], &mut node, &mut written);
             bt += s;
         }
     }
