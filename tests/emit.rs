@@ -357,7 +357,15 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                     "{name}: {k:?} then {next:?}"
                 );
             }
-            let bwd: Vec<KernelSpec> = all.into_iter().filter(|k| !k.name.ends_with("_gflow")).collect();
+            // A staged backward (bf16, two-kernel forward) reruns the forward's staging launch, its
+            // maxima kept (moff −1), right before its parameter flows, which read the buffer.
+            for (i, k) in all.iter().enumerate().filter(|(_, k)| k.name.ends_with("_x")) {
+                let next = &all[i + 1];
+                assert!(precision == Precision::Bf16 && next.name.ends_with("_s_pflow") && next.count == k.count, "{name}: {k:?} then {next:?}");
+                assert!(k.args[0] == KernelArg::XStage && next.args[2] == KernelArg::XStage && k.args.last() == Some(&KernelArg::Int(-1)), "{name}: {k:?}");
+                assert!(e.manifest.forward.iter().any(|f| f.name == k.name), "{name}: {} is the forward's staging kernel", k.name);
+            }
+            let bwd: Vec<KernelSpec> = all.into_iter().filter(|k| !k.name.ends_with("_gflow") && !k.name.ends_with("_x")).collect();
             let bwd32 = launches(&fp32.manifest);
             assert_eq!(bwd.len(), bwd32.len(), "{name}: one launch per scalar launch");
             // Equal up to where their tables sit (merged blocks add tables in between).
@@ -379,7 +387,8 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                     assert!(k32.name == "input_categorical_bwd" && k.layer == k32.layer && k.args.len() == k32.args.len(), "{name}: {k:?}");
                     assert!(!k.scales_with_batch && k.threads_per_sample % (k.count as u64 * k.block as u64) == 0, "{name}: {k:?}");
                 } else if k.name.starts_with(&format!("sum_bwd_{precision}_")) {
-                    assert!(k.args.contains(&KernelArg::SumMax) && k.layer == k32.layer, "{name}: {k:?}");
+                    let staged = k.name.ends_with("_s_pflow");
+                    assert!((staged || k.args.contains(&KernelArg::SumMax)) && k.layer == k32.layer, "{name}: {k:?}");
                     assert_eq!(k.name.ends_with("_eflow"), k32.name.ends_with("_eflow"), "{name}: {} for {}", k.name, k32.name);
                     rows += k.count * k.name.ends_with("_pflow") as u32;
                 } else {

@@ -411,6 +411,8 @@ impl<'a> Emitter<'a> {
             self.packed_words += forward.pack.threads_per_sample;
             self.packs.push(forward.pack);
             self.m.x_words = self.m.x_words.max(forward.x_words);
+            // The two-kernel forward's staging launch, which a staged backward runs again.
+            let stage = forward.launches.first().filter(|k| k.args.first() == Some(&KernelArg::XStage)).cloned();
             for (j, mut spec) in forward.launches.into_iter().enumerate() {
                 // The first launch carries the partition's small-batch variant (which covers
                 // every block); the others then skip small batches (a variant with no threads).
@@ -423,9 +425,10 @@ impl<'a> Emitter<'a> {
             }
             self.max_rows += mp.count();
             self.next_unit(&format!("d{d}s{p}b{i}"));
-            let specs = mma_bwd::sum_backward(&self.t, self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl)?
-                .expect("the forward's shape");
-            sum_bwd.extend(specs.map(Step::Launch));
+            let specs =
+                mma_bwd::sum_backward(&self.t, self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl, stage.as_ref())?
+                    .expect("the forward's shape");
+            sum_bwd.extend(specs.into_iter().map(Step::Launch));
         }
         Ok(())
     }

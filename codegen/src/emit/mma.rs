@@ -467,3 +467,5 @@ pub(super) fn block_label(block_size: u32, sub: u32) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_staged;

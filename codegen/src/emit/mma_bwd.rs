@@ -86,21 +86,28 @@ pub struct BwdShape {
     pub e_kc: u32,
     /// Nodes per parameter-flow tile (rows).
     pub pm: u32,
+    /// The staged backward (bf16 partitions of the two-kernel forward): G left as bf16 by
+    /// `_gflow`, parameter flows from staged operands (`templates/sum_bwd_pflow_staged.cu.tera`).
+    pub staged: bool,
 }
 
 impl BwdShape {
-    pub fn for_part(precision: Precision, part: &MmaPart) -> Option<BwdShape> {
+    /// `staged`: the partition's forward stages its children (`_x`), so the backward may too
+    /// (bf16 only: tf32 keeps a word per value, which the staged G rows have no room for).
+    pub fn for_part(precision: Precision, part: &MmaPart, staged: bool) -> Option<BwdShape> {
         let (block_size, width) = (part.block_size, part.width);
         MmaShape::for_partition(precision, block_size, width)?;
         let er = [128, 64, 32].into_iter().find(|&t| width >= t).unwrap_or(16);
         // tf32 stages a word per value: half the chunk keeps the prefetched next chunk in registers.
         let e_kc = block_size.min(p_kc(precision));
         let pm = [128, 64, 32, 16].into_iter().find(|t| block_size.is_multiple_of(*t)).expect("16 divides block_size");
-        Some(BwdShape { precision, block_size, sub: part.sub, width, er, e_kc, pm })
+        let staged = staged && precision == Precision::Bf16;
+        Some(BwdShape { precision, block_size, sub: part.sub, width, er, e_kc, pm, staged })
     }
 
     pub fn kernel_name(&self) -> String {
-        format!("sum_bwd_{}_bs{}_w{}", self.precision, block_label(self.block_size, self.sub), self.width)
+        let s = if self.staged { "_s" } else { "" };
+        format!("sum_bwd_{}_bs{}_w{}{s}", self.precision, block_label(self.block_size, self.sub), self.width)
     }
 
     /// Child tiles of the element-flow kernel and of the parameter-flow kernel, node tiles of the latter.
@@ -117,6 +124,7 @@ impl BwdShape {
         ctx.insert("sub", &self.sub);
         ctx.insert("group", &(self.block_size / self.sub));
         ctx.insert("width", &self.width);
+        ctx.insert("staged", &self.staged);
         ctx.insert("tn", &TN);
         let (et, ewn, emf, enf) = warp_grid(self.er, TN);
         ctx.insert("er", &self.er);
@@ -150,9 +158,11 @@ pub(super) struct Exclusive {
     pub params: bool,
 }
 
-/// The launches of one partition's backward on tensor cores (G in place, element flows,
-/// parameter flows), rendering the kernels the first time they are seen; `None`: the partition
-/// stays on the scalar backward. `moff`: the partition's first row of the forward maxima.
+/// The launches of one partition's backward on tensor cores in order (G in place, element flows,
+/// for a staged backward the forward's staging kernel again, parameter flows), rendering the
+/// kernels the first time they are seen; `None`: the partition stays on the scalar backward.
+/// `moff`: the partition's first row of the forward maxima; `stage`: the two-kernel forward's
+/// staging launch (`<fwd>_x`), which a bf16 backward reruns to stage its parameter flows' X.
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement
 pub(super) fn sum_backward(
     t: &tera::Tera,
@@ -164,8 +174,9 @@ pub(super) fn sum_backward(
     tables: [KernelArg; 3],
     moff: u32,
     excl: Exclusive,
-) -> Result<Option<[KernelSpec; 3]>, EmitError> {
-    let Some(shape) = BwdShape::for_part(precision, part) else {
+    stage: Option<&KernelSpec>,
+) -> Result<Option<Vec<KernelSpec>>, EmitError> {
+    let Some(shape) = BwdShape::for_part(precision, part, stage.is_some()) else {
         return Ok(None);
     };
     let name = shape.kernel_name();
@@ -194,50 +205,57 @@ pub(super) fn sum_backward(
         .chain(ksplit.map(|k| KernelArg::Int(k as i32)))
         .collect::<Vec<_>>()
     };
+    let launch = |name: String, threads: u64, scales_with_batch: bool, block: u32, args: Vec<KernelArg>| KernelSpec {
+        name,
+        layer: layer.to_string(),
+        count,
+        threads_per_sample: threads,
+        scales_with_batch,
+        batch_group: 1,
+        block,
+        args,
+        small: None,
+    };
     // Element flows: (block, child tile) pairs split over the batch tiles like the forward.
     let items = count * rt;
     let split = TARGET_CTAS.div_ceil(items.max(1)).clamp(1, MAX_SPLIT);
     let (et, ..) = warp_grid(shape.er, TN);
     let (pt, ..) = warp_grid(shape.pm, PC);
-    let eflow = KernelSpec {
-        name: format!("{name}_eflow"),
-        layer: layer.to_string(),
-        count,
-        threads_per_sample: items as u64 * split as u64 * et as u64,
-        scales_with_batch: false,
-        batch_group: 1,
-        block: et,
-        args: args(KernelArg::ElementFlows, excl.elements, None),
-        small: None,
-    };
+    let eflow = launch(format!("{name}_eflow"), items as u64 * split as u64 * et as u64, false, et, args(KernelArg::ElementFlows, excl.elements, None));
     // Parameter flows: (block, node tile, child tile), split over the batch (K) likewise; the
     // number of K chunks is the batch's, known only at run time: sized for [`K_SPLIT_BATCH`].
     let pitems = count * mt * ct;
     let pks = k_split(pitems, K_SPLIT_BATCH.div_ceil(p_kc(precision)));
-    let pflow = KernelSpec {
-        name: format!("{name}_pflow"),
-        layer: layer.to_string(),
-        count,
-        threads_per_sample: pitems as u64 * pks as u64 * pt as u64,
-        scales_with_batch: false,
-        batch_group: 1,
-        block: pt,
-        args: args(KernelArg::SumFlows, excl.params, Some(pks)),
-        small: None,
+    let pthreads = pitems as u64 * pks as u64 * pt as u64;
+    let gflow_args = vec![KernelArg::NodeFlows, KernelArg::Nodes, KernelArg::SumMax, nids, KernelArg::Count, KernelArg::Batch, KernelArg::Int(moff as i32)];
+    let Some(stage) = stage.filter(|_| shape.staged) else {
+        let pflow = launch(format!("{name}_pflow"), pthreads, false, pt, args(KernelArg::SumFlows, excl.params, Some(pks)));
+        // G in place first (thread = block, node, sample).
+        let gflow = launch(format!("{name}_gflow"), count as u64 * shape.block_size as u64, true, 256, gflow_args);
+        return Ok(Some(vec![gflow, eflow, pflow]));
     };
-    // G in place first (thread = block, node, sample).
-    let gflow = KernelSpec {
-        name: format!("{name}_gflow"),
-        layer: layer.to_string(),
-        count,
-        threads_per_sample: count as u64 * shape.block_size as u64,
-        scales_with_batch: true,
-        batch_group: 1,
-        block: 256,
-        args: vec![KernelArg::NodeFlows, KernelArg::Nodes, KernelArg::SumMax, nids, KernelArg::Count, KernelArg::Batch, KernelArg::Int(moff as i32)],
-        small: None,
-    };
-    Ok(Some([gflow, eflow, pflow]))
+    // Staged: G as bf16 (CUDA block = block and node), the children staged again by the
+    // forward's kernel (its maxima kept: moff −1), then the product.
+    let gflow = launch(format!("{name}_gflow"), count as u64 * shape.block_size as u64 * 256, false, 256, gflow_args);
+    let mut restage = stage.clone();
+    restage.layer = format!("{layer} (staged children)");
+    restage.small = None;
+    *restage.args.last_mut().expect("the staging launch's moff") = KernelArg::Int(-1);
+    let pargs = vec![
+        KernelArg::SumFlows,
+        KernelArg::NodeFlows,
+        KernelArg::XStage,
+        KernelArg::SumParams,
+        nids,
+        cids,
+        pids,
+        KernelArg::Count,
+        KernelArg::Batch,
+        KernelArg::Int(excl.params as i32),
+        KernelArg::Int(pks as i32),
+    ];
+    let pflow = launch(format!("{name}_pflow"), pthreads, false, pt, pargs);
+    Ok(Some(vec![gflow, eflow, restage, pflow]))
 }
 
 #[cfg(test)]

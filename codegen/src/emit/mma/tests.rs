@@ -12,7 +12,7 @@
 use super::{MmaShape, Precision, SHORT_TB, TB};
 
 /// Round to bf16, nearest even (`cvt.rn.bf16x2.f32`), as the upper 16 bits of an f32.
-fn bf16_bits(x: f32) -> u16 {
+pub(super) fn bf16_bits(x: f32) -> u16 {
     let b = x.to_bits();
     ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
@@ -22,19 +22,19 @@ fn tf32_bits(x: f32) -> u32 {
     (x.to_bits() + 0x1000) & 0xffff_e000
 }
 
-fn bf16_val(h: u16) -> f32 {
+pub(super) fn bf16_val(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
 /// `cvt.rn.bf16x2.f32 d, hi, lo`: `hi` goes to the upper half, `lo` to the lower.
-fn pack_bf16x2(hi: f32, lo: f32) -> u32 {
+pub(super) fn pack_bf16x2(hi: f32, lo: f32) -> u32 {
     ((bf16_bits(hi) as u32) << 16) | bf16_bits(lo) as u32
 }
 
 /// One `mma.sync` on a warp per the PTX ISA fragment tables (g = lane >> 2, t = lane % 4).
 /// `a[lane]`, `b[lane]` are the lanes' operand registers; returns each lane's D fragment added to
 /// `c[lane]`.
-fn mma_warp(prec: Precision, a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &mut [[f32; 4]; 32]) {
+pub(super) fn mma_warp(prec: Precision, a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &mut [[f32; 4]; 32]) {
     let k = if prec == Precision::Bf16 { 16 } else { 8 };
     let mut am = vec![[None::<f32>; 16]; 16]; // [row][k]
     let mut bm = vec![[None::<f32>; 8]; 16]; // [k][col]
@@ -93,14 +93,14 @@ fn mma_warp(prec: Precision, a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &mut [[f
     }
 }
 
-struct Launch<'a> {
-    shape: &'a MmaShape,
-    b: usize,
-    nids: &'a [u32],
-    cids: &'a [u32],
-    pids: &'a [u32],
-    params: &'a [f32],
-    elem: &'a [f32],
+pub(super) struct Launch<'a> {
+    pub(super) shape: &'a MmaShape,
+    pub(super) b: usize,
+    pub(super) nids: &'a [u32],
+    pub(super) cids: &'a [u32],
+    pub(super) pids: &'a [u32],
+    pub(super) params: &'a [f32],
+    pub(super) elem: &'a [f32],
 }
 
 /// Kernel `_pack`: every packed word, row i fastest, written once.
@@ -333,18 +333,11 @@ fn store_tile(sh: &MmaShape, acc: &[Vec<Vec<[[f32; 4]; 32]>>], out: &Out, m: imp
     }
 }
 
-/// Replays the two-kernel forward (`templates/sum_fwd_gemm.cu.tera`): `_x` stages every block's
-/// B operand and maximum, then the product kernel copies chunks of it and of the packed weights
-/// and multiplies. Returns the node buffer (NaN where never written).
-fn replay_gemm(l: &Launch, num_nodes: usize) -> Vec<f32> {
+/// Kernel `_x` of the two-kernel forward: every block's B operand words `[r][kw][b]` and its
+/// maxima `[r][b]`, each word written once.
+pub(super) fn stage_x(l: &Launch) -> (Vec<Option<u32>>, Vec<f32>) {
     let sh = l.shape;
-    assert!(sh.gemm);
-    let (w_, tm, nt_, kc, kstep) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kstep as usize);
-    let (nth, wn, mf, nf) = (sh.threads as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
-    let (wtm, wtn, kcw, tb, ww) = (mf * 16, nf * 8, sh.kcw as usize, sh.tb as usize, sh.x_rows() as usize);
-    let (ld, ldj, nch) = (kcw + 4, tb + 8, w_.div_ceil(kc));
-    let (n_blocks, b, neg) = (l.nids.len(), l.b, f32::NEG_INFINITY);
-    // `_x`: maxima and words, each written once.
+    let (w_, ww, n_blocks, b, neg) = (sh.width as usize, sh.x_rows() as usize, l.nids.len(), l.b, f32::NEG_INFINITY);
     let mut xs = vec![None::<u32>; n_blocks * ww * b];
     let mut smax = vec![f32::NAN; n_blocks * b];
     for r in 0..n_blocks {
@@ -360,6 +353,21 @@ fn replay_gemm(l: &Launch, num_nodes: usize) -> Vec<f32> {
             }
         }
     }
+    (xs, smax)
+}
+
+/// Replays the two-kernel forward (`templates/sum_fwd_gemm.cu.tera`): `_x` stages every block's
+/// B operand and maximum, then the product kernel copies chunks of it and of the packed weights
+/// and multiplies. Returns the node buffer (NaN where never written).
+fn replay_gemm(l: &Launch, num_nodes: usize) -> Vec<f32> {
+    let sh = l.shape;
+    assert!(sh.gemm);
+    let (w_, tm, nt_, kc, kstep) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kstep as usize);
+    let (nth, wn, mf, nf) = (sh.threads as usize, sh.warps_n as usize, sh.mf as usize, sh.nf as usize);
+    let (wtm, wtn, kcw, tb, ww) = (mf * 16, nf * 8, sh.kcw as usize, sh.tb as usize, sh.x_rows() as usize);
+    let (ld, ldj, nch) = (kcw + 4, tb + 8, w_.div_ceil(kc));
+    let (n_blocks, b) = (l.nids.len(), l.b);
+    let (xs, smax) = stage_x(l);
     let packed = pack_kernel(l);
     let split = sh.split(n_blocks as u32) as usize;
     let grid = n_blocks * nt_ * split;
@@ -429,9 +437,9 @@ fn replay_gemm(l: &Launch, num_nodes: usize) -> Vec<f32> {
 }
 
 /// A small deterministic generator.
-struct Lcg(u64);
+pub(super) struct Lcg(pub(super) u64);
 impl Lcg {
-    fn next(&mut self) -> f32 {
+    pub(super) fn next(&mut self) -> f32 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32) / (1u64 << 24) as f32
     }
