@@ -125,6 +125,11 @@ impl BwdShape {
         ctx.insert("group", &(self.block_size / self.sub));
         ctx.insert("width", &self.width);
         ctx.insert("staged", &self.staged);
+        // The forward's packed weights (the staged element flows' A operand): its node tiles and
+        // child chunks.
+        let fwd = MmaShape::for_partition(self.precision, self.block_size, self.width).expect("a tensor-core shape");
+        ctx.insert("f_tm", &fwd.tm);
+        ctx.insert("f_kc", &fwd.kc);
         ctx.insert("tn", &TN);
         let (et, ewn, emf, enf) = warp_grid(self.er, TN);
         ctx.insert("er", &self.er);
@@ -158,11 +163,19 @@ pub(super) struct Exclusive {
     pub params: bool,
 }
 
+/// What a staged backward takes from its partition's two-kernel forward.
+pub(super) struct StagedForward<'a> {
+    /// The staging launch `<fwd>_x`, run again before the parameter flows.
+    pub stage: &'a KernelSpec,
+    /// The partition's first packed weight word (the element flows read the packed weights).
+    pub poff: KernelArg,
+}
+
 /// The launches of one partition's backward on tensor cores in order (G in place, element flows,
 /// for a staged backward the forward's staging kernel again, parameter flows), rendering the
 /// kernels the first time they are seen; `None`: the partition stays on the scalar backward.
-/// `moff`: the partition's first row of the forward maxima; `stage`: the two-kernel forward's
-/// staging launch (`<fwd>_x`), which a bf16 backward reruns to stage its parameter flows' X.
+/// `moff`: the partition's first row of the forward maxima; `staged`: the partition's two-kernel
+/// forward, whose packed weights and staging kernel a bf16 backward uses.
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement
 pub(super) fn sum_backward(
     t: &tera::Tera,
@@ -174,9 +187,9 @@ pub(super) fn sum_backward(
     tables: [KernelArg; 3],
     moff: u32,
     excl: Exclusive,
-    stage: Option<&KernelSpec>,
+    staged: Option<StagedForward>,
 ) -> Result<Option<Vec<KernelSpec>>, EmitError> {
-    let Some(shape) = BwdShape::for_part(precision, part, stage.is_some()) else {
+    let Some(shape) = BwdShape::for_part(precision, part, staged.is_some()) else {
         return Ok(None);
     };
     let name = shape.kernel_name();
@@ -221,22 +234,39 @@ pub(super) fn sum_backward(
     let split = TARGET_CTAS.div_ceil(items.max(1)).clamp(1, MAX_SPLIT);
     let (et, ..) = warp_grid(shape.er, TN);
     let (pt, ..) = warp_grid(shape.pm, PC);
-    let eflow = launch(format!("{name}_eflow"), items as u64 * split as u64 * et as u64, false, et, args(KernelArg::ElementFlows, excl.elements, None));
+    let ethreads = items as u64 * split as u64 * et as u64;
     // Parameter flows: (block, node tile, child tile), split over the batch (K) likewise; the
     // number of K chunks is the batch's, known only at run time: sized for [`K_SPLIT_BATCH`].
     let pitems = count * mt * ct;
     let pks = k_split(pitems, K_SPLIT_BATCH.div_ceil(p_kc(precision)));
     let pthreads = pitems as u64 * pks as u64 * pt as u64;
     let gflow_args = vec![KernelArg::NodeFlows, KernelArg::Nodes, KernelArg::SumMax, nids, KernelArg::Count, KernelArg::Batch, KernelArg::Int(moff as i32)];
-    let Some(stage) = stage.filter(|_| shape.staged) else {
+    let Some(StagedForward { stage, poff }) = staged.filter(|_| shape.staged) else {
+        let eflow = launch(format!("{name}_eflow"), ethreads, false, et, args(KernelArg::ElementFlows, excl.elements, None));
         let pflow = launch(format!("{name}_pflow"), pthreads, false, pt, args(KernelArg::SumFlows, excl.params, Some(pks)));
         // G in place first (thread = block, node, sample).
         let gflow = launch(format!("{name}_gflow"), count as u64 * shape.block_size as u64, true, 256, gflow_args);
         return Ok(Some(vec![gflow, eflow, pflow]));
     };
-    // Staged: G as bf16 (CUDA block = block and node), the children staged again by the
-    // forward's kernel (its maxima kept: moff −1), then the product.
+    // Staged: G as bf16 (CUDA block = block and node), element flows from the packed weights
+    // and G, the children staged again by the forward's kernel (its maxima kept: moff −1), then
+    // the parameter flows' product.
     let gflow = launch(format!("{name}_gflow"), count as u64 * shape.block_size as u64 * 256, false, 256, gflow_args);
+    let eargs = vec![
+        KernelArg::ElementFlows,
+        KernelArg::NodeFlows,
+        KernelArg::Elements,
+        KernelArg::PackedWeights,
+        KernelArg::SumMax,
+        nids,
+        cids,
+        KernelArg::Count,
+        KernelArg::Batch,
+        KernelArg::Int(moff as i32),
+        poff,
+        KernelArg::Int(excl.elements as i32),
+    ];
+    let eflow = launch(format!("{name}_eflow"), ethreads, false, et, eargs);
     let mut restage = stage.clone();
     restage.layer = format!("{layer} (staged children)");
     restage.small = None;

@@ -22,7 +22,7 @@ use pc_runtime::plan::Plan;
 
 /// Every layer template, registered under its name in the one tera instance of an emission
 /// ([`engine`]; includes resolve across them): (name, file under `templates/`, text).
-const TEMPLATES: [(&str, &str, &str); 19] = [
+const TEMPLATES: [(&str, &str, &str); 20] = [
     ("prelude", "prelude.cu.tera", include_str!("../../../templates/prelude.cu.tera")),
     ("input_fwd", "input_fwd.cu.tera", include_str!("../../../templates/input_fwd.cu.tera")),
     ("prod_fwd", "prod_fwd.cu.tera", include_str!("../../../templates/prod_fwd.cu.tera")),
@@ -38,6 +38,7 @@ const TEMPLATES: [(&str, &str, &str); 19] = [
     ("sum_fwd_mma", "sum_fwd_mma.cu.tera", include_str!("../../../templates/sum_fwd_mma.cu.tera")),
     ("sum_fwd_gemm", "sum_fwd_gemm.cu.tera", include_str!("../../../templates/sum_fwd_gemm.cu.tera")),
     ("sum_bwd_mma", "sum_bwd_mma.cu.tera", include_str!("../../../templates/sum_bwd_mma.cu.tera")),
+    ("sum_bwd_eflow_staged", "sum_bwd_eflow_staged.cu.tera", include_str!("../../../templates/sum_bwd_eflow_staged.cu.tera")),
     ("sum_bwd_pflow_staged", "sum_bwd_pflow_staged.cu.tera", include_str!("../../../templates/sum_bwd_pflow_staged.cu.tera")),
     ("query_prelude", "query_prelude.cu.tera", include_str!("../../../templates/query_prelude.cu.tera")),
     ("query_input", "query_input.cu.tera", include_str!("../../../templates/query_input.cu.tera")),

@@ -104,7 +104,7 @@ pub(super) struct Launch<'a> {
 }
 
 /// Kernel `_pack`: every packed word, row i fastest, written once.
-fn pack_kernel(l: &Launch) -> Vec<Option<u32>> {
+pub(super) fn pack_kernel(l: &Launch) -> Vec<Option<u32>> {
     let sh = l.shape;
     let (w_, tm, nt_, kc, kcw) = (sh.width as usize, sh.tm as usize, sh.nt as usize, sh.kc as usize, sh.kcw as usize);
     let n_blocks = l.nids.len();

@@ -1,16 +1,17 @@
-//! CPU replay of the staged backward's parameter flows (bf16, `templates/sum_bwd_pflow_staged.cu.tera`
-//! and the staged `_gflow` of `sum_bwd_mma.cu.tera`): `_gflow`'s in-place compaction of G to bf16
-//! (its chunk order, read before write), the forward's `_x` run again (tests.rs), then `_pflow`
-//! block by block with its own index arithmetic: cp.async chunks with zeroed tails, 8-byte
-//! fragment loads split by `prmt` into two children's fragments, the children of a fragment pair,
-//! K slices. The mma follows the PTX fragment tables (tests.rs). Checked against Θ ⊙ (G·Xᵀ) in f64
-//! on the same rounded operands. Keep it in step with the templates.
+//! CPU replay of the staged backward (bf16; `templates/sum_bwd_pflow_staged.cu.tera`,
+//! `sum_bwd_eflow_staged.cu.tera` and the staged `_gflow` of `sum_bwd_mma.cu.tera`): `_gflow`'s
+//! in-place compaction of G to bf16 (its chunk order, read before write), the forward's `_x` run
+//! again and its `_pack` (tests.rs), then `_pflow` and `_eflow` block by block with their own index
+//! arithmetic: cp.async chunks with zeroed tails, 8-byte fragment loads split by `prmt` into two
+//! children's fragments, `ldmatrix .trans` per the PTX ISA, K slices. The mma follows the PTX
+//! fragment tables (tests.rs). Checked against Θ ⊙ (G·Xᵀ) and X ⊙ (Θᵀ·G) in f64 on the same rounded
+//! operands. Keep it in step with the templates.
 
 // The replay indexes by thread, lane and tile exactly as the kernel does.
 #![allow(clippy::needless_range_loop)]
 
-use super::super::mma_bwd::{BwdShape, PC};
-use super::tests::{Launch, Lcg, bf16_val, mma_warp, pack_bf16x2, stage_x};
+use super::super::mma_bwd::{BwdShape, PC, TN};
+use super::tests::{Launch, Lcg, bf16_val, mma_warp, pack_bf16x2, pack_kernel, stage_x};
 use super::{MmaPart, MmaShape, Precision, warps};
 
 /// `__byte_perm(x, y, s)`: byte i of the result is byte `s >> 4i & 7` of `y:x` (x the low word).
@@ -156,6 +157,132 @@ fn pflow_kernel(sh: &BwdShape, gs: &[u32], xs: &[Option<u32>], l: &Launch, ks_n:
     }
 }
 
+/// `ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16` per the PTX ISA: lanes 8j..8j + 7 give the
+/// row addresses (words) of matrix j; register j of lane (g, t) holds matrix j's elements (2t, g)
+/// in its low half and (2t + 1, g) in its high half.
+fn ldsm_x4_t(s: &[Option<u32>], addr: &[usize; 32]) -> [[u32; 4]; 32] {
+    let half = |j: usize, row: usize, col: usize| -> u32 {
+        let a = addr[8 * j + row];
+        assert!(a.is_multiple_of(4), "16-byte aligned ldmatrix row");
+        let w = s[a + col / 2].expect("ldmatrix of an unstaged word");
+        if col.is_multiple_of(2) { w & 0xffff } else { w >> 16 }
+    };
+    let mut d = [[0u32; 4]; 32];
+    for (lane, dl) in d.iter_mut().enumerate() {
+        let (g, t) = (lane >> 2, lane & 3);
+        for (j, dj) in dl.iter_mut().enumerate() {
+            *dj = half(j, 2 * t, g) | half(j, 2 * t + 1, g) << 16;
+        }
+    }
+    d
+}
+
+/// The staged `_eflow` with `split` CUDA blocks per (block, child tile); stores (`excl`) or adds
+/// into `eflow`, counting stores per slot.
+#[allow(clippy::too_many_arguments)] // the kernel's arguments
+fn eflow_kernel(sh: &BwdShape, packed: &[Option<u32>], gs: &[u32], l: &Launch, smax: &[f32], split: usize, excl: bool, eflow: &mut [f32], stores: &mut [u32]) {
+    let fwd = l.shape;
+    let (bs, w_, tr, tn, kc) = (sh.block_size as usize, sh.width as usize, sh.er as usize, TN as usize, sh.e_kc as usize);
+    let (wm_, wn_) = warps(sh.er);
+    let (wn_, nth) = (wn_ as usize, 32 * (wm_ * wn_) as usize);
+    let (mf, nf) = (tr / wm_ as usize / 16, tn / wn_ / 8);
+    let (ftm, fkc) = (fwd.tm as usize, fwd.kc as usize);
+    let (fnt, fkcw, fnch) = (bs / ftm, fkc / 2, w_.div_ceil(fkc));
+    let (ldt, ldg, nch, rt) = (tr / 2 + 4, tn / 2 + 4, bs.div_ceil(kc), w_.div_ceil(tr));
+    let (n_blocks, b) = (l.nids.len(), l.b);
+    let grid = n_blocks * rt * split;
+    for bx in 0..grid {
+        let s = grid / (n_blocks * rt);
+        let (rr, vec) = (bx / s, b.is_multiple_of(8));
+        let (r, w0) = (rr / rt, rr % rt * tr);
+        let (c, n0, pk) = (&l.cids[r * w_..(r + 1) * w_], l.nids[r] as usize, r * fnt * fnch * ftm * fkcw);
+        let mut bt = bx % s;
+        while bt < b.div_ceil(tn) {
+            let b0 = bt * tn;
+            let sm: Vec<f32> = (0..tn).map(|col| if b0 + col < b { smax[r * b + b0 + col] } else { f32::NEG_INFINITY }).collect();
+            let mut acc = vec![vec![vec![[[0f32; 4]; 32]; nf]; mf]; nth / 32];
+            for ch in 0..nch {
+                // kernel `issue`: packed weight pieces of 8 children, G pieces of 8 samples (vec)
+                // or pairs; everything else zeroed.
+                let mut st = vec![None::<u32>; kc * ldt];
+                for row in 0..kc {
+                    for q in (0..tr).step_by(8) {
+                        let (m, w) = (ch * kc + row, w0 + q);
+                        let fch = w / fkc;
+                        for i in 0..4 {
+                            let word = if m < bs && fch < fnch {
+                                packed[pk + ((m / ftm * fnch + fch) * ftm + m % ftm) * fkcw + (w % fkc) / 2 + i].expect("packed")
+                            } else {
+                                0
+                            };
+                            st[row * ldt + q / 2 + i] = Some(word);
+                        }
+                    }
+                }
+                let mut sg = vec![None::<u32>; kc * ldg];
+                for row in 0..kc {
+                    let m = ch * kc + row;
+                    for q in (0..tn).step_by(if vec { 8 } else { 2 }) {
+                        for i in 0..if vec { 4 } else { 1 } {
+                            let word = if m < bs && b0 + q < b { gs[(n0 + m) * b + (b0 + q) / 2 + i] } else { 0 };
+                            sg[row * ldg + q / 2 + i] = Some(word);
+                        }
+                    }
+                }
+                for kk in 0..kc / 16 {
+                    for (warp, acc_w) in acc.iter_mut().enumerate() {
+                        let (wm, wn) = (warp / wn_, warp % wn_);
+                        let addr = |f: &dyn Fn(usize, usize) -> usize| -> [usize; 32] { std::array::from_fn(|lane| f(lane >> 3, lane & 7)) };
+                        let a: Vec<[[u32; 4]; 32]> = (0..mf)
+                            .map(|mi| ldsm_x4_t(&st, &addr(&|j, jr| (kk * 16 + (j >> 1) * 8 + jr) * ldt + (wm * mf * 16 + mi * 16 + (j & 1) * 8) / 2)))
+                            .collect();
+                        let mut bf = vec![[[0u32; 2]; 32]; nf];
+                        for p in 0..nf / 2 {
+                            let d = ldsm_x4_t(&sg, &addr(&|j, jr| (kk * 16 + (j & 1) * 8 + jr) * ldg + (wn * nf * 8 + p * 16 + (j >> 1) * 8) / 2));
+                            for lane in 0..32 {
+                                bf[2 * p][lane] = [d[lane][0], d[lane][1]];
+                                bf[2 * p + 1][lane] = [d[lane][2], d[lane][3]];
+                            }
+                        }
+                        // A: register j of the fragment is matrix j.
+                        for mi in 0..mf {
+                            for ni in 0..nf {
+                                mma_warp(Precision::Bf16, &a[mi], &bf[ni], &mut acc_w[mi][ni]);
+                            }
+                        }
+                    }
+                }
+            }
+            for (warp, acc_w) in acc.iter().enumerate() {
+                let (wm, wn) = (warp / wn_, warp % wn_);
+                for mi in 0..mf {
+                    for ni in 0..nf {
+                        for lane in 0..32 {
+                            let (g, t) = (lane >> 2, lane & 3);
+                            for e in 0..4 {
+                                let (row, col) = (wm * mf * 16 + mi * 16 + g + (e >> 1) * 8, wn * nf * 8 + ni * 8 + 2 * t + (e & 1));
+                                let (w, bb) = (w0 + row, b0 + col);
+                                if w < w_ && bb < b && c[w] != 0 && sm[col] != f32::NEG_INFINITY {
+                                    let at = c[w] as usize * b + bb;
+                                    let ev = l.elem[at];
+                                    let f = if ev == f32::NEG_INFINITY { 0.0 } else { (ev - sm[col]).exp() * acc_w[mi][ni][lane][e] };
+                                    if excl {
+                                        eflow[at] = f;
+                                        stores[at] += 1;
+                                    } else {
+                                        eflow[at] += f;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            bt += s;
+        }
+    }
+}
+
 /// Blocks of `bs` nodes over `width` children (block 1 padded with dummy children), random
 /// flows with zeros, node values with −inf, a sample whose children are all −inf.
 fn check(bs: u32, width: u32, b: usize, ks_n: usize) {
@@ -204,6 +331,37 @@ fn check(bs: u32, width: u32, b: usize, ks_n: usize) {
             }
         }
     }
+    // Element flows: X ⊙ (Θᵀ·G), Θ as packed by the forward's `_pack`.
+    let packed = pack_kernel(&l);
+    for split in [1, 2] {
+        let mut eflow = vec![0f32; elem.len()];
+        let mut stores = vec![0u32; elem.len()];
+        eflow_kernel(&sh, &packed, &nflow, &l, &smax, split, true, &mut eflow, &mut stores);
+        for r in 0..n {
+            for w in 0..w_ {
+                let cw = cids[r * w_ + w] as usize;
+                if cw == 0 {
+                    continue;
+                }
+                for s in 0..b {
+                    let (ev, mb) = (elem[cw * b + s], smax[r * b + s]);
+                    let sum: f64 = (0..bs_)
+                        .map(|m| {
+                            bf16_val(pack_bf16x2(0.0, params[pids[r * w_ + w] as usize + m]) as u16) as f64
+                                * bf16_val(pack_bf16x2(0.0, gval(r, m, s)) as u16) as f64
+                        })
+                        .sum();
+                    let want = if mb == f32::NEG_INFINITY || ev == f32::NEG_INFINITY { 0.0 } else { ((ev - mb) as f64).exp() * sum };
+                    let got = eflow[cw * b + s] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs() + 1e-7,
+                        "eflow bs{bs} w{width} B{b} split {split}: block {r} child {w} sample {s}: {got} vs {want}"
+                    );
+                    assert!(stores[cw * b + s] <= 1, "an owned element flow stored twice");
+                }
+            }
+        }
+    }
     let mut pflow = vec![0f32; params.len()];
     let mut owned = vec![0u32; params.len()];
     pflow_kernel(&sh, &nflow, &xs, &l, ks_n, true, &mut pflow, &mut owned);
@@ -229,7 +387,7 @@ fn check(bs: u32, width: u32, b: usize, ks_n: usize) {
 }
 
 #[test]
-fn staged_parameter_flows_replay_the_product() {
+fn staged_flows_replay_the_products() {
     for (bs, w) in [(16, 3), (32, 40), (128, 64), (64, 130)] {
         for b in [1, 7, 64, 130] {
             check(bs, w, b, 1);
