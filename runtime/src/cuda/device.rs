@@ -24,8 +24,7 @@ impl GpuInfo {
 /// Every usable device. Errors say why there is none (no driver library, no device, a driver
 /// failure), so callers can print the reason and fall back to the CPU.
 pub fn probe() -> Result<Vec<GpuInfo>, CudaError> {
-    // SAFETY: only checks whether the driver library can be opened.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+    if !super::raw::driver_present() {
         return Err(CudaError::NoDriver);
     }
     let count = CudaContext::device_count()?;

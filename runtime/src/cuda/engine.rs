@@ -409,8 +409,7 @@ impl GpuEngine {
     fn open(plan: &Plan, source: &str, cubins: &[(&str, &[u8])], manifest: &Manifest, cache: &KernelCache) -> Result<Opened, RuntimeError> {
         let t0 = Instant::now();
         // Only device 0 is opened (probing every device costs a context each on a warm start).
-        // SAFETY: only checks whether the driver library can be opened.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        if !super::raw::driver_present() {
             return Err(CudaError::NoDriver.into());
         }
         if CudaContext::device_count().map_err(CudaError::from)? <= 0 {
@@ -747,12 +746,10 @@ impl GpuEngine {
         while host.load(0, Ordering::Acquire) != seq {
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(1024) {
-                // SAFETY: this engine's stream; its context is bound (the launch above).
-                match unsafe { sys::cuStreamQuery(self.stream.cu_stream()) } {
-                    sys::CUresult::CUDA_ERROR_NOT_READY => {}
-                    sys::CUresult::CUDA_SUCCESS if host.load(0, Ordering::Acquire) == seq => break,
-                    sys::CUresult::CUDA_SUCCESS => return Err(CudaError::NoHostResult.into()),
-                    e => return Err(CudaError::from(DriverError(e)).into()),
+                match super::raw::stream_idle(&self.stream).map_err(CudaError::from)? {
+                    false => {}
+                    true if host.load(0, Ordering::Acquire) == seq => break,
+                    true => return Err(CudaError::NoHostResult.into()),
                 }
             }
             std::hint::spin_loop();

@@ -11,6 +11,7 @@ mod engine;
 pub use crate::manifest;
 mod nvrtc;
 pub mod persistent;
+mod raw;
 mod units;
 
 pub use cache::KernelCache;

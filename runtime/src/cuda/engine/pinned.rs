@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, result, sys};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, sys};
+
+use super::super::raw;
 use rayon::prelude::*;
 
 /// `len` page-locked, zero-initialised 32-bit words.
@@ -26,9 +28,9 @@ impl PinnedWords {
     pub fn new(stream: &Arc<CudaStream>, len: usize, mapped: bool) -> Result<PinnedWords, DriverError> {
         stream.context().bind_to_thread()?;
         let len = len.max(1);
-        let flags = if mapped { sys::CU_MEMHOSTALLOC_DEVICEMAP } else { 0 };
-        // SAFETY: a fresh allocation of `4 · len` bytes, zeroed before any use.
-        let ptr = unsafe { result::malloc_host(4 * len, flags)? } as *mut u32;
+        // SAFETY: the stream's context is bound (above); a fresh allocation of `4 · len` bytes,
+        // zeroed before any use and freed once, on drop.
+        let ptr = unsafe { raw::host_alloc(4 * len, mapped)? } as *mut u32;
         // SAFETY: `ptr` holds `len` u32 words, just allocated.
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
         Ok(PinnedWords { ptr, len, stream: stream.clone() })
@@ -49,10 +51,8 @@ impl PinnedWords {
 
     /// The device's address of a mapped allocation.
     pub fn device_ptr(&self) -> Result<sys::CUdeviceptr, DriverError> {
-        let mut d: sys::CUdeviceptr = 0;
-        // SAFETY: `ptr` is a page-locked allocation of this context.
-        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut d, self.ptr as *mut std::ffi::c_void, 0).result()? };
-        Ok(d)
+        // SAFETY: `ptr` is a live page-locked allocation of this context (mapped where asked).
+        unsafe { raw::host_device_ptr(self.ptr as *mut std::ffi::c_void) }
     }
 
     /// Copy the first `n` words to `dst` on the stream (asynchronous: the words must stay
@@ -60,15 +60,15 @@ impl PinnedWords {
     pub fn copy_to(&self, n: usize, dst: sys::CUdeviceptr) -> Result<(), DriverError> {
         assert!(n <= self.len);
         // SAFETY: `n` initialised words; `dst` holds at least as many (the caller's buffer).
-        unsafe { result::memcpy_htod_async(dst, std::slice::from_raw_parts(self.ptr, n), self.stream.cu_stream()) }
+        unsafe { raw::copy_htod_async(dst, std::slice::from_raw_parts(self.ptr, n), &self.stream) }
     }
 }
 
 impl Drop for PinnedWords {
     fn drop(&mut self) {
         let _ = self.stream.synchronize();
-        // SAFETY: allocated by `malloc_host`, no longer used by the device (synchronized above).
-        let _ = unsafe { result::free_host(self.ptr as *mut std::ffi::c_void) };
+        // SAFETY: allocated by `host_alloc`, no longer used by the device (synchronized above).
+        let _ = unsafe { raw::host_free(self.ptr as *mut std::ffi::c_void) };
     }
 }
 

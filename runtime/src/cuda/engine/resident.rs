@@ -6,11 +6,11 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg, sys};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::{GpuEngine, io_layout};
 use crate::RuntimeError;
-use crate::cuda::CudaError;
+use crate::cuda::{CudaError, raw};
 use crate::data::Evidence;
 
 /// The kernel that widens byte rows into a pass's float inputs (emitted into every source's
@@ -135,28 +135,11 @@ impl GpuEngine {
         let (n, nv, stream) = (bufs.io_n, data.num_vars, &self.stream);
         let (io, _) = bufs.io.device_ptr(stream);
         let copy = |src: u64, dst: u64, elem: usize| -> Result<(), CudaError> {
-            let c = sys::CUDA_MEMCPY2D {
-                srcXInBytes: rows.start * elem,
-                srcY: 0,
-                srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-                srcHost: std::ptr::null(),
-                srcDevice: src,
-                srcArray: std::ptr::null_mut(),
-                srcPitch: data.num_samples * elem,
-                dstXInBytes: 0,
-                dstY: 0,
-                dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-                dstHost: std::ptr::null_mut(),
-                dstDevice: dst,
-                dstArray: std::ptr::null_mut(),
-                dstPitch: batch * elem,
-                WidthInBytes: batch * elem,
-                Height: nv,
-            };
             // SAFETY: source rows [start, end) of each of the nv variable rows lie inside the
             // dataset (checked above); the destination is the first nv · batch values (or mask
             // bytes) of `io`, sized by `io_layout(nv · batch)`; both on this engine's stream.
-            unsafe { sys::cuMemcpy2DAsync_v2(&c, stream.cu_stream()).result() }.map_err(CudaError::from)
+            unsafe { raw::copy_2d_dtod_async((src, rows.start * elem, data.num_samples * elem), (dst, batch * elem), (batch * elem, nv), stream) }
+                .map_err(CudaError::from)
         };
         match &data.values {
             Values::F32(v) => copy(v.device_ptr(stream).0, io, 4)?,
@@ -182,11 +165,11 @@ impl GpuEngine {
                 copy(m, mask_at, 1)?;
             }
             // SAFETY: the n mask bytes follow the n values in `io` (`io_layout`).
-            None => unsafe { sys::cuMemsetD8Async(mask_at, 0, n, stream.cu_stream()).result() }.map_err(CudaError::from)?,
+            None => unsafe { raw::memset_d8_async(mask_at, 0, n, stream) }.map_err(CudaError::from)?,
         }
         let (_, at_seq) = io_layout(n);
         // SAFETY: the sequence word lies inside `io` (`io_layout`).
-        unsafe { sys::cuMemsetD32Async(io + 4 * at_seq as u64, 0, 1, stream.cu_stream()).result() }.map_err(CudaError::from)?;
+        unsafe { raw::memset_d32_async(io + 4 * at_seq as u64, 0, 1, stream) }.map_err(CudaError::from)?;
         Ok(batch)
     }
 }
