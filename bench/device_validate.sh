@@ -2,9 +2,10 @@
 # One device call that self-checks a new build and the switches still off by default, then
 # measures them against the previous build: gpu_selftest --fast of carry/bin as built and with
 # PCC_CAT_STATS_MMA=1 PCC_PERSISTENT=1 (categorical statistics on tensor cores, persistent
-# small-batch pass); bench_gpu (pcc alone, bf16, batch 512) of carry/bin-old, carry/bin and
-# carry/bin with PCC_CAT_STATS_MMA=1 on AB_MODELS, as far as DEADLINE allows. Logs under $OUT.
-# Usage: DEADLINE=560 AB_MODELS=hclt512,hclt256 bash bench/device_validate.sh
+# small-batch pass); bench_gpu (pcc alone, bf16, batch 512) of AB_VARIANTS (default: carry/bin-old,
+# carry/bin, carry/bin with PCC_CAT_STATS_MMA=1) on AB_MODELS, as far as DEADLINE allows. Logs
+# under $OUT.
+# Usage: DEADLINE=560 AB_MODELS=hclt512,pd256 AB_VARIANTS="bin: bin:PCC_FWD_GEMM=excl" bash bench/device_validate.sh
 set -uo pipefail
 SECONDS=0
 fits() { [ $((SECONDS + $1)) -le ${DEADLINE:-560} ] || { echo "skipped (deadline): $2"; return 1; }; }
@@ -19,13 +20,14 @@ selftest() {  # name, env...
 }
 selftest default PCC_NONE=1
 selftest switches PCC_CAT_STATS_MMA=1 PCC_PERSISTENT=1
+# Variants: "binary:VAR=value,VAR=value" (space-separated), each run on every model.
 for m in $(echo ${AB_MODELS:-hclt512} | tr , ' '); do
-    for v in "bin-old 0" "bin 0" "bin 1"; do
-        set -- $v
-        fits ${BENCH_TIMEOUT:-60} "bench $m $1 PCC_CAT_STATS_MMA=$2" || continue
-        PCC_CAT_STATS_MMA=$2 PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BENCH_TIMEOUT:-60} carry/$1/bench_gpu carry/data /tmp/suite $m > /tmp/b.jsonl 2> /tmp/b.err
-        echo "bench $m $1 PCC_CAT_STATS_MMA=$2 rc=$? at ${SECONDS}s"; tail -1 /tmp/b.err
-        grep "^{" /tmp/b.jsonl | sed "s/^/$1 PCC_CAT_STATS_MMA=$2 /" | tee -a $OUT/bench.txt | cut -c1-420
+    for v in ${AB_VARIANTS:-bin-old: bin: bin:PCC_CAT_STATS_MMA=1}; do
+        b=${v%%:*}; vars=$(echo ${v#*:} | tr , ' ')
+        fits ${BENCH_TIMEOUT:-60} "bench $m $v" || continue
+        env $vars PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BENCH_TIMEOUT:-60} carry/$b/bench_gpu carry/data /tmp/suite $m > /tmp/b.jsonl 2> /tmp/b.err
+        echo "bench $m $v rc=$? at ${SECONDS}s"; tail -1 /tmp/b.err
+        grep "^{" /tmp/b.jsonl | sed "s/^/$v /" | tee -a $OUT/bench.txt | cut -c1-300
     done
 done
 echo "done at ${SECONDS}s"

@@ -385,6 +385,11 @@ impl<'a> Emitter<'a> {
     ) -> Result<(), EmitError> {
         let layer = format!("sums d{d} p{p}");
         let parts = mma::MmaPart::split(part);
+        // Two-kernel launches stage at most MAX_X_WORDS per sample.
+        let parts: Vec<mma::MmaPart> = match mma::two_kernel_forward(exclusive_elements) {
+            true => parts.into_iter().flat_map(|mp| mp.chunks(mma::x_blocks(self.opts.precision, part.width))).collect(),
+            false => parts,
+        };
         let excl = mma_bwd::Exclusive { elements: exclusive_elements, params: distinct_nonzero(&part.pids) };
         let has_small = small.is_some();
         let mut small = small.map(Box::new);

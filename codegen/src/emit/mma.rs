@@ -160,6 +160,29 @@ impl MmaPart {
         self.nids.len() as u32
     }
 
+    /// The part as launches of at most `max_blocks` blocks each (in order; itself when it fits).
+    pub fn chunks(self, max_blocks: usize) -> Vec<MmaPart> {
+        let (n, w, g) = (self.nids.len(), self.width as usize, self.group() as usize);
+        if n <= max_blocks.max(1) {
+            return vec![self];
+        }
+        let step = max_blocks.max(1);
+        (0..n)
+            .step_by(step)
+            .map(|a| {
+                let b = (a + step).min(n);
+                MmaPart {
+                    nids: self.nids[a..b].to_vec(),
+                    cids: self.cids[a * w..b * w].to_vec(),
+                    pids: self.pids[a * g * w..b * g * w].to_vec(),
+                    block_size: self.block_size,
+                    sub: self.sub,
+                    width: self.width,
+                }
+            })
+            .collect()
+    }
+
     pub fn group(&self) -> u32 {
         self.block_size / self.sub
     }
@@ -332,11 +355,30 @@ impl MmaShape {
     }
 }
 
-/// Whether partitions whose children no other sum block of the depth reads take the two-kernel
-/// forward ([`MmaShape::gemm`]): yes unless `PCC_FWD_GEMM=0` (for A/B runs; read at emission,
-/// so the kernel cache keeps both variants apart by their source).
-fn two_kernel_forward() -> bool {
-    std::env::var("PCC_FWD_GEMM").map_or(true, |v| v != "0")
+/// Whether a partition takes the two-kernel forward ([`MmaShape::gemm`]) and with it the staged
+/// backward: yes unless `PCC_FWD_GEMM=0` (none) or `PCC_FWD_GEMM=excl` (only partitions whose
+/// children no other sum block of the depth reads, as before 2026-12-07's sixth session), for A/B
+/// runs; read at emission, so the kernel cache keeps the variants apart by their source. Blocks
+/// over shared children (PD's regions) each stage their own copy of X: the same values, and the
+/// element flows add with atomics.
+pub(super) fn two_kernel_forward(exclusive: bool) -> bool {
+    match std::env::var("PCC_FWD_GEMM").as_deref() {
+        Ok("0") => false,
+        Ok("excl") => exclusive,
+        _ => true,
+    }
+}
+
+/// Most [`KernelArg::XStage`] words per sample one launch of the two-kernel forward may stage
+/// (64 MiB at batch 1024): a partition with more blocks runs as several launches
+/// ([`MmaPart::chunks`]), so the buffer stays small where blocks are many (PD's regions, whose
+/// blocks each stage a copy of their shared children; hclt1024's widest depths).
+pub const MAX_X_WORDS: u32 = 1 << 14;
+
+/// The blocks per launch of a two-kernel partition of `width` children ([`MAX_X_WORDS`]).
+pub(super) fn x_blocks(precision: Precision, width: u32) -> usize {
+    let rows = if precision == Precision::Bf16 { width.div_ceil(2) } else { width };
+    (MAX_X_WORDS / rows.max(1)).max(1) as usize
 }
 
 /// One sum partition's forward on tensor cores, as [`sum_forward`] emits it.
@@ -353,8 +395,8 @@ pub(super) struct Forward {
 /// weights, rendering them into `source` the first time their shape is seen (the helpers they
 /// use are in the source's head, see `layers::Emitter::new`). `tables`: nids, cids, pids;
 /// `moff`: the partition's first row of the forward maxima; `poff`: its first packed word;
-/// `exclusive`: no other sum block of the depth reads these children (the two-kernel forward
-/// stages each block's B operand once). `None`: the partition stays on the scalar kernel.
+/// `exclusive`: no other sum block of the depth reads these children (see
+/// [`two_kernel_forward`]). `None`: the partition stays on the scalar kernel.
 #[allow(clippy::too_many_arguments)] // the launch's tables and placement, as `mma_bwd::sum_backward`
 pub(super) fn sum_forward(
     t: &tera::Tera,
@@ -371,7 +413,7 @@ pub(super) fn sum_forward(
     let Some(shape) = MmaShape::for_part(opts.precision, part) else { return Ok(None) };
     let count = part.count();
     let shape = shape.for_launch(count);
-    let shape = if exclusive && two_kernel_forward() { shape.two_kernel() } else { shape };
+    let shape = if two_kernel_forward(exclusive) { shape.two_kernel() } else { shape };
     let split = shape.split(count);
     let name = shape.kernel_name();
     if emitted.insert(name.clone()) {

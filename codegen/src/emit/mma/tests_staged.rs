@@ -333,10 +333,10 @@ fn check(bs: u32, width: u32, b: usize, ks_n: usize) {
     }
     // Element flows: X ⊙ (Θᵀ·G), Θ as packed by the forward's `_pack`.
     let packed = pack_kernel(&l);
-    for split in [1, 2] {
+    for (split, excl) in [(1, true), (2, true), (1, false)] {
         let mut eflow = vec![0f32; elem.len()];
         let mut stores = vec![0u32; elem.len()];
-        eflow_kernel(&sh, &packed, &nflow, &l, &smax, split, true, &mut eflow, &mut stores);
+        eflow_kernel(&sh, &packed, &nflow, &l, &smax, split, excl, &mut eflow, &mut stores);
         for r in 0..n {
             for w in 0..w_ {
                 let cw = cids[r * w_ + w] as usize;
@@ -355,7 +355,7 @@ fn check(bs: u32, width: u32, b: usize, ks_n: usize) {
                     let got = eflow[cw * b + s] as f64;
                     assert!(
                         (got - want).abs() <= 1e-4 * want.abs() + 1e-7,
-                        "eflow bs{bs} w{width} B{b} split {split}: block {r} child {w} sample {s}: {got} vs {want}"
+                        "eflow bs{bs} w{width} B{b} split {split} excl {excl}: block {r} child {w} sample {s}: {got} vs {want}"
                     );
                     assert!(stores[cw * b + s] <= 1, "an owned element flow stored twice");
                 }
