@@ -1,5 +1,5 @@
-//! The categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`), switched on
-//! by `PCC_CAT_STATS_MMA=1` (off by default until a GPU self-check has run them): the emitter
+//! The categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`), on by
+//! default (`PCC_CAT_STATS_MMA=0` switches them off; set to 1 here all the same): the emitter
 //! launches them over (64-leaf, 64-category) tiles of each variable in place of the scalar
 //! kernel, and they compile spill-free for both tensor-core precisions. Its own test binary: the
 //! switch is a process-wide environment variable.

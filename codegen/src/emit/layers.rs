@@ -246,7 +246,7 @@ impl<'a> Emitter<'a> {
 
     /// Categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`: per
     /// variable, the leaves' flows times the one-hot data), where the manifest has tensor cores
-    /// (bf16/tf32, the helpers in the head), the leaves are categorical and `PCC_CAT_STATS_MMA=1`;
+    /// (bf16/tf32, the helpers in the head), the leaves are categorical and `PCC_CAT_STATS_MMA` is not 0;
     /// `None` otherwise (the scalar kernel, which fp32 keeps as the exact reference).
     /// `tables`: ids, aux, cslots.
     fn categorical_stats_mma(
@@ -258,8 +258,8 @@ impl<'a> Emitter<'a> {
     ) -> Result<Option<KernelSpec>, EmitError> {
         const TM: u32 = 64;
         const TC: u32 = 64;
-        // Off unless PCC_CAT_STATS_MMA=1 until a GPU self-check has run it (2026-12-07: not yet).
-        if layer.kind != DistKind::Categorical || !self.mma_head || std::env::var("PCC_CAT_STATS_MMA").map_or(true, |v| v != "1") {
+        // On unless PCC_CAT_STATS_MMA=0 (for A/B runs; the GPU self-check passed on 2026-12-07).
+        if layer.kind != DistKind::Categorical || !self.mma_head || std::env::var("PCC_CAT_STATS_MMA").is_ok_and(|v| v == "0") {
             return Ok(None);
         }
         let kmax = nstats.iter().copied().max().unwrap_or(0);

@@ -34,25 +34,24 @@ pub(super) struct PersistentState {
     trace: Option<CudaSlice<u64>>,
 }
 
-/// Whether the persistent pass is switched on (`PCC_PERSISTENT=1`; see [`PersistentState::load`]).
+/// Whether the persistent pass is switched on (yes unless `PCC_PERSISTENT=0`; see
+/// [`PersistentState::load`]).
 pub(super) fn enabled() -> bool {
-    std::env::var("PCC_PERSISTENT").is_ok_and(|v| v == "1")
+    std::env::var("PCC_PERSISTENT").map_or(true, |v| v != "0")
 }
 
 impl PersistentState {
-    /// Schedule `p` for this device and upload it; `None` unless it is switched on
-    /// (`PCC_PERSISTENT=1`), when the device cannot launch cooperatively (e.g. some virtualized or
+    /// Schedule `p` for this device and upload it; `None` where it is switched off
+    /// (`PCC_PERSISTENT=0`), the device cannot launch cooperatively (e.g. some virtualized or
     /// MPS setups) or a block would not fit on an SM: then the per-depth launches run instead.
     ///
-    /// Off by default since 2026-12-07: on an H100 it gave wrong values (relative error 1e-2 to
-    /// 4e-2, changing from call to call) at batches 1 and 2 for hclt128 on MNIST, whose 128-node
-    /// blocks run as fast tasks, which `gpu_selftest --fast` did not cover then; the per-depth
-    /// launches gave the CPU engine's values on the same model
-    /// (`bench/results/2026-12-07-h100-small-batch-fa9712c.txt`). The host emulator reproduced it
-    /// on that structure (`PCC_EMU_STRUCTURE`): the second producer warp gathered children before
-    /// the first had waited for their flags. Fixed in the template (each producer warp waits for
-    /// every dependency); it stays off until a GPU run confirms the fix (`PCC_PERSISTENT=1
-    /// gpu_selftest --fast`, then `latency` on hclt128).
+    /// It was off for a day (2026-12-07): on an H100 it gave wrong values at batches 1 and 2 for
+    /// hclt128 on MNIST (128-node blocks, the pass's fast tasks, which `gpu_selftest --fast` did
+    /// not cover then; `bench/results/2026-12-07-h100-small-batch-fa9712c.txt`). The host emulator
+    /// reproduced it (`PCC_EMU_STRUCTURE`): the second producer warp gathered children before the
+    /// first had waited for their flags. With the fix (each producer warp waits for every
+    /// dependency) `latency` gave hclt128's CPU values exactly at batches 1–8 and the self-check,
+    /// which now covers such blocks, passed (`bench/results/2026-12-07-h100-validate-2003cfd.txt`).
     pub fn load(ctx: &Arc<CudaContext>, modules: &Modules, stream: &Arc<CudaStream>, p: &PersistentForward) -> Result<Option<PersistentState>, CudaError> {
         if !enabled() {
             return Ok(None);
