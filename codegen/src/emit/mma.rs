@@ -356,16 +356,16 @@ impl MmaShape {
 }
 
 /// Whether a partition takes the two-kernel forward ([`MmaShape::gemm`]) and with it the staged
-/// backward: yes unless `PCC_FWD_GEMM=0` (none) or `PCC_FWD_GEMM=excl` (only partitions whose
-/// children no other sum block of the depth reads, as before 2026-12-07's sixth session), for A/B
-/// runs; read at emission, so the kernel cache keeps the variants apart by their source. Blocks
-/// over shared children (PD's regions) each stage their own copy of X: the same values, and the
-/// element flows add with atomics.
+/// backward: where no other sum block of the depth reads its children (an HCLT's), unless
+/// `PCC_FWD_GEMM=0` (none); `PCC_FWD_GEMM=all` takes it for blocks over shared children too
+/// (PD's regions: each block stages its own copy of X, the same values, and the element flows add
+/// with atomics), opt-in until a GPU run has checked and timed it. Read at emission, so the kernel
+/// cache keeps the variants apart by their source.
 pub(super) fn two_kernel_forward(exclusive: bool) -> bool {
     match std::env::var("PCC_FWD_GEMM").as_deref() {
         Ok("0") => false,
-        Ok("excl") => exclusive,
-        _ => true,
+        Ok("all") => true,
+        _ => exclusive,
     }
 }
 
