@@ -2,7 +2,7 @@
 //! forward log-likelihoods, marginals, flows (sum parameters and leaf statistics, with missing
 //! values and sample weights), the parameters after one EM step, and the queries (conditionals,
 //! MPE, unconditional and conditional sampling) — and the largest differences are printed with
-//! pass/fail. Besides the structures below, a corpus of small random circuits (tests/common's
+//! pass/fail. Besides the structures below, a corpus of small random circuits (pcc-testkit's
 //! generator plus mixed Gaussian/Categorical/Bernoulli/Indicator circuits and Binomial circuits)
 //! runs every check.
 //!
@@ -10,9 +10,6 @@
 //! (MNIST_DIR defaults to `../shared/data/mnist10k`; `--quick` uses small models only, e.g. under
 //! compute-sanitizer; `--cpu-queries` needs no GPU: it runs only the query checks, with the CPU
 //! engine in the GPU's place, to check the checker itself).
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::time::Instant;
 
@@ -22,6 +19,7 @@ use pcc::codegen::structures::{hclt, hmm, pd, rat_spn};
 use pcc::codegen::{Circuit, Model};
 use pcc::runtime::cuda::{GpuEngine, KernelCache};
 use pcc::runtime::{Conditional, CpuEngine, Dist, Evidence, MpeResult, dataset};
+use pcc_testkit as common;
 
 /// Forward relative-error bound of the bf16 (tensor-core) path.
 const TOL_BF16: f64 = 2e-3;
@@ -499,7 +497,7 @@ fn check_queries(model: &Model, data: &Evidence, eng: &mut dyn Queries) -> Resul
     Ok(ok)
 }
 
-/// Small random circuits: tests/common's generator (mixed block sizes, block-sparse sums, shared
+/// Small random circuits: pcc-testkit's generator (mixed block sizes, block-sparse sums, shared
 /// sub-circuits, tied inputs and sums, Categorical and Bernoulli leaves), mixed circuits with
 /// Gaussian and Indicator leaves and circuits with Binomial leaves; 1000 random samples each.
 fn random_corpus() -> Result<Vec<(String, Circuit, Evidence)>> {

@@ -2,7 +2,7 @@
 //! bound, the output is deterministic, and the random-circuit generator covers every feature the
 //! oracle tests rely on.
 
-mod common;
+use pcc_testkit as common;
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! compact (one kernel per distinct partition shape, never code per edge), and match their
 //! manifests.
 
-mod common;
+use pcc_testkit as common;
 
 use common::Gen;
 use pcc::codegen::emit::{EmitOptions, Precision, emit, emit_with};

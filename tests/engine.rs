@@ -1,7 +1,7 @@
 //! Engine behaviour that brute force does not cover: any batch size, chunk and group boundaries,
 //! and bit-identical results whatever the thread count.
 
-mod common;
+use pcc_testkit as common;
 
 use common::{Gen, random_evidence};
 use pcc::codegen::Model;

@@ -3,7 +3,7 @@
 //! or flow groups at once, with the same results to the bit; with too little it is an error that
 //! names the sizes. One test in its own binary: it sets a process-wide variable.
 
-mod common;
+use pcc_testkit as common;
 
 use common::Gen;
 use pcc::codegen::Model;

@@ -4,7 +4,7 @@
 //! independent f64 reference): probabilities, marginals, conditionals, MPE, statistics, EM,
 //! sampling frequencies; and a binomial of one trial is a Bernoulli.
 
-mod common;
+use pcc_testkit as common;
 
 use common::{BINOMIAL_TRIALS, Reference, binomial_circuit, categories, close, completions, row};
 use pcc::codegen::{CircuitBuilder, Dist, Model, Node, SumEdges};

@@ -2,7 +2,7 @@
 //! block-sparse sums, several child vectors per sum, tying, Categorical and Bernoulli leaves, up
 //! to 12 binary-equivalent variables).
 
-mod common;
+use pcc_testkit as common;
 
 use common::{Gen, Reference, categories, chi2_critical, close, completions, random_evidence, row, sum_tensor_from_flat};
 use pcc::codegen::{Model, Node};

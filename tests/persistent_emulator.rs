@@ -7,7 +7,7 @@
 //! kernels compute (run sequentially on the host), and the root must equal the CPU engine. The
 //! small-batch sum variants run on the same data too (a block's threads as OS threads).
 
-mod common;
+use pcc_testkit as common;
 
 use common::Gen;
 use common::host_cuda::{DRIVER_PRELUDE, KERNEL_SHIM, read_f32, write_f32, write_u32};

@@ -8,7 +8,7 @@
 // Index loops on purpose: they mirror the kernels' index arithmetic.
 #![allow(clippy::needless_range_loop)]
 
-mod common;
+use pcc_testkit as common;
 
 use common::Gen;
 use common::host_cuda::{DRIVER_PRELUDE, KERNEL_SHIM, read_f32, write_f32};

@@ -2,7 +2,7 @@
 //! forms; validity, normalization and agreement with the independent IR evaluator on tiny
 //! instances; the HMM against the textbook forward algorithm; determinism in the seed.
 
-mod common;
+use pcc_testkit as common;
 
 use common::{Reference, categories, completions};
 use pcc::codegen::structures::{hmm, pd, rat_spn};

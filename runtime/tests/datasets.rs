@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pcc::runtime::Evidence;
-use pcc::runtime::dataset::{
+use pc_runtime::Evidence;
+use pc_runtime::dataset::{
     DataError, load_evidence, read_binary_csv, read_csv_auto, read_idx_images, read_idx_labeled, read_idx_labels, read_int_csv, write_csv, write_idx_images,
     write_idx_labels,
 };
@@ -388,7 +388,7 @@ fn missing_file_is_an_io_error_naming_it() {
 /// `../shared/data` beside the checkout. Missing: a failure under CI (the data must be there), a
 /// skip elsewhere (a fresh clone on a user's machine has no `../shared`).
 fn shared_data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
     if dir.is_dir() {
         return Some(dir);
     }
@@ -484,7 +484,7 @@ fn all_density_datasets_have_the_published_shapes() {
 /// learning for a 2,000,000² matrix).
 #[test]
 fn too_many_variables_are_refused_before_allocating() {
-    use pcc::runtime::dataset::MAX_VARIABLES;
+    use pc_runtime::dataset::MAX_VARIABLES;
     let dir = tempfile::tempdir().unwrap();
     let line = vec!["1"; MAX_VARIABLES + 1].join(",");
     let p = write(dir.path(), "wide.csv", format!("{line}\n{line}\n").as_bytes());
@@ -500,7 +500,7 @@ fn too_many_variables_are_refused_before_allocating() {
 /// a leading NUL byte; bytes in memory parse as either through `evidence_from_bytes`.
 #[test]
 fn idx_or_csv_is_decided_in_one_place() {
-    use pcc::runtime::dataset::{evidence_from_bytes, is_idx};
+    use pc_runtime::dataset::{evidence_from_bytes, is_idx};
     assert!(is_idx(&[0, 0, 8, 3]) && is_idx(&[0]) && !is_idx(b"0,1\n") && !is_idx(b""));
     let (ev, shape) = evidence_from_bytes(std::path::Path::new("x.csv"), b"0,1\n1,?\n", "?").unwrap();
     assert_eq!((ev.num_vars, ev.num_samples(), shape), (2, 2, None));

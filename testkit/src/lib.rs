@@ -1,7 +1,7 @@
 //! Shared test support: a seeded random-circuit generator and an independent f64 reference
 //! evaluator that works on the IR directly (node by node, linear space), so it shares no code
-//! with the compiler or the engine it checks.
-#![allow(dead_code)]
+//! with the compiler or the engine it checks. One crate, so that the integration tests
+//! (`use pcc_testkit as common;`) and `examples/gpu_selftest` share it without `#[path]`.
 
 pub mod host_cuda;
 

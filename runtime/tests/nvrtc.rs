@@ -1,7 +1,7 @@
 //! NVRTC without a GPU: generated CUDA must compile here, so a broken kernel fails CI rather than a
 //! user. `.ci/run` installs NVRTC 13; elsewhere these tests skip with a note when it is missing.
 
-use pcc::runtime::cuda::{CudaError, KernelCache, compile_cubin, nvrtc_available, nvrtc_version};
+use pc_runtime::cuda::{CudaError, KernelCache, compile_cubin, nvrtc_available, nvrtc_version};
 
 /// Header-free source: −inf from bits, fast intrinsics, and a bf16 tensor-core MMA in inline PTX
 /// (no `cuda_bf16.h`/`mma.h`, which a user's machine may lack).
