@@ -91,11 +91,19 @@ fn corpus() -> Vec<(String, Model, Evidence)> {
     v
 }
 
+/// Every query of the host-compiled CUDA against the CPU engine, over one build of the corpus
+/// (compiling it takes most of the time).
 #[test]
-fn host_cuda_conditionals_match_the_cpu_engine() {
+fn host_cuda_queries_match_the_cpu_engine() {
     let corpus = corpus();
     let Some(hosts) = hosts(&corpus) else { return };
-    for ((name, model, ev), h) in corpus.iter().zip(&hosts) {
+    conditionals_match(&corpus, &hosts);
+    mpe_matches(&corpus, &hosts);
+    samples_follow_the_exact_marginals_and_ignore_the_batch_split(&corpus, &hosts);
+}
+
+fn conditionals_match(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
+    for ((name, model, ev), h) in corpus.iter().zip(hosts) {
         let want = model.cpu_engine().unwrap().conditionals(ev).unwrap();
         let got = conditionals(model, h, ev);
         assert_eq!(want.len(), got.len());
@@ -115,11 +123,8 @@ fn host_cuda_conditionals_match_the_cpu_engine() {
     }
 }
 
-#[test]
-fn host_cuda_mpe_matches_the_cpu_engine() {
-    let corpus = corpus();
-    let Some(hosts) = hosts(&corpus) else { return };
-    for ((name, model, ev), h) in corpus.iter().zip(&hosts) {
+fn mpe_matches(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
+    for ((name, model, ev), h) in corpus.iter().zip(hosts) {
         let cpu = model.cpu_engine().unwrap();
         let want = cpu.mpe(ev).unwrap();
         let got = mpe(h, ev);
@@ -137,12 +142,9 @@ fn host_cuda_mpe_matches_the_cpu_engine() {
     }
 }
 
-#[test]
-fn host_cuda_samples_follow_the_exact_marginals_and_ignore_the_batch_split() {
+fn samples_follow_the_exact_marginals_and_ignore_the_batch_split(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
     const N: usize = 3000;
-    let corpus = corpus();
-    let Some(hosts) = hosts(&corpus) else { return };
-    for ((name, model, ev), h) in corpus.iter().zip(&hosts) {
+    for ((name, model, ev), h) in corpus.iter().zip(hosts) {
         let nv = model.plan.num_vars as usize;
         let cpu = model.cpu_engine().unwrap();
         // Conditional sampling of one evidence row, repeated; the unconditional case is the
