@@ -79,20 +79,20 @@ impl Buffers {
 /// Check that `bytes` more fit in the device's free memory before allocating them (a failed
 /// allocation midway would leave a half-built state and only the driver's bare error code), and
 /// name an allocation failure that still happens (another process took the memory meanwhile).
-fn ensure_fits(stream: &CudaStream, what: impl Fn() -> String, bytes: usize, hint: &'static str) -> Result<(), CudaError> {
+fn ensure_fits(stream: &CudaStream, what: impl Fn() -> String, bytes: usize, hint: impl Fn(usize) -> String) -> Result<(), CudaError> {
     let (free, total) = stream.context().mem_get_info()?;
     if bytes > free {
-        return Err(CudaError::OutOfMemory { what: what(), bytes: bytes as u64, free: free as u64, total: total as u64, hint });
+        return Err(CudaError::OutOfMemory { what: what(), bytes: bytes as u64, free: free as u64, total: total as u64, hint: hint(free).into() });
     }
     Ok(())
 }
 
 /// [`ensure_fits`]'s error for an allocation that failed anyway.
-fn name_oom(stream: &CudaStream, e: DriverError, what: impl Fn() -> String, bytes: usize, hint: &'static str) -> CudaError {
+fn name_oom(stream: &CudaStream, e: DriverError, what: impl Fn() -> String, bytes: usize, hint: impl Fn(usize) -> String) -> CudaError {
     match e.0 {
         sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => {
             let (free, total) = stream.context().mem_get_info().unwrap_or((0, 0));
-            CudaError::OutOfMemory { what: what(), bytes: bytes as u64, free: free as u64, total: total as u64, hint }
+            CudaError::OutOfMemory { what: what(), bytes: bytes as u64, free: free as u64, total: total as u64, hint: hint(free).into() }
         }
         _ => CudaError::from(e),
     }
@@ -136,7 +136,7 @@ impl DeviceState {
             + 2 * plan.num_input_flows as usize
             + manifest.packed_words as usize;
         let what = || "the circuit's parameters, flow accumulators and index tables".to_string();
-        ensure_fits(stream, what, 4 * words, "a smaller circuit, or a device with more memory")?;
+        ensure_fits(stream, what, 4 * words, |_| "a smaller circuit, or a device with more memory".into())?;
         let mut t1 = Instant::now();
         let up_u32 = |v: &[u32]| if v.is_empty() { stream.clone_htod(&[0u32]) } else { pinned::upload_staged(stream, v, |w| w) };
         let tables = manifest.tables.iter().map(|t| up_u32(t)).collect::<Result<Vec<_>, _>>()?;
@@ -523,7 +523,11 @@ impl GpuEngine {
         let words =
             2 * (p.num_nodes as usize + p.num_elements as usize) + self.manifest.sum_max_rows as usize + self.manifest.x_words as usize + io_words / batch;
         let what = || format!("the node, element and flow buffers of a batch of {batch}");
-        let hint = "use a smaller batch size";
+        // The largest batch whose buffers fit in what is free now (the old size's are freed above).
+        let hint = |free: usize| match free / (4 * words).max(1) {
+            0 => "not even a batch of 1 fits: a smaller circuit, or a device with more memory".to_string(),
+            fits => format!("use a batch size of at most {fits}, the largest whose buffers fit now"),
+        };
         ensure_fits(s, what, 4 * words * batch, hint)?;
         self.buffers_unchecked(batch).map_err(|e| match e {
             CudaError::Driver(d) => name_oom(&self.stream, d, what, 4 * words * batch, hint),

@@ -55,7 +55,7 @@ pub enum CudaError {
         "out of device memory: {what} need {} MiB, the device has {} MiB free of {} MiB{}",
         bytes >> 20, free >> 20, total >> 20, if hint.is_empty() { String::new() } else { format!(" ({hint})") }
     )]
-    OutOfMemory { what: String, bytes: u64, free: u64, total: u64, hint: &'static str },
+    OutOfMemory { what: String, bytes: u64, free: u64, total: u64, hint: Box<str> },
     #[error("kernel cache {path}: {source}")]
     Cache { path: std::path::PathBuf, source: std::io::Error },
 }

@@ -69,7 +69,7 @@ impl GpuEngine {
         let has_missing = mask.iter().any(|&m| m != 0);
         let need = values.len() * if bytes { 1 } else { 4 } + if has_missing { mask.len() } else { 0 };
         let what = || format!("a dataset of {n} samples on the device");
-        super::ensure_fits(&self.stream, what, need, "keep it in host memory: the passes of `GpuEngine::accumulate_flows` upload each batch")?;
+        super::ensure_fits(&self.stream, what, need, |_| "keep it in host memory: the passes of `GpuEngine::accumulate_flows` upload each batch".into())?;
         let values = match bytes {
             true => {
                 let b: Vec<u8> = values.iter().map(|&x| x as u8).collect();
