@@ -29,20 +29,26 @@ struct Host {
     exe: std::path::PathBuf,
 }
 
-/// Every corpus model compiled for the host (on parallel threads); `None` without a C++ compiler.
+/// Every corpus model compiled for the host (as many at once as there are cores: a compile takes
+/// a few hundred MB); `None` without a C++ compiler.
 fn hosts(corpus: &[(String, Model, Evidence)]) -> Option<Vec<Host>> {
-    let built: Vec<Option<Host>> = std::thread::scope(|s| {
-        let jobs: Vec<_> = corpus
-            .iter()
-            .map(|(_, model, _)| {
-                s.spawn(move || {
-                    let dir = tempfile::tempdir().unwrap();
-                    host_program(model, dir.path()).map(|exe| Host { dir, exe })
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut built = Vec::new();
+    for chunk in corpus.chunks(cores) {
+        let done: Vec<Option<Host>> = std::thread::scope(|s| {
+            let jobs: Vec<_> = chunk
+                .iter()
+                .map(|(_, model, _)| {
+                    s.spawn(move || {
+                        let dir = tempfile::tempdir().unwrap();
+                        host_program(model, dir.path()).map(|exe| Host { dir, exe })
+                    })
                 })
-            })
-            .collect();
-        jobs.into_iter().map(|j| j.join().unwrap()).collect()
-    });
+                .collect();
+            jobs.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        built.extend(done);
+    }
     built.into_iter().collect()
 }
 
