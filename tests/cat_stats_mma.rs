@@ -41,14 +41,8 @@ fn categorical_statistics_on_tensor_cores_emit_and_compile() {
             continue;
         }
         let (_, log) = compile_cubin_verbose(&e.source, "cat.cu", "90").unwrap();
-        let mut kernel = "";
-        for line in log.lines() {
-            if let Some(rest) = line.split("Compiling entry function '").nth(1) {
-                kernel = rest.split('\'').next().unwrap_or("");
-            }
-            if kernel == name && line.contains("spill") {
-                assert!(line.contains(" 0 bytes spill stores, 0 bytes spill loads"), "{kernel}: {line}");
-            }
+        for (kernel, line) in pcc_testkit::ptxas_lines(&log) {
+            assert!(kernel != name || !pcc_testkit::spills(line), "{kernel}: {line}");
         }
     }
 }

@@ -439,15 +439,9 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                 assert_eq!(&cubin[..4], b"\x7fELF");
                 // ptxas -v: "Compiling entry function 'k'", then "... N bytes spill stores, M bytes
                 // spill loads" and "Used R registers, ...". Tensor-core kernels must not spill.
-                let mut kernel = "";
-                for line in log.lines() {
-                    if let Some(rest) = line.split("Compiling entry function '").nth(1) {
-                        kernel = rest.split('\'').next().unwrap_or("");
-                    }
+                for (kernel, line) in common::ptxas_lines(&log) {
                     if kernel.starts_with(&format!("sum_fwd_{precision}_")) || kernel.starts_with(&format!("sum_bwd_{precision}_")) {
-                        if line.contains("spill") {
-                            assert!(line.contains(" 0 bytes spill stores, 0 bytes spill loads"), "{name}: {kernel} spills: {line}");
-                        }
+                        assert!(!common::spills(line), "{name}: {kernel} spills: {line}");
                         if line.contains("Used ") {
                             eprintln!("{name}: {kernel}: {}", line.split("Used ").nth(1).unwrap_or(line));
                         }

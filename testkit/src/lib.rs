@@ -568,3 +568,22 @@ pub fn row(ev: &Evidence, s: usize) -> (Vec<f32>, Vec<bool>) {
 pub fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + b.abs())
 }
+
+/// The lines of a ptxas `-v` report (NVRTC's log with `--ptxas-options=-v`), each with the kernel
+/// it is about (from the last "Compiling entry function 'k'" line; empty before the first).
+pub fn ptxas_lines(log: &str) -> Vec<(&str, &str)> {
+    let mut kernel = "";
+    log.lines()
+        .map(|line| {
+            if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                kernel = rest.split('\'').next().unwrap_or("");
+            }
+            (kernel, line)
+        })
+        .collect()
+}
+
+/// Whether a ptxas line reports spills (a line without spill counts does not).
+pub fn spills(line: &str) -> bool {
+    line.contains("spill") && !line.contains(" 0 bytes spill stores, 0 bytes spill loads")
+}

@@ -416,10 +416,8 @@ impl<'a> Emitter<'a> {
             self.packed_words += forward.pack.threads_per_sample;
             self.packs.push(forward.pack);
             self.m.x_words = self.m.x_words.max(forward.x_words);
-            // The two-kernel forward's staging launch (which a staged backward runs again) and
-            // its packed weights' offset (the product's last argument).
-            let stage = forward.launches.first().filter(|k| k.args.first() == Some(&KernelArg::XStage)).cloned();
-            let poff = forward.launches.last().and_then(|k| k.args.last()).copied();
+            // The two-kernel forward's staging launch (its first), which a staged backward runs again.
+            let (stage, poff) = ((forward.x_words > 0).then(|| forward.launches[0].clone()), forward.poff);
             for (j, mut spec) in forward.launches.into_iter().enumerate() {
                 // The first launch carries the partition's small-batch variant (which covers
                 // every block); the others then skip small batches (a variant with no threads).
@@ -432,7 +430,7 @@ impl<'a> Emitter<'a> {
             }
             self.max_rows += mp.count();
             self.next_unit(&format!("d{d}s{p}b{i}"));
-            let staged = stage.as_ref().zip(poff).map(|(stage, poff)| mma_bwd::StagedForward { stage, poff });
+            let staged = stage.as_ref().map(|stage| mma_bwd::StagedForward { stage, poff });
             let specs = mma_bwd::sum_backward(&self.t, self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl, staged)?
                 .expect("the forward's shape");
             sum_bwd.extend(specs.into_iter().map(Step::Launch));

@@ -389,6 +389,8 @@ pub(super) struct Forward {
     pub pack: KernelSpec,
     /// Words per sample of [`KernelArg::XStage`] the launches use (0: none).
     pub x_words: u64,
+    /// The partition's first packed weight word (its launches' and the pack kernel's argument).
+    pub poff: KernelArg,
 }
 
 /// The launches of one sum partition's forward on tensor cores and the kernel that packs its
@@ -482,7 +484,7 @@ pub(super) fn sum_forward(
         args: vec![KernelArg::PackedWeights, KernelArg::SumParams, pids, KernelArg::Count, poff_arg],
         small: None,
     };
-    Ok(Some(Forward { launches, pack, x_words }))
+    Ok(Some(Forward { launches, pack, x_words, poff: poff_arg }))
 }
 
 /// The warp grid (rows × columns of warps) of a tile of `rows` (16, 32, 64 or 128) × 64: `1 × 4`

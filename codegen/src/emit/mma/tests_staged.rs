@@ -50,6 +50,22 @@ fn gflow(nflow: &mut [u32], node: &[f32], smax: &[f32], nids: &[u32], bs: usize,
     }
 }
 
+/// Every accumulator of a tile as (row in the tile, warp column, fragment, column in the
+/// fragment, value), per the m16n8 C layout (rows g and g + 8, columns 2t and 2t + 1).
+fn accumulators(acc: &[Vec<Vec<[[f32; 4]; 32]>>], wn_: usize) -> impl Iterator<Item = (usize, usize, usize, usize, f32)> + '_ {
+    acc.iter().enumerate().flat_map(move |(warp, acc_w)| {
+        let (wm, wn, mf) = (warp / wn_, warp % wn_, acc_w.len());
+        acc_w.iter().enumerate().flat_map(move |(mi, frags)| {
+            frags.iter().enumerate().flat_map(move |(ni, lanes)| {
+                lanes.iter().enumerate().flat_map(move |(lane, v)| {
+                    let (g, t) = (lane >> 2, lane & 3);
+                    (0..4).map(move |e| (wm * mf * 16 + mi * 16 + g + (e >> 1) * 8, wn, ni, 2 * t + (e & 1), v[e]))
+                })
+            })
+        })
+    })
+}
+
 /// The staged `_pflow` with `ks` K slices; adds into `pflow`.
 #[allow(clippy::too_many_arguments)] // the kernel's arguments
 fn pflow_kernel(sh: &BwdShape, gs: &[u32], xs: &[Option<u32>], l: &Launch, ks_n: usize, excl: bool, pflow: &mut [f32], owned_writes: &mut [u32]) {
@@ -134,24 +150,13 @@ fn pflow_kernel(sh: &BwdShape, gs: &[u32], xs: &[Option<u32>], l: &Launch, ks_n:
                 }
             }
         }
-        for (warp, acc_w) in acc.iter().enumerate() {
-            let (wm, wn) = (warp / wn_, warp % wn_);
-            for mi in 0..mf {
-                for ni in 0..nf {
-                    for lane in 0..32 {
-                        let (g, t) = (lane >> 2, lane & 3);
-                        for e in 0..4 {
-                            let (row, n) = (wm * mf * 16 + mi * 16 + g + (e >> 1) * 8, 2 * t + (e & 1));
-                            let w = w0 + 2 * (wn * nf * 4 + (ni >> 1) * 8 + n) + (ni & 1);
-                            if w < w_ && c[w] != 0 {
-                                let m = m0 + row;
-                                let i = (l.pids[(r * grp + m / sub) * w_ + w] as usize) + m % sub;
-                                pflow[i] += l.params[i] * acc_w[mi][ni][lane][e];
-                                owned_writes[i] += owned as u32;
-                            }
-                        }
-                    }
-                }
+        for (row, wn, ni, n, v) in accumulators(&acc, wn_) {
+            let w = w0 + 2 * (wn * nf * 4 + (ni >> 1) * 8 + n) + (ni & 1);
+            if w < w_ && c[w] != 0 {
+                let m = m0 + row;
+                let i = (l.pids[(r * grp + m / sub) * w_ + w] as usize) + m % sub;
+                pflow[i] += l.params[i] * v;
+                owned_writes[i] += owned as u32;
             }
         }
     }
@@ -253,28 +258,18 @@ fn eflow_kernel(sh: &BwdShape, packed: &[Option<u32>], gs: &[u32], l: &Launch, s
                     }
                 }
             }
-            for (warp, acc_w) in acc.iter().enumerate() {
-                let (wm, wn) = (warp / wn_, warp % wn_);
-                for mi in 0..mf {
-                    for ni in 0..nf {
-                        for lane in 0..32 {
-                            let (g, t) = (lane >> 2, lane & 3);
-                            for e in 0..4 {
-                                let (row, col) = (wm * mf * 16 + mi * 16 + g + (e >> 1) * 8, wn * nf * 8 + ni * 8 + 2 * t + (e & 1));
-                                let (w, bb) = (w0 + row, b0 + col);
-                                if w < w_ && bb < b && c[w] != 0 && sm[col] != f32::NEG_INFINITY {
-                                    let at = c[w] as usize * b + bb;
-                                    let ev = l.elem[at];
-                                    let f = if ev == f32::NEG_INFINITY { 0.0 } else { (ev - sm[col]).exp() * acc_w[mi][ni][lane][e] };
-                                    if excl {
-                                        eflow[at] = f;
-                                        stores[at] += 1;
-                                    } else {
-                                        eflow[at] += f;
-                                    }
-                                }
-                            }
-                        }
+            for (row, wn, ni, n, v) in accumulators(&acc, wn_) {
+                let col = wn * nf * 8 + ni * 8 + n;
+                let (w, bb) = (w0 + row, b0 + col);
+                if w < w_ && bb < b && c[w] != 0 && sm[col] != f32::NEG_INFINITY {
+                    let at = c[w] as usize * b + bb;
+                    let ev = l.elem[at];
+                    let f = if ev == f32::NEG_INFINITY { 0.0 } else { (ev - sm[col]).exp() * v };
+                    if excl {
+                        eflow[at] = f;
+                        stores[at] += 1;
+                    } else {
+                        eflow[at] += f;
                     }
                 }
             }
