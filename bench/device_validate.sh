@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device call that self-checks a new build and the switches still off by default, then
 # measures them against the previous build: gpu_selftest --fast of carry/bin as built and with
-# PCC_CAT_STATS_MMA=1 PCC_PERSISTENT=1 (categorical statistics on tensor cores, persistent
-# small-batch pass); bench_gpu (pcc alone, bf16, batch 512) of AB_VARIANTS (default: carry/bin-old,
+# PCC_FWD_GEMM=all (staged forward/backward for shared children too) and with
+# PCC_CAT_STATS_MMA=0 PCC_PERSISTENT=0 (the scalar statistics and per-layer small-batch pass); bench_gpu (pcc alone, bf16, batch 512) of AB_VARIANTS (default: carry/bin-old,
 # carry/bin, carry/bin with PCC_CAT_STATS_MMA=1) on AB_MODELS, as far as DEADLINE allows. Logs
 # under $OUT.
 # Usage: DEADLINE=560 AB_MODELS=hclt512,pd256 AB_VARIANTS="bin: bin:PCC_FWD_GEMM=excl" bash bench/device_validate.sh
@@ -19,7 +19,8 @@ selftest() {  # name, env...
     grep -E "FAIL|ALL PASS|Error|error" $OUT/selftest-$name.txt | head -6
 }
 selftest default PCC_NONE=1
-selftest switches PCC_CAT_STATS_MMA=1 PCC_PERSISTENT=1
+selftest gemm-all PCC_FWD_GEMM=all
+selftest switches-off PCC_CAT_STATS_MMA=0 PCC_PERSISTENT=0
 # Variants: "binary:VAR=value,VAR=value" (space-separated), each run on every model.
 for m in $(echo ${AB_MODELS:-hclt512} | tr , ' '); do
     for v in ${AB_VARIANTS:-bin-old: bin: bin:PCC_CAT_STATS_MMA=1}; do

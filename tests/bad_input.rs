@@ -855,9 +855,9 @@ fn data_mask_shape() {
 fn data_hand_built_evidence_does_not_panic() {
     let e = engine();
     let cases = [
-        Evidence { num_vars: 3, values: vec![0.0; 6], missing: Some(vec![false; 2]) },
-        Evidence { num_vars: 3, values: vec![0.0; 7], missing: None },
-        Evidence { num_vars: 0, values: vec![], missing: None },
+        Evidence { num_vars: 3, values: vec![0.0; 6], missing: Some(vec![false; 2]), soft: None },
+        Evidence { num_vars: 3, values: vec![0.0; 7], missing: None, soft: None },
+        Evidence { num_vars: 0, values: vec![], missing: None, soft: None },
     ];
     let mut problems = Vec::new();
     for ev in cases {

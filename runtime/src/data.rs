@@ -1,16 +1,21 @@
-//! Evidence: a batch of samples with optional missing values, validated against a plan.
+//! Evidence: a batch of samples with optional missing values and soft observations, validated
+//! against a plan.
 
 use crate::RuntimeError;
 use crate::plan::{Domain, Plan};
+use crate::soft::Soft;
 
 /// A batch of samples, row-major `[num_samples, num_vars]`. Discrete values are category indices
 /// stored as `f32` (exact up to 2^24). `missing[i]` marks `values[i]` as unobserved; a missing
-/// value is marginalized out and its stored number is ignored.
+/// value is marginalized out and its stored number is ignored. `soft`, where present, turns the
+/// discrete observations into soft ones ([`Soft`]); likelihoods, flows and EM take it, MPE,
+/// conditionals and sampling refuse it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evidence {
     pub num_vars: usize,
     pub values: Vec<f32>,
     pub missing: Option<Vec<bool>>,
+    pub soft: Option<Soft>,
 }
 
 impl Evidence {
@@ -29,12 +34,26 @@ impl Evidence {
         {
             return Err(RuntimeError::MaskShape { expected: values.len(), found: m.len() });
         }
-        Ok(Evidence { num_vars, values, missing })
+        Ok(Evidence { num_vars, values, missing, soft: None })
     }
 
     /// Evidence where every variable of every sample is missing (unconditional queries).
     pub fn all_missing(num_vars: usize, num_samples: usize) -> Self {
-        Evidence { num_vars, values: vec![0.0; num_vars * num_samples], missing: Some(vec![true; num_vars * num_samples]) }
+        Evidence { num_vars, values: vec![0.0; num_vars * num_samples], missing: Some(vec![true; num_vars * num_samples]), soft: None }
+    }
+
+    /// The same samples with soft observations (checked against the plan by [`Evidence::validate`]).
+    pub fn with_soft(mut self, soft: Soft) -> Self {
+        self.soft = Some(soft);
+        self
+    }
+
+    /// The soft observations of a hard-only query (MPE, conditionals, sampling) are an error.
+    pub fn require_hard(&self, query: &'static str) -> Result<(), RuntimeError> {
+        match self.soft {
+            Some(_) => Err(RuntimeError::SoftUnsupported { query }),
+            None => Ok(()),
+        }
     }
 
     pub fn num_samples(&self) -> usize {
@@ -108,13 +127,21 @@ impl Evidence {
                 }
             }
         }
-        Ok(())
+        match &self.soft {
+            Some(soft) => soft.validate(plan, self.num_samples()),
+            None => Ok(()),
+        }
     }
 
     /// Rows `[start, end)` as a new batch (used to split data into mini-batches).
     pub fn slice(&self, start: usize, end: usize) -> Evidence {
         let (a, b) = (start * self.num_vars, end * self.num_vars);
-        Evidence { num_vars: self.num_vars, values: self.values[a..b].to_vec(), missing: self.missing.as_ref().map(|m| m[a..b].to_vec()) }
+        Evidence {
+            num_vars: self.num_vars,
+            values: self.values[a..b].to_vec(),
+            missing: self.missing.as_ref().map(|m| m[a..b].to_vec()),
+            soft: self.soft.as_ref().map(|s| s.select(start..end)),
+        }
     }
 
     /// The given rows, in the given order, as a new batch (used to shuffle mini-batches).
@@ -124,6 +151,7 @@ impl Evidence {
             num_vars: nv,
             values: rows.iter().flat_map(|&r| self.values[r * nv..][..nv].iter().copied()).collect(),
             missing: self.missing.as_ref().map(|m| rows.iter().flat_map(|&r| m[r * nv..][..nv].iter().copied()).collect()),
+            soft: self.soft.as_ref().map(|s| s.select(rows.iter().copied())),
         }
     }
 }

@@ -143,7 +143,7 @@ fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(Evidence, [usize; 2]),
         });
     }
     let values: Vec<f32> = bytes[IDX_IMAGES_HEADER..].iter().map(|&b| b as f32).collect();
-    Ok((Evidence { num_vars: rows * cols, values, missing: None }, [rows, cols]))
+    Ok((Evidence { num_vars: rows * cols, values, missing: None, soft: None }, [rows, cols]))
 }
 
 /// Read MNIST-style IDX3 images (magic `0x00000803`, big-endian `u32` count, rows, cols, then
@@ -402,7 +402,7 @@ impl Csv<'_> {
             return Err(DataError::Empty { path: path.to_path_buf() });
         }
         let missing = self.any_missing.then_some(mask);
-        Ok(Evidence { num_vars, values, missing })
+        Ok(Evidence { num_vars, values, missing, soft: None })
     }
 }
 

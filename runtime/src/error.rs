@@ -53,6 +53,16 @@ pub enum RuntimeError {
     NonFiniteValue { sample: usize, var: usize },
     #[error("sample {sample}, variable {var}: category {value} is out of range (the variable has {num_cats} categories)")]
     CategoryOutOfRange { sample: usize, var: usize, value: f32, num_cats: u32 },
+    #[error("variable {var} is continuous: soft evidence is for discrete variables only")]
+    SoftOnContinuous { var: usize },
+    #[error("soft evidence does not fit the model: {detail}")]
+    SoftShape { detail: String },
+    #[error("soft evidence, sample {sample}, variable {var}: {value} is not a probability in [0, 1]")]
+    SoftValue { sample: usize, var: usize, value: f32 },
+    #[error("soft evidence, sample {sample}, variable {var}: every category has probability 0 (mark the value missing to leave it unobserved)")]
+    SoftAllZero { sample: usize, var: usize },
+    #[error("{query} takes hard evidence only; drop the soft observations (values and missing marks remain)")]
+    SoftUnsupported { query: &'static str },
     #[error("sample {sample}, variable {var}: value {value} is not a category index (a whole number)")]
     NotACategory { sample: usize, var: usize, value: f32 },
     #[error("rows {start}..{end} are not a range of the {len} samples on the device")]

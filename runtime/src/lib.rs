@@ -16,6 +16,7 @@ pub mod outputs;
 pub mod params;
 pub mod plan;
 mod plan_check;
+pub mod soft;
 
 pub use cpu::{CpuEngine, Trace};
 pub use data::Evidence;
@@ -25,6 +26,7 @@ pub use error::{ParamsError, RuntimeError};
 pub use outputs::{Conditional, Flows, MpeResult};
 pub use params::Params;
 pub use plan::{Dist, DistKind, Domain, PLAN_VERSION, Plan};
+pub use soft::Soft;
 
 /// Include the typed module that `pc_codegen::build::Config::compile` wrote into `OUT_DIR` for a
 /// circuit: `include_circuit!("foo");` defines `mod foo` (`foo::plan()`, `foo::CUDA_SOURCE`,

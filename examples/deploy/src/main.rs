@@ -330,7 +330,7 @@ impl Input {
             }
             Source::Csv(csv) => match csv.next_chunk(&self.name, self.batch)? {
                 Some((ev, line)) => (ev, Some(line)),
-                None => (Evidence { num_vars: circuit::NUM_VARS, values: Vec::new(), missing: None }, None),
+                None => (Evidence { num_vars: circuit::NUM_VARS, values: Vec::new(), missing: None, soft: None }, None),
             },
         };
         if ev.num_samples() == 0 {

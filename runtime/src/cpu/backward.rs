@@ -11,6 +11,7 @@ use super::workspace::Workspace;
 use crate::data::Evidence;
 use crate::params::Params;
 use crate::plan::{Plan, ProdPartition, SumPartition};
+use crate::soft::LeafInput;
 
 /// Where the backward pass puts parameter flows and statistics (absent for queries).
 pub(crate) struct FlowSink<'a> {
@@ -120,7 +121,8 @@ fn prod_backward(part: &ProdPartition, ws: &mut Workspace) {
     }
 }
 
-fn inputs_backward(plan: &Plan, params: &Params, ev: &Evidence, s0: usize, ws: &Workspace, sink: &mut FlowSink) {
+#[allow(clippy::too_many_arguments)] // one chunk's inputs: plan, parameters, table, evidence, buffers
+fn inputs_backward(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence, s0: usize, ws: &Workspace, sink: &mut FlowSink) {
     let bc = ws.bc;
     for seg in plan.inputs.iter().flat_map(|l| l.segments.iter()) {
         let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
@@ -129,18 +131,15 @@ fn inputs_backward(plan: &Plan, params: &Params, ev: &Evidence, s0: usize, ws: &
         }
         let var = seg.var as usize;
         for i in 0..seg.num_nodes as usize {
+            let slot = seg.flow_start as usize + i * ns;
             let prm = &params.input[seg.param_start as usize + i * np..][..np];
-            let stats = &mut sink.input[seg.flow_start as usize + i * ns..][..ns];
+            let leaf = LeafInput { dist: seg.dist, tab: &table[slot..][..ns], prm, local: i as u32 };
+            let stats = &mut sink.input[slot..][..ns];
             let flows = &ws.nflow[(seg.node_start as usize + i) * bc..][..bc];
             for (b, &f) in flows.iter().enumerate() {
-                if f == 0.0 {
-                    continue;
-                }
-                let s = s0 + b;
-                if ev.is_missing(s, var) {
-                    seg.dist.add_missing(stats, prm, f as f64);
-                } else {
-                    seg.dist.add_observed(stats, ev.value(s, var), f as f64);
+                if f != 0.0 {
+                    let s = s0 + b;
+                    leaf.add_stats(stats, ev.soft.as_ref(), s, var, ev.value(s, var), ev.is_missing(s, var), f as f64);
                 }
             }
         }
@@ -156,6 +155,7 @@ pub(crate) type ElementRecorder<'a> = Option<&'a mut dyn FnMut(usize, &[f32], &[
 pub(crate) fn backward(
     plan: &Plan,
     params: &Params,
+    table: &[f32],
     ev: &Evidence,
     s0: usize,
     ws: &mut Workspace,
@@ -182,6 +182,6 @@ pub(crate) fn backward(
         }
     }
     if let Some(sink) = sink {
-        inputs_backward(plan, params, ev, s0, ws, sink);
+        inputs_backward(plan, params, table, ev, s0, ws, sink);
     }
 }

@@ -5,6 +5,7 @@ use super::workspace::Workspace;
 use crate::data::Evidence;
 use crate::params::Params;
 use crate::plan::{Plan, ProdPartition, SumPartition};
+use crate::soft::LeafInput;
 
 /// Which semiring a forward pass uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -16,7 +17,7 @@ pub(crate) enum Semiring {
 }
 
 /// Evaluate every input node of the chunk `[s0, s0 + bc)`; a missing value gives log 1 (LogSum) or
-/// the leaf's maximum (Max).
+/// the leaf's maximum (Max), a soft one its weighted likelihood ([`crate::soft`]).
 pub(crate) fn inputs(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence, s0: usize, ws: &mut Workspace, sr: Semiring) {
     let bc = ws.bc;
     ws.node[..plan.num_dummy_nodes as usize * bc].fill(0.0);
@@ -24,15 +25,20 @@ pub(crate) fn inputs(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence,
         let (np, ns) = (seg.dist.num_params() as usize, seg.dist.num_stats() as usize);
         let var = seg.var as usize;
         for i in 0..seg.num_nodes {
-            let missing_value = match sr {
-                Semiring::LogSum => 0.0,
-                Semiring::Max => seg.dist.mode(&params.input[seg.param_start as usize + i as usize * np..][..np], i).0,
-            };
-            let tab = &table[seg.flow_start as usize + i as usize * ns..][..ns];
+            let prm = &params.input[seg.param_start as usize + i as usize * np..][..np];
+            let leaf = LeafInput { dist: seg.dist, tab: &table[seg.flow_start as usize + i as usize * ns..][..ns], prm, local: i };
             let out = Workspace::row_mut(&mut ws.node, seg.node_start + i, bc);
+            if sr == Semiring::Max {
+                let mode = seg.dist.mode(prm, i).0;
+                for (b, o) in out.iter_mut().enumerate() {
+                    let s = s0 + b;
+                    *o = if ev.is_missing(s, var) { mode } else { seg.dist.log_prob_table(leaf.tab, i, ev.value(s, var)) };
+                }
+                continue;
+            }
             for (b, o) in out.iter_mut().enumerate() {
                 let s = s0 + b;
-                *o = if ev.is_missing(s, var) { missing_value } else { seg.dist.log_prob_table(tab, i, ev.value(s, var)) };
+                *o = leaf.log_lik(ev.soft.as_ref(), s, var, ev.value(s, var), ev.is_missing(s, var));
             }
         }
     }

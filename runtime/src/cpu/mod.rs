@@ -176,7 +176,7 @@ impl CpuEngine {
                 forward::forward(plan, params, table, ev, s0, &mut ws, Semiring::LogSum);
                 lls.extend_from_slice(Workspace::row(&ws.node, plan.root, bc));
                 let mut sink = FlowSink { sum: &mut acc.sum, input: &mut acc.input };
-                backward::backward(plan, params, ev, s0, &mut ws, &root_flow, Some(&mut sink), None);
+                backward::backward(plan, params, table, ev, s0, &mut ws, &root_flow, Some(&mut sink), None);
             }
             (acc, lls)
         };
@@ -212,12 +212,13 @@ impl CpuEngine {
     /// `P(x_v | e)` for every variable `v` unobserved in each sample, from linear flows:
     /// `P(x_v = k | e) = Σ_{leaves n of v} F_n p_n(k)`. Returns `[sample][var]`.
     pub fn conditionals(&self, ev: &Evidence) -> Result<Vec<Vec<Conditional>>, RuntimeError> {
+        ev.require_hard("conditionals")?;
         ev.validate(&self.plan)?;
         let (plan, params, table) = (&self.plan, &self.params, &self.table);
         let chunks = self.map_chunks(ev.num_samples(), true, |s0, ws| {
             let bc = ws.bc;
             forward::forward(plan, params, table, ev, s0, ws, Semiring::LogSum);
-            backward::backward(plan, params, ev, s0, ws, &vec![1.0; bc], None, None);
+            backward::backward(plan, params, table, ev, s0, ws, &vec![1.0; bc], None, None);
             (0..bc).map(|b| conditionals_of(plan, params, ev, s0 + b, b, ws)).collect::<Vec<_>>()
         })?;
         Ok(chunks.into_iter().flatten().collect())
@@ -225,6 +226,7 @@ impl CpuEngine {
 
     /// MPE under evidence: the best induced tree (max-product) and the completion it implies.
     pub fn mpe(&self, ev: &Evidence) -> Result<MpeResult, RuntimeError> {
+        ev.require_hard("MPE")?;
         ev.validate(&self.plan)?;
         let (plan, params, index, table) = (&self.plan, &self.params, &self.index, &self.table);
         let nv = plan.num_vars as usize;
@@ -250,6 +252,7 @@ impl CpuEngine {
     /// One sample per evidence row from `P(x_missing | x_observed)`; observed values are kept.
     /// Sample `i` uses its own random stream, so results do not depend on the thread count.
     pub fn sample_conditional(&self, ev: &Evidence, seed: u64) -> Result<Vec<f32>, RuntimeError> {
+        ev.require_hard("conditional sampling")?;
         ev.validate(&self.plan)?;
         let (plan, params, index, table) = (&self.plan, &self.params, &self.index, &self.table);
         let nv = plan.num_vars as usize;
@@ -288,7 +291,7 @@ impl CpuEngine {
             element_flows[d] = f.to_vec();
         };
         let mut sink = FlowSink { sum: &mut flows.sum, input: &mut flows.input };
-        backward::backward(plan, &self.params, ev, 0, &mut ws, &root_flow, Some(&mut sink), Some(&mut rec));
+        backward::backward(plan, &self.params, &self.table, ev, 0, &mut ws, &root_flow, Some(&mut sink), Some(&mut rec));
         Ok(Trace {
             num_samples: n,
             log_likelihoods: Workspace::row(&node_values, plan.root, n).to_vec(),

@@ -705,6 +705,9 @@ impl GpuEngine {
     /// call's sequence number `seq` (one copy).
     fn upload(&mut self, ev: &Evidence, seq: u32) -> Result<usize, RuntimeError> {
         ev.validate(&self.plan)?;
+        if ev.soft.is_some() {
+            return Err(RuntimeError::SoftUnsupported { query: "the GPU engine" });
+        }
         let batch = ev.num_samples();
         if batch == 0 {
             return Ok(0);

@@ -1,0 +1,234 @@
+//! Soft evidence: observations that are distributions over a discrete variable's categories
+//! instead of one value (virtual evidence). A soft observation `s_v(k)` weighs every completion:
+//! the likelihood of a sample is `Σ_x p(x) Π_v s_v(x_v)`. The circuit is decomposable, so this
+//! factorizes into its leaves: a leaf `n` of variable `v` evaluates `L_n = Σ_k s_v(k) p_n(k)`
+//! (linear in the number of categories), and its expected statistics split its flow `F_n` over the
+//! categories in proportion to `s_v(k) p_n(k)`.
+//!
+//! Two forms share these rules:
+//! - [`Soft::Dense`]: one probability per sample, variable and category (a soft CSV, the library).
+//! - [`Soft::Softened`]: *data softening* (Liu & Van den Broeck, "Tractable Regularization of
+//!   Probabilistic Circuits", NeurIPS 2021, §3): each observed value `x` is kept with probability
+//!   β and the rest is spread evenly over the other `K − 1` categories, `s(k) = c + (β − c)[k = x]`
+//!   with `c = (1 − β)/(K − 1)`. In closed form, with a normalized leaf, `L_n = c + (β − c) p_n(x)`
+//!   and the statistics are the missing-value credit of `F_n c / L_n` plus the observed credit of
+//!   `F_n (β − c) p_n(x) / L_n` at `x` — no per-category work in the forward pass.
+//!
+//! Continuous variables take no soft evidence (a dense form for them is an error; softening leaves
+//! them hard). MPE, conditionals and sampling take hard evidence only.
+
+use crate::RuntimeError;
+use crate::dist::Dist;
+use crate::plan::{Domain, Plan};
+
+/// Soft observations of a batch (see the module documentation).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Soft {
+    /// Every observed discrete value softened with keep-probability `beta` in `(0, 1]`
+    /// (`1` is hard evidence).
+    Softened { beta: f32 },
+    /// Per sample, per variable, a probability per category: sample `s`, variable `v`, category
+    /// `k` at `probs[s * row + offsets[v] + k]` with `row = offsets[num_vars]`. Every variable is
+    /// discrete; a missing value is all ones.
+    Dense { offsets: Vec<usize>, probs: Vec<f32> },
+}
+
+impl Soft {
+    /// Softening with keep-probability `beta`, which must be in `(0, 1]`; the paper's values are
+    /// close to one (0.9999 … 0.99 for binary data).
+    pub fn softened(beta: f32) -> Result<Soft, RuntimeError> {
+        if !(beta > 0.0 && beta <= 1.0) {
+            return Err(RuntimeError::InvalidHyperParameter(format!("softening keep-probability β must be in (0, 1], got {beta}")));
+        }
+        Ok(Soft::Softened { beta })
+    }
+
+    /// Dense soft evidence for a plan's variables, every one discrete: `probs` is
+    /// `[num_samples][Σ_v K_v]` (per variable its `K_v` category probabilities in order).
+    pub fn dense(domains: &[Domain], probs: Vec<f32>) -> Result<Soft, RuntimeError> {
+        let mut offsets = vec![0usize];
+        for (var, d) in domains.iter().enumerate() {
+            match *d {
+                Domain::Discrete { num_cats } => offsets.push(offsets[var] + num_cats as usize),
+                Domain::Continuous => return Err(RuntimeError::SoftOnContinuous { var }),
+            }
+        }
+        let row = offsets[domains.len()];
+        if row == 0 || !probs.len().is_multiple_of(row) {
+            return Err(RuntimeError::RaggedData { len: probs.len(), num_vars: row });
+        }
+        Ok(Soft::Dense { offsets, probs })
+    }
+
+    /// Dense soft evidence from hard values (a one-hot per observed value, all ones where missing):
+    /// what the forward pass sees is then exactly the hard evidence.
+    pub fn one_hot(plan: &Plan, values: &[f32], missing: Option<&[bool]>) -> Result<Soft, RuntimeError> {
+        let nv = plan.num_vars as usize;
+        let empty = Soft::dense(&plan.domains, Vec::new())?;
+        let Soft::Dense { offsets, .. } = empty else { unreachable!() };
+        let row = offsets[nv];
+        let n = values.len() / nv.max(1);
+        let mut probs = vec![0f32; n * row];
+        for s in 0..n {
+            for v in 0..nv {
+                let cats = &mut probs[s * row + offsets[v]..s * row + offsets[v + 1]];
+                if missing.is_some_and(|m| m[s * nv + v]) {
+                    cats.fill(1.0);
+                } else if let Some(c) = cats.get_mut(values[s * nv + v] as usize) {
+                    *c = 1.0;
+                }
+            }
+        }
+        Ok(Soft::Dense { offsets, probs })
+    }
+
+    /// The row width of the dense form (probabilities per sample).
+    fn row(offsets: &[usize]) -> usize {
+        *offsets.last().unwrap_or(&0)
+    }
+
+    /// The samples `rows` of this soft evidence (the softened form has no per-sample data).
+    pub(crate) fn select(&self, rows: impl Iterator<Item = usize>) -> Soft {
+        match self {
+            Soft::Softened { beta } => Soft::Softened { beta: *beta },
+            Soft::Dense { offsets, probs } => {
+                let row = Soft::row(offsets);
+                Soft::Dense { offsets: offsets.clone(), probs: rows.flat_map(|r| probs[r * row..][..row].iter().copied()).collect() }
+            }
+        }
+    }
+
+    /// Check against a plan and a batch of `num_samples`: domains, shape, every probability in
+    /// `[0, 1]` and every variable with some positive probability.
+    pub(crate) fn validate(&self, plan: &Plan, num_samples: usize) -> Result<(), RuntimeError> {
+        let (offsets, probs) = match self {
+            Soft::Softened { beta } => return Soft::softened(*beta).map(|_| ()),
+            Soft::Dense { offsets, probs } => (offsets, probs),
+        };
+        let Soft::Dense { offsets: expected, .. } = Soft::dense(&plan.domains, Vec::new())? else { unreachable!() };
+        if *offsets != expected {
+            return Err(RuntimeError::SoftShape { detail: "its categories per variable differ from the model's domains".into() });
+        }
+        let row = Soft::row(offsets);
+        if probs.len() != row * num_samples {
+            return Err(RuntimeError::SoftShape { detail: format!("{} probabilities for {num_samples} samples of {row} categories", probs.len()) });
+        }
+        for s in 0..num_samples {
+            for v in 0..plan.num_vars as usize {
+                let cats = &probs[s * row + offsets[v]..s * row + offsets[v + 1]];
+                if let Some(&p) = cats.iter().find(|p| !(**p >= 0.0 && **p <= 1.0)) {
+                    return Err(RuntimeError::SoftValue { sample: s, var: v, value: p });
+                }
+                if cats.iter().all(|&p| p == 0.0) {
+                    return Err(RuntimeError::SoftAllZero { sample: s, var: v });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The soft observation of sample `s`, variable `var` of a discrete variable with `num_cats`
+    /// categories whose hard value is `x`.
+    #[inline]
+    fn view(&self, s: usize, var: usize, x: f32, num_cats: u32) -> View<'_> {
+        match self {
+            Soft::Softened { beta } => {
+                if num_cats < 2 || *beta == 1.0 {
+                    return View::Hard(x);
+                }
+                let c = (1.0 - beta) / (num_cats - 1) as f32;
+                View::Softened { x, keep: *beta, rest: c }
+            }
+            Soft::Dense { offsets, probs } => {
+                let row = Soft::row(offsets);
+                View::Dense(&probs[s * row + offsets[var]..s * row + offsets[var + 1]])
+            }
+        }
+    }
+}
+
+/// One soft observation.
+enum View<'a> {
+    Hard(f32),
+    Softened { x: f32, keep: f32, rest: f32 },
+    Dense(&'a [f32]),
+}
+
+/// How one leaf sees one (sample, variable): its log-likelihood and how its flow becomes
+/// statistics. `missing` and hard values are the usual rules; soft ones follow the module doc.
+pub(crate) struct LeafInput<'a> {
+    pub dist: Dist,
+    /// The leaf's table constants and parameters.
+    pub tab: &'a [f32],
+    pub prm: &'a [f32],
+    pub local: u32,
+}
+
+impl LeafInput<'_> {
+    fn num_cats(&self) -> Option<u32> {
+        match self.dist.domain() {
+            Domain::Discrete { num_cats } => Some(num_cats),
+            Domain::Continuous => None,
+        }
+    }
+
+    /// `log L_n` for sample `s`: hard, missing (`log 1`) or soft.
+    #[inline]
+    pub fn log_lik(&self, soft: Option<&Soft>, s: usize, var: usize, x: f32, missing: bool) -> f32 {
+        if missing {
+            return 0.0;
+        }
+        let d = self.dist;
+        match (soft, self.num_cats()) {
+            (Some(soft), Some(k)) => match soft.view(s, var, x, k) {
+                View::Hard(x) => d.log_prob_table(self.tab, self.local, x),
+                View::Softened { x, keep, rest } => (rest + (keep - rest) * d.log_prob_table(self.tab, self.local, x).exp()).ln(),
+                View::Dense(q) => log_dot(q, |k| d.log_prob_table(self.tab, self.local, k as f32)),
+            },
+            _ => d.log_prob_table(self.tab, self.local, x),
+        }
+    }
+
+    /// Credit flow `f` of sample `s` to the leaf's statistics.
+    #[inline]
+    pub fn add_stats(&self, stats: &mut [f64], soft: Option<&Soft>, s: usize, var: usize, x: f32, missing: bool, f: f64) {
+        let d = self.dist;
+        if missing {
+            return d.add_missing(stats, self.prm, f);
+        }
+        match (soft, self.num_cats()) {
+            (Some(soft), Some(k)) => match soft.view(s, var, x, k) {
+                View::Hard(x) => d.add_observed(stats, x, f),
+                View::Softened { x, keep, rest } => {
+                    let px = d.log_prob_table(self.tab, self.local, x).exp() as f64;
+                    let l = rest as f64 + (keep - rest) as f64 * px;
+                    if l > 0.0 {
+                        d.add_missing(stats, self.prm, f * rest as f64 / l);
+                        d.add_observed(stats, x, f * (keep - rest) as f64 * px / l);
+                    }
+                }
+                View::Dense(q) => {
+                    let lp: Vec<f64> = (0..q.len()).map(|k| d.log_prob_table(self.tab, self.local, k as f32) as f64).collect();
+                    let w: Vec<f64> = q.iter().zip(&lp).map(|(&q, &lp)| q as f64 * lp.exp()).collect();
+                    let l: f64 = w.iter().sum();
+                    if l > 0.0 {
+                        for (k, w) in w.iter().enumerate().filter(|(_, w)| **w > 0.0) {
+                            d.add_observed(stats, k as f32, f * w / l);
+                        }
+                    }
+                }
+            },
+            _ => d.add_observed(stats, x, f),
+        }
+    }
+}
+
+/// `log Σ_k q_k exp(lp(k))`, shifted by the largest term so that small leaves do not underflow.
+fn log_dot(q: &[f32], lp: impl Fn(usize) -> f32) -> f32 {
+    let terms: Vec<f32> = q.iter().enumerate().map(|(k, &q)| if q > 0.0 { q.ln() + lp(k) } else { f32::NEG_INFINITY }).collect();
+    let m = terms.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        return m;
+    }
+    m + terms.iter().map(|t| (t - m).exp()).sum::<f32>().ln()
+}
