@@ -94,6 +94,15 @@ impl Engine {
         }
     }
 
+    /// One entropy-regularized EM step ([`crate::entropy`]); `tau = 0` is the plain step.
+    pub fn em_step_entropy(&mut self, step_size: f32, pseudocount: f32, tau: f32) -> Result<(), RuntimeError> {
+        match self {
+            _ if tau == 0.0 => self.em_step(step_size, pseudocount),
+            Engine::Cpu(e) => e.em_step_entropy(step_size, pseudocount, tau),
+            Engine::Gpu(e) => e.em_step_entropy(step_size, pseudocount, tau),
+        }
+    }
+
     /// The current parameters (copied from the device for the GPU engine).
     pub fn params(&self) -> Result<Params, RuntimeError> {
         match self {

@@ -10,6 +10,7 @@ pub mod dataset;
 pub mod dist;
 pub mod em;
 pub mod engine;
+pub mod entropy;
 mod error;
 pub mod manifest;
 pub mod outputs;

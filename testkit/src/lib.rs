@@ -319,6 +319,63 @@ impl<'a> Reference<'a> {
         val
     }
 
+    /// The distribution over induced trees below node `k` of IR vector `i` (each sum node picks
+    /// one child): per tree its probability and the summed entropies of its leaves; `None` past
+    /// `cap` trees.
+    fn trees(&self, i: usize, k: usize, cap: usize) -> Option<Vec<(f64, f64)>> {
+        match &self.c.nodes[i] {
+            Node::Input { .. } => {
+                let t = self.leaf_theta(i, k);
+                Some(vec![(1.0, t.iter().filter(|&&p| p > 0.0).map(|p| -p * p.ln()).sum())])
+            }
+            Node::Product { children, block_size, edges, .. } => {
+                let bs = *block_size as usize;
+                let (r, kk) = (k / bs, k % bs);
+                let mut out = vec![(1.0, 0.0)];
+                for (ch, &b) in children.iter().zip(&edges[r]) {
+                    let sub = self.trees(ch.index(), b as usize * bs + kk, cap)?;
+                    if out.len() * sub.len() > cap {
+                        return None;
+                    }
+                    out = out.iter().flat_map(|&(p, h)| sub.iter().map(move |&(q, g)| (p * q, h + g))).collect();
+                }
+                Some(out)
+            }
+            Node::Sum { children, block_size, edges, .. } => {
+                let bs = *block_size as usize;
+                let cbs = self.c.node(children[0]).block_size() as usize;
+                let t = self.theta[self.source(i)].as_ref().unwrap();
+                let (blk, m) = (k / bs, k % bs);
+                let mut out = Vec::new();
+                for (e, &[b, vb]) in edges.iter().enumerate() {
+                    if b as usize != blk {
+                        continue;
+                    }
+                    for kc in 0..cbs {
+                        let w = t[(e * bs + m) * cbs + kc];
+                        if w == 0.0 {
+                            continue;
+                        }
+                        let (ci, cn) = self.virtual_child(children, cbs, vb, kc);
+                        out.extend(self.trees(ci, cn, cap)?.into_iter().map(|(p, h)| (p * w, h)));
+                        if out.len() > cap {
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+        }
+    }
+
+    /// The entropy of the latent-variable view `p(x, z)` (every sum node's choice a latent
+    /// variable) by enumerating induced trees: `Σ_T p(T) (−log p(T) + Σ_{leaves of T} H(leaf))`.
+    /// `None` when the circuit has more than `cap` induced trees.
+    pub fn latent_entropy_by_trees(&self, cap: usize) -> Option<f64> {
+        let trees = self.trees(self.c.root.index(), 0, cap)?;
+        Some(trees.iter().filter(|(p, _)| *p > 0.0).map(|(p, h)| p * (-p.ln() + h)).sum())
+    }
+
     pub fn prob(&self, x: &[f32], missing: &[bool]) -> f64 {
         self.eval(x, missing, Semi::Sum)[self.c.root.index()][0]
     }

@@ -209,6 +209,15 @@ impl CpuEngine {
         Ok(())
     }
 
+    /// One entropy-regularized EM step ([`crate::entropy`], strength `tau`) from the accumulated
+    /// flows, which are then cleared; `tau = 0` is [`CpuEngine::em_step`].
+    pub fn em_step_entropy(&mut self, step_size: f32, pseudocount: f32, tau: f32) -> Result<(), RuntimeError> {
+        crate::entropy::em_update_entropy(&self.plan, &mut self.params, &self.flows, step_size, pseudocount, tau)?;
+        self.table = self.params.leaf_table(&self.plan);
+        self.zero_flows();
+        Ok(())
+    }
+
     /// `P(x_v | e)` for every variable `v` unobserved in each sample, from linear flows:
     /// `P(x_v = k | e) = Σ_{leaves n of v} F_n p_n(k)`. Returns `[sample][var]`.
     pub fn conditionals(&self, ev: &Evidence) -> Result<Vec<Vec<Conditional>>, RuntimeError> {

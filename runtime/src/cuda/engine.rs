@@ -869,6 +869,29 @@ impl GpuEngine {
     }
 }
 
+impl GpuEngine {
+    /// One entropy-regularized EM step ([`crate::entropy`]): the regularized estimate is computed
+    /// on the host from the downloaded flows and parameters, then installed by the device's own
+    /// EM kernels (step 1, no pseudocount) from flows that are that estimate — each sum row its
+    /// weights, each leaf the expected statistics of its new distribution — so the leaf table
+    /// and the packed weights are refreshed as after any step. Meant for the small circuits the
+    /// regularizer is used on: it copies the flows and parameters both ways.
+    pub fn em_step_entropy(&mut self, step_size: f32, pseudocount: f32, tau: f32) -> Result<(), RuntimeError> {
+        let flows = self.flows()?;
+        let mut params = self.params()?;
+        crate::entropy::em_update_entropy(&self.plan, &mut params, &flows, step_size, pseudocount, tau)?;
+        let target = crate::entropy::flows_installing(&self.plan, &params);
+        let sum: Vec<f32> = target.sum.iter().map(|&x| x as f32).collect();
+        let input: Vec<f32> = target.input.iter().map(|&x| x as f32).collect();
+        let dev = &mut self.dev;
+        self.stream.memcpy_htod(&sum, &mut dev.sum_flows).map_err(CudaError::from)?;
+        if !input.is_empty() {
+            self.stream.memcpy_htod(&input, &mut dev.input_stats.slice_mut(..input.len())).map_err(CudaError::from)?;
+        }
+        self.em_step(1.0, 0.0)
+    }
+}
+
 /// Capture the launches `record` makes on `stream` into a graph (nothing runs while capturing).
 /// A failed launch ends the capture before the error is returned, so the stream stays usable.
 fn capture(stream: &Arc<CudaStream>, record: impl FnOnce() -> Result<(), CudaError>) -> Result<Graph, CudaError> {

@@ -81,6 +81,16 @@ impl Family for Bernoulli {
         }
         prm[0] = ((1.0 - eta) * prm[0] as f64 + eta * (stats[1] + alpha / 2.0) / total) as f32;
     }
+    /// The regularized estimate over (count of 0, count of 1), each plus `α/2`.
+    fn em_update_entropy(&self, prm: &mut [f32], stats: &[f64], eta: f64, alpha: f64, b: f64) {
+        let a = [stats[0] + alpha / 2.0, stats[1] + alpha / 2.0];
+        if a[0] + a[1] <= 0.0 {
+            return;
+        }
+        let mut t = [0.0; 2];
+        crate::entropy::regularized_weights(&a, b, &mut t);
+        prm[0] = ((1.0 - eta) * prm[0] as f64 + eta * t[1]) as f32;
+    }
     fn sample(&self, prm: &[f32], _local: u32, rng: &mut ChaCha8Rng) -> f32 {
         (rng.random::<f32>() < prm[0]) as u32 as f32
     }

@@ -102,6 +102,19 @@ impl Family for Categorical {
             *p = ((1.0 - eta) * *p as f64 + eta * (s + alpha / k) / total) as f32;
         }
     }
+    /// The regularized estimate of the counts plus `α/k` each ([`crate::entropy::regularized_weights`]).
+    fn em_update_entropy(&self, prm: &mut [f32], stats: &[f64], eta: f64, alpha: f64, b: f64) {
+        let k = self.num_cats as f64;
+        let a: Vec<f64> = stats.iter().map(|s| s + alpha / k).collect();
+        if a.iter().sum::<f64>() <= 0.0 {
+            return;
+        }
+        let mut t = vec![0.0; a.len()];
+        crate::entropy::regularized_weights(&a, b, &mut t);
+        for (p, t) in prm.iter_mut().zip(&t) {
+            *p = ((1.0 - eta) * *p as f64 + eta * t) as f32;
+        }
+    }
     /// Inverse CDF in f64; rounding past the end takes the last positive category.
     fn sample(&self, prm: &[f32], _local: u32, rng: &mut ChaCha8Rng) -> f32 {
         let mut u = rng.random::<f64>();

@@ -197,6 +197,11 @@ pub(crate) trait Family {
     /// One EM update from the node's statistics (step `eta`, pseudocount `alpha`); a node that
     /// received no flow and no pseudocount keeps its parameters.
     fn em_update(&self, prm: &mut [f32], stats: &[f64], eta: f64, alpha: f64);
+    /// The entropy-regularized EM update ([`crate::entropy`]) with strength `b = τ · ctx · N`; a
+    /// family whose entropy the regularizer does not cover takes the plain update.
+    fn em_update_entropy(&self, prm: &mut [f32], stats: &[f64], eta: f64, alpha: f64, _b: f64) {
+        self.em_update(prm, stats, eta, alpha)
+    }
     /// One draw from the node's distribution.
     fn sample(&self, prm: &[f32], local: u32, rng: &mut ChaCha8Rng) -> f32;
     /// Add the node's distribution, weighted by its flow `f`, to a variable's posterior
@@ -325,6 +330,9 @@ impl Dist {
     }
     pub(crate) fn em_update(&self, prm: &mut [f32], stats: &[f64], eta: f64, alpha: f64) {
         with_family!(self, f => f.em_update(prm, stats, eta, alpha))
+    }
+    pub(crate) fn em_update_entropy(&self, prm: &mut [f32], stats: &[f64], eta: f64, alpha: f64, b: f64) {
+        with_family!(self, f => f.em_update_entropy(prm, stats, eta, alpha, b))
     }
     pub(crate) fn sample(&self, prm: &[f32], local: u32, rng: &mut ChaCha8Rng) -> f32 {
         with_family!(self, f => f.sample(prm, local, rng))
