@@ -20,6 +20,9 @@ enum Command {
     Learn(cli::learn::LearnArgs),
     /// Train a model with EM.
     Train(Box<cli::train::TrainArgs>),
+    /// Learn an HCLT, choose latents and regularization on validation data, train with early
+    /// stopping and save the best model (one command from data to model).
+    Fit(Box<cli::fit::FitArgs>),
     /// Average log-likelihood and bits per dimension of a data set.
     Eval {
         /// Model directory.
@@ -79,6 +82,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Learn(a) => cli::learn::run(&a),
         Command::Train(a) => cli::train::run(&a),
+        Command::Fit(a) => cli::fit::run(&a),
         Command::Eval { model, data, json, device } => cli::eval::run(&model, &data, &device, json),
         Command::Query(a) => cli::query::run(&a),
         Command::Sample(a) => cli::sample::run(&a),

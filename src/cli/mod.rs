@@ -4,6 +4,7 @@
 pub mod codegen;
 pub mod engine;
 pub mod eval;
+pub mod fit;
 pub mod info;
 pub mod learn;
 pub mod lock;

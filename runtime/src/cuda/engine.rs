@@ -871,16 +871,23 @@ impl GpuEngine {
 
 impl GpuEngine {
     /// One entropy-regularized EM step ([`crate::entropy`]): the regularized estimate is computed
-    /// on the host from the downloaded flows and parameters, then installed by the device's own
-    /// EM kernels (step 1, no pseudocount) from flows that are that estimate — each sum row its
-    /// weights, each leaf the expected statistics of its new distribution — so the leaf table
-    /// and the packed weights are refreshed as after any step. Meant for the small circuits the
-    /// regularizer is used on: it copies the flows and parameters both ways.
+    /// on the host from the downloaded flows and parameters, then installed
+    /// ([`GpuEngine::install_params`]). Meant for the small circuits the regularizer is used on:
+    /// it copies the flows and parameters both ways.
     pub fn em_step_entropy(&mut self, step_size: f32, pseudocount: f32, tau: f32) -> Result<(), RuntimeError> {
         let flows = self.flows()?;
         let mut params = self.params()?;
         crate::entropy::em_update_entropy(&self.plan, &mut params, &flows, step_size, pseudocount, tau)?;
-        let target = crate::entropy::flows_installing(&self.plan, &params);
+        self.install_params(&params)
+    }
+
+    /// Replace the parameters with `params` (checked against the plan), through the device's own
+    /// EM kernels (step 1, no pseudocount) from flows that are those parameters — each sum row
+    /// its weights, each leaf the expected statistics of its new distribution — so the leaf
+    /// table and the packed weights are refreshed as after any step. Accumulated flows are lost.
+    pub fn install_params(&mut self, params: &Params) -> Result<(), RuntimeError> {
+        params.validate(&self.plan)?;
+        let target = crate::entropy::flows_installing(&self.plan, params);
         let sum: Vec<f32> = target.sum.iter().map(|&x| x as f32).collect();
         let input: Vec<f32> = target.input.iter().map(|&x| x as f32).collect();
         let dev = &mut self.dev;
