@@ -32,6 +32,11 @@ enum Command {
         /// Print one JSON object with `avg_ll`, `bpd`, `n`.
         #[arg(long)]
         json: bool,
+        /// The data is soft evidence: a CSV with, per variable, `P(x = 1)` of a binary variable or
+        /// one probability per category (empty or `?` = unobserved); the result is the
+        /// likelihood of the soft observations, `Σ_x p(x) Π_v s_v(x_v)`.
+        #[arg(long)]
+        soft: bool,
         #[command(flatten)]
         device: cli::DeviceArgs,
     },
@@ -83,7 +88,7 @@ fn main() -> Result<()> {
         Command::Learn(a) => cli::learn::run(&a),
         Command::Train(a) => cli::train::run(&a),
         Command::Fit(a) => cli::fit::run(&a),
-        Command::Eval { model, data, json, device } => cli::eval::run(&model, &data, &device, json),
+        Command::Eval { model, data, json, soft, device } => cli::eval::run(&model, &data, &device, json, soft),
         Command::Query(a) => cli::query::run(&a),
         Command::Sample(a) => cli::sample::run(&a),
         Command::Info { model, json } => cli::info::run(&model, json),

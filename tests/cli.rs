@@ -620,3 +620,63 @@ fn structure_flags_are_the_template_keys() {
         assert!(o.status.success(), "{structure}: {}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+#[test]
+fn fit_softening_entropy_and_soft_evidence_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    write_data(&dir.path().join("train.csv"), 300, 1);
+    write_data(&dir.path().join("valid.csv"), 100, 2);
+    let fit = [
+        "fit",
+        "--data",
+        &p("train.csv"),
+        "--valid",
+        &p("valid.csv"),
+        "--test",
+        &p("valid.csv"),
+        "-o",
+        &p("m"),
+        "--latents",
+        "4",
+        "--soften",
+        "1,0.99",
+        "--entropy",
+        "0,0.01",
+        "--max-epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+    ];
+    let out = ok(&fit);
+    assert!(out.contains("chosen: latents 4"), "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/fit.json")).unwrap()).unwrap();
+    let trials = summary["trials"].as_array().unwrap();
+    // Latents stage (paper defaults), β ∈ {1, 0.99}, τ ∈ {0, 0.01}, the ablation: no candidate twice.
+    assert!(trials.len() >= 4, "{summary}");
+    assert!(summary["test_ll"].as_f64().unwrap().is_finite() && summary["ablation"].as_array().unwrap().len() == 4, "{summary}");
+    let best = trials.iter().map(|t| t["valid_ll"].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(summary["valid_ll"].as_f64().unwrap(), best, "the saved model is the best trial");
+    // The saved model evaluates to the summary's test LL.
+    let eval: serde_json::Value = serde_json::from_str(&ok(&["eval", &p("m"), "--data", &p("valid.csv"), "--json", "--device", "cpu"])).unwrap();
+    assert!((eval["avg_ll"].as_f64().unwrap() - summary["test_ll"].as_f64().unwrap()).abs() < 1e-9);
+    ok(&["train", &p("m"), "--data", &p("train.csv"), "--epochs", "1", "--soften", "0.99", "--entropy", "0.01", "--device", "cpu", "--quiet"]);
+    // One-hot soft evidence is the hard data; a blank field is an unobserved variable.
+    let hard = std::fs::read_to_string(dir.path().join("valid.csv")).unwrap();
+    std::fs::write(dir.path().join("soft.csv"), &hard).unwrap();
+    let ll = |args: &[&str]| -> f64 { serde_json::from_str::<serde_json::Value>(&ok(args)).unwrap()["avg_ll"].as_f64().unwrap() };
+    let a = ll(&["eval", &p("m"), "--data", &p("valid.csv"), "--json", "--device", "cpu"]);
+    let b = ll(&["eval", &p("m"), "--data", &p("soft.csv"), "--soft", "--json", "--device", "cpu"]);
+    assert!((a - b).abs() < 1e-5, "hard {a}, one-hot soft {b}");
+    std::fs::write(dir.path().join("soft2.csv"), "0.3,0.9,,1,0,0.5\n").unwrap();
+    assert!(ll(&["eval", &p("m"), "--data", &p("soft2.csv"), "--soft", "--json", "--device", "cpu"]).is_finite());
+    // Errors name the cause.
+    std::fs::write(dir.path().join("bad.csv"), "0.3,0.9,1\n").unwrap();
+    let err = fails(&["eval", &p("m"), "--data", &p("bad.csv"), "--soft", "--device", "cpu"]);
+    assert!(err.contains("line 1: 3 fields"), "{err}");
+    std::fs::write(dir.path().join("bad.csv"), "0.3,1.5,1,0,0,0\n").unwrap();
+    assert!(fails(&["eval", &p("m"), "--data", &p("bad.csv"), "--soft", "--device", "cpu"]).contains("not a probability"));
+    assert!(fails(&["train", &p("m"), "--data", &p("train.csv"), "--soften", "0", "--device", "cpu"]).contains("β must be in (0, 1]"));
+    assert!(fails(&[&fit[..11], &["--entropy=-1"]].concat()).contains("τ must be finite"));
+}

@@ -98,7 +98,7 @@ pub fn regularized_weights(a: &[f64], b: f64, out: &mut [f64]) {
             hi = hi.min(lambda)
         }
         let mut next = lambda - (s - 1.0) / ds;
-        if !(next > lo && next < hi) || !next.is_finite() {
+        if !(next > lo && next < hi && next.is_finite()) {
             next = match (lo.is_finite(), hi.is_finite()) {
                 (true, true) => 0.5 * (lo + hi),
                 (true, false) => lambda + (lambda - lo).abs().max(b),

@@ -18,6 +18,7 @@
 //! them hard). MPE, conditionals and sampling take hard evidence only.
 
 use crate::RuntimeError;
+use crate::data::Evidence;
 use crate::dist::Dist;
 use crate::plan::{Domain, Plan};
 
@@ -154,6 +155,22 @@ enum View<'a> {
     Dense(&'a [f32]),
 }
 
+/// One (sample, variable) of a batch as a leaf sees it.
+pub(crate) struct Observation<'a> {
+    soft: Option<&'a Soft>,
+    sample: usize,
+    var: usize,
+    x: f32,
+    missing: bool,
+}
+
+impl<'a> Observation<'a> {
+    #[inline]
+    pub fn of(ev: &'a Evidence, sample: usize, var: usize) -> Self {
+        Observation { soft: ev.soft.as_ref(), sample, var, x: ev.value(sample, var), missing: ev.is_missing(sample, var) }
+    }
+}
+
 /// How one leaf sees one (sample, variable): its log-likelihood and how its flow becomes
 /// statistics. `missing` and hard values are the usual rules; soft ones follow the module doc.
 pub(crate) struct LeafInput<'a> {
@@ -174,8 +191,9 @@ impl LeafInput<'_> {
 
     /// `log L_n` for sample `s`: hard, missing (`log 1`) or soft.
     #[inline]
-    pub fn log_lik(&self, soft: Option<&Soft>, s: usize, var: usize, x: f32, missing: bool) -> f32 {
-        if missing {
+    pub fn log_lik(&self, o: &Observation) -> f32 {
+        let (soft, s, var, x) = (o.soft, o.sample, o.var, o.x);
+        if o.missing {
             return 0.0;
         }
         let d = self.dist;
@@ -191,9 +209,9 @@ impl LeafInput<'_> {
 
     /// Credit flow `f` of sample `s` to the leaf's statistics.
     #[inline]
-    pub fn add_stats(&self, stats: &mut [f64], soft: Option<&Soft>, s: usize, var: usize, x: f32, missing: bool, f: f64) {
-        let d = self.dist;
-        if missing {
+    pub fn add_stats(&self, stats: &mut [f64], o: &Observation, f: f64) {
+        let (d, soft, s, var, x) = (self.dist, o.soft, o.sample, o.var, o.x);
+        if o.missing {
             return d.add_missing(stats, self.prm, f);
         }
         match (soft, self.num_cats()) {
@@ -231,4 +249,52 @@ fn log_dot(q: &[f32], lp: impl Fn(usize) -> f32) -> f32 {
         return m;
     }
     m + terms.iter().map(|t| (t - m).exp()).sum::<f32>().ln()
+}
+
+/// Evidence from a soft CSV for variables of `domains` (every one discrete): one row per sample,
+/// per variable either one column — `P(x = 1)` of a binary variable — or one column per category
+/// (its probabilities, in order) for a variable with more than two; an empty field or `?` in a
+/// binary variable's column, or in every column of a categorical one, leaves it unobserved.
+pub fn evidence_from_soft_csv(text: &str, domains: &[Domain]) -> Result<Evidence, RuntimeError> {
+    let widths: Vec<usize> = domains
+        .iter()
+        .enumerate()
+        .map(|(var, d)| match *d {
+            Domain::Discrete { num_cats: 2 } => Ok(1),
+            Domain::Discrete { num_cats } => Ok(num_cats as usize),
+            Domain::Continuous => Err(RuntimeError::SoftOnContinuous { var }),
+        })
+        .collect::<Result<_, _>>()?;
+    let columns: usize = widths.iter().sum();
+    let mut probs = Vec::new();
+    let mut n = 0;
+    for (line, row) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+        if fields.len() != columns {
+            return Err(RuntimeError::SoftShape { detail: format!("line {}: {} fields, the model's variables need {columns}", line + 1, fields.len()) });
+        }
+        let mut at = 0;
+        for &w in &widths {
+            let cells = &fields[at..at + w];
+            at += w;
+            let unobserved = cells.iter().all(|c| c.is_empty() || *c == "?");
+            let parse = |c: &str| c.parse::<f32>().map_err(|_| RuntimeError::SoftShape { detail: format!("line {}: `{c}` is not a probability", line + 1) });
+            match (unobserved, w) {
+                (true, 1) => probs.extend([1.0, 1.0]),
+                (true, _) => probs.extend(std::iter::repeat_n(1.0, w)),
+                (false, 1) => {
+                    let p = parse(cells[0])?;
+                    probs.extend([1.0 - p, p]);
+                }
+                (false, _) => {
+                    for c in cells {
+                        probs.push(parse(c)?);
+                    }
+                }
+            }
+        }
+        n += 1;
+    }
+    let soft = Soft::dense(domains, probs)?;
+    Ok(Evidence::new(domains.len(), vec![0.0; n * domains.len()])?.with_soft(soft))
 }

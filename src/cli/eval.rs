@@ -2,21 +2,36 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use pc_runtime::Evidence;
 
 use super::{DataArgs, DeviceArgs};
 
-pub fn run(dir: &Path, data: &DataArgs, device: &DeviceArgs, json: bool) -> Result<()> {
+pub fn run(dir: &Path, data: &DataArgs, device: &DeviceArgs, json: bool, soft: bool) -> Result<()> {
     let m = super::load_model(dir)?;
-    let d = data.load()?;
+    let ev = if soft { soft_data(data, &m.plan.domains)? } else { data.load()?.ev };
     let mut engine = device.engine(&m)?;
-    let lls = engine.log_likelihood(&d.ev)?;
+    let lls = engine.log_likelihood(&ev)?;
     let avg = super::mean(&lls);
-    let bpd = -avg / (d.ev.num_vars as f64 * std::f64::consts::LN_2);
+    let bpd = -avg / (ev.num_vars as f64 * std::f64::consts::LN_2);
     if json {
         println!("{}", serde_json::json!({ "avg_ll": avg, "bpd": bpd, "n": lls.len() }));
     } else {
         println!("average log-likelihood {avg:.4} nats, {bpd:.4} bits per dimension, {} samples", lls.len());
     }
     Ok(())
+}
+
+/// A soft CSV for the model's variables (`pc_runtime::soft::evidence_from_soft_csv`), rows
+/// `--rows` of it.
+fn soft_data(data: &DataArgs, domains: &[pc_runtime::Domain]) -> Result<Evidence> {
+    let text = std::fs::read_to_string(&data.data).with_context(|| format!("cannot read {}", data.data.display()))?;
+    let ev = pc_runtime::soft::evidence_from_soft_csv(&text, domains).with_context(|| format!("{}", data.data.display()))?;
+    let n = ev.num_samples();
+    match data.rows {
+        Some((a, b)) if a >= n || a == b => bail!("--rows {a}..: {} has {n} rows", data.data.display()),
+        Some((a, b)) => Ok(ev.slice(a, b.min(n))),
+        None if n == 0 => bail!("{}: no samples", data.data.display()),
+        None => Ok(ev),
+    }
 }

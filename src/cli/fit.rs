@@ -127,7 +127,9 @@ pub fn run(a: &FitArgs) -> Result<()> {
     let test = a.test.as_ref().map(|p| super::load_data(p, None)).transpose()?.map(|d| d.ev);
     let leaf = binary_or_categorical(&[&train, &valid])?;
     let mut search = Search { a, train: &train, valid: &valid, leaf, trials: Vec::new(), models: Vec::new(), t0, device: String::new() };
-    let pick = |trials: &[Trial], f: &dyn Fn(&Settings) -> bool| trials.iter().filter(|t| f(&t.settings)).max_by(|x, y| x.valid_ll.total_cmp(&y.valid_ll)).map(|t| t.settings);
+    let pick = |trials: &[Trial], f: &dyn Fn(&Settings) -> bool| {
+        trials.iter().filter(|t| f(&t.settings)).max_by(|x, y| x.valid_ll.total_cmp(&y.valid_ll)).map(|t| t.settings)
+    };
     for &l in &a.latents {
         search.try_settings(Settings { latents: l, soften: PAPER_SOFTEN, entropy: PAPER_ENTROPY })?;
     }
@@ -289,7 +291,16 @@ impl Search<'_> {
 /// early-stopped on validation. Returns (best valid LL, train LL at that epoch, epochs run, the
 /// best parameters).
 #[allow(clippy::too_many_arguments)] // one candidate's whole context
-fn train(a: &FitArgs, engine: &mut Engine, train: &Evidence, valid: &Evidence, s: Settings, label: &str, best_so_far: f64, t0: Instant) -> Result<(f64, f64, usize, Params)> {
+fn train(
+    a: &FitArgs,
+    engine: &mut Engine,
+    train: &Evidence,
+    valid: &Evidence,
+    s: Settings,
+    label: &str,
+    best_so_far: f64,
+    t0: Instant,
+) -> Result<(f64, f64, usize, Params)> {
     let soft_train = if s.soften < 1.0 { train.clone().with_soft(Soft::softened(s.soften)?) } else { train.clone() };
     let n = train.num_samples();
     let mut order: Vec<usize> = (0..n).collect();

@@ -39,6 +39,13 @@ pub struct TrainArgs {
     /// Pseudocount (Laplace smoothing) of every EM update.
     #[arg(long, default_value_t = 0.1)]
     pub pseudocount: f32,
+    /// Data softening (Liu & Van den Broeck 2021): each observed discrete value is kept with
+    /// probability β and the rest spread over the other categories (1 = none; try 0.999–0.99).
+    #[arg(long, default_value_t = 1.0)]
+    pub soften: f32,
+    /// Entropy regularization strength τ of every EM step (0 = none; try 0.001–0.01).
+    #[arg(long, default_value_t = 0.0)]
+    pub entropy: f32,
     /// Validation data: the model on disk is then the best one on it.
     #[arg(long)]
     pub valid: Option<PathBuf>,
@@ -59,10 +66,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     // Hyper-parameters are checked before any work (EM would reject them only after an epoch).
     let full_step = if a.em == EmMode::Full { 1.0 } else { a.step_size };
     pc_runtime::check_em_hyper_parameters(full_step, a.pseudocount)?;
+    pc_runtime::entropy::check_tau(a.entropy)?;
+    let soft = if a.soften < 1.0 { Some(pc_runtime::Soft::softened(a.soften)?) } else { None };
     // One writer per model directory; held until the process ends.
     let _lock = if a.model.is_dir() { Some(super::lock::lock_model_dir(&a.model, "train")?) } else { None };
     let model = super::load_model(&a.model)?;
-    let data = a.data.load()?.ev;
+    let mut data = a.data.load()?.ev;
+    data.soft = soft;
     let valid = match &a.valid {
         Some(p) => Some(super::load_data(p, None)?.ev),
         None => None,
@@ -104,7 +114,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             let end = (start + a.batch_size).min(n);
             let lls = engine.accumulate_flows_at(on_device.as_ref(), start..end, || data.select(&order[start..end]))?;
             if a.em == EmMode::Mini {
-                engine.em_step(a.step_size, a.pseudocount)?;
+                engine.em_step_entropy(a.step_size, a.pseudocount, a.entropy)?;
             }
             sum += lls.iter().map(|&l| l as f64).sum::<f64>();
             count += lls.len();
@@ -113,7 +123,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         device_data = on_device;
         if a.em == EmMode::Full {
-            engine.em_step(1.0, a.pseudocount)?;
+            engine.em_step_entropy(1.0, a.pseudocount, a.entropy)?;
         }
         pb.finish_and_clear();
         let train_ll = sum / count.max(1) as f64;

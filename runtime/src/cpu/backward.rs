@@ -11,7 +11,7 @@ use super::workspace::Workspace;
 use crate::data::Evidence;
 use crate::params::Params;
 use crate::plan::{Plan, ProdPartition, SumPartition};
-use crate::soft::LeafInput;
+use crate::soft::{LeafInput, Observation};
 
 /// Where the backward pass puts parameter flows and statistics (absent for queries).
 pub(crate) struct FlowSink<'a> {
@@ -138,8 +138,7 @@ fn inputs_backward(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence, s
             let flows = &ws.nflow[(seg.node_start as usize + i) * bc..][..bc];
             for (b, &f) in flows.iter().enumerate() {
                 if f != 0.0 {
-                    let s = s0 + b;
-                    leaf.add_stats(stats, ev.soft.as_ref(), s, var, ev.value(s, var), ev.is_missing(s, var), f as f64);
+                    leaf.add_stats(stats, &Observation::of(ev, s0 + b, var), f as f64);
                 }
             }
         }

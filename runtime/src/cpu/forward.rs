@@ -5,7 +5,7 @@ use super::workspace::Workspace;
 use crate::data::Evidence;
 use crate::params::Params;
 use crate::plan::{Plan, ProdPartition, SumPartition};
-use crate::soft::LeafInput;
+use crate::soft::{LeafInput, Observation};
 
 /// Which semiring a forward pass uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,8 +37,7 @@ pub(crate) fn inputs(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence,
                 continue;
             }
             for (b, o) in out.iter_mut().enumerate() {
-                let s = s0 + b;
-                *o = leaf.log_lik(ev.soft.as_ref(), s, var, ev.value(s, var), ev.is_missing(s, var));
+                *o = leaf.log_lik(&Observation::of(ev, s0 + b, var));
             }
         }
     }

@@ -63,6 +63,7 @@ impl GpuEngine {
     /// [`GpuEngine::release_data`]).
     pub fn upload_data(&mut self, ev: &Evidence) -> Result<DeviceData, RuntimeError> {
         ev.validate(&self.plan)?;
+        ev.require_hard("the GPU engine")?;
         let (values, mask) = ev.transposed();
         let n = ev.num_samples();
         let bytes = self.kernels.stage_u8.is_some() && values.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0);
