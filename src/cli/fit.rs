@@ -5,7 +5,8 @@
 //!
 //! The search is a documented coordinate schedule, not a full grid (a full grid of the defaults
 //! would be 27 trainings):
-//! 1. each `--latents` value, with the paper's HCLT regularizers (β = 0.998, τ = 0.001);
+//! 1. each `--latents` value, with the grid values nearest the paper's HCLT regularizers
+//!    (β = 0.998, τ = 0.001);
 //! 2. each `--soften` value at the best latents;
 //! 3. each `--entropy` value at the best latents and softening;
 //! 4. the ablation: the best latents with neither, softening only, entropy only and both.
@@ -130,8 +131,10 @@ pub fn run(a: &FitArgs) -> Result<()> {
     let pick = |trials: &[Trial], f: &dyn Fn(&Settings) -> bool| {
         trials.iter().filter(|t| f(&t.settings)).max_by(|x, y| x.valid_ll.total_cmp(&y.valid_ll)).map(|t| t.settings)
     };
+    // The latents are chosen with the grid's values nearest the paper's regularizers.
+    let (s0, e0) = (nearest(&a.soften, PAPER_SOFTEN), nearest(&a.entropy, PAPER_ENTROPY));
     for &l in &a.latents {
-        search.try_settings(Settings { latents: l, soften: PAPER_SOFTEN, entropy: PAPER_ENTROPY })?;
+        search.try_settings(Settings { latents: l, soften: s0, entropy: e0 })?;
     }
     let best_l = pick(&search.trials, &|_| true).context("the budget ran out before the first candidate finished")?.latents;
     for &s in &a.soften {
@@ -142,7 +145,10 @@ pub fn run(a: &FitArgs) -> Result<()> {
         search.try_settings(Settings { latents: best_l, soften: best_s, entropy: e })?;
     }
     let best = pick(&search.trials, &|s| s.latents == best_l).expect("tried above");
-    let (bs, be) = (if best.soften < 1.0 { best.soften } else { PAPER_SOFTEN }, if best.entropy > 0.0 { best.entropy } else { PAPER_ENTROPY });
+    // The ablation's regularizers: the chosen ones, or the grid's nearest the paper's where the
+    // chosen candidate has none (a grid without any leaves that arm out: it repeats "neither").
+    let bs = if best.soften < 1.0 { best.soften } else { nearest_active(&a.soften, PAPER_SOFTEN, 1.0) };
+    let be = if best.entropy > 0.0 { best.entropy } else { nearest_active(&a.entropy, PAPER_ENTROPY, 0.0) };
     let combos = [("neither", 1.0, 0.0), ("softening", bs, 0.0), ("entropy", 1.0, be), ("both", bs, be)];
     for (_, s, e) in combos {
         search.try_settings(Settings { latents: best_l, soften: s, entropy: e })?;
@@ -151,9 +157,20 @@ pub fn run(a: &FitArgs) -> Result<()> {
     search.finish(chosen, &combos, test.as_ref())
 }
 
+/// The grid value nearest `target`.
+fn nearest(grid: &[f32], target: f32) -> f32 {
+    grid.iter().copied().min_by(|x, y| (x - target).abs().total_cmp(&(y - target).abs())).expect("checked non-empty")
+}
+
+/// The grid value nearest `target` among those other than `off`, else `off`.
+fn nearest_active(grid: &[f32], target: f32, off: f32) -> f32 {
+    let active: Vec<f32> = grid.iter().copied().filter(|&v| v != off).collect();
+    if active.is_empty() { off } else { nearest(&active, target) }
+}
+
 fn check_args(a: &FitArgs) -> Result<()> {
-    if a.latents.is_empty() || a.latents.contains(&0) {
-        bail!("--latents needs positive values");
+    if a.latents.is_empty() || a.latents.contains(&0) || a.soften.is_empty() || a.entropy.is_empty() {
+        bail!("--latents, --soften and --entropy each need at least one value (latents positive)");
     }
     for &b in &a.soften {
         Soft::softened(b).with_context(|| format!("--soften {b}"))?;
@@ -224,10 +241,15 @@ impl Search<'_> {
         }
         let t = Instant::now();
         let model = self.model(s.latents)?;
+        let label = format!("L={} β={} τ={}", s.latents, s.soften, s.entropy);
         let mut engine = self.a.device.engine(&model)?;
+        if s.soften < 1.0 && matches!(engine, Engine::Gpu(_)) {
+            // The GPU engine takes hard evidence only: softened candidates train on the CPU.
+            eprintln!("pcc: {label}: softening runs on the CPU engine (the GPU engine takes hard evidence only)");
+            engine = Engine::Cpu(Box::new(pc_runtime::CpuEngine::new(model.plan.clone(), model.params.clone())?));
+        }
         self.device = engine.device_name();
         let best_so_far = self.trials.iter().map(|t| t.valid_ll).fold(f64::NEG_INFINITY, f64::max);
-        let label = format!("L={} β={} τ={}", s.latents, s.soften, s.entropy);
         let (valid_ll, train_ll, epochs, params) = train(self.a, &mut engine, self.train, self.valid, s, &label, best_so_far, self.t0)?;
         let trial = Trial { settings: s, valid_ll, train_ll, epochs, seconds: t.elapsed().as_secs_f64(), params: Some(params) };
         println!(
