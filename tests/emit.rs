@@ -383,8 +383,11 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             let mut rows = 0;
             for (k, k32) in bwd.iter().zip(&bwd32) {
                 if k.name == format!("input_categorical_bwd_{precision}") {
-                    // Categorical statistics on tensor cores: (leaf tile, category tile) blocks.
-                    assert!(k32.name == "input_categorical_bwd" && k.layer == k32.layer && k.args.len() == k32.args.len(), "{name}: {k:?}");
+                    // Categorical statistics on tensor cores: (leaf tile, category tile) blocks; the
+                    // scalar kernel's two softening arguments (categories per leaf, keep) are not
+                    // among them (the engine refuses softening with this kernel).
+                    assert!(k32.name == "input_categorical_bwd" && k.layer == k32.layer && k.args.len() + 2 == k32.args.len(), "{name}: {k:?}");
+                    assert!(k32.args.contains(&KernelArg::SoftenKeep) && !k.args.contains(&KernelArg::SoftenKeep), "{name}: {k:?}");
                     assert!(!k.scales_with_batch && k.threads_per_sample % (k.count as u64 * k.block as u64) == 0, "{name}: {k:?}");
                 } else if k.name.starts_with(&format!("sum_bwd_{precision}_")) {
                     let staged = k.name.ends_with("_s_pflow");

@@ -129,6 +129,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
             KernelArg::Table(i) => format!("tab[{i}].data()"),
             KernelArg::Batch => "B".into(),
             KernelArg::Count => format!("{}", k.count),
+            KernelArg::SoftenKeep => "&keep".into(),
             other => panic!("no forward launch binds {other:?}"),
         }
     };
@@ -163,6 +164,7 @@ static void wr(const std::string& path, const void* p, size_t bytes) {{
 int main(int argc, char** argv) {{
     const std::string dir = argv[1];
     const int B = atoi(argv[2]), G = atoi(argv[3]);
+    const float keep = 1.f;  // hard evidence
     std::vector<std::vector<unsigned>> tab;
     for (int i = 0; i < {ntab}; ++i) tab.push_back(rd<unsigned>(dir + "/tab" + std::to_string(i)));
     std::vector<float> sum = rd<float>(dir + "/sum"), table = rd<float>(dir + "/table"), prm = rd<float>(dir + "/prm"), data = rd<float>(dir + "/data");

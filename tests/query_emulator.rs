@@ -106,6 +106,32 @@ fn host_cuda_queries_match_the_cpu_engine() {
     conditionals_match(&corpus, &hosts);
     mpe_matches(&corpus, &hosts);
     samples_follow_the_exact_marginals_and_ignore_the_batch_split(&corpus, &hosts);
+    softened_training_pass_matches(&corpus, &hosts);
+}
+
+/// Data softening in the input kernels: the forward's likelihoods and the training backward's
+/// leaf statistics of the host-compiled CUDA equal the CPU engine's.
+fn softened_training_pass_matches(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
+    let mut checked = 0;
+    for ((name, model, ev), h) in corpus.iter().zip(hosts) {
+        if model.plan.domains.contains(&pcc::runtime::Domain::Continuous) {
+            continue;
+        }
+        let keep = 0.9f32;
+        let (_, root) = run_host_soft(&h.exe, h.dir.path(), ev, 0, ev.num_samples(), 3, keep);
+        let soft = ev.clone().with_soft(pcc::runtime::Soft::softened(keep).unwrap());
+        let mut cpu = model.cpu_engine().unwrap();
+        let want = cpu.accumulate_flows(&soft, None).unwrap();
+        for (s, (g, w)) in root.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{name}, sample {s}: softened LL host CUDA {g}, CPU engine {w}");
+        }
+        let stats = read_f32(&h.dir.path().join("stats"));
+        for (i, (g, w)) in stats.iter().zip(cpu.flows().input.iter()).enumerate() {
+            assert!((*g as f64 - w).abs() <= 1e-3 * w.abs().max(1.0), "{name}: softened leaf statistics[{i}] host CUDA {g}, CPU engine {w}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "softening checked on {checked} discrete models only");
 }
 
 fn conditionals_match(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
@@ -267,13 +293,21 @@ fn driver(model: &Model, m: &Manifest) -> String {
             KernelArg::Seed => "seed".into(),
             KernelArg::SampleOffset => "sample0".into(),
             KernelArg::Int(v) => format!("{v}"),
+            KernelArg::SumFlows => "sflow.data()".into(),
+            KernelArg::InputStats => "stats.data()".into(),
+            KernelArg::SoftenKeep => "&keep".into(),
             other => panic!("no query launch binds {other:?}"),
         }
     };
     let launch = |k: &KernelSpec| -> String {
         let args: Vec<String> = k.args.iter().map(|a| arg(a, k)).collect();
-        assert!(k.scales_with_batch);
-        format!("    LAUNCH({}, {}LL * B, {});\n", k.name, k.threads_per_sample, args.join(", "))
+        // KernelSpec::threads: a grid over samples (in groups), or a fixed one (the parameter
+        // flows' reductions over the batch).
+        let threads = match k.scales_with_batch {
+            true => format!("{}LL * ((B + {g} - 1) / {g})", k.threads_per_sample, g = k.batch_group.max(1)),
+            false => format!("{}LL", k.threads_per_sample),
+        };
+        format!("    LAUNCH({}, {threads}, {});\n", k.name, args.join(", "))
     };
     let steps = |s: &[Step], skip: &dyn Fn(&KernelSpec) -> bool| -> String {
         s.iter()
@@ -289,10 +323,14 @@ fn driver(model: &Model, m: &Manifest) -> String {
     let cond: String = m.queries.conditionals.iter().map(launch).collect();
     let accumulates = |k: &KernelSpec| k.args.iter().any(|a| matches!(a, KernelArg::SumFlows | KernelArg::InputStats));
     let bwd = steps(&m.backward, &accumulates);
+    // The training pass's leaf statistics: node flows as above, then the input layers' statistics
+    // kernels (the parameter-flow kernels reduce over warps, which host threads cannot emulate).
+    let train_bwd = steps(&m.backward, &|k| accumulates(k) && !k.name.starts_with("input_"));
     let mpe_bwd = steps(&m.queries.mpe_backward, &|_| false);
     let sample_bwd = steps(&m.queries.sample_backward, &|_| false);
     let (nn, ne, nde, nv, root) = (plan.num_nodes, plan.num_elements, plan.num_dummy_elements, plan.num_vars, plan.root);
     let slots = conditional_slots(plan).1;
+    let (nsp, nif) = (plan.num_sum_params.max(1), plan.num_input_flows.max(1));
     let ntab = m.tables.len();
     let prelude = DRIVER_PRELUDE;
     format!(
@@ -305,6 +343,8 @@ int main(int argc, char** argv) {{
     const int mode = atoi(argv[2]), B = atoi(argv[3]);
     const unsigned long long seed = strtoull(argv[4], 0, 10);
     const u32 sample0 = (u32)strtoul(argv[5], 0, 10);
+    const float keep = argc > 6 ? strtof(argv[6], 0) : 1.f;
+    std::vector<float> sflow({nsp}, 0.f), stats({nif}, 0.f);
     std::vector<std::vector<unsigned>> tab;
     for (int i = 0; i < {ntab}; ++i) tab.push_back(rd<unsigned>(dir + "/tab" + std::to_string(i)));
     std::vector<float> sum = rd<float>(dir + "/sum"), prm = rd<float>(dir + "/prm"), table = rd<float>(dir + "/table");
@@ -319,7 +359,9 @@ int main(int argc, char** argv) {{
     for (int b = 0; b < B; ++b) root[b] = nodes[(size_t){root} * B + b];
     std::fill(nflow.begin(), nflow.end(), 0.f);
     for (int b = 0; b < B; ++b) nflow[(size_t){root} * B + b] = 1.f;
-    if (mode == 0) {{
+    if (mode == 3) {{
+{train_bwd}        wr(dir + "/stats", stats);
+    }} else if (mode == 0) {{
 {bwd}{cond}    }} else if (mode == 1) {{
 {mpe_bwd}    }} else {{
 {sample_bwd}    }}
@@ -352,6 +394,21 @@ fn host_program(model: &Model, dir: &std::path::Path) -> Option<std::path::PathB
     let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++17", "-o"]).arg(&exe).arg(dir.join("prog.cpp")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Some(exe)
+}
+
+/// Run query `mode` (0 conditionals, 1 MPE, 2 sampling, 3 a training pass: forward, node flows
+/// and the leaf statistics, into file `stats`) of the host-compiled
+/// CUDA on rows `[a, b)` of `ev`, softened with keep-probability `keep`: returns (output
+/// buffer, root values).
+fn run_host_soft(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a: usize, b: usize, mode: u32, keep: f32) -> (Vec<f32>, Vec<f32>) {
+    let part = ev.slice(a, b);
+    let (data, missing) = part.transposed();
+    write_f32(&dir.join("data"), &data);
+    std::fs::write(dir.join("missing"), &missing).unwrap();
+    let args = [mode.to_string(), part.num_samples().to_string(), "0".into(), a.to_string(), keep.to_string()];
+    let out = std::process::Command::new(exe).arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "host program (mode {mode}): {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    (read_f32(&dir.join("out")), read_f32(&dir.join("root")))
 }
 
 /// Run query `mode` (0 conditionals, 1 MPE, 2 sampling) of the host-compiled CUDA on rows

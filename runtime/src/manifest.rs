@@ -51,6 +51,9 @@ pub enum KernelArg {
     InputStats,
     /// Leaf parameters (f32, plan layout).
     InputParams,
+    /// Data softening's keep-probability β ([`crate::Soft::Softened`]), one f32 in device memory
+    /// (1 = hard evidence); a pointer, so captured graphs read the current value.
+    SoftenKeep,
     /// EM step size η (f32).
     StepSize,
     /// EM pseudocount α (f32).

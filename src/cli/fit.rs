@@ -243,11 +243,6 @@ impl Search<'_> {
         let model = self.model(s.latents)?;
         let label = format!("L={} β={} τ={}", s.latents, s.soften, s.entropy);
         let mut engine = self.a.device.engine(&model)?;
-        if s.soften < 1.0 && matches!(engine, Engine::Gpu(_)) {
-            // The GPU engine takes hard evidence only: softened candidates train on the CPU.
-            eprintln!("pcc: {label}: softening runs on the CPU engine (the GPU engine takes hard evidence only)");
-            engine = Engine::Cpu(Box::new(pc_runtime::CpuEngine::new(model.plan.clone(), model.params.clone())?));
-        }
         self.device = engine.device_name();
         let best_so_far = self.trials.iter().map(|t| t.valid_ll).fold(f64::NEG_INFINITY, f64::max);
         let (valid_ll, train_ll, epochs, params) = train(self.a, &mut engine, self.train, self.valid, s, &label, best_so_far, self.t0)?;

@@ -119,7 +119,19 @@ impl<'a> Emitter<'a> {
         self.source += &render(&self.t, "input_fwd", &ctx)?;
         let n = ids.len() as u64;
         let nstats: Vec<u32> = layer.segments.iter().flat_map(|s| std::iter::repeat_n(s.dist.num_stats(), s.num_nodes as usize)).collect();
-        let (ids, vars, aux) = (self.table(ids), self.table(vars), self.table(aux));
+        // Categories per leaf for data softening (0: continuous, never softened).
+        let ncats: Vec<u32> = layer
+            .segments
+            .iter()
+            .flat_map(|s| {
+                let k = match s.dist.domain() {
+                    pc_runtime::Domain::Discrete { num_cats } => num_cats,
+                    pc_runtime::Domain::Continuous => 0,
+                };
+                std::iter::repeat_n(k, s.num_nodes as usize)
+            })
+            .collect();
+        let (ids, vars, aux, ncats) = (self.table(ids), self.table(vars), self.table(aux), self.table(ncats));
         // Where the forward reads a leaf's constants: its probabilities, or its table slots.
         let consts = leaf_constants(layer.kind);
         let cslots = if info.constants == Constants::Params { self.table(pstart) } else { aux };
@@ -144,6 +156,8 @@ impl<'a> Emitter<'a> {
                 aux,
                 cslots,
                 nst,
+                ncats,
+                KernelArg::SoftenKeep,
                 KernelArg::Count,
                 KernelArg::Batch,
             ];
@@ -160,7 +174,19 @@ impl<'a> Emitter<'a> {
                 small: None,
             }));
         }
-        let args = vec![KernelArg::Nodes, KernelArg::Data, KernelArg::Missing, consts, ids, vars, cslots, KernelArg::Count, KernelArg::Batch];
+        let args = vec![
+            KernelArg::Nodes,
+            KernelArg::Data,
+            KernelArg::Missing,
+            consts,
+            ids,
+            vars,
+            cslots,
+            ncats,
+            KernelArg::SoftenKeep,
+            KernelArg::Count,
+            KernelArg::Batch,
+        ];
         self.m.forward.push(KernelSpec {
             scales_with_batch: true,
             batch_group: 1,

@@ -29,6 +29,7 @@ use crate::em::check_em_hyper_parameters;
 use crate::outputs::Flows;
 use crate::params::Params;
 use crate::plan::Plan;
+use crate::soft::Soft;
 
 /// A captured pass, replayed with one launch.
 struct Graph(CudaGraph);
@@ -116,6 +117,8 @@ struct DeviceState {
     /// The tensor-core forward's packed weights (`KernelArg::PackedWeights`), rewritten from
     /// `sum_params` by the pack kernels after every EM step.
     packed: CudaSlice<u32>,
+    /// Data softening's keep-probability (`KernelArg::SoftenKeep`) and its value on the device.
+    soften: (CudaSlice<f32>, f32),
 }
 
 impl DeviceState {
@@ -151,9 +154,10 @@ impl DeviceState {
         let table_len = if manifest.takes(&KernelArg::LeafTable) { plan.num_input_flows as usize } else { 0 };
         let leaf_table = stream.alloc_zeros::<f32>(table_len.max(1))?;
         let packed = stream.alloc_zeros::<u32>((manifest.packed_words as usize).max(1))?;
+        let soften = (stream.clone_htod(&[1f32])?, 1.0);
         lap("zeroed accumulators and leaf table", &mut t1);
         stream.synchronize()?;
-        Ok(DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, packed })
+        Ok(DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, packed, soften })
     }
 }
 
@@ -604,6 +608,7 @@ impl GpuEngine {
                 KernelArg::Data => launch.arg(&io().0),
                 KernelArg::Missing => launch.arg(&io().1),
                 KernelArg::InputParams => launch.arg(&bind.dev.input_params),
+                KernelArg::SoftenKeep => launch.arg(&bind.dev.soften.0),
                 KernelArg::StepSize => launch.arg(&bind.em.0),
                 KernelArg::Pseudocount => launch.arg(&bind.em.1),
                 KernelArg::SumParams => launch.arg(&bind.dev.sum_params),
@@ -705,9 +710,7 @@ impl GpuEngine {
     /// call's sequence number `seq` (one copy).
     fn upload(&mut self, ev: &Evidence, seq: u32) -> Result<usize, RuntimeError> {
         ev.validate(&self.plan)?;
-        if ev.soft.is_some() {
-            return Err(RuntimeError::SoftUnsupported { query: "the GPU engine" });
-        }
+        self.set_soften(ev)?;
         let batch = ev.num_samples();
         if batch == 0 {
             return Ok(0);
@@ -870,6 +873,22 @@ impl GpuEngine {
 }
 
 impl GpuEngine {
+    /// The keep-probability of `ev`'s softening (1 without soft evidence) on the device, where
+    /// the input kernels read it. Dense soft evidence is the CPU engine's only.
+    pub(crate) fn set_soften(&mut self, ev: &Evidence) -> Result<(), RuntimeError> {
+        let keep = soften_keep(ev, &self.manifest)?;
+        self.set_keep(keep)
+    }
+
+    /// Data softening's keep-probability on the device (written only when it changes).
+    pub(crate) fn set_keep(&mut self, keep: f32) -> Result<(), RuntimeError> {
+        if keep != self.dev.soften.1 {
+            self.stream.memcpy_htod(&[keep], &mut self.dev.soften.0).map_err(CudaError::from)?;
+            self.dev.soften.1 = keep;
+        }
+        Ok(())
+    }
+
     /// One entropy-regularized EM step ([`crate::entropy`]): the regularized estimate is computed
     /// on the host from the downloaded flows and parameters, then installed
     /// ([`GpuEngine::install_params`]). Meant for the small circuits the regularizer is used on:
@@ -896,6 +915,24 @@ impl GpuEngine {
             self.stream.memcpy_htod(&input, &mut dev.input_stats.slice_mut(..input.len())).map_err(CudaError::from)?;
         }
         self.em_step(1.0, 0.0)
+    }
+}
+
+/// Softening's keep-probability of `ev` for the GPU engine: 1 for hard evidence, β for
+/// [`Soft::Softened`]; dense soft evidence, and softening with the categorical statistics on
+/// tensor cores (which count observed categories only), are errors.
+pub(crate) fn soften_keep(ev: &Evidence, manifest: &Manifest) -> Result<f32, RuntimeError> {
+    match ev.soft {
+        None => Ok(1.0),
+        Some(Soft::Softened { beta })
+            if beta < 1.0 && manifest.backward.iter().any(|s| matches!(s, Step::Launch(k) if k.name.starts_with("input_categorical_bwd_"))) =>
+        {
+            Err(RuntimeError::SoftUnsupported { query: "softening with the categorical statistics on tensor cores (set PCC_CAT_STATS_MMA=0)" })
+        }
+        Some(Soft::Softened { beta }) => Ok(beta),
+        Some(Soft::Dense { .. }) => {
+            Err(RuntimeError::SoftUnsupported { query: "the GPU engine (dense soft evidence runs on the CPU engine; softening runs on both)" })
+        }
     }
 }
 

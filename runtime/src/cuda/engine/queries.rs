@@ -143,6 +143,7 @@ impl GpuEngine {
     /// `Σ_{leaves n of v} F_n p_n(k)` per category (Gaussian: the posterior mixture's mean and
     /// variance). Returns `[sample][var]`.
     pub fn conditionals(&mut self, ev: &Evidence) -> Result<Vec<Vec<Conditional>>, RuntimeError> {
+        ev.require_hard("conditionals")?;
         ev.validate(&self.plan)?;
         self.check_queries()?;
         let (offsets, slots) = conditional_slots(&self.plan);
@@ -180,6 +181,7 @@ impl GpuEngine {
     /// MPE under evidence (as [`crate::CpuEngine::mpe`]): the value of the best induced tree
     /// (max-product) and the completion it implies; ties go to the first child / category.
     pub fn mpe(&mut self, ev: &Evidence) -> Result<MpeResult, RuntimeError> {
+        ev.require_hard("MPE")?;
         ev.validate(&self.plan)?;
         self.check_queries()?;
         let n = ev.num_samples();
@@ -212,6 +214,7 @@ impl GpuEngine {
     /// One sample per evidence row from `P(x_missing | x_observed)`; observed values are kept.
     /// Sample `i`'s draws depend only on `(seed, i)`.
     pub fn sample_conditional(&mut self, ev: &Evidence, seed: u64) -> Result<Vec<f32>, RuntimeError> {
+        ev.require_hard("conditional sampling")?;
         ev.validate(&self.plan)?;
         self.check_queries()?;
         let n = ev.num_samples();

@@ -24,6 +24,8 @@ pub struct DeviceData {
     mask: Option<CudaSlice<u8>>,
     num_samples: usize,
     num_vars: usize,
+    /// The data's softening keep-probability (1: hard), set on the device for each pass over it.
+    keep: f32,
 }
 
 impl DeviceData {
@@ -63,7 +65,7 @@ impl GpuEngine {
     /// [`GpuEngine::release_data`]).
     pub fn upload_data(&mut self, ev: &Evidence) -> Result<DeviceData, RuntimeError> {
         ev.validate(&self.plan)?;
-        ev.require_hard("the GPU engine")?;
+        let keep = super::soften_keep(ev, &self.manifest)?;
         let (values, mask) = ev.transposed();
         let n = ev.num_samples();
         let bytes = self.kernels.stage_u8.is_some() && values.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0);
@@ -82,7 +84,7 @@ impl GpuEngine {
             true => Some(self.stream.clone_htod(&mask).map_err(CudaError::from)?),
             false => None,
         };
-        let data = DeviceData { values, mask, num_samples: n, num_vars: ev.num_vars };
+        let data = DeviceData { values, mask, num_samples: n, num_vars: ev.num_vars, keep };
         self.bytes.0 += data.bytes();
         self.bytes.1 = self.bytes.1.max(self.bytes.0);
         Ok(data)
@@ -129,6 +131,7 @@ impl GpuEngine {
         if batch == 0 {
             return Ok(0);
         }
+        self.set_keep(data.keep)?;
         self.buffers(batch)?;
         // A copy from the host staging into `io` may still be pending: the copies below are on
         // the same stream, so they land after it.
