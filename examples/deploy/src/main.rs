@@ -25,7 +25,7 @@ use pc_runtime::{Engine, Evidence, dataset};
 const BIN: &str = "pcc-deploy-example";
 
 const USAGE: &str = "\
-usage: pcc-deploy-example --params PATH [--input FILE|-] [--format csv|idx] [--missing-marker M]
+usage: pcc-deploy-example --params PATH [--input FILE|-] [--format csv|idx|soft] [--missing-marker M]
                           [--query ll|marginal] [--device auto|cpu|cuda] [--batch N] [--json]
                           [--quiet] [--bench-latency ITERS]
        pcc-deploy-example --info [--json]
@@ -35,7 +35,10 @@ Evaluates the circuit compiled into this binary on samples read from a file or s
   --params PATH          parameter file (safetensors), or a model directory holding params.safetensors
   --input FILE|-         samples: CSV (comma-separated, one sample per line; a missing value is the
                          missing marker or an empty field) or IDX images; `-` or absent: stdin
-  --format csv|idx       input format (default: IDX if the data starts with a NUL byte, else CSV)
+  --format csv|idx|soft  input format (default: IDX if the data starts with a NUL byte, else CSV);
+                         soft: soft evidence, per variable P(x = 1) of a binary variable or one
+                         probability per category (empty = unobserved); the result is
+                         log Σ_x p(x) Π_v s_v(x_v)
   --missing-marker M     CSV field that marks a missing value (default `?`)
   --query ll|marginal    ll: `sample S: log-likelihood = X`; marginal: `sample S: log p(evidence) = X`
                          (as `pcc query marginal`); both marginalize missing values (default ll)
@@ -56,6 +59,8 @@ Evaluates the circuit compiled into this binary on samples read from a file or s
 enum Format {
     Csv,
     Idx,
+    /// Soft evidence (`pc_runtime::soft::evidence_from_soft_csv`), read whole.
+    Soft,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,7 +157,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Fail
                 a.format = Some(match value(&mut it)?.as_str() {
                     "csv" => Format::Csv,
                     "idx" => Format::Idx,
-                    other => return Err(usage(format!("--format {other}: expected csv or idx"))),
+                    "soft" => Format::Soft,
+                    other => return Err(usage(format!("--format {other}: expected csv, idx or soft"))),
                 })
             }
             "--missing-marker" => a.missing_marker = value(&mut it)?,
@@ -315,6 +321,12 @@ impl Input {
                 Source::Whole(ev)
             }
             Format::Csv => Source::Csv(CsvStream { reader, marker: a.missing_marker.clone(), line: 0, blank: None }),
+            Format::Soft => {
+                let mut text = String::new();
+                reader.read_to_string(&mut text).map_err(read_err)?;
+                let ev = pc_runtime::soft::evidence_from_soft_csv(&text, &circuit::plan().domains).map_err(|e| fail(format!("{name}: {e}")))?;
+                Source::Whole(ev)
+            }
         };
         Ok(Input { name, batch: a.batch, plan: circuit::plan(), source, next: 0 })
     }

@@ -359,3 +359,18 @@ fn stream_errors_name_the_line() {
     let o = run(&["--params", p, "--device", "cpu", "--batch", "2"], Some(format!("{ok}\n\n").as_bytes()));
     assert_eq!(stdout(&o).lines().count(), 5);
 }
+
+#[test]
+fn soft_evidence_input_equals_the_library() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model(tmp.path(), 5);
+    // Per row: variable 0 (3 categories), variable 1 (binary: P(x = 1)), variable 2 (3 categories).
+    let text = "0.2,0.3,0.5,0.7,1,0,0\n,,,0.4,0,0.5,0.5\n1,0,0,1,0,0,1\n";
+    let ev = pc_runtime::soft::evidence_from_soft_csv(text, &Model::load(&dir).unwrap().plan.domains).unwrap();
+    let want = pcc_query_marginal(&reference(&dir, &ev), true);
+    let p = dir.join("params.safetensors");
+    let got = stdout(&run(&["--params", p.to_str().unwrap(), "--format", "soft", "--device", "cpu", "--query", "marginal", "--json"], Some(text.as_bytes())));
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+    let bad = run(&["--params", p.to_str().unwrap(), "--format", "soft", "--device", "cpu"], Some(b"0.2,0.3\n"));
+    assert!(!bad.status.success() && stderr(&bad).contains("line 1: 2 fields"), "{}", stderr(&bad));
+}
