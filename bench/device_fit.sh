@@ -9,21 +9,24 @@ SECONDS=0
 D=carry/data/density
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/card.txt
 echo "bin $(cat carry/commit.txt)"
+# Everything at once (the device time is short): the self-check, the GPU-vs-CPU check, the fits.
 if [ -z "${NO_SELFTEST:-}" ]; then
-    timeout 150 carry/bin/gpu_selftest --fast carry/data > $OUT/selftest.txt 2>&1
-    echo "selftest rc=$? PASS $(grep -c PASS $OUT/selftest.txt) FAIL $(grep -c FAIL $OUT/selftest.txt) at ${SECONDS}s"
-    grep -E "FAIL|softened" $OUT/selftest.txt | head -8
+    (timeout 200 carry/bin/gpu_selftest --fast carry/data > $OUT/selftest.txt 2>&1; echo "rc=$?" >> $OUT/selftest.txt) &
 fi
 for dev in cuda cpu; do
-    RAYON_NUM_THREADS=4 timeout 200 carry/bin/pcc fit --data $D/nltcs/nltcs.train.data --valid $D/nltcs/nltcs.valid.data \
-        --test $D/nltcs/nltcs.test.data -o $OUT/gpu-check-$dev --device $dev --quiet --latents 16 --soften 0.998 --entropy 0.001 --max-epochs 10 > $OUT/gpu-check-$dev.log 2>&1
-    echo "gpu-check $dev rc=$? at ${SECONDS}s"; tail -2 $OUT/gpu-check-$dev.log
+    (RAYON_NUM_THREADS=2 timeout 200 carry/bin/pcc fit --data $D/nltcs/nltcs.train.data --valid $D/nltcs/nltcs.valid.data \
+        --test $D/nltcs/nltcs.test.data -o $OUT/gpu-check-$dev --device $dev --quiet --latents 16 --soften 0.998 --entropy 0.001 --max-epochs 10 > $OUT/gpu-check-$dev.log 2>&1; echo "rc=$?" >> $OUT/gpu-check-$dev.log) &
 done
 for d in ${DATASETS:-nltcs plants baudio jester bnetflix}; do
     RAYON_NUM_THREADS=${THREADS:-3} timeout $(( ${BUDGET:-300} + 120 )) carry/bin/pcc fit --data $D/$d/$d.train.data --valid $D/$d/$d.valid.data \
         --test $D/$d/$d.test.data -o $OUT/fit-$d --device ${DEVICE:-cuda} --quiet --budget ${BUDGET:-300} ${FIT_ARGS:-} > $OUT/fit-$d.log 2>&1 &
 done
 wait
+if [ -z "${NO_SELFTEST:-}" ]; then
+    echo "selftest $(tail -1 $OUT/selftest.txt) PASS $(grep -c PASS $OUT/selftest.txt) FAIL $(grep -c FAIL $OUT/selftest.txt)"
+    grep -E "FAIL|softened" $OUT/selftest.txt | head -8
+fi
+for dev in cuda cpu; do echo "gpu-check $dev:"; tail -3 $OUT/gpu-check-$dev.log; done
 for d in ${DATASETS:-nltcs plants baudio jester bnetflix}; do echo "== $d"; tail -2 $OUT/fit-$d.log; cp $OUT/fit-$d/fit.json $OUT/fit-$d.json 2>/dev/null; rm -rf $OUT/fit-$d; done
 rm -rf $OUT/gpu-check-cuda $OUT/gpu-check-cpu
 echo "done at ${SECONDS}s"
