@@ -172,3 +172,25 @@ fn learning_rejects_bad_data() {
     let err = hclt::learn(&ev, &HcltOptions { latents: 6, block_size: Some(4), ..HcltOptions::default() }).unwrap_err();
     assert!(matches!(err, hclt::LearnError::BadBlockSize { .. }), "{err}");
 }
+
+#[test]
+fn a_mixture_of_trees_is_k_hclts_under_one_root() {
+    let ev = chain_data(7, 600, 11);
+    let (l, k) = (4u32, 3u32);
+    let one = hclt::learn(&ev, &HcltOptions { latents: l, ..HcltOptions::default() }).unwrap();
+    let mix = hclt::learn(&ev, &HcltOptions { latents: l, trees: k, ..HcltOptions::default() }).unwrap();
+    // Each tree's sums below the root, plus one root over all K·L root products.
+    let below = one.num_sum_edges() - l as u64;
+    assert!(mix.num_sum_edges() <= k as u64 * below + (k * l) as u64, "{} edges", mix.num_sum_edges());
+    assert!(mix.num_sum_edges() > below + (k * l) as u64, "the bootstrap trees add their own sums");
+    let Node::Sum { children, .. } = &mix.nodes[mix.root.index()] else { panic!("the root is a sum") };
+    assert_eq!(children.len(), k as usize, "one root product vector per tree");
+    // Normalized with random parameters: a valid distribution over the 2^7 states.
+    let m = pcc::codegen::Model::random(mix.clone(), 1).unwrap();
+    let all: Vec<f32> = (0..128u32).flat_map(|x| (0..7).map(move |v| ((x >> v) & 1) as f32)).collect();
+    let total: f64 = m.cpu_engine().unwrap().log_likelihood(&Evidence::new(7, all).unwrap()).unwrap().iter().map(|&l| (l as f64).exp()).sum();
+    assert!((total - 1.0).abs() < 1e-5, "Σ p = {total}");
+    assert_eq!(mix, hclt::learn(&ev, &HcltOptions { latents: l, trees: k, ..HcltOptions::default() }).unwrap(), "deterministic");
+    // One tree is the plain HCLT.
+    assert_eq!(one, hclt::learn(&ev, &HcltOptions { latents: l, trees: 1, ..HcltOptions::default() }).unwrap());
+}

@@ -58,6 +58,9 @@ pub struct FitArgs {
     /// Entropy regularization strengths τ to try (0 = none).
     #[arg(long, value_delimiter = ',', default_values_t = [0.0f32, 0.001, 0.01])]
     pub entropy: Vec<f32>,
+    /// HCLTs in the model's mixture (trees after the first from bootstrap resamples of the data).
+    #[arg(long, default_value_t = 1)]
+    pub trees: u32,
     /// Pseudocount of every EM update.
     #[arg(long, default_value_t = 0.1)]
     pub pseudocount: f32,
@@ -169,8 +172,8 @@ fn nearest_active(grid: &[f32], target: f32, off: f32) -> f32 {
 }
 
 fn check_args(a: &FitArgs) -> Result<()> {
-    if a.latents.is_empty() || a.latents.contains(&0) || a.soften.is_empty() || a.entropy.is_empty() {
-        bail!("--latents, --soften and --entropy each need at least one value (latents positive)");
+    if a.latents.is_empty() || a.latents.contains(&0) || a.soften.is_empty() || a.entropy.is_empty() || a.trees == 0 {
+        bail!("--latents, --soften and --entropy each need at least one value (latents positive), --trees at least 1");
     }
     for &b in &a.soften {
         Soft::softened(b).with_context(|| format!("--soften {b}"))?;
@@ -227,7 +230,7 @@ impl Search<'_> {
         if let Some((_, m)) = self.models.iter().find(|(l, _)| *l == latents) {
             return Ok(m.clone());
         }
-        let opts = HcltOptions { latents, block_size: None, input: Some(self.leaf), tie_inputs: false, mi: MiOptions::default() };
+        let opts = HcltOptions { latents, block_size: None, input: Some(self.leaf), tie_inputs: false, mi: MiOptions::default(), trees: self.a.trees };
         let circuit = hclt::learn(self.train, &opts).context("learning the HCLT structure")?;
         let m = Model::random(circuit, self.a.seed)?;
         self.models.push((latents, m.clone()));

@@ -63,6 +63,9 @@ pub enum Structure {
         /// Estimate mutual information from at most this many samples.
         #[arg(long)]
         mi_samples: Option<usize>,
+        /// A mixture of this many HCLTs (trees after the first from bootstrap resamples).
+        #[arg(long, default_value_t = 1)]
+        trees: u32,
     },
     // The structure flags below are the `circuit!` template keys (`split_intervals` is
     // `--split-intervals`) with the defaults of the structure's options (`PdOptions::default()`,
@@ -189,7 +192,7 @@ fn image_shape(shape: &Option<String>, from_data: Option<[usize; 2]>, num_vars: 
 
 pub fn run(a: &LearnArgs) -> Result<()> {
     let (circuit, common) = match &a.structure {
-        Structure::Hclt { common, tie_inputs, mi_bins, mi_samples } => {
+        Structure::Hclt { common, tie_inputs, mi_bins, mi_samples, trees } => {
             let d = common.data.load()?;
             let opts = HcltOptions {
                 latents: common.latents,
@@ -197,7 +200,11 @@ pub fn run(a: &LearnArgs) -> Result<()> {
                 input: Some(leaf_for(&d.ev, common)?),
                 tie_inputs: *tie_inputs,
                 mi: MiOptions { soft_bins: *mi_bins, max_samples: *mi_samples, ..MiOptions::default() },
+                trees: *trees,
             };
+            if *trees == 0 {
+                bail!("--trees must be at least 1");
+            }
             (hclt::learn(&d.ev, &opts).context("learning the HCLT structure")?, common)
         }
         Structure::Pd { common, shape, split_intervals, max_prod_block_conns, max_split_depth } => {

@@ -9,6 +9,9 @@
 //! 4. Latent structure: a leaf variable is `L` input nodes; an inner variable multiplies its
 //!    children's regions with its own `L` input nodes elementwise and mixes the products with a
 //!    dense `L x L` sum; the root mixes its `L` products into one node.
+//! 5. With `trees = K > 1`, a mixture of `K` such HCLTs: tree 0 from the data, tree `k` from a
+//!    bootstrap resample of it (seeded by `k`), one root sum over all `K · L` root products (the
+//!    published HCLT results use a mixture of four trees).
 //!
 //! Everything is deterministic for given data and options.
 
@@ -50,11 +53,13 @@ pub struct HcltOptions {
     /// Tie every variable's leaves to one parameter set.
     pub tie_inputs: bool,
     pub mi: MiOptions,
+    /// HCLTs in the mixture (1: a single HCLT).
+    pub trees: u32,
 }
 
 impl Default for HcltOptions {
     fn default() -> Self {
-        HcltOptions { latents: 32, block_size: None, input: None, tie_inputs: false, mi: MiOptions::default() }
+        HcltOptions { latents: 32, block_size: None, input: None, tie_inputs: false, mi: MiOptions::default(), trees: 1 }
     }
 }
 
@@ -267,6 +272,11 @@ pub fn chow_liu(data: &Evidence, opts: &MiOptions) -> Result<ChowLiuTree, LearnE
 
 /// The HCLT circuit over a rooted tree.
 pub fn build(tree: &ChowLiuTree, num_vars: u32, dist: Dist, opts: &HcltOptions) -> Result<Circuit, LearnError> {
+    build_mixture(std::slice::from_ref(tree), num_vars, dist, opts)
+}
+
+/// A mixture of HCLTs, one per rooted tree, under one root sum over all their root products.
+pub fn build_mixture(trees: &[ChowLiuTree], num_vars: u32, dist: Dist, opts: &HcltOptions) -> Result<Circuit, LearnError> {
     let l = opts.latents;
     if l == 0 {
         return Err(LearnError::NoLatents);
@@ -277,21 +287,43 @@ pub fn build(tree: &ChowLiuTree, num_vars: u32, dist: Dist, opts: &HcltOptions) 
     }
     let nb = l / bs;
     let mut b = CircuitBuilder::new(num_vars);
+    let mut source: Option<NodeId> = None;
+    let mut tops = Vec::with_capacity(trees.len());
+    for tree in trees {
+        match tree_products(&mut b, tree, num_vars, dist, opts.tie_inputs, &mut source, (nb, bs)) {
+            Some(top) => tops.push(top),
+            None => return Err(b.finish(NodeId(0)).expect_err("too large").into()), // stop building
+        }
+    }
+    let root = b.summate(&tops, 1, 1, SumEdges::Dense);
+    Ok(b.finish(root)?)
+}
+
+/// One HCLT's nodes below its root sum: returns the root variable's `L` products (`None` once the
+/// circuit is too large). `source` is the first input vector (the one tied leaves share).
+fn tree_products(
+    b: &mut CircuitBuilder,
+    tree: &ChowLiuTree,
+    num_vars: u32,
+    dist: Dist,
+    tie_inputs: bool,
+    source: &mut Option<NodeId>,
+    (nb, bs): (u32, u32),
+) -> Option<NodeId> {
     // Post-order: reverse BFS order from the root.
     let adj = adjacency(num_vars as usize, &tree.edges);
     let (order, _, _) = bfs(&adj, tree.root);
     let mut region: Vec<Option<NodeId>> = vec![None; num_vars as usize];
-    let mut source: Option<NodeId> = None;
     let mut root = None;
     for &u in order.iter().rev() {
         if b.is_too_large() {
-            return Err(b.finish(NodeId(0)).expect_err("too large").into()); // stop building
+            return None;
         }
-        let leaf = match (opts.tie_inputs, source) {
+        let leaf = match (tie_inputs, *source) {
             (true, Some(src)) => b.tied_inputs(src, u),
             _ => {
                 let n = b.inputs(u, nb, bs, dist);
-                source = Some(n);
+                *source = Some(n);
                 n
             }
         };
@@ -304,12 +336,12 @@ pub fn build(tree: &ChowLiuTree, num_vars: u32, dist: Dist, opts: &HcltOptions) 
         parts.push(leaf);
         let p = b.multiply(&parts);
         if u == tree.root {
-            root = Some(b.summate(&[p], 1, 1, SumEdges::Dense));
+            root = Some(p);
         } else {
             region[u as usize] = Some(b.summate(&[p], nb, bs, SumEdges::Dense));
         }
     }
-    Ok(b.finish(root.expect("the root is visited"))?)
+    Some(root.expect("the root is visited"))
 }
 
 /// Learn an HCLT from complete discrete data.
@@ -332,6 +364,17 @@ pub fn learn(data: &Evidence, opts: &HcltOptions) -> Result<Circuit, LearnError>
         }
     }
     let dist = opts.input.unwrap_or(if max <= 1.0 { Dist::Bernoulli } else { Dist::Categorical { num_cats: max as u32 + 1 } });
-    let tree = chow_liu(data, &opts.mi)?;
-    build(&tree, data.num_vars as u32, dist, opts)
+    let mut trees = vec![chow_liu(data, &opts.mi)?];
+    for k in 1..opts.trees.max(1) {
+        trees.push(chow_liu(&bootstrap(data, k as u64), &opts.mi)?);
+    }
+    build_mixture(&trees, data.num_vars as u32, dist, opts)
+}
+
+/// `n` rows of `data` drawn with replacement (seeded): the data of a mixture's `k`-th tree.
+fn bootstrap(data: &Evidence, seed: u64) -> Evidence {
+    let n = data.num_samples();
+    let mut rng = super::common::SplitMix64::new(seed);
+    let rows: Vec<usize> = (0..n).map(|_| (rng.next_u64() % n as u64) as usize).collect();
+    data.select(&rows)
 }
