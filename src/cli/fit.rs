@@ -43,6 +43,16 @@ pub struct FitArgs {
     /// Test data, evaluated once with the chosen model (optional).
     #[arg(long)]
     pub test: Option<PathBuf>,
+    /// Rows START..END of the training data only (e.g. MNIST: `--rows 0..8000 --valid-rows
+    /// 8000..9000 --test-rows 9000..10000` with one file for all three).
+    #[arg(long, value_parser = super::parse_range)]
+    pub rows: Option<(usize, usize)>,
+    /// Rows of the validation data.
+    #[arg(long, value_parser = super::parse_range)]
+    pub valid_rows: Option<(usize, usize)>,
+    /// Rows of the test data.
+    #[arg(long, value_parser = super::parse_range)]
+    pub test_rows: Option<(usize, usize)>,
     /// Output model directory (the best model, and `fit.json` with the summary).
     #[arg(short = 'o', long = "out")]
     pub out: PathBuf,
@@ -126,9 +136,9 @@ const PAPER_ENTROPY: f32 = 0.001;
 pub fn run(a: &FitArgs) -> Result<()> {
     check_args(a)?;
     let t0 = Instant::now();
-    let train = super::load_data(&a.data, None)?.ev;
-    let valid = super::load_data(&a.valid, None)?.ev;
-    let test = a.test.as_ref().map(|p| super::load_data(p, None)).transpose()?.map(|d| d.ev);
+    let train = super::load_data(&a.data, a.rows)?.ev;
+    let valid = super::load_data(&a.valid, a.valid_rows)?.ev;
+    let test = a.test.as_ref().map(|p| super::load_data(p, a.test_rows)).transpose()?.map(|d| d.ev);
     let leaf = binary_or_categorical(&[&train, &valid])?;
     let mut search = Search { a, train: &train, valid: &valid, leaf, trials: Vec::new(), models: Vec::new(), t0, device: String::new() };
     let pick = |trials: &[Trial], f: &dyn Fn(&Settings) -> bool| {
@@ -180,6 +190,9 @@ fn check_args(a: &FitArgs) -> Result<()> {
     }
     for &t in &a.entropy {
         pc_runtime::entropy::check_tau(t).with_context(|| format!("--entropy {t}"))?;
+    }
+    if a.test_rows.is_some() && a.test.is_none() {
+        bail!("--test-rows selects rows of --test, which is not given");
     }
     pc_runtime::check_em_hyper_parameters(0.9, a.pseudocount)?;
     if a.batch_size == 0 || a.max_epochs == 0 {

@@ -58,7 +58,7 @@ pub struct DataArgs {
     pub rows: Option<(usize, usize)>,
 }
 
-fn parse_range(s: &str) -> Result<(usize, usize), String> {
+pub(crate) fn parse_range(s: &str) -> Result<(usize, usize), String> {
     let (a, b) = s.split_once("..").ok_or("expected START..END")?;
     let a: usize = if a.is_empty() { 0 } else { a.parse().map_err(|e| format!("{e}"))? };
     let b: usize = if b.is_empty() { usize::MAX } else { b.parse().map_err(|e| format!("{e}"))? };
