@@ -151,9 +151,9 @@ pub fn run(a: &FitArgs) -> Result<()> {
     }
     let best_l = pick(&search.trials, &|_| true).context("the budget ran out before the first candidate finished")?.latents;
     for &s in &a.soften {
-        search.try_settings(Settings { latents: best_l, soften: s, entropy: PAPER_ENTROPY })?;
+        search.try_settings(Settings { latents: best_l, soften: s, entropy: e0 })?;
     }
-    let best_s = pick(&search.trials, &|s| s.latents == best_l).map_or(PAPER_SOFTEN, |s| s.soften);
+    let best_s = pick(&search.trials, &|s| s.latents == best_l).map_or(s0, |s| s.soften);
     for &e in &a.entropy {
         search.try_settings(Settings { latents: best_l, soften: best_s, entropy: e })?;
     }
