@@ -4,7 +4,7 @@
 //! each candidate with early stopping, and keeps the best.
 //!
 //! The search is a documented coordinate schedule, not a full grid (a full grid of the defaults
-//! would be 36 trainings):
+//! would be 24 trainings):
 //!
 //! 1. each `--latents` value, with the grid values nearest the paper's HCLT regularizers
 //!    (β = 0.998, τ = 0.001);
@@ -61,7 +61,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 1800)]
     pub budget: u64,
     /// Latent states per HCLT region to try.
-    #[arg(long, value_delimiter = ',', default_values_t = [16u32, 32, 64])]
+    #[arg(long, value_delimiter = ',', default_values_t = [16u32, 32])]
     pub latents: Vec<u32>,
     /// Softening keep-probabilities β to try (1 = none).
     #[arg(long, value_delimiter = ',', default_values_t = [1.0f32, 0.999, 0.998, 0.995])]
@@ -80,8 +80,8 @@ pub struct FitArgs {
     /// Mini-batch size of the first phase.
     #[arg(long, default_value_t = 1024)]
     pub batch_size: usize,
-    /// Most epochs of each phase.
-    #[arg(long, default_value_t = 100)]
+    /// Most epochs of each phase (the mini-batch phase's step size falls over them).
+    #[arg(long, default_value_t = 40)]
     pub max_epochs: usize,
     /// A phase stops once the validation LL has fallen this many times in a row.
     #[arg(long, default_value_t = 3)]
