@@ -118,7 +118,7 @@ fn softened_training_pass_matches(corpus: &[(String, Model, Evidence)], hosts: &
             continue;
         }
         let keep = 0.9f32;
-        let (_, root) = run_host_soft(&h.exe, h.dir.path(), ev, 0, ev.num_samples(), 3, keep);
+        let (_, root) = run_host_soft(&h.exe, h.dir.path(), ev, 0, ev.num_samples(), 3, 0, keep);
         let soft = ev.clone().with_soft(pcc::runtime::Soft::softened(keep).unwrap());
         let mut cpu = model.cpu_engine().unwrap();
         let want = cpu.accumulate_flows(&soft, None).unwrap();
@@ -396,30 +396,22 @@ fn host_program(model: &Model, dir: &std::path::Path) -> Option<std::path::PathB
     Some(exe)
 }
 
-/// Run query `mode` (0 conditionals, 1 MPE, 2 sampling, 3 a training pass: forward, node flows
-/// and the leaf statistics, into file `stats`) of the host-compiled
-/// CUDA on rows `[a, b)` of `ev`, softened with keep-probability `keep`: returns (output
-/// buffer, root values).
-fn run_host_soft(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a: usize, b: usize, mode: u32, keep: f32) -> (Vec<f32>, Vec<f32>) {
-    let part = ev.slice(a, b);
-    let (data, missing) = part.transposed();
-    write_f32(&dir.join("data"), &data);
-    std::fs::write(dir.join("missing"), &missing).unwrap();
-    let args = [mode.to_string(), part.num_samples().to_string(), "0".into(), a.to_string(), keep.to_string()];
-    let out = std::process::Command::new(exe).arg(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "host program (mode {mode}): {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
-    (read_f32(&dir.join("out")), read_f32(&dir.join("root")))
-}
-
 /// Run query `mode` (0 conditionals, 1 MPE, 2 sampling) of the host-compiled CUDA on rows
 /// `[a, b)` of `ev`: returns (output buffer, root values).
 fn run_host(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a: usize, b: usize, mode: u32, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    run_host_soft(exe, dir, ev, a, b, mode, seed, 1.0)
+}
+
+/// [`run_host`] with data softening's keep-probability `keep`, and mode 3 besides: a training
+/// pass (forward, node flows and the leaf statistics, into file `stats`).
+#[allow(clippy::too_many_arguments)] // the program's command line, spelled out
+fn run_host_soft(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a: usize, b: usize, mode: u32, seed: u64, keep: f32) -> (Vec<f32>, Vec<f32>) {
     let part = ev.slice(a, b);
-    let n = part.num_samples();
     let (data, missing) = part.transposed();
     write_f32(&dir.join("data"), &data);
     std::fs::write(dir.join("missing"), &missing).unwrap();
-    let st = std::process::Command::new(exe).arg(dir).args([mode.to_string(), n.to_string(), seed.to_string(), a.to_string()]).status().unwrap();
-    assert!(st.success());
+    let args = [mode.to_string(), part.num_samples().to_string(), seed.to_string(), a.to_string(), keep.to_string()];
+    let out = std::process::Command::new(exe).arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "host program (mode {mode}): {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
     (read_f32(&dir.join("out")), read_f32(&dir.join("root")))
 }

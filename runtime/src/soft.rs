@@ -47,13 +47,7 @@ impl Soft {
     /// Dense soft evidence for a plan's variables, every one discrete: `probs` is
     /// `[num_samples][Σ_v K_v]` (per variable its `K_v` category probabilities in order).
     pub fn dense(domains: &[Domain], probs: Vec<f32>) -> Result<Soft, RuntimeError> {
-        let mut offsets = vec![0usize];
-        for (var, d) in domains.iter().enumerate() {
-            match *d {
-                Domain::Discrete { num_cats } => offsets.push(offsets[var] + num_cats as usize),
-                Domain::Continuous => return Err(RuntimeError::SoftOnContinuous { var }),
-            }
-        }
+        let offsets = Soft::offsets(domains)?;
         let row = offsets[domains.len()];
         if row == 0 || !probs.len().is_multiple_of(row) {
             return Err(RuntimeError::RaggedData { len: probs.len(), num_vars: row });
@@ -65,8 +59,7 @@ impl Soft {
     /// what the forward pass sees is then exactly the hard evidence.
     pub fn one_hot(plan: &Plan, values: &[f32], missing: Option<&[bool]>) -> Result<Soft, RuntimeError> {
         let nv = plan.num_vars as usize;
-        let empty = Soft::dense(&plan.domains, Vec::new())?;
-        let Soft::Dense { offsets, .. } = empty else { unreachable!() };
+        let offsets = Soft::offsets(&plan.domains)?;
         let row = offsets[nv];
         let n = values.len() / nv.max(1);
         let mut probs = vec![0f32; n * row];
@@ -81,6 +74,19 @@ impl Soft {
             }
         }
         Ok(Soft::Dense { offsets, probs })
+    }
+
+    /// Where each variable's categories start in a dense row (and, last, the row's width); every
+    /// variable must be discrete.
+    fn offsets(domains: &[Domain]) -> Result<Vec<usize>, RuntimeError> {
+        let mut offsets = vec![0usize];
+        for (var, d) in domains.iter().enumerate() {
+            match *d {
+                Domain::Discrete { num_cats } => offsets.push(offsets[var] + num_cats as usize),
+                Domain::Continuous => return Err(RuntimeError::SoftOnContinuous { var }),
+            }
+        }
+        Ok(offsets)
     }
 
     /// The row width of the dense form (probabilities per sample).
@@ -106,8 +112,7 @@ impl Soft {
             Soft::Softened { beta } => return Soft::softened(*beta).map(|_| ()),
             Soft::Dense { offsets, probs } => (offsets, probs),
         };
-        let Soft::Dense { offsets: expected, .. } = Soft::dense(&plan.domains, Vec::new())? else { unreachable!() };
-        if *offsets != expected {
+        if *offsets != Soft::offsets(&plan.domains)? {
             return Err(RuntimeError::SoftShape { detail: "its categories per variable differ from the model's domains".into() });
         }
         let row = Soft::row(offsets);
@@ -226,12 +231,15 @@ impl LeafInput<'_> {
                     }
                 }
                 View::Dense(q) => {
-                    let lp: Vec<f64> = (0..q.len()).map(|k| d.log_prob_table(self.tab, self.local, k as f32) as f64).collect();
-                    let w: Vec<f64> = q.iter().zip(&lp).map(|(&q, &lp)| q as f64 * lp.exp()).collect();
-                    let l: f64 = w.iter().sum();
+                    // Two passes over the categories (no per-sample buffers): the total, then the shares.
+                    let w = |k: usize| q[k] as f64 * (d.log_prob_table(self.tab, self.local, k as f32) as f64).exp();
+                    let l: f64 = (0..q.len()).map(w).sum();
                     if l > 0.0 {
-                        for (k, w) in w.iter().enumerate().filter(|(_, w)| **w > 0.0) {
-                            d.add_observed(stats, k as f32, f * w / l);
+                        for k in 0..q.len() {
+                            let wk = w(k);
+                            if wk > 0.0 {
+                                d.add_observed(stats, k as f32, f * wk / l);
+                            }
                         }
                     }
                 }
@@ -243,12 +251,12 @@ impl LeafInput<'_> {
 
 /// `log Σ_k q_k exp(lp(k))`, shifted by the largest term so that small leaves do not underflow.
 fn log_dot(q: &[f32], lp: impl Fn(usize) -> f32) -> f32 {
-    let terms: Vec<f32> = q.iter().enumerate().map(|(k, &q)| if q > 0.0 { q.ln() + lp(k) } else { f32::NEG_INFINITY }).collect();
-    let m = terms.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let term = |k: usize| if q[k] > 0.0 { q[k].ln() + lp(k) } else { f32::NEG_INFINITY };
+    let m = (0..q.len()).map(term).fold(f32::NEG_INFINITY, f32::max);
     if m == f32::NEG_INFINITY {
         return m;
     }
-    m + terms.iter().map(|t| (t - m).exp()).sum::<f32>().ln()
+    m + (0..q.len()).map(|k| (term(k) - m).exp()).sum::<f32>().ln()
 }
 
 /// Evidence from a soft CSV for variables of `domains` (every one discrete): one row per sample,
