@@ -124,6 +124,8 @@ struct Summary<'a> {
     train_ll: f64,
     valid_ll: f64,
     test_ll: Option<f64>,
+    /// Bits per dimension of the test data: −test LL / (variables · ln 2).
+    test_bpd: Option<f64>,
     seconds: f64,
     device: String,
     sum_edges: u64,
@@ -302,6 +304,7 @@ impl Search<'_> {
             train_ll,
             valid_ll,
             test_ll,
+            test_bpd: test_ll.map(|t| -t / (model.plan.num_vars as f64 * std::f64::consts::LN_2)),
             seconds: self.t0.elapsed().as_secs_f64(),
             device: self.device.clone(),
             sum_edges: model.plan.num_sum_edges(),
@@ -315,7 +318,7 @@ impl Search<'_> {
             chosen.latents,
             chosen.soften,
             chosen.entropy,
-            test_ll.map_or(String::new(), |t| format!(", test LL {t:.4}")),
+            test_ll.zip(summary.test_bpd).map_or(String::new(), |(t, b)| format!(", test LL {t:.4} ({b:.4} bpd)")),
             summary.seconds,
             self.a.out.display()
         );
