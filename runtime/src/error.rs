@@ -94,6 +94,8 @@ pub enum RuntimeError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Cuda(#[from] crate::cuda::CudaError),
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
     /// `Device::Cuda` was asked for and the GPU engine did not start (the reason inside).
     #[error("--device cuda: the GPU engine cannot start: {0}")]
     GpuUnavailable(String),

@@ -14,6 +14,7 @@ pub mod entropy;
 mod error;
 pub mod manifest;
 pub mod outputs;
+pub mod parallel;
 pub mod params;
 pub mod plan;
 mod plan_check;

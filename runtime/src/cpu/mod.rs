@@ -96,6 +96,12 @@ impl CpuEngine {
         &self.flows
     }
 
+    /// The accumulated flows, to be replaced by their sum over data-parallel ranks
+    /// ([`crate::parallel::Rank::reduce_flows`]) before the EM step.
+    pub fn flows_mut(&mut self) -> &mut Flows {
+        &mut self.flows
+    }
+
     pub fn zero_flows(&mut self) {
         self.flows = Flows::zeros(&self.plan);
     }

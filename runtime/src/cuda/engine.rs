@@ -13,6 +13,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream
 
 use super::units::{Modules, PERSISTENT_UNIT, compile_units, split_units};
 
+mod data_parallel;
 mod persistent;
 mod pinned;
 mod queries;
@@ -356,12 +357,25 @@ impl GpuEngine {
         manifest: Manifest,
         cache: &KernelCache,
     ) -> Result<GpuEngine, RuntimeError> {
+        Self::on_device(0, plan, params, source, cubins, manifest, cache)
+    }
+
+    /// As [`GpuEngine::with_cubins`], on GPU `ordinal` (data-parallel ranks drive one each).
+    pub fn on_device(
+        ordinal: usize,
+        plan: Plan,
+        params: Params,
+        source: &str,
+        cubins: &[(&str, &[u8])],
+        manifest: Manifest,
+        cache: &KernelCache,
+    ) -> Result<GpuEngine, RuntimeError> {
         // Lengths first (a wrong length must never reach a kernel). The pass over every value
         // (~50 ms for 200M parameters) runs beside the upload, which only copies; no kernel runs
         // before it has passed. (Beside the kernel loading too, it slowed the driver's module
         // loads from 2 to 55 ms on hclt512.)
         params.check_shape(&plan)?;
-        let Opened { stream, device_name, kernels, pending, host_out, t_context, t_kernels } = Self::open(&plan, source, cubins, &manifest, cache)?;
+        let Opened { stream, device_name, kernels, pending, host_out, t_context, t_kernels } = Self::open(ordinal, &plan, source, cubins, &manifest, cache)?;
         let (checked, uploaded) = std::thread::scope(|s| {
             let check = s.spawn(|| {
                 let t = Instant::now();
@@ -409,17 +423,21 @@ impl GpuEngine {
         .with_persistent_if_compiled()
     }
 
-    /// Open device 0 and load the kernels.
-    fn open(plan: &Plan, source: &str, cubins: &[(&str, &[u8])], manifest: &Manifest, cache: &KernelCache) -> Result<Opened, RuntimeError> {
+    /// Open device `ordinal` and load the kernels.
+    fn open(ordinal: usize, plan: &Plan, source: &str, cubins: &[(&str, &[u8])], manifest: &Manifest, cache: &KernelCache) -> Result<Opened, RuntimeError> {
         let t0 = Instant::now();
-        // Only device 0 is opened (probing every device costs a context each on a warm start).
+        // Only the one device is opened (probing every device costs a context each on a warm start).
         if !super::raw::driver_present() {
             return Err(CudaError::NoDriver.into());
         }
-        if CudaContext::device_count().map_err(CudaError::from)? <= 0 {
+        let count = CudaContext::device_count().map_err(CudaError::from)?.max(0) as usize;
+        if count == 0 {
             return Err(CudaError::NoDevice.into());
         }
-        let ctx = CudaContext::new(0).map_err(CudaError::from)?;
+        if ordinal >= count {
+            return Err(CudaError::NoSuchDevice { ordinal, count }.into());
+        }
+        let ctx = CudaContext::new(ordinal).map_err(CudaError::from)?;
         // One stream, ordered by construction: no per-buffer events, which would also break graph
         // capture (waits on events recorded outside it). Must precede every allocation.
         // SAFETY: every buffer of this engine is used on `stream` only.

@@ -22,6 +22,7 @@ pub use manifest::{
     conditionals_from_slots,
 };
 pub use nvrtc::{compile_cubin, compile_cubin_verbose, nvrtc_available, nvrtc_version};
+pub(crate) use raw::stream_idle;
 pub use units::{PERSISTENT_UNIT, UNIT_MARKER, Unit, compile_units, split_units};
 
 /// Errors of the CUDA layer; each says what is missing or what failed.
@@ -31,6 +32,8 @@ pub enum CudaError {
     NoDriver,
     #[error("the CUDA driver reports no device")]
     NoDevice,
+    #[error("there is no GPU {ordinal}: the CUDA driver reports {count} (numbered from 0)")]
+    NoSuchDevice { ordinal: usize, count: usize },
     #[error(
         "NVRTC is not available: libnvrtc.so.13 could not be loaded (install the CUDA 13 NVRTC library, e.g. `pip install nvidia-cuda-nvrtc==13.0.*`, and add its lib folder to LD_LIBRARY_PATH)"
     )]
