@@ -39,6 +39,8 @@ enum Command {
         soft: bool,
         #[command(flatten)]
         device: cli::DeviceArgs,
+        #[command(flatten)]
+        parallel: cli::parallel::ParallelArgs,
     },
     /// Marginal, conditional or MPE queries with missing values.
     Query(cli::query::QueryArgs),
@@ -88,7 +90,7 @@ fn main() -> Result<()> {
         Command::Learn(a) => cli::learn::run(&a),
         Command::Train(a) => cli::train::run(&a),
         Command::Fit(a) => cli::fit::run(&a),
-        Command::Eval { model, data, json, soft, device } => cli::eval::run(&model, &data, &device, json, soft),
+        Command::Eval { model, data, json, soft, device, parallel } => cli::eval::run(&model, &data, &device, &parallel, json, soft),
         Command::Query(a) => cli::query::run(&a),
         Command::Sample(a) => cli::sample::run(&a),
         Command::Info { model, json } => cli::info::run(&model, json),

@@ -15,6 +15,11 @@ pub use pc_runtime::Engine;
 /// the CPU engine, saying why, when no GPU is usable; `cuda` fails instead. The GPU engine's
 /// kernels come from the emitter at `precision`.
 pub fn start(model: &Model, device: Device, precision: Precision) -> Result<Engine> {
+    start_on(model, device, precision, 0, "")
+}
+
+/// [`start`] on GPU `ordinal`; `who` (e.g. `rank 1 `) starts the line that names the device.
+pub fn start_on(model: &Model, device: Device, precision: Precision, ordinal: usize, who: &str) -> Result<Engine> {
     if device == Device::Cpu && precision != Precision::Fp32 {
         bail!(
             "--precision {precision} selects the GPU engine's tensor-core kernels; the CPU engine (--device cpu) computes in f32/f64: drop --precision or use --device cuda"
@@ -27,13 +32,14 @@ pub fn start(model: &Model, device: Device, precision: Precision) -> Result<Engi
     };
     let gpu = || -> Result<GpuEngine> {
         let a = emit_plan(model.plan.clone(), precision)?;
-        Ok(GpuEngine::new(a.plan, model.params.clone(), &a.cuda_source, a.manifest, &KernelCache::new(KernelCache::default_dir()))?)
+        let cache = KernelCache::new(KernelCache::default_dir());
+        Ok(GpuEngine::on_device(ordinal, a.plan, model.params.clone(), &a.cuda_source, &[], a.manifest, &cache)?)
     };
     let cpu = || CpuEngine::new(model.plan.clone(), model.params.clone());
     let started = Engine::start(runtime_device, cpu, || gpu().map_err(|e| format!("{e:#}")))?;
     match (&started.engine, &started.fallback) {
-        (_, Some(why)) => eprintln!("pcc: running on the CPU: {why}"),
-        (Engine::Gpu(g), None) => eprintln!("pcc: running on {} ({precision} sum forward)", g.device_name),
+        (_, Some(why)) => eprintln!("pcc: {who}running on the CPU: {why}"),
+        (Engine::Gpu(g), None) => eprintln!("pcc: {who}running on {} ({precision} sum forward)", g.device_name),
         (Engine::Cpu(_), None) => {}
     }
     Ok(started.engine)

@@ -8,6 +8,7 @@ pub mod fit;
 pub mod info;
 pub mod learn;
 pub mod lock;
+pub mod parallel;
 pub mod query;
 pub mod sample;
 pub mod train;
@@ -44,6 +45,11 @@ impl DeviceArgs {
     /// The engine for `model` (see [`engine::start`]).
     pub fn engine(&self, model: &Model) -> Result<engine::Engine> {
         engine::start(model, self.device, self.precision)
+    }
+
+    /// The engine for `model` on GPU `ordinal` (a data-parallel rank's), `who` naming the rank.
+    pub fn engine_on(&self, model: &Model, ordinal: usize, who: &str) -> Result<engine::Engine> {
+        engine::start_on(model, self.device, self.precision, ordinal, who)
     }
 }
 

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use pc_runtime::{Conditional, dataset};
+use pc_runtime::{Conditional, Engine, Evidence, dataset};
 
 use super::DeviceArgs;
+use super::parallel::{ParallelArgs, Ranks};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum QueryKind {
@@ -34,25 +35,47 @@ pub struct QueryArgs {
     pub json: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
 }
 
 pub fn run(a: &QueryArgs) -> Result<()> {
-    let m = super::load_model(&a.model)?;
-    let ev = dataset::read_csv_auto(&a.evidence, &a.missing_marker)?;
-    let mut engine = a.device.engine(&m)?;
+    let mut ranks = Ranks::start(&a.parallel, &a.device)?;
+    let (m, ev) = ranks.prepare(|| Ok((super::load_model(&a.model)?, dataset::read_csv_auto(&a.evidence, &a.missing_marker)?)))?;
+    ranks.run(&a.parallel, &a.device, &m, |engine, rank| {
+        let Some(rank) = rank else {
+            print!("{}", answer(a, engine, &ev, 0)?);
+            return Ok(());
+        };
+        // Each rank answers its part of the samples; rank 0 prints them in order.
+        let part = rank.shard(0..ev.num_samples());
+        let text = if part.is_empty() { String::new() } else { answer(a, engine, &ev.slice(part.start, part.end), part.start)? };
+        if let Some(all) = rank.gather_bytes(text.into_bytes())? {
+            all.iter().for_each(|t| print!("{}", String::from_utf8_lossy(t)));
+        }
+        Ok(())
+    })
+}
+
+/// The answers for the samples of `ev`, numbered from `first`, one line (or block) each.
+fn answer(a: &QueryArgs, engine: &mut Engine, ev: &Evidence, first: usize) -> Result<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
     let nv = ev.num_vars;
     match a.kind {
         QueryKind::Marginal => {
-            for (s, ll) in engine.log_likelihood(&ev)?.iter().enumerate() {
+            for (i, ll) in engine.log_likelihood(ev)?.iter().enumerate() {
+                let s = first + i;
                 if a.json {
-                    println!("{}", serde_json::json!({ "sample": s, "log_marginal": ll }));
+                    writeln!(out, "{}", serde_json::json!({ "sample": s, "log_marginal": ll }))?;
                 } else {
-                    println!("sample {s}: log p(evidence) = {ll:.6}");
+                    writeln!(out, "sample {s}: log p(evidence) = {ll:.6}")?;
                 }
             }
         }
         QueryKind::Conditional => {
-            for (s, conds) in engine.conditionals(&ev)?.iter().enumerate() {
+            for (i, conds) in engine.conditionals(ev)?.iter().enumerate() {
+                let s = first + i;
                 let mut vars = serde_json::Map::new();
                 for (v, c) in conds.iter().enumerate() {
                     let value = match c {
@@ -63,27 +86,28 @@ pub fn run(a: &QueryArgs) -> Result<()> {
                     vars.insert(v.to_string(), value);
                 }
                 if a.json {
-                    println!("{}", serde_json::json!({ "sample": s, "conditionals": vars }));
+                    writeln!(out, "{}", serde_json::json!({ "sample": s, "conditionals": vars }))?;
                 } else {
-                    println!("sample {s}:");
+                    writeln!(out, "sample {s}:")?;
                     for (v, p) in &vars {
-                        println!("  x{v}: {p}");
+                        writeln!(out, "  x{v}: {p}")?;
                     }
                 }
             }
         }
         QueryKind::Mpe => {
-            let r = engine.mpe(&ev)?;
-            for s in 0..ev.num_samples() {
-                let x = &r.assignments[s * nv..][..nv];
+            let r = engine.mpe(ev)?;
+            for i in 0..ev.num_samples() {
+                let s = first + i;
+                let x = &r.assignments[i * nv..][..nv];
                 if a.json {
-                    println!("{}", serde_json::json!({ "sample": s, "log_value": r.log_values[s], "assignment": x }));
+                    writeln!(out, "{}", serde_json::json!({ "sample": s, "log_value": r.log_values[i], "assignment": x }))?;
                 } else {
                     let text: Vec<String> = x.iter().map(|v| v.to_string()).collect();
-                    println!("sample {s}: log value {:.6}, assignment {}", r.log_values[s], text.join(","));
+                    writeln!(out, "sample {s}: log value {:.6}, assignment {}", r.log_values[i], text.join(","))?;
                 }
             }
         }
     }
-    Ok(())
+    Ok(out)
 }

@@ -85,7 +85,8 @@ impl Listener {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if Instant::now() > deadline {
                         let missing: Vec<String> = (1..size).filter(|r| links[r - 1].is_none()).map(|r| r.to_string()).collect();
-                        return Err(self.err(format!("ranks {} did not join within {} s", missing.join(", "), timeout.as_secs())));
+                        let who = if missing.len() == 1 { "rank" } else { "ranks" };
+                        return Err(self.err(format!("{who} {} did not join within {} s", missing.join(", "), timeout.as_secs())));
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -277,13 +278,18 @@ impl Hub {
 
     /// Rank 0 gets every rank's `mine` concatenated in rank order; the others get `None`.
     pub fn gather_f32(&mut self, mine: &[f32]) -> Result<Option<Vec<f32>>, ParallelError> {
+        let bytes = self.gather_bytes(mine.iter().flat_map(|x| x.to_le_bytes()).collect())?;
+        Ok(bytes.map(|all| all.iter().flat_map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))).collect()))
+    }
+
+    /// Rank 0 gets every rank's `mine` in rank order; the others get `None`.
+    pub fn gather_bytes(&mut self, mine: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, ParallelError> {
         if self.size == 1 {
-            return Ok(Some(mine.to_vec()));
+            return Ok(Some(vec![mine]));
         }
-        let bytes: Vec<u8> = mine.iter().flat_map(|x| x.to_le_bytes()).collect();
         let mut gathered = None;
-        self.exchange(bytes, |all| {
-            gathered = Some(all.iter().flat_map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))).collect());
+        self.exchange(mine, |all| {
+            gathered = Some(all);
             Vec::new()
         })?;
         Ok(gathered)

@@ -24,9 +24,21 @@ impl Rank {
     /// Join `engine` to the world of `hub`. Every rank must run the same engine kind on the same
     /// parameters (checked). A GPU engine gets an NCCL communicator when the world has several
     /// ranks or `nccl` asks for one (`--gpus` with one GPU runs the same path).
-    pub fn new(mut hub: Hub, engine: &Engine, nccl: bool, check_every: usize) -> Result<Rank, RuntimeError> {
+    /// A rank that fails here tells the others (they stop with an error naming it).
+    pub fn new(hub: Hub, engine: &Engine, nccl: bool, check_every: usize) -> Result<Rank, RuntimeError> {
+        let mut rank = Rank { hub, nccl: None, check_every, steps: 0 };
+        match rank.join(engine, nccl) {
+            Ok(()) => Ok(rank),
+            Err(e) => {
+                rank.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn join(&mut self, engine: &Engine, nccl: bool) -> Result<(), RuntimeError> {
         let gpu = matches!(engine, Engine::Gpu(_));
-        let kinds = hub.all_gather_u64(u64::from(gpu))?;
+        let kinds = self.hub.all_gather_u64(u64::from(gpu))?;
         if let Some(r) = kinds.iter().position(|&k| k != kinds[0]) {
             let name = |k: u64| if k == 1 { "the GPU" } else { "the CPU" };
             return Err(ParallelError::Mismatch(format!(
@@ -36,14 +48,13 @@ impl Rank {
             ))
             .into());
         }
-        let mut rank = Rank { hub, nccl: None, check_every, steps: 0 };
-        rank.check_params(engine)?;
+        self.check_params(engine)?;
         if let Engine::Gpu(e) = engine
-            && (nccl || rank.size() > 1)
+            && (nccl || self.size() > 1)
         {
-            rank.nccl = Some(NcclComm::init(&mut rank.hub, e.context())?);
+            self.nccl = Some(NcclComm::init(&mut self.hub, e.context())?);
         }
-        Ok(rank)
+        Ok(())
     }
 
     pub fn rank(&self) -> usize {
@@ -119,6 +130,12 @@ impl Rank {
     /// Rank 0 gets every rank's values in rank order; the others `None`.
     pub fn gather(&mut self, mine: &[f32]) -> Result<Option<Vec<f32>>, RuntimeError> {
         Ok(self.hub.gather_f32(mine)?)
+    }
+
+    /// Rank 0 gets every rank's bytes in rank order (e.g. rendered query results); the others
+    /// `None`.
+    pub fn gather_bytes(&mut self, mine: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, RuntimeError> {
+        Ok(self.hub.gather_bytes(mine)?)
     }
 
     /// Wait for every rank.
