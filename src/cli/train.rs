@@ -167,7 +167,9 @@ impl Trainer<'_> {
             if let Some(r) = self.rank.as_deref_mut() {
                 r.sum(&mut totals)?;
             }
-            let mut line = format!("epoch {epoch:>4}: train LL {:.4}", totals[0] / totals[1].max(1.0));
+            // The training time alone (validation and the save follow), comparable across runs.
+            let train_s = t0.elapsed().as_secs_f64();
+            let mut line = format!("epoch {epoch:>4}: train LL {:.4} ({train_s:.2} s)", totals[0] / totals[1].max(1.0));
             let improved = match self.valid {
                 Some(v) => {
                     let vl = self.mean_ll(engine, v)?;
@@ -184,7 +186,7 @@ impl Trainer<'_> {
                 pc_codegen::model::save_params(&self.model.circuit, &self.model.plan, &engine.params()?, &a.model.join(PARAMS_FILE))?;
                 line += ", saved";
             }
-            line += &format!(" ({:.1} s)", t0.elapsed().as_secs_f64());
+            line += &format!(" ({:.1} s in all)", t0.elapsed().as_secs_f64());
             if root {
                 println!("{line}");
             }
