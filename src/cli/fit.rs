@@ -164,7 +164,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
     }
     let best = pick(&search.trials, &|s| s.latents == best_l).expect("tried above");
     // The ablation's regularizers: the chosen ones, or the grid's nearest the paper's where the
-    // chosen candidate has none (a grid without any leaves that arm out: it repeats "neither").
+    // chosen candidate has none (a grid without any leaves that arm out of the ablation).
     let bs = if best.soften < 1.0 { best.soften } else { nearest_active(&a.soften, PAPER_SOFTEN, 1.0) };
     let be = if best.entropy > 0.0 { best.entropy } else { nearest_active(&a.entropy, PAPER_ENTROPY, 0.0) };
     let combos = [("neither", 1.0, 0.0), ("softening", bs, 0.0), ("entropy", 1.0, be), ("both", bs, be)];
@@ -298,7 +298,14 @@ impl Search<'_> {
             None => None,
         };
         let ll_of = |s: f32, e: f32| self.trials.iter().find(|t| t.settings == Settings { latents: chosen.latents, soften: s, entropy: e }).map(|t| t.valid_ll);
-        let ablation = combos.iter().map(|&(name, s, e)| (name, ll_of(s, e))).collect();
+        // An arm whose regularizer the grids leave off is no arm (not "neither" again).
+        let armed = |name: &str, s: f32, e: f32| match name {
+            "softening" => s < 1.0,
+            "entropy" => e > 0.0,
+            "both" => s < 1.0 && e > 0.0,
+            _ => true,
+        };
+        let ablation = combos.iter().map(|&(name, s, e)| (name, ll_of(s, e).filter(|_| armed(name, s, e)))).collect();
         let summary = Summary {
             chosen,
             train_ll,

@@ -42,13 +42,22 @@ struct Fns {
 }
 
 /// Where NCCL is looked for, in order: `PCC_NCCL_LIB`, the loader's search path, then the
-/// `nvidia/nccl/lib` folder of the Python environments a pip install puts it in.
+/// `nvidia/nccl/lib` folder of the Python environments a pip install puts it in (active venv or
+/// conda, user site, each `python3` on `PATH`, the system's).
 fn candidates() -> Vec<PathBuf> {
     let mut c: Vec<PathBuf> = std::env::var_os("PCC_NCCL_LIB").map(PathBuf::from).into_iter().collect();
     c.extend(["libnccl.so.2", "libnccl.so"].map(PathBuf::from));
     let mut prefixes: Vec<PathBuf> = ["VIRTUAL_ENV", "CONDA_PREFIX"].iter().filter_map(std::env::var_os).map(PathBuf::from).collect();
     if let Some(home) = std::env::var_os("HOME") {
         prefixes.push(PathBuf::from(home).join(".local"));
+    }
+    // Environments on PATH but not activated (e.g. PyTorch's venv): the prefix of each python3.
+    for dir in std::env::var_os("PATH").iter().flat_map(std::env::split_paths) {
+        if dir.join("python3").exists()
+            && let Some(prefix) = dir.parent()
+        {
+            prefixes.push(prefix.to_path_buf());
+        }
     }
     prefixes.extend(["/usr/local", "/usr", "/opt/conda"].map(PathBuf::from));
     for prefix in prefixes {
