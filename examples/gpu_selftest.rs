@@ -190,6 +190,52 @@ fn check_regularizers(model: &Model, data: &Evidence, e: &Emitted, cache: &Kerne
         "  batch {n:>4} softened (β 0.9): forward max rel {ll_err:.2e}, flows from device-resident rows max rel {flow_err:.2e}; entropy-regularized EM (τ 0.01) max |Δθ| {perr:.2e}; hard forward after it {hard_err:.2e} {}",
         verdict(pass)
     );
+    Ok(pass & check_dense_soft(model, data, e, cache)?)
+}
+
+/// Dense soft evidence (random category weights, 20% missing) on the GPU engine against the CPU
+/// engine: the forward at a small and a large batch (the second large batch with other weights:
+/// a replayed graph must read them), then the flows, then a hard forward after it.
+fn check_dense_soft(model: &Model, data: &Evidence, e: &Emitted, cache: &KernelCache) -> Result<bool> {
+    let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), cache)?;
+    let mut cpu = model.cpu_engine()?;
+    let offsets = pcc::runtime::Soft::offsets(&model.plan.domains)?;
+    let row = *offsets.last().expect("offsets end with the row width");
+    let soft = |n: usize, salt: u64| -> Result<Evidence> {
+        // Weights from a fixed hash: ~20% zeros, never a variable with all zeros.
+        let mut probs: Vec<f32> = (0..n * row)
+            .map(|i| {
+                let h = (i as u64 ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                if h.is_multiple_of(5) { 0.0 } else { (h % 1000) as f32 / 1000.0 + 0.001 }
+            })
+            .collect();
+        for s in 0..n {
+            for v in 0..offsets.len() - 1 {
+                probs[s * row + offsets[v]] += 0.01;
+            }
+        }
+        Ok(with_missing(&data.slice(0, n), 0.2).with_soft(pcc::runtime::Soft::dense(&model.plan.domains, probs)?))
+    };
+    let rel_ll = |g: &[f32], c: &[f32]| g.iter().zip(c).map(|(g, c)| (*g as f64 - *c as f64).abs() / (c.abs() as f64).max(1.0)).fold(0.0, f64::max);
+    let n = data.num_samples().min(300);
+    let mut ll_err = 0f64;
+    for (b, salt) in [(5usize.min(n), 1u64), (n, 2), (n, 3)] {
+        let ev = soft(b, salt)?;
+        ll_err = ll_err.max(rel_ll(&gpu.log_likelihood(&ev)?, &cpu.log_likelihood(&ev)?));
+    }
+    let ev = soft(n, 4)?;
+    cpu.accumulate_flows(&ev, None)?;
+    gpu.accumulate_flows(&ev, None)?;
+    let (cf, gf) = (cpu.flows().clone(), gpu.flows()?);
+    let rel = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f64::max);
+    let flow_err = rel(&gf.sum, &cf.sum).max(rel(&gf.input, &cf.input));
+    let hard = data.slice(0, n.min(50));
+    let hard_err = rel_ll(&gpu.log_likelihood(&hard)?, &cpu.log_likelihood(&hard)?);
+    let pass = ll_err <= TOL && flow_err <= TOL_FLOWS && hard_err <= TOL;
+    println!(
+        "  batch {n:>4} dense soft evidence: forward max rel {ll_err:.2e} (batches 5 and {n}, twice), flows max rel {flow_err:.2e}; hard forward after it {hard_err:.2e} {}",
+        verdict(pass)
+    );
     Ok(pass)
 }
 

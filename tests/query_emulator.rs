@@ -107,6 +107,50 @@ fn host_cuda_queries_match_the_cpu_engine() {
     mpe_matches(&corpus, &hosts);
     samples_follow_the_exact_marginals_and_ignore_the_batch_split(&corpus, &hosts);
     softened_training_pass_matches(&corpus, &hosts);
+    dense_soft_training_pass_matches(&corpus, &hosts);
+}
+
+/// Dense soft evidence in the input kernels (mode −1): the forward's likelihoods and the training
+/// backward's leaf statistics of the host-compiled CUDA equal the CPU engine's.
+fn dense_soft_training_pass_matches(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
+    let mut checked = 0;
+    for ((name, model, ev), h) in corpus.iter().zip(hosts) {
+        if model.plan.domains.contains(&pcc::runtime::Domain::Continuous) {
+            continue;
+        }
+        let soft = random_dense_soft(model, ev, 11);
+        let (_, root) = run_host_soft(&h.exe, h.dir.path(), &soft, 0, soft.num_samples(), 3, 0, -1.0);
+        let mut cpu = model.cpu_engine().unwrap();
+        let want = cpu.accumulate_flows(&soft, None).unwrap();
+        for (s, (g, w)) in root.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{name}, sample {s}: dense soft LL host CUDA {g}, CPU engine {w}");
+        }
+        let stats = read_f32(&h.dir.path().join("stats"));
+        for (i, (g, w)) in stats.iter().zip(cpu.flows().input.iter()).enumerate() {
+            assert!((*g as f64 - w).abs() <= 1e-3 * w.abs().max(1.0), "{name}: dense soft leaf statistics[{i}] host CUDA {g}, CPU engine {w}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "dense soft evidence checked on {checked} discrete models only");
+}
+
+/// `ev` with random dense soft observations (some categories 0, some variables missing as in `ev`).
+fn random_dense_soft(model: &Model, ev: &Evidence, seed: u64) -> Evidence {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let offsets = pcc::runtime::Soft::offsets(&model.plan.domains).unwrap();
+    let row = *offsets.last().unwrap();
+    let mut probs: Vec<f32> = (0..ev.num_samples() * row).map(|_| if rng.random_bool(0.2) { 0.0 } else { rng.random::<f32>() }).collect();
+    // Every observation keeps some category possible (all zeros is an error).
+    for s in 0..ev.num_samples() {
+        for v in 0..offsets.len() - 1 {
+            let q = &mut probs[s * row + offsets[v]..s * row + offsets[v + 1]];
+            if q.iter().all(|&x| x == 0.0) {
+                q[rng.random_range(0..q.len())] = 0.5;
+            }
+        }
+    }
+    ev.clone().with_soft(pcc::runtime::Soft::dense(&model.plan.domains, probs).unwrap())
 }
 
 /// Data softening in the input kernels: the forward's likelihoods and the training backward's
@@ -296,6 +340,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
             KernelArg::SumFlows => "sflow.data()".into(),
             KernelArg::InputStats => "stats.data()".into(),
             KernelArg::SoftenKeep => "&keep".into(),
+            KernelArg::SoftProbs => "soft.data()".into(),
             other => panic!("no query launch binds {other:?}"),
         }
     };
@@ -348,7 +393,7 @@ int main(int argc, char** argv) {{
     std::vector<std::vector<unsigned>> tab;
     for (int i = 0; i < {ntab}; ++i) tab.push_back(rd<unsigned>(dir + "/tab" + std::to_string(i)));
     std::vector<float> sum = rd<float>(dir + "/sum"), prm = rd<float>(dir + "/prm"), table = rd<float>(dir + "/table");
-    std::vector<float> data = rd<float>(dir + "/data");
+    std::vector<float> data = rd<float>(dir + "/data"), soft = rd<float>(dir + "/soft");
     std::vector<unsigned char> missing = rd<unsigned char>(dir + "/missing");
     std::vector<float> nodes((size_t){nn} * B, 0.f), elems((size_t){ne} * B, 0.f), nflow((size_t){nn} * B, 0.f), eflow((size_t){ne} * B, 0.f);
     for (size_t i = 0; i < (size_t){nde} * B; ++i) elems[i] = PCC_NEG_INF;
@@ -409,6 +454,21 @@ fn run_host_soft(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a:
     let part = ev.slice(a, b);
     let (data, missing) = part.transposed();
     write_f32(&dir.join("data"), &data);
+    // Dense soft evidence in the kernels' layout, [row][B] (one unused word otherwise).
+    let soft = match &part.soft {
+        Some(pcc::runtime::Soft::Dense { offsets, probs }) => {
+            let (row, n) = (*offsets.last().unwrap(), part.num_samples());
+            let mut cols = vec![0f32; row * n];
+            for s in 0..n {
+                for j in 0..row {
+                    cols[j * n + s] = probs[s * row + j];
+                }
+            }
+            cols
+        }
+        _ => vec![0.0],
+    };
+    write_f32(&dir.join("soft"), &nonempty(soft));
     std::fs::write(dir.join("missing"), &missing).unwrap();
     let args = [mode.to_string(), part.num_samples().to_string(), seed.to_string(), a.to_string(), keep.to_string()];
     let out = std::process::Command::new(exe).arg(dir).args(args).output().unwrap();

@@ -51,9 +51,14 @@ pub enum KernelArg {
     InputStats,
     /// Leaf parameters (f32, plan layout).
     InputParams,
-    /// Data softening's keep-probability β ([`crate::Soft::Softened`]), one f32 in device memory
-    /// (1 = hard evidence); a pointer, so captured graphs read the current value.
+    /// The batch's soft-evidence mode, one f32 in device memory: 1 = hard evidence, β in (0, 1)
+    /// = data softening ([`crate::Soft::Softened`]), −1 = dense soft evidence in
+    /// [`KernelArg::SoftProbs`]; a pointer, so captured graphs read the current value.
     SoftenKeep,
+    /// Dense soft evidence ([`crate::Soft::Dense`]) of the batch (f32, `[Σ_v K_v][B]`: category
+    /// `k` of variable `v` of sample `b` at `(offset_v + k)·B + b`), read where
+    /// [`KernelArg::SoftenKeep`] is −1.
+    SoftProbs,
     /// EM step size η (f32).
     StepSize,
     /// EM pseudocount α (f32).

@@ -78,7 +78,7 @@ impl Soft {
 
     /// Where each variable's categories start in a dense row (and, last, the row's width); every
     /// variable must be discrete.
-    fn offsets(domains: &[Domain]) -> Result<Vec<usize>, RuntimeError> {
+    pub fn offsets(domains: &[Domain]) -> Result<Vec<usize>, RuntimeError> {
         let mut offsets = vec![0usize];
         for (var, d) in domains.iter().enumerate() {
             match *d {

@@ -38,6 +38,24 @@ pub(super) struct Emitter<'a> {
     packs: Vec<KernelSpec>,
     /// The tensor-core helpers (`mma_core`) are in the head: some sum partition uses them.
     mma_head: bool,
+    /// Per variable, where its categories start in a dense soft-evidence row (continuous
+    /// variables take none: `pc_runtime::Soft::offsets`).
+    soft_offsets: Vec<u32>,
+}
+
+/// Prefix sums of the variables' category counts (continuous variables count 0).
+fn soft_offsets(plan: &Plan) -> Vec<u32> {
+    let mut at = 0u32;
+    plan.domains
+        .iter()
+        .map(|d| {
+            let here = at;
+            if let pc_runtime::Domain::Discrete { num_cats } = d {
+                at = at.saturating_add(*num_cats);
+            }
+            here
+        })
+        .collect()
 }
 
 /// A sum partition's index tables in the manifest.
@@ -79,6 +97,7 @@ impl<'a> Emitter<'a> {
             packed_words: 0,
             packs: Vec::new(),
             mma_head,
+            soft_offsets: soft_offsets(plan),
         })
     }
 
@@ -131,7 +150,8 @@ impl<'a> Emitter<'a> {
                 std::iter::repeat_n(k, s.num_nodes as usize)
             })
             .collect();
-        let (ids, vars, aux, ncats) = (self.table(ids), self.table(vars), self.table(aux), self.table(ncats));
+        let soft_off: Vec<u32> = vars.iter().map(|&v| self.soft_offsets[v as usize]).collect();
+        let (ids, vars, aux, ncats, soft_off) = (self.table(ids), self.table(vars), self.table(aux), self.table(ncats), self.table(soft_off));
         // Where the forward reads a leaf's constants: its probabilities, or its table slots.
         let consts = leaf_constants(layer.kind);
         let cslots = if info.constants == Constants::Params { self.table(pstart) } else { aux };
@@ -158,6 +178,8 @@ impl<'a> Emitter<'a> {
                 nst,
                 ncats,
                 KernelArg::SoftenKeep,
+                KernelArg::SoftProbs,
+                soft_off,
                 KernelArg::Count,
                 KernelArg::Batch,
             ];
@@ -184,6 +206,8 @@ impl<'a> Emitter<'a> {
             cslots,
             ncats,
             KernelArg::SoftenKeep,
+            KernelArg::SoftProbs,
+            soft_off,
             KernelArg::Count,
             KernelArg::Batch,
         ];

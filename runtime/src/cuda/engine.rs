@@ -118,8 +118,12 @@ struct DeviceState {
     /// The tensor-core forward's packed weights (`KernelArg::PackedWeights`), rewritten from
     /// `sum_params` by the pack kernels after every EM step.
     packed: CudaSlice<u32>,
-    /// Data softening's keep-probability (`KernelArg::SoftenKeep`) and its value on the device.
+    /// The soft-evidence mode (`KernelArg::SoftenKeep`: 1 hard, β softened, −1 dense) and its
+    /// value on the device.
     soften: (CudaSlice<f32>, f32),
+    /// Dense soft evidence of the current batch (`KernelArg::SoftProbs`); one word until some
+    /// batch brings dense soft evidence, then grown as needed.
+    soft_probs: CudaSlice<f32>,
 }
 
 impl DeviceState {
@@ -156,9 +160,10 @@ impl DeviceState {
         let leaf_table = stream.alloc_zeros::<f32>(table_len.max(1))?;
         let packed = stream.alloc_zeros::<u32>((manifest.packed_words as usize).max(1))?;
         let soften = (stream.clone_htod(&[1f32])?, 1.0);
+        let soft_probs = stream.alloc_zeros::<f32>(1)?;
         lap("zeroed accumulators and leaf table", &mut t1);
         stream.synchronize()?;
-        Ok(DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, packed, soften })
+        Ok(DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, packed, soften, soft_probs })
     }
 }
 
@@ -627,6 +632,7 @@ impl GpuEngine {
                 KernelArg::Missing => launch.arg(&io().1),
                 KernelArg::InputParams => launch.arg(&bind.dev.input_params),
                 KernelArg::SoftenKeep => launch.arg(&bind.dev.soften.0),
+                KernelArg::SoftProbs => launch.arg(&bind.dev.soft_probs),
                 KernelArg::StepSize => launch.arg(&bind.em.0),
                 KernelArg::Pseudocount => launch.arg(&bind.em.1),
                 KernelArg::SumParams => launch.arg(&bind.dev.sum_params),
@@ -734,6 +740,7 @@ impl GpuEngine {
             return Ok(0);
         }
         self.buffers(batch)?;
+        self.upload_dense_soft(ev)?;
         let bufs = self.buffers.as_mut().expect("allocated above");
         if bufs.staging_busy {
             // A copy out of the staging words may still be pending: never refill them under it.
@@ -891,11 +898,36 @@ impl GpuEngine {
 }
 
 impl GpuEngine {
-    /// The keep-probability of `ev`'s softening (1 without soft evidence) on the device, where
-    /// the input kernels read it. Dense soft evidence is the CPU engine's only.
+    /// `ev`'s soft-evidence mode ([`soften_keep`]) on the device, where the input kernels read it.
     pub(crate) fn set_soften(&mut self, ev: &Evidence) -> Result<(), RuntimeError> {
         let keep = soften_keep(ev, &self.manifest)?;
         self.set_keep(keep)
+    }
+
+    /// `ev`'s dense soft evidence, if any, to the device in the kernels' layout (`[row][B]`, as
+    /// the values are `[var][B]`). Growing the buffer moves it, so the captured graphs, which hold
+    /// its address, are dropped.
+    fn upload_dense_soft(&mut self, ev: &Evidence) -> Result<(), RuntimeError> {
+        let Some(Soft::Dense { offsets, probs }) = &ev.soft else { return Ok(()) };
+        let (row, batch) = (*offsets.last().unwrap_or(&0), ev.num_samples());
+        let mut cols = vec![0f32; row * batch];
+        for (b, sample) in probs.chunks_exact(row.max(1)).enumerate().take(batch) {
+            for (j, &q) in sample.iter().enumerate() {
+                cols[j * batch + b] = q;
+            }
+        }
+        if self.dev.soft_probs.len() < cols.len() {
+            let what = || format!("dense soft evidence of {batch} samples");
+            ensure_fits(&self.stream, what, 4 * cols.len(), |_| "smaller batches".into())?;
+            self.dev.soft_probs = self.stream.alloc_zeros::<f32>(cols.len()).map_err(CudaError::from)?;
+            if let Some(b) = &mut self.buffers {
+                (b.forward_graph, b.train_graph, b.backward_graph) = (None, None, None);
+            }
+        }
+        if !cols.is_empty() {
+            self.stream.memcpy_htod(&cols, &mut self.dev.soft_probs.slice_mut(..cols.len())).map_err(CudaError::from)?;
+        }
+        Ok(())
     }
 
     /// Data softening's keep-probability on the device (written only when it changes).
@@ -936,21 +968,20 @@ impl GpuEngine {
     }
 }
 
-/// Softening's keep-probability of `ev` for the GPU engine: 1 for hard evidence, β for
-/// [`Soft::Softened`]; dense soft evidence, and softening with the categorical statistics on
-/// tensor cores (which count observed categories only), are errors.
+/// The soft-evidence mode of `ev` for the input kernels (`KernelArg::SoftenKeep`): 1 for hard
+/// evidence, β for [`Soft::Softened`], −1 for [`Soft::Dense`] (in `KernelArg::SoftProbs`). Soft
+/// evidence with the categorical statistics on tensor cores (which count observed categories
+/// only) is an error.
 pub(crate) fn soften_keep(ev: &Evidence, manifest: &Manifest) -> Result<f32, RuntimeError> {
+    let mma_stats = || manifest.backward.iter().any(|s| matches!(s, Step::Launch(k) if k.name.starts_with("input_categorical_bwd_")));
     match ev.soft {
         None => Ok(1.0),
-        Some(Soft::Softened { beta })
-            if beta < 1.0 && manifest.backward.iter().any(|s| matches!(s, Step::Launch(k) if k.name.starts_with("input_categorical_bwd_"))) =>
-        {
-            Err(RuntimeError::SoftUnsupported { query: "softening with the categorical statistics on tensor cores (set PCC_CAT_STATS_MMA=0)" })
-        }
+        Some(Soft::Softened { beta }) if beta >= 1.0 => Ok(1.0),
+        Some(_) if mma_stats() => Err(RuntimeError::SoftUnsupported {
+            query: "soft evidence with the categorical statistics on tensor cores (set PCC_CAT_STATS_MMA=0, or --precision fp32)",
+        }),
         Some(Soft::Softened { beta }) => Ok(beta),
-        Some(Soft::Dense { .. }) => {
-            Err(RuntimeError::SoftUnsupported { query: "the GPU engine (dense soft evidence runs on the CPU engine; softening runs on both)" })
-        }
+        Some(Soft::Dense { .. }) => Ok(-1.0),
     }
 }
 

@@ -65,6 +65,9 @@ impl GpuEngine {
     /// [`GpuEngine::release_data`]).
     pub fn upload_data(&mut self, ev: &Evidence) -> Result<DeviceData, RuntimeError> {
         ev.validate(&self.plan)?;
+        if matches!(ev.soft, Some(crate::Soft::Dense { .. })) {
+            return Err(RuntimeError::SoftUnsupported { query: "device-resident data (pass dense soft evidence batch by batch)" });
+        }
         let keep = super::soften_keep(ev, &self.manifest)?;
         let (values, mask) = ev.transposed();
         let n = ev.num_samples();
