@@ -202,3 +202,22 @@ fn ranks_with_different_parameters_are_refused() {
         assert!(e.contains("rank 1's parameters differ from rank 0's"), "{e}");
     }
 }
+
+#[test]
+fn a_stray_connection_does_not_break_the_rendezvous() {
+    use std::io::Write;
+    let listener = pcc::runtime::parallel::Listener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.addr().to_string();
+    std::thread::scope(|s| {
+        let root = s.spawn(|| listener.accept(2, Duration::from_secs(20)));
+        // A port probe: connects, writes garbage, hangs up.
+        let mut probe = std::net::TcpStream::connect(&addr).unwrap();
+        probe.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        drop(probe);
+        let mut leaf = Hub::join(&addr, 1, 2, Duration::from_secs(20)).unwrap();
+        let mut root = root.join().unwrap().unwrap();
+        let l = s.spawn(move || leaf.all_gather_u64(7).unwrap());
+        assert_eq!(root.all_gather_u64(3).unwrap(), vec![3, 7]);
+        assert_eq!(l.join().unwrap(), vec![3, 7]);
+    });
+}

@@ -75,8 +75,13 @@ impl Listener {
                 Ok((mut s, peer)) => {
                     s.set_nonblocking(false).map_err(|e| self.err(e.to_string()))?;
                     configure(&s, timeout).map_err(|e| self.err(e.to_string()))?;
-                    let (kind, body) = read_msg(&mut s).map_err(|e| self.err(format!("hello from {peer}: {e}")))?;
-                    let r = check_hello(kind, &body, size).map_err(|reason| self.err(format!("{peer}: {reason}")))?;
+                    // A connection that is not a pcc rank (a port probe) is dropped; a rank of
+                    // another run or build is an error.
+                    let Ok((kind, body)) = read_msg(&mut s) else { continue };
+                    if kind != HELLO || body.len() != 24 {
+                        continue;
+                    }
+                    let r = check_hello(&body, size).map_err(|reason| self.err(format!("{peer}: {reason}")))?;
                     if links[r - 1].is_some() {
                         return Err(self.err(format!("two processes say they are rank {r} (check RANK)")));
                     }
@@ -323,10 +328,7 @@ fn configure(s: &TcpStream, timeout: Duration) -> std::io::Result<()> {
     s.set_write_timeout(Some(timeout))
 }
 
-fn check_hello(kind: u8, body: &[u8], size: usize) -> Result<usize, String> {
-    if kind != HELLO || body.len() != 24 {
-        return Err("not a pcc rank (unexpected first message)".into());
-    }
+fn check_hello(body: &[u8], size: usize) -> Result<usize, String> {
     let v: Vec<u64> = body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
     if v[0] != VERSION {
         return Err(format!("speaks protocol {} (this rank {VERSION}): run the same pcc build on every rank", v[0]));
