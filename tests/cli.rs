@@ -653,8 +653,11 @@ fn fit_softening_entropy_and_soft_evidence_from_the_command_line() {
     assert!(out.contains("chosen: latents 4"), "{out}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/fit.json")).unwrap()).unwrap();
     let trials = summary["trials"].as_array().unwrap();
-    // Latents stage (paper defaults), β ∈ {1, 0.99}, τ ∈ {0, 0.01}, the ablation: no candidate twice.
-    assert!(trials.len() >= 4, "{summary}");
+    // Latents stage (paper defaults), β ∈ {1, 0.99}, τ ∈ {0, 0.01}, α ∈ {0.1, 1}, the ablation: no
+    // candidate twice.
+    assert!(trials.len() >= 5, "{summary}");
+    assert!(trials.iter().any(|t| t["pseudocount"].as_f64() == Some(1.0)), "the pseudocount stage ran: {summary}");
+    assert!(summary["chosen"]["pseudocount"].as_f64().is_some(), "{summary}");
     assert!(summary["test_ll"].as_f64().unwrap().is_finite() && summary["ablation"].as_array().unwrap().len() == 4, "{summary}");
     let best = trials.iter().map(|t| t["valid_ll"].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
     assert_eq!(summary["valid_ll"].as_f64().unwrap(), best, "the saved model is the best trial");
