@@ -130,6 +130,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
             KernelArg::Batch => "B".into(),
             KernelArg::Count => format!("{}", k.count),
             KernelArg::SoftenKeep => "&keep".into(),
+            KernelArg::SoftProbs => "&no_soft".into(),
             other => panic!("no forward launch binds {other:?}"),
         }
     };
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {{
     const std::string dir = argv[1];
     const int B = atoi(argv[2]), G = atoi(argv[3]);
     const float keep = 1.f;  // hard evidence
+    const float no_soft = 0.f;  // no dense soft evidence (read only where keep is -1)
     std::vector<std::vector<unsigned>> tab;
     for (int i = 0; i < {ntab}; ++i) tab.push_back(rd<unsigned>(dir + "/tab" + std::to_string(i)));
     std::vector<float> sum = rd<float>(dir + "/sum"), table = rd<float>(dir + "/table"), prm = rd<float>(dir + "/prm"), data = rd<float>(dir + "/data");
