@@ -643,6 +643,8 @@ fn fit_softening_entropy_and_soft_evidence_from_the_command_line() {
         "1,0.99",
         "--entropy",
         "0,0.01",
+        "--pseudocount",
+        "0.1,1",
         "--max-epochs",
         "3",
         "--device",
