@@ -199,23 +199,7 @@ fn check_regularizers(model: &Model, data: &Evidence, e: &Emitted, cache: &Kerne
 fn check_dense_soft(model: &Model, data: &Evidence, e: &Emitted, cache: &KernelCache) -> Result<bool> {
     let mut gpu = GpuEngine::new(model.plan.clone(), model.params.clone(), &e.source, e.manifest.clone(), cache)?;
     let mut cpu = model.cpu_engine()?;
-    let offsets = pcc::runtime::Soft::offsets(&model.plan.domains)?;
-    let row = *offsets.last().expect("offsets end with the row width");
-    let soft = |n: usize, salt: u64| -> Result<Evidence> {
-        // Weights from a fixed hash: ~20% zeros, never a variable with all zeros.
-        let mut probs: Vec<f32> = (0..n * row)
-            .map(|i| {
-                let h = (i as u64 ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-                if h.is_multiple_of(5) { 0.0 } else { (h % 1000) as f32 / 1000.0 + 0.001 }
-            })
-            .collect();
-        for s in 0..n {
-            for v in 0..offsets.len() - 1 {
-                probs[s * row + offsets[v]] += 0.01;
-            }
-        }
-        Ok(with_missing(&data.slice(0, n), 0.2).with_soft(pcc::runtime::Soft::dense(&model.plan.domains, probs)?))
-    };
+    let soft = |n: usize, seed: u64| -> Result<Evidence> { Ok(common::random_dense_soft(model, &with_missing(&data.slice(0, n), 0.2), seed)) };
     let rel_ll = |g: &[f32], c: &[f32]| g.iter().zip(c).map(|(g, c)| (*g as f64 - *c as f64).abs() / (c.abs() as f64).max(1.0)).fold(0.0, f64::max);
     let n = data.num_samples().min(300);
     let mut ll_err = 0f64;

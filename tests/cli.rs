@@ -25,20 +25,7 @@ fn fails(args: &[&str]) -> String {
 
 /// Correlated binary data: 6 variables, each a noisy copy of the previous one.
 fn write_data(path: &Path, n: usize, seed: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut text = String::new();
-    for _ in 0..n {
-        let mut prev = rng.random_bool(0.5);
-        let row: Vec<&str> = (0..6)
-            .map(|_| {
-                prev = if rng.random_bool(0.15) { !prev } else { prev };
-                if prev { "1" } else { "0" }
-            })
-            .collect();
-        text += &row.join(",");
-        text += "\n";
-    }
-    std::fs::write(path, text).unwrap();
+    pcc_testkit::write_binary_chain_csv(path, n, 6, seed);
 }
 
 /// A temporary directory holding `train.csv` (`rows` rows of [`write_data`] with `seed`) and

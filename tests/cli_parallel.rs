@@ -47,24 +47,18 @@ fn stderr(o: &Output) -> String {
 
 /// Correlated binary data: 8 variables, each a noisy copy of the previous one.
 fn write_data(path: &Path, n: usize, seed: u64) {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let mut next = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (s >> 33) as f64 / (1u64 << 31) as f64
-    };
-    let mut text = String::new();
-    for _ in 0..n {
-        let mut prev = next() < 0.5;
-        let row: Vec<&str> = (0..8)
-            .map(|_| {
-                prev = if next() < 0.15 { !prev } else { prev };
-                if prev { "1" } else { "0" }
-            })
-            .collect();
-        text += &row.join(",");
-        text += "\n";
-    }
-    std::fs::write(path, text).unwrap();
+    pcc_testkit::write_binary_chain_csv(path, n, 8, seed);
+}
+
+/// A temporary directory with `train.csv` (`rows` rows of [`write_data`]) and `m`, a 2-latent
+/// HCLT learned from it, and a function naming a file in it.
+fn learned(rows: usize, seed: u64) -> (tempfile::TempDir, impl Fn(&str) -> String) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let p = move |name: &str| root.join(name).to_str().unwrap().to_string();
+    write_data(Path::new(&p("train.csv")), rows, seed);
+    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &p("m")]);
+    (dir, p)
 }
 
 fn avg_ll(json: &str) -> f64 {
@@ -131,10 +125,7 @@ fn two_cpu_ranks_train_evaluate_and_query_like_one_process() {
 
 #[test]
 fn a_rank_that_fails_stops_the_others_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 200, 3);
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &p("m")]);
+    let (_dir, p) = learned(200, 3);
     std::fs::write(p("bad.csv"), "0,1,0,1,0,1,0,1\n0,1,2\n").unwrap();
     let port = free_port();
     let args = |data: &str| ["train", &p("m"), "--data", data, "--epochs", "2", "--device", "cpu", "--quiet"].map(String::from);
@@ -157,10 +148,7 @@ fn a_rank_that_fails_stops_the_others_naming_it() {
 
 #[test]
 fn launcher_variables_and_gpus_misuse_are_explained() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    write_data(Path::new(&p("train.csv")), 50, 4);
-    ok(&["learn", "hclt", "--data", &p("train.csv"), "--latents", "2", "-o", &p("m")]);
+    let (_dir, p) = learned(50, 4);
     let fails = |args: &[&str], env: &[(&str, String)]| {
         let o = pcc(args, env).output().unwrap();
         assert!(!o.status.success(), "pcc {args:?} should fail");

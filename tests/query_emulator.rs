@@ -106,76 +106,39 @@ fn host_cuda_queries_match_the_cpu_engine() {
     conditionals_match(&corpus, &hosts);
     mpe_matches(&corpus, &hosts);
     samples_follow_the_exact_marginals_and_ignore_the_batch_split(&corpus, &hosts);
-    softened_training_pass_matches(&corpus, &hosts);
-    dense_soft_training_pass_matches(&corpus, &hosts);
+    soft_training_passes_match(&corpus, &hosts);
 }
 
-/// Dense soft evidence in the input kernels (mode −1): the forward's likelihoods and the training
-/// backward's leaf statistics of the host-compiled CUDA equal the CPU engine's.
-fn dense_soft_training_pass_matches(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
+/// Soft evidence in the input kernels: data softening (mode β) and dense soft evidence (mode −1)
+/// give the forward's likelihoods and the training backward's leaf statistics of the
+/// host-compiled CUDA equal to the CPU engine's.
+fn soft_training_passes_match(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
+    let keep = 0.9f32;
+    let softened = |_: &Model, ev: &Evidence| ev.clone().with_soft(pcc::runtime::Soft::softened(keep).unwrap());
+    soft_training_pass_matches(corpus, hosts, "softened", keep, softened);
+    soft_training_pass_matches(corpus, hosts, "dense soft", -1.0, |m, ev| common::random_dense_soft(m, ev, 11));
+}
+
+fn soft_training_pass_matches(corpus: &[(String, Model, Evidence)], hosts: &[Host], what: &str, mode: f32, soften: impl Fn(&Model, &Evidence) -> Evidence) {
     let mut checked = 0;
     for ((name, model, ev), h) in corpus.iter().zip(hosts) {
         if model.plan.domains.contains(&pcc::runtime::Domain::Continuous) {
             continue;
         }
-        let soft = random_dense_soft(model, ev, 11);
-        let (_, root) = run_host_soft(&h.exe, h.dir.path(), &soft, 0, soft.num_samples(), 3, 0, -1.0);
+        let soft = soften(model, ev);
+        let (_, root) = run_host_soft(&h.exe, h.dir.path(), &soft, 0, soft.num_samples(), 3, 0, mode);
         let mut cpu = model.cpu_engine().unwrap();
         let want = cpu.accumulate_flows(&soft, None).unwrap();
         for (s, (g, w)) in root.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{name}, sample {s}: dense soft LL host CUDA {g}, CPU engine {w}");
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{name}, sample {s}: {what} LL host CUDA {g}, CPU engine {w}");
         }
         let stats = read_f32(&h.dir.path().join("stats"));
         for (i, (g, w)) in stats.iter().zip(cpu.flows().input.iter()).enumerate() {
-            assert!((*g as f64 - w).abs() <= 1e-3 * w.abs().max(1.0), "{name}: dense soft leaf statistics[{i}] host CUDA {g}, CPU engine {w}");
+            assert!((*g as f64 - w).abs() <= 1e-3 * w.abs().max(1.0), "{name}: {what} leaf statistics[{i}] host CUDA {g}, CPU engine {w}");
         }
         checked += 1;
     }
-    assert!(checked >= 5, "dense soft evidence checked on {checked} discrete models only");
-}
-
-/// `ev` with random dense soft observations (some categories 0, some variables missing as in `ev`).
-fn random_dense_soft(model: &Model, ev: &Evidence, seed: u64) -> Evidence {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let offsets = pcc::runtime::Soft::offsets(&model.plan.domains).unwrap();
-    let row = *offsets.last().unwrap();
-    let mut probs: Vec<f32> = (0..ev.num_samples() * row).map(|_| if rng.random_bool(0.2) { 0.0 } else { rng.random::<f32>() }).collect();
-    // Every observation keeps some category possible (all zeros is an error).
-    for s in 0..ev.num_samples() {
-        for v in 0..offsets.len() - 1 {
-            let q = &mut probs[s * row + offsets[v]..s * row + offsets[v + 1]];
-            if q.iter().all(|&x| x == 0.0) {
-                q[rng.random_range(0..q.len())] = 0.5;
-            }
-        }
-    }
-    ev.clone().with_soft(pcc::runtime::Soft::dense(&model.plan.domains, probs).unwrap())
-}
-
-/// Data softening in the input kernels: the forward's likelihoods and the training backward's
-/// leaf statistics of the host-compiled CUDA equal the CPU engine's.
-fn softened_training_pass_matches(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
-    let mut checked = 0;
-    for ((name, model, ev), h) in corpus.iter().zip(hosts) {
-        if model.plan.domains.contains(&pcc::runtime::Domain::Continuous) {
-            continue;
-        }
-        let keep = 0.9f32;
-        let (_, root) = run_host_soft(&h.exe, h.dir.path(), ev, 0, ev.num_samples(), 3, 0, keep);
-        let soft = ev.clone().with_soft(pcc::runtime::Soft::softened(keep).unwrap());
-        let mut cpu = model.cpu_engine().unwrap();
-        let want = cpu.accumulate_flows(&soft, None).unwrap();
-        for (s, (g, w)) in root.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{name}, sample {s}: softened LL host CUDA {g}, CPU engine {w}");
-        }
-        let stats = read_f32(&h.dir.path().join("stats"));
-        for (i, (g, w)) in stats.iter().zip(cpu.flows().input.iter()).enumerate() {
-            assert!((*g as f64 - w).abs() <= 1e-3 * w.abs().max(1.0), "{name}: softened leaf statistics[{i}] host CUDA {g}, CPU engine {w}");
-        }
-        checked += 1;
-    }
-    assert!(checked >= 5, "softening checked on {checked} discrete models only");
+    assert!(checked >= 5, "{what} evidence checked on {checked} discrete models only");
 }
 
 fn conditionals_match(corpus: &[(String, Model, Evidence)], hosts: &[Host]) {
@@ -454,20 +417,8 @@ fn run_host_soft(exe: &std::path::Path, dir: &std::path::Path, ev: &Evidence, a:
     let part = ev.slice(a, b);
     let (data, missing) = part.transposed();
     write_f32(&dir.join("data"), &data);
-    // Dense soft evidence in the kernels' layout, [row][B] (one unused word otherwise).
-    let soft = match &part.soft {
-        Some(pcc::runtime::Soft::Dense { offsets, probs }) => {
-            let (row, n) = (*offsets.last().unwrap(), part.num_samples());
-            let mut cols = vec![0f32; row * n];
-            for s in 0..n {
-                for j in 0..row {
-                    cols[j * n + s] = probs[s * row + j];
-                }
-            }
-            cols
-        }
-        _ => vec![0.0],
-    };
+    // Dense soft evidence in the kernels' layout (one unused word otherwise).
+    let soft = part.soft.as_ref().and_then(|s| s.dense_columns(part.num_samples())).unwrap_or_default();
     write_f32(&dir.join("soft"), &nonempty(soft));
     std::fs::write(dir.join("missing"), &missing).unwrap();
     let args = [mode.to_string(), part.num_samples().to_string(), seed.to_string(), a.to_string(), keep.to_string()];

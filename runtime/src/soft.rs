@@ -76,6 +76,20 @@ impl Soft {
         Ok(Soft::Dense { offsets, probs })
     }
 
+    /// Dense soft evidence of `batch` samples in the GPU kernels' layout, category-major
+    /// (`[Σ_v K_v][batch]`, as the values are `[var][batch]`); `None` for other forms.
+    pub fn dense_columns(&self, batch: usize) -> Option<Vec<f32>> {
+        let Soft::Dense { offsets, probs } = self else { return None };
+        let row = *offsets.last().unwrap_or(&0);
+        let mut cols = vec![0f32; row * batch];
+        for (b, sample) in probs.chunks_exact(row.max(1)).enumerate().take(batch) {
+            for (j, &q) in sample.iter().enumerate() {
+                cols[j * batch + b] = q;
+            }
+        }
+        Some(cols)
+    }
+
     /// Where each variable's categories start in a dense row (and, last, the row's width); every
     /// variable must be discrete.
     pub fn offsets(domains: &[Domain]) -> Result<Vec<usize>, RuntimeError> {

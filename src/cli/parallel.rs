@@ -158,8 +158,7 @@ fn first_cause(results: Vec<Result<()>>) -> Result<()> {
 /// summed over the ranks.
 pub fn mean_ll(engine: &mut Engine, rank: Option<&mut Rank>, ev: &pc_runtime::Evidence) -> Result<f64> {
     let Some(rank) = rank else { return Ok(super::mean(&engine.log_likelihood(ev)?)) };
-    let part = rank.shard(0..ev.num_samples());
-    let lls = if part.is_empty() { Vec::new() } else { engine.log_likelihood(&ev.slice(part.start, part.end))? };
+    let lls = shard_lls(engine, rank, ev)?;
     let mut totals = [lls.iter().map(|&l| l as f64).sum::<f64>(), lls.len() as f64];
     rank.sum(&mut totals)?;
     Ok(totals[0] / totals[1])
@@ -169,9 +168,14 @@ pub fn mean_ll(engine: &mut Engine, rank: Option<&mut Rank>, ev: &pc_runtime::Ev
 /// scores its part of the rows.
 pub fn gather_lls(engine: &mut Engine, rank: Option<&mut Rank>, ev: &pc_runtime::Evidence) -> Result<Option<Vec<f32>>> {
     let Some(rank) = rank else { return Ok(Some(engine.log_likelihood(ev)?)) };
-    let part = rank.shard(0..ev.num_samples());
-    let lls = if part.is_empty() { Vec::new() } else { engine.log_likelihood(&ev.slice(part.start, part.end))? };
+    let lls = shard_lls(engine, rank, ev)?;
     Ok(rank.gather(&lls)?)
+}
+
+/// The log-likelihoods of this rank's part of `ev`'s samples.
+fn shard_lls(engine: &mut Engine, rank: &Rank, ev: &pc_runtime::Evidence) -> Result<Vec<f32>> {
+    let part = rank.shard(0..ev.num_samples());
+    Ok(if part.is_empty() { Vec::new() } else { engine.log_likelihood(&ev.slice(part.start, part.end))? })
 }
 
 fn plural(n: usize, what: &str) -> String {

@@ -509,6 +509,44 @@ pub fn chi2_critical(df: usize) -> f64 {
     df * (1.0 - 2.0 / (9.0 * df) + z * (2.0 / (9.0 * df)).sqrt()).powi(3)
 }
 
+/// Correlated binary data as CSV at `path`: `n` rows of `vars` variables, each a noisy copy
+/// (flipped with probability 0.15) of the previous one.
+pub fn write_binary_chain_csv(path: &std::path::Path, n: usize, vars: usize, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut text = String::new();
+    for _ in 0..n {
+        let mut prev = rng.random_bool(0.5);
+        let row: Vec<&str> = (0..vars)
+            .map(|_| {
+                prev = if rng.random_bool(0.15) { !prev } else { prev };
+                if prev { "1" } else { "0" }
+            })
+            .collect();
+        text += &row.join(",");
+        text += "\n";
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// `ev` with random dense soft observations (about 20% of the category weights 0, never all of a
+/// variable's; missing values stay missing) for a model whose variables are all discrete.
+pub fn random_dense_soft(model: &Model, ev: &Evidence, seed: u64) -> Evidence {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let offsets = pcc::runtime::Soft::offsets(&model.plan.domains).unwrap();
+    let row = *offsets.last().unwrap();
+    let mut probs: Vec<f32> = (0..ev.num_samples() * row).map(|_| if rng.random_bool(0.2) { 0.0 } else { rng.random::<f32>() }).collect();
+    // Every observation keeps some category possible (all zeros is an error).
+    for s in 0..ev.num_samples() {
+        for v in 0..offsets.len() - 1 {
+            let q = &mut probs[s * row + offsets[v]..s * row + offsets[v + 1]];
+            if q.iter().all(|&x| x == 0.0) {
+                q[rng.random_range(0..q.len())] = 0.5;
+            }
+        }
+    }
+    ev.clone().with_soft(pcc::runtime::Soft::dense(&model.plan.domains, probs).unwrap())
+}
+
 /// `n` random samples; each value missing with probability `p_missing`.
 pub fn random_evidence(model: &Model, n: usize, p_missing: f64, seed: u64) -> Evidence {
     let cats = categories(model);

@@ -908,14 +908,8 @@ impl GpuEngine {
     /// the values are `[var][B]`). Growing the buffer moves it, so the captured graphs, which hold
     /// its address, are dropped.
     fn upload_dense_soft(&mut self, ev: &Evidence) -> Result<(), RuntimeError> {
-        let Some(Soft::Dense { offsets, probs }) = &ev.soft else { return Ok(()) };
-        let (row, batch) = (*offsets.last().unwrap_or(&0), ev.num_samples());
-        let mut cols = vec![0f32; row * batch];
-        for (b, sample) in probs.chunks_exact(row.max(1)).enumerate().take(batch) {
-            for (j, &q) in sample.iter().enumerate() {
-                cols[j * batch + b] = q;
-            }
-        }
+        let batch = ev.num_samples();
+        let Some(cols) = ev.soft.as_ref().and_then(|s| s.dense_columns(batch)) else { return Ok(()) };
         if self.dev.soft_probs.len() < cols.len() {
             let what = || format!("dense soft evidence of {batch} samples");
             ensure_fits(&self.stream, what, 4 * cols.len(), |_| "smaller batches".into())?;
