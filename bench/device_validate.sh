@@ -2,8 +2,8 @@
 # One device call that self-checks a new build and the switches still off by default, then
 # measures them against the previous build: gpu_selftest --fast of carry/bin as built and with
 # PCC_FWD_GEMM=all (staged forward/backward for shared children too) and with
-# PCC_CAT_STATS_MMA=0 PCC_PERSISTENT=0 (the scalar statistics and per-layer small-batch pass); bench_gpu (pcc alone, bf16, batch 512) of AB_VARIANTS (default: carry/bin-old,
-# carry/bin, carry/bin with PCC_CAT_STATS_MMA=1) on AB_MODELS, as far as DEADLINE allows. Logs
+# PCC_CAT_STATS=scalar PCC_PERSISTENT=0 (the scalar statistics and per-layer small-batch pass); bench_gpu (pcc alone, bf16, batch 512) of AB_VARIANTS (default: carry/bin-old,
+# carry/bin, carry/bin with PCC_CAT_STATS=mma) on AB_MODELS, as far as DEADLINE allows. Logs
 # under $OUT.
 # Usage: DEADLINE=560 AB_MODELS=hclt512,pd256 AB_VARIANTS="bin: bin:PCC_FWD_GEMM=excl" bash bench/device_validate.sh
 set -uo pipefail
@@ -20,10 +20,10 @@ selftest() {  # name, env...
 }
 selftest default PCC_NONE=1
 selftest gemm-all PCC_FWD_GEMM=all
-selftest switches-off PCC_CAT_STATS_MMA=0 PCC_PERSISTENT=0
+selftest switches-off PCC_CAT_STATS=scalar PCC_PERSISTENT=0
 # Variants: "binary:VAR=value,VAR=value" (space-separated), each run on every model.
 for m in $(echo ${AB_MODELS:-hclt512} | tr , ' '); do
-    for v in ${AB_VARIANTS:-bin-old: bin: bin:PCC_CAT_STATS_MMA=1}; do
+    for v in ${AB_VARIANTS:-bin-old: bin: bin:PCC_CAT_STATS=mma}; do
         b=${v%%:*}; vars=$(echo ${v#*:} | tr , ' ')
         fits ${BENCH_TIMEOUT:-60} "bench $m $v" || continue
         env $vars PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BENCH_TIMEOUT:-60} carry/$b/bench_gpu carry/data /tmp/suite $m > /tmp/b.jsonl 2> /tmp/b.err

@@ -1,8 +1,8 @@
-//! The categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`), on by
-//! default (`PCC_CAT_STATS_MMA=0` switches them off; set to 1 here all the same): the emitter
-//! launches them over (64-leaf, 64-category) tiles of each variable in place of the scalar
-//! kernel, and they compile spill-free for both tensor-core precisions. Its own test binary: the
-//! switch is a process-wide environment variable.
+//! The categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`), which
+//! `PCC_CAT_STATS=mma` selects over the sorted segments (for A/B runs): the emitter launches them
+//! over (64-leaf, 64-category) tiles of each variable in place of the scalar kernel, and they
+//! compile spill-free for both tensor-core precisions. Its own test binary: the switch is a
+//! process-wide environment variable.
 
 use pcc::codegen::compile;
 use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
@@ -12,7 +12,7 @@ use pcc::runtime::cuda::{KernelArg, Step, compile_cubin_verbose, nvrtc_available
 #[test]
 fn categorical_statistics_on_tensor_cores_emit_and_compile() {
     // SAFETY: set before any other thread of this test binary reads the environment.
-    unsafe { std::env::set_var("PCC_CAT_STATS_MMA", "1") };
+    unsafe { std::env::set_var("PCC_CAT_STATS", "mma") };
     let c = hmm::build(&hmm::HmmOptions { seq_length: 6, hidden: 96, num_emits: 70, homogeneous: false, block_size: Some(32) }).unwrap();
     let plan = compile(&c).unwrap();
     for precision in [Precision::Bf16, Precision::Tf32] {

@@ -366,7 +366,17 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                 assert!(k.args[0] == KernelArg::XStage && next.args[2] == KernelArg::XStage && k.args.last() == Some(&KernelArg::Int(-1)), "{name}: {k:?}");
                 assert!(e.manifest.forward.iter().any(|f| f.name == k.name), "{name}: {} is the forward's staging kernel", k.name);
             }
-            let bwd: Vec<KernelSpec> = all.into_iter().filter(|k| !k.name.ends_with("_gflow") && !k.name.ends_with("_x")).collect();
+            // The categorical statistics by sorted segments: their sort launch comes right before
+            // them and writes the staging buffer they read.
+            for (i, k) in all.iter().enumerate().filter(|(_, k)| k.name.ends_with("_sort")) {
+                let next = &all[i + 1];
+                assert!(
+                    next.name == k.name.trim_end_matches("_sort") && k.args[0] == KernelArg::XStage && next.args[2] == KernelArg::XStage,
+                    "{name}: {k:?} then {next:?}"
+                );
+            }
+            let bwd: Vec<KernelSpec> =
+                all.into_iter().filter(|k| !k.name.ends_with("_gflow") && !k.name.ends_with("_x") && !k.name.ends_with("_sort")).collect();
             let bwd32 = launches(&fp32.manifest);
             assert_eq!(bwd.len(), bwd32.len(), "{name}: one launch per scalar launch");
             // Equal up to where their tables sit (merged blocks add tables in between).
@@ -383,8 +393,8 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             };
             let mut rows = 0;
             for (k, k32) in bwd.iter().zip(&bwd32) {
-                if k.name == format!("input_categorical_bwd_{precision}") {
-                    // Categorical statistics on tensor cores: (leaf tile, category tile) blocks; the
+                if k.name.starts_with("input_categorical_bwd_sorted") {
+                    // Categorical statistics by sorted segments: a CUDA block per leaf tile; the
                     // scalar kernel's four soft-evidence arguments (categories per leaf, the mode,
                     // the dense weights and their offsets) are not among them (the engine refuses
                     // soft evidence with this kernel).
@@ -402,7 +412,14 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
             }
             assert_eq!(rows, e.manifest.sum_max_rows, "{name}: one maxima row per tensor-core sum block");
             // Every tensor-core launch (forward, pack, G, flows) takes the manifest's arguments.
-            for k in e.manifest.forward.iter().chain(&e.manifest.em).chain(&all_bwd).filter(|k| k.name.contains(&format!("_{precision}_"))) {
+            for k in e
+                .manifest
+                .forward
+                .iter()
+                .chain(&e.manifest.em)
+                .chain(&all_bwd)
+                .filter(|k| k.name.contains(&format!("_{precision}_")) || k.name.contains("_sorted_"))
+            {
                 let want: Vec<&str> = k.args.iter().map(c_type).collect();
                 assert_eq!(signature(&e.source, &k.name), want, "{name}: kernel {} takes the manifest's arguments in order", k.name);
             }

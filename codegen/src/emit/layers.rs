@@ -156,8 +156,8 @@ impl<'a> Emitter<'a> {
         let consts = leaf_constants(layer.kind);
         let cslots = if info.constants == Constants::Params { self.table(pstart) } else { aux };
         // Families without statistics (indicators) have no backward kernel.
-        if let Some(spec) = self.categorical_stats_mma(layer, [ids, aux, cslots], &nstats, consts)? {
-            self.input_bwd.push(Step::Launch(spec));
+        if let Some(specs) = self.categorical_stats(layer, [ids, aux, cslots], &nstats, consts)? {
+            self.input_bwd.extend(specs.into_iter().map(Step::Launch));
         } else if layer.segments.iter().any(|s| s.dist.num_stats() > 0) {
             let bname = format!("input_{kind}_bwd");
             let mut ctx = tera::Context::new();
@@ -294,40 +294,132 @@ impl<'a> Emitter<'a> {
         Ok((recompute, prod_bwd))
     }
 
+    /// The categorical statistics of a tensor-core manifest (bf16/tf32; fp32 keeps the scalar
+    /// kernel as the exact reference): by sorted segments (`templates/input_cat_bwd_sorted.cu.tera`,
+    /// a sort launch and the statistics launch) unless `PCC_CAT_STATS` says `mma` (the
+    /// tensor-core product of `templates/input_cat_bwd_mma.cu.tera`, kept for A/B runs) or
+    /// `scalar`; `None` for the scalar kernel. `tables`: ids, aux, cslots.
+    fn categorical_stats(
+        &mut self,
+        layer: &InputLayer,
+        tables: [KernelArg; 3],
+        nstats: &[u32],
+        consts: KernelArg,
+    ) -> Result<Option<Vec<KernelSpec>>, EmitError> {
+        let kmax = nstats.iter().copied().max().unwrap_or(0);
+        if layer.kind != DistKind::Categorical || !self.mma_head || kmax == 0 {
+            return Ok(None);
+        }
+        match std::env::var("PCC_CAT_STATS").as_deref() {
+            Ok("scalar") => Ok(None),
+            Ok("mma") => Ok(Some(vec![self.categorical_stats_mma(layer, tables, nstats, consts, kmax)?])),
+            _ if kmax <= SORTED_MAX_CATS => Ok(Some(self.categorical_stats_sorted(layer, tables, nstats, consts, kmax)?)),
+            _ => Ok(Some(vec![self.categorical_stats_mma(layer, tables, nstats, consts, kmax)?])),
+        }
+    }
+
+    /// Tiles of up to `tl` leaves of one segment (one variable) each: the variable, then the
+    /// leaf indices, padded with `u32::MAX`; and their number.
+    fn leaf_tiles(layer: &InputLayer, tl: u32) -> (Vec<u32>, u32) {
+        let (mut tiles, mut n_tiles, mut leaf) = (Vec::new(), 0u32, 0u32);
+        for seg in &layer.segments {
+            for first in (0..seg.num_nodes).step_by(tl as usize) {
+                let len = tl.min(seg.num_nodes - first);
+                tiles.push(seg.var);
+                tiles.extend(leaf + first..leaf + first + len);
+                tiles.extend(std::iter::repeat_n(u32::MAX, (tl - len) as usize));
+                n_tiles += 1;
+            }
+            leaf += seg.num_nodes;
+        }
+        (tiles, n_tiles)
+    }
+
+    /// The sort of each variable's batch by category and the statistics by sorted segments
+    /// (`templates/input_cat_bwd_sorted.cu.tera`). The sort writes the [`KernelArg::XStage`]
+    /// buffer (`[var][B]` words), which the sums' backward no longer needs by then: the manifest's
+    /// `x_words` covers the variables.
+    fn categorical_stats_sorted(
+        &mut self,
+        layer: &InputLayer,
+        tables: [KernelArg; 3],
+        nstats: &[u32],
+        consts: KernelArg,
+        kmax: u32,
+    ) -> Result<Vec<KernelSpec>, EmitError> {
+        // 64 leaves per tile (8 per warp), 32 where no variable has more than 32 leaves.
+        let tl = if layer.segments.iter().any(|s| s.num_nodes > 32) { 64 } else { 32 };
+        let (tiles, n_tiles) = Self::leaf_tiles(layer, tl);
+        let mut vars: Vec<u32> = layer.segments.iter().map(|s| s.var).collect();
+        vars.sort_unstable();
+        vars.dedup();
+        let n_vars = vars.len() as u32;
+        self.m.x_words = self.m.x_words.max(vars.last().map_or(0, |&v| v as u64 + 1));
+        let name = format!("input_categorical_bwd_sorted_k{kmax}_t{tl}");
+        if self.emitted.insert(name.clone()) {
+            let mut ctx = tera::Context::new();
+            ctx.insert("name", &name);
+            ctx.insert("tl", &tl);
+            ctx.insert("ch", &SORTED_CHUNK);
+            ctx.insert("nk", &kmax);
+            self.source += &render(&self.t, "input_cat_bwd_sorted", &ctx)?;
+        }
+        let [ids, aux, cslots] = tables;
+        let (tiles, nst, vars) = (self.table(tiles), self.table(nstats.to_vec()), self.table(vars));
+        let sort = KernelSpec {
+            scales_with_batch: true,
+            batch_group: SORTED_CHUNK,
+            name: format!("{name}_sort"),
+            layer: "categorical inputs (sorted by category)".into(),
+            count: n_vars,
+            // One CUDA block of 256 threads per (variable, chunk of SORTED_CHUNK samples).
+            threads_per_sample: n_vars as u64 * 256,
+            block: 256,
+            args: vec![KernelArg::XStage, KernelArg::Data, KernelArg::Missing, vars, KernelArg::Count, KernelArg::Batch],
+            small: None,
+        };
+        let args = vec![
+            KernelArg::InputStats,
+            KernelArg::NodeFlows,
+            KernelArg::XStage,
+            KernelArg::Missing,
+            consts,
+            tiles,
+            ids,
+            aux,
+            cslots,
+            nst,
+            KernelArg::Count,
+            KernelArg::Batch,
+        ];
+        let stats = KernelSpec {
+            scales_with_batch: false,
+            batch_group: 1,
+            name,
+            layer: "categorical inputs".into(),
+            count: n_tiles,
+            // One CUDA block per tile; it loops over the batch's chunks.
+            threads_per_sample: n_tiles as u64 * 256,
+            block: 256,
+            args,
+            small: None,
+        };
+        Ok(vec![sort, stats])
+    }
+
     /// Categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`: per
-    /// variable, the leaves' flows times the one-hot data), where the manifest has tensor cores
-    /// (bf16/tf32, the helpers in the head), the leaves are categorical and `PCC_CAT_STATS_MMA` is not 0;
-    /// `None` otherwise (the scalar kernel, which fp32 keeps as the exact reference).
-    /// `tables`: ids, aux, cslots.
+    /// variable, the leaves' flows times the one-hot data). `tables`: ids, aux, cslots.
     fn categorical_stats_mma(
         &mut self,
         layer: &InputLayer,
         tables: [KernelArg; 3],
         nstats: &[u32],
         consts: KernelArg,
-    ) -> Result<Option<KernelSpec>, EmitError> {
+        kmax: u32,
+    ) -> Result<KernelSpec, EmitError> {
         const TM: u32 = 64;
         const TC: u32 = 64;
-        // On unless PCC_CAT_STATS_MMA=0 (for A/B runs; the GPU self-check passed on 2026-12-07).
-        if layer.kind != DistKind::Categorical || !self.mma_head || std::env::var("PCC_CAT_STATS_MMA").is_ok_and(|v| v == "0") {
-            return Ok(None);
-        }
-        let kmax = nstats.iter().copied().max().unwrap_or(0);
-        if kmax == 0 {
-            return Ok(None);
-        }
-        // Tiles of up to TM leaves of one segment (one variable): the variable, then leaf indices.
-        let (mut tiles, mut n_tiles, mut leaf) = (Vec::new(), 0u32, 0u32);
-        for seg in &layer.segments {
-            for first in (0..seg.num_nodes).step_by(TM as usize) {
-                let len = TM.min(seg.num_nodes - first);
-                tiles.push(seg.var);
-                tiles.extend(leaf + first..leaf + first + len);
-                tiles.extend(std::iter::repeat_n(u32::MAX, (TM - len) as usize));
-                n_tiles += 1;
-            }
-            leaf += seg.num_nodes;
-        }
+        let (tiles, n_tiles) = Self::leaf_tiles(layer, TM);
         let bf16 = self.opts.precision == pc_runtime::cuda::Precision::Bf16;
         let name = format!("input_categorical_bwd_{}", self.opts.precision);
         let (wm, wn) = mma::warps(TM);
@@ -363,7 +455,7 @@ impl<'a> Emitter<'a> {
             KernelArg::Count,
             KernelArg::Batch,
         ];
-        Ok(Some(KernelSpec {
+        Ok(KernelSpec {
             scales_with_batch: false,
             batch_group: 1,
             name,
@@ -373,7 +465,7 @@ impl<'a> Emitter<'a> {
             block: threads,
             args,
             small: None,
-        }))
+        })
     }
 
     /// The warp-per-node variant that batches of up to `SMALL_BATCH` samples run, whatever the
@@ -569,6 +661,14 @@ impl<'a> Emitter<'a> {
         Ok(Emitted { source: self.source, manifest: m })
     }
 }
+
+/// Samples per chunk of the categorical statistics by sorted segments: a chunk's offsets fit the
+/// sort word's low 16 bits, and a warp's copy of one leaf's flows (2 KB) its shared memory.
+const SORTED_CHUNK: u32 = 512;
+
+/// Most categories the statistics by sorted segments take (the sort's bins are in shared
+/// memory); layers with more keep the tensor-core product.
+const SORTED_MAX_CATS: u32 = 4096;
 
 /// Bytes of shared memory the small-batch variant stages a group's child values in.
 const SMALL_STAGE_BYTES: u32 = 32 * 1024;

@@ -964,15 +964,15 @@ impl GpuEngine {
 
 /// The soft-evidence mode of `ev` for the input kernels (`KernelArg::SoftenKeep`): 1 for hard
 /// evidence, β for [`Soft::Softened`], −1 for [`Soft::Dense`] (in `KernelArg::SoftProbs`). Soft
-/// evidence with the categorical statistics on tensor cores (which count observed categories
-/// only) is an error.
+/// evidence with the bf16/tf32 manifests' categorical statistics (sorted segments or the
+/// tensor-core product, which count observed categories only) is an error.
 pub(crate) fn soften_keep(ev: &Evidence, manifest: &Manifest) -> Result<f32, RuntimeError> {
     let mma_stats = || manifest.backward.iter().any(|s| matches!(s, Step::Launch(k) if k.name.starts_with("input_categorical_bwd_")));
     match ev.soft {
         None => Ok(1.0),
         Some(Soft::Softened { beta }) if beta >= 1.0 => Ok(1.0),
         Some(_) if mma_stats() => Err(RuntimeError::SoftUnsupported {
-            query: "soft evidence with the categorical statistics on tensor cores (set PCC_CAT_STATS_MMA=0, or --precision fp32)",
+            query: "soft evidence with the bf16/tf32 categorical statistics, which count observed categories only (set PCC_CAT_STATS=scalar, or --precision fp32)",
         }),
         Some(Soft::Softened { beta }) => Ok(beta),
         Some(Soft::Dense { .. }) => Ok(-1.0),

@@ -1,0 +1,264 @@
+//! The categorical statistics by sorted segments (`templates/input_cat_bwd_sorted.cu.tera`), the
+//! default of the tensor-core manifests: the emitter's launches and tables, a spill-free sm_90
+//! compile, and both kernels' generated CUDA compiled for the host and run with real concurrency
+//! (every CUDA thread an OS thread, `__syncthreads` a block barrier, the warp shuffles and ballots
+//! a warp barrier around an exchange buffer, the atomics real atomics) over the manifest's own
+//! tables, against the statistics summed directly. Batches of one and several sort chunks, not a
+//! multiple of 4 (the scalar row copy) and a multiple (the vector copy), skewed categories (long
+//! segments that cross the 32-position windows), and missing values.
+
+use pcc::codegen::compile;
+use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
+use pcc::codegen::structures::hmm;
+use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, Step, compile_cubin_verbose, nvrtc_available};
+use pcc_testkit::host_cuda::{read_f32, write_f32, write_u32};
+
+const SHIM: &str = r#"
+#include <algorithm>
+#include <barrier>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+#define __global__
+#define __launch_bounds__(n)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+typedef unsigned int u32;
+struct pcc_dim3 { unsigned x, y, z; };
+static thread_local pcc_dim3 blockIdx, threadIdx;
+static pcc_dim3 blockDim, gridDim;
+struct float4 { float x, y, z, w; };
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+static thread_local std::barrier<>* pcc_bar = nullptr;
+static thread_local std::barrier<>* pcc_warp_bar = nullptr;
+static thread_local unsigned* pcc_warp_buf = nullptr;
+static int pcc_or_flag = 0;
+static inline void __syncthreads() { pcc_bar->arrive_and_wait(); }
+static inline int __syncthreads_or(int p) {
+    pcc_bar->arrive_and_wait();
+    if (p) __atomic_store_n(&pcc_or_flag, 1, __ATOMIC_RELAXED);
+    pcc_bar->arrive_and_wait();
+    const int r = __atomic_load_n(&pcc_or_flag, __ATOMIC_RELAXED);
+    pcc_bar->arrive_and_wait();
+    if (threadIdx.x == 0) __atomic_store_n(&pcc_or_flag, 0, __ATOMIC_RELAXED);
+    pcc_bar->arrive_and_wait();
+    return r;
+}
+static inline void __syncwarp() { pcc_warp_bar->arrive_and_wait(); }
+// Every lane publishes a word, all meet, each reads the word of `src(lane)`, all meet again.
+template <class F> static inline unsigned pcc_exchange(unsigned v, F src) {
+    const unsigned lane = threadIdx.x & 31;
+    pcc_warp_buf[lane] = v;
+    pcc_warp_bar->arrive_and_wait();
+    const int s = src(lane);
+    const unsigned r = pcc_warp_buf[s >= 0 && s < 32 ? s : lane];
+    pcc_warp_bar->arrive_and_wait();
+    return r;
+}
+static inline unsigned pcc_bits(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+static inline float pcc_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline unsigned __shfl_down_sync(unsigned, unsigned v, int d) { return pcc_exchange(v, [&](unsigned l) { return (int)l + d; }); }
+static inline float __shfl_down_sync(unsigned, float v, int d) { return pcc_float(__shfl_down_sync(0u, pcc_bits(v), d)); }
+static inline unsigned __shfl_up_sync(unsigned, unsigned v, int d) { return pcc_exchange(v, [&](unsigned l) { return (int)l - d; }); }
+static inline unsigned __shfl_sync(unsigned, unsigned v, int s) { return pcc_exchange(v, [&](unsigned) { return s & 31; }); }
+static inline float __shfl_sync(unsigned, float v, int s) { return pcc_float(__shfl_sync(0u, pcc_bits(v), s)); }
+static inline unsigned __ballot_sync(unsigned, bool p) {
+    const unsigned lane = threadIdx.x & 31;
+    pcc_warp_buf[lane] = p ? 1u : 0u;
+    pcc_warp_bar->arrive_and_wait();
+    unsigned m = 0;
+    for (int i = 0; i < 32; ++i) m |= pcc_warp_buf[i] << i;
+    pcc_warp_bar->arrive_and_wait();
+    return m;
+}
+static inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
+static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+static inline float atomicAdd(float* p, float v) {
+    unsigned* u = reinterpret_cast<unsigned*>(p);
+    unsigned old = __atomic_load_n(u, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(u, &old, pcc_bits(pcc_float(old) + v), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+    return pcc_float(old);
+}
+// A launch: 256 threads walk the grid's blocks in turn, meeting at the block barrier between
+// blocks (shared arrays are static, one block at a time).
+#define LAUNCH_T(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; gridDim.x = g_; \
+    std::barrier<> bar_(256); std::vector<std::unique_ptr<std::barrier<>>> wb_; for (int w = 0; w < 8; ++w) wb_.emplace_back(new std::barrier<>(32)); \
+    std::vector<unsigned> buf_(256); std::vector<std::thread> th_; \
+    for (unsigned tx = 0; tx < 256; ++tx) th_.emplace_back([&, tx] { threadIdx.x = tx; pcc_bar = &bar_; pcc_warp_bar = wb_[tx / 32].get(); pcc_warp_buf = &buf_[(tx / 32) * 32]; \
+        for (unsigned gx = 0; gx < g_; ++gx) { blockIdx.x = gx; k(__VA_ARGS__); bar_.arrive_and_wait(); } }); \
+    for (auto& t : th_) t.join(); } while (0)
+template <class T> static std::vector<T> rd(const std::string& path) {
+    FILE* f = fopen(path.c_str(), "rb"); if (!f) { perror(path.c_str()); exit(2); }
+    fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
+    std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
+}
+"#;
+
+/// The text of kernel `name` in `source`: from its `extern "C"` line through its closing brace.
+fn kernel_text<'a>(source: &'a str, name: &str) -> &'a str {
+    let at = source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("kernel {name} in the source"));
+    let start = source[..at].rfind("extern \"C\"").expect("its extern line");
+    let body = start + source[start..].find('{').expect("its body");
+    let mut depth = 0;
+    for (i, ch) in source[body..].char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &source[start..body + i + 1];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("{name}: unbalanced braces")
+}
+
+fn launches(m: &Manifest) -> (KernelSpec, KernelSpec) {
+    let find = |suffix: bool| {
+        m.backward
+            .iter()
+            .find_map(|s| match s {
+                Step::Launch(k) if k.name.starts_with("input_categorical_bwd_sorted") && k.name.ends_with("_sort") == suffix => Some(k.clone()),
+                _ => None,
+            })
+            .expect("the launch")
+    };
+    (find(true), find(false))
+}
+
+fn table(m: &Manifest, a: &KernelArg) -> Vec<u32> {
+    let KernelArg::Table(t) = a else { panic!("a table: {a:?}") };
+    m.tables[*t as usize].clone()
+}
+
+/// A small xorshift generator (the test's data only).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+#[test]
+fn sorted_segment_statistics_match_direct_sums_on_host_threads() {
+    let c = hmm::build(&hmm::HmmOptions { seq_length: 5, hidden: 96, num_emits: 70, homogeneous: false, block_size: Some(32) }).unwrap();
+    let plan = compile(&c).unwrap();
+    let e = emit_with(&plan, &EmitOptions { precision: Precision::Bf16 }).unwrap();
+    let (sort, stats) = launches(&e.manifest);
+    // 5 variables of 96 leaves: tiles of 64 (a full one and one of 32 each); 70 categories.
+    assert_eq!((sort.count, stats.count, stats.block), (5, 10, 256), "{sort:?} {stats:?}");
+    assert!(e.manifest.x_words >= 5, "the sort's rows fit the staging buffer");
+    assert!(matches!(sort.args[0], KernelArg::XStage) && matches!(stats.args[2], KernelArg::XStage));
+    let fp32 = emit_with(&plan, &EmitOptions { precision: Precision::Fp32 }).unwrap();
+    assert!(!fp32.source.contains("input_categorical_bwd_sorted"), "fp32 keeps the scalar kernel");
+    if nvrtc_available() {
+        let (_, log) = compile_cubin_verbose(&e.source, "cat.cu", "90").unwrap();
+        for (kernel, line) in pcc_testkit::ptxas_lines(&log) {
+            assert!(!kernel.starts_with("input_categorical_bwd_sorted") || !pcc_testkit::spills(line), "{kernel}: {line}");
+        }
+    } else {
+        eprintln!("note: NVRTC not found (source .ci/nvrtc.sh); the kernels were not compiled for sm_90");
+    }
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if std::process::Command::new(&cxx).arg("--version").output().is_err() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "a C++ compiler is required in CI");
+        eprintln!("note: no C++ compiler ({cxx}); skipping the host run");
+        return;
+    }
+    let m = &e.manifest;
+    let (tiles, ids, aux, cslot, nstats) =
+        (table(m, &stats.args[5]), table(m, &stats.args[6]), table(m, &stats.args[7]), table(m, &stats.args[8]), table(m, &stats.args[9]));
+    let vars = table(m, &sort.args[3]);
+    let n_vars = plan.num_vars as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let driver = format!(
+        r#"
+int main(int argc, char** argv) {{
+    const std::string d = argv[1];
+    const int B = atoi(argv[2]);
+    auto data = rd<float>(d + "/data"); auto nflow = rd<float>(d + "/nflow"); auto c = rd<float>(d + "/c");
+    auto missing = rd<unsigned char>(d + "/missing");
+    auto vars = rd<u32>(d + "/vars"); auto tiles = rd<u32>(d + "/tiles"); auto ids = rd<u32>(d + "/ids");
+    auto aux = rd<u32>(d + "/aux"); auto cslot = rd<u32>(d + "/cslot"); auto nstats = rd<u32>(d + "/nstats");
+    std::vector<u32> xs({n_vars} * (size_t)B, 0xdeadbeefu);
+    std::vector<float> stats({n_stats}, 0.f);
+    LAUNCH_T({sort}, {sort_threads}LL * ((B + {ch} - 1) / {ch}), xs.data(), data.data(), missing.data(), vars.data(), {sort_count}, B);
+    LAUNCH_T({stats}, {stats_threads}LL, stats.data(), nflow.data(), xs.data(), missing.data(), c.data(), tiles.data(), ids.data(), aux.data(), cslot.data(), nstats.data(), {stats_count}, B);
+    FILE* f = fopen((d + "/got").c_str(), "wb"); fwrite(stats.data(), 4, stats.size(), f); fclose(f);
+}}
+"#,
+        n_stats = (plan.num_input_flows as usize).max(1),
+        sort = sort.name,
+        sort_threads = sort.threads_per_sample,
+        ch = sort.batch_group,
+        sort_count = sort.count,
+        stats = stats.name,
+        stats_threads = stats.threads_per_sample,
+        stats_count = stats.count,
+    );
+    let src = format!("{SHIM}{}\n{}\n{driver}", kernel_text(&e.source, &sort.name), kernel_text(&e.source, &stats.name));
+    std::fs::write(d.join("prog.cpp"), src).unwrap();
+    let exe = d.join("prog");
+    let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();
+    assert!(out.status.success(), "host build: {}", String::from_utf8_lossy(&out.stderr));
+    for (name, data) in [("vars", &vars), ("tiles", &tiles), ("ids", &ids), ("aux", &aux), ("cslot", &cslot), ("nstats", &nstats)] {
+        write_u32(&d.join(name), data);
+    }
+    let n_nodes = ids.iter().copied().max().unwrap() as usize + 1;
+    let n_consts = cslot.iter().zip(&nstats).map(|(&s, &k)| (s + k) as usize).max().unwrap();
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    // Leaf l of the layer: its variable (from the tiles).
+    let mut leaf_var = vec![u32::MAX; ids.len()];
+    for t in tiles.chunks(65) {
+        for &l in t[1..].iter().filter(|&&l| l != u32::MAX) {
+            leaf_var[l as usize] = t[0];
+        }
+    }
+    assert!(leaf_var.iter().all(|&v| v != u32::MAX), "every leaf in a tile");
+    for (batch, p_missing) in [(37usize, 0.0f32), (100, 0.2), (600, 0.05), (1029, 0.0)] {
+        // Skewed categories: half the samples in category 0 (segments longer than a window).
+        let data: Vec<f32> = (0..n_vars * batch).map(|_| if rng.unit() < 0.5 { 0.0 } else { (rng.next() % 70) as f32 }).collect();
+        let missing: Vec<u8> = (0..n_vars * batch).map(|i| u8::from(i / batch != 1 && rng.unit() < p_missing)).collect();
+        let nflow: Vec<f32> = (0..n_nodes * batch).map(|_| if rng.unit() < 0.1 { 0.0 } else { rng.unit() }).collect();
+        let consts: Vec<f32> = (0..n_consts).map(|_| rng.unit()).collect();
+        let mut want = vec![0f64; (plan.num_input_flows as usize).max(1)];
+        for (l, &node) in ids.iter().enumerate() {
+            let v = leaf_var[l] as usize;
+            for b in 0..batch {
+                let f = nflow[node as usize * batch + b] as f64;
+                if missing[v * batch + b] == 1 {
+                    for k in 0..nstats[l] {
+                        want[(aux[l] + k) as usize] += f * consts[(cslot[l] + k) as usize] as f64;
+                    }
+                } else {
+                    want[aux[l] as usize + data[v * batch + b] as usize] += f;
+                }
+            }
+        }
+        write_f32(&d.join("data"), &data);
+        std::fs::write(d.join("missing"), &missing).unwrap();
+        write_f32(&d.join("nflow"), &nflow);
+        write_f32(&d.join("c"), &consts);
+        let st = std::process::Command::new(&exe).arg(d).arg(batch.to_string()).output().unwrap();
+        assert!(st.status.success(), "B={batch}: {} {}", st.status, String::from_utf8_lossy(&st.stderr));
+        let got = read_f32(&d.join("got"));
+        assert_eq!(got.len(), want.len());
+        let worst = got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(1.0)).fold(0.0f64, f64::max);
+        assert!(worst < 1e-5, "B={batch} missing {p_missing}: worst relative error {worst}");
+        eprintln!("B={batch} missing {p_missing}: worst relative error {worst:.2e}");
+    }
+}
