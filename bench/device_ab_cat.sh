@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One device call: gpu_selftest --fast of carry/bin (the categorical statistics by sorted
-# segments, the default), then bench_gpu (pcc alone, bf16, batch 512) of each of AB_MODELS with
-# PCC_CAT_STATS=mma (the tensor-core product) and with the default, same binary, same call; then
+# segments, the default), then bench_gpu (pcc alone, bf16, batch 512) of each of AB_MODELS in
+# each of AB_VARIANTS (default: carry/bin with PCC_CAT_STATS=mma, the tensor-core product, and
+# with its defaults; `bin-old:` is the previous build), same call; then
 # the fp32-vs-bf16 LL check of LL_MODELS as far as DEADLINE allows. Logs under $OUT.
-# Usage: DEADLINE=560 AB_MODELS=hclt128,hclt512 LL_MODELS=hclt512 bash bench/device_ab_cat.sh
+# Usage: DEADLINE=560 AB_MODELS=hclt128,hclt512 AB_VARIANTS="bin-old: bin:" LL_MODELS=hclt512 bash bench/device_ab_cat.sh
 set -uo pipefail
 SECONDS=0
 fits() { [ $((SECONDS + $1)) -le ${DEADLINE:-560} ] || { echo "skipped (deadline): $2"; return 1; }; }
@@ -14,9 +15,11 @@ timeout ${SELFTEST_TIMEOUT:-120} carry/bin/gpu_selftest --fast carry/data > $OUT
 echo "selftest rc=$? PASS $(grep -c PASS $OUT/selftest.txt) FAIL $(grep -c FAIL $OUT/selftest.txt) at ${SECONDS}s"
 grep -E "FAIL|ALL PASS|Error|error|dense soft|leaf statistics" $OUT/selftest.txt | cut -c1-260 | head -12
 for m in $(echo ${AB_MODELS:-hclt128,hclt512} | tr , ' '); do
-    for v in ${AB_VARIANTS:-PCC_CAT_STATS=mma PCC_NONE=1}; do
+    # Variants "binary:VAR=value,VAR=value" (space-separated), each run on every model.
+    for v in ${AB_VARIANTS:-bin:PCC_CAT_STATS=mma bin:}; do
+        b=${v%%:*}; vars=$(echo ${v#*:} | tr , ' ')
         fits ${BENCH_TIMEOUT:-70} "bench $m $v" || continue
-        env $v PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BENCH_TIMEOUT:-70} carry/bin/bench_gpu carry/data /tmp/suite $m > /tmp/b.jsonl 2> /tmp/b.err
+        env $vars PCC_BENCH_STRUCTURE_ONLY=1 PCC_PRECISION=bf16 timeout ${BENCH_TIMEOUT:-70} carry/$b/bench_gpu carry/data /tmp/suite $m > /tmp/b.jsonl 2> /tmp/b.err
         echo "bench $m $v rc=$? at ${SECONDS}s"; tail -1 /tmp/b.err
         grep "^{" /tmp/b.jsonl | sed "s/^/$v /" | tee -a $OUT/bench.txt | cut -c1-260
     done

@@ -14,7 +14,8 @@ use pcc::runtime::cuda::{KernelArg, Step, compile_cubin_verbose, nvrtc_available
 fn shared_children_take_the_staged_kernels_when_asked() {
     // SAFETY: set before any other thread of this test binary reads the environment.
     unsafe { std::env::set_var("PCC_FWD_GEMM", "all") };
-    let c = build(&PdOptions { height: 8, width: 8, latents: 64, ..PdOptions::default() }).unwrap();
+    // Cut points every 2 pixels: regions of up to 6 cuts, sparse (blocks over 4 of them) beside dense.
+    let c = build(&PdOptions { height: 8, width: 8, latents: 64, split_intervals: (2, 2), ..PdOptions::default() }).unwrap();
     let plan = compile(&c).unwrap();
     let e = emit_with(&plan, &EmitOptions { precision: Precision::Bf16 }).unwrap();
     let fwd: Vec<_> = e.manifest.forward.iter().filter(|k| k.name.starts_with("sum_fwd_bf16_")).collect();

@@ -238,8 +238,9 @@ impl<'a> Emitter<'a> {
             }
         }
         // The tensor-core element flows store instead of adding where no element of this depth
-        // has two parent sum blocks.
-        let exclusive_elements = distinct_nonzero(&depth.sums.iter().flat_map(|s| s.cids.iter().copied()).collect::<Vec<_>>());
+        // has two parent sum blocks, a run of blocks that the tensor-core kernels merge
+        // (`mma::MmaPart`: a PD region's blocks over one child list) counting as one.
+        let exclusive_elements = distinct_nonzero(&self.child_lists(depth));
         let mut sum_bwd = Vec::new();
         for (p, part) in depth.sums.iter().enumerate() {
             self.next_unit(&format!("d{d}s{p}"));
@@ -258,6 +259,16 @@ impl<'a> Emitter<'a> {
         steps.extend(prod_bwd);
         self.depth_bwd.push(steps);
         Ok(())
+    }
+
+    /// The child lists of depth `d`'s sum blocks as its kernels read them, concatenated: a
+    /// tensor-core partition's merged blocks read their shared list once.
+    fn child_lists(&self, depth: &DepthPlan) -> Vec<u32> {
+        let lists = |part: &SumPartition| match mma::MmaShape::for_partition(self.opts.precision, part.block_size, part.width) {
+            Some(_) => mma::MmaPart::split(part).into_iter().flat_map(|mp| mp.cids).collect(),
+            None => part.cids.clone(),
+        };
+        depth.sums.iter().flat_map(lists).collect()
     }
 
     /// Depth `d`'s product partitions: forward launches (also recomputed in the backward) and

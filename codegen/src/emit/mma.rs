@@ -70,13 +70,15 @@ pub const TARGET_CTAS: u32 = 2048;
 /// At most this many blocks share one sum block's batch tiles.
 pub const MAX_SPLIT: u32 = 8;
 
-/// Rows of a merged block at most (the largest node tile).
-const MAX_GROUP_ROWS: u32 = 128;
+/// Rows of a merged block at most: two 128-node tiles, so that pd256's regions (8 blocks of 32 over
+/// one child list) merge into one block, whose children no other block reads (the two-kernel
+/// forward and the staged backward).
+const MAX_GROUP_ROWS: u32 = 256;
 
 /// A sum partition as the tensor-core kernels see it: runs of `g` blocks over the same children,
-/// with consecutive nodes, merged into one block of `g · sub` nodes (PD's regions have 8 blocks
-/// of 32 nodes over one child list: merged, a tile computes each child's exponentials once for
-/// 128 rows instead of 32). Node `m` of merged block `r` reads the weights
+/// with consecutive nodes, merged into one block of `g · sub` nodes (PD's regions have up to 8
+/// blocks of 32 nodes over one child list: merged, a region is one block whose children only it
+/// reads, so it takes the two-kernel forward and the staged backward). Node `m` of merged block `r` reads the weights
 /// `pids[(r·g + m / sub)·W + w] + m % sub` (the original blocks' weight rows, in merged order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MmaPart {
@@ -93,7 +95,7 @@ pub struct MmaPart {
 impl MmaPart {
     /// The partition's blocks as tensor-core launches: runs of `g` blocks (ordered by first node)
     /// with consecutive nodes and one child list merged, for the largest `g` (a power of two,
-    /// `g · block_size ≤ 128`) that merges at least half of the blocks; the blocks left over
+    /// `g · block_size ≤ MAX_GROUP_ROWS`) that merges at least half of the blocks; the blocks left over
     /// (a region cut by the partition) form a second, unmerged part. One part with `g = 1` when
     /// nothing merges.
     pub fn split(part: &SumPartition) -> Vec<MmaPart> {

@@ -625,17 +625,20 @@ fn partition(n: usize, bs: u32, w: u32, kids: impl Fn(usize) -> u32) -> pc_runti
 #[test]
 fn runs_of_blocks_over_one_child_list_merge() {
     use super::MmaPart;
-    // Regions of 8 blocks of 32 over one child list (PD): merged 4 at a time into 128-row blocks.
+    // Regions of 8 blocks of 32 over one child list (PD): each merged into one 256-row block.
     let p = partition(16, 32, 5, |r| 1 + (r / 8) as u32 * 100);
     let parts = MmaPart::split(&p);
     assert_eq!(parts.len(), 1);
     let m = &parts[0];
-    assert_eq!((m.block_size, m.sub, m.group(), m.count()), (128, 32, 4, 4));
-    assert_eq!(m.nids, vec![10, 10 + 128, 10 + 256, 10 + 384]);
+    assert_eq!((m.block_size, m.sub, m.group(), m.count()), (256, 32, 8, 2));
+    assert_eq!(m.nids, vec![10, 10 + 256]);
     assert_eq!(&m.cids[..5], &p.cids[..5]);
-    assert_eq!(&m.cids[2 * 5..3 * 5], &p.cids[8 * 5..9 * 5]);
+    assert_eq!(&m.cids[5..2 * 5], &p.cids[8 * 5..9 * 5]);
     // The weight rows of merged block r's g-th original block: row r·G + g.
-    assert_eq!(m.pids, p.pids);
+    assert_eq!(m.pids, p.pids); // Regions of 16 blocks of 32: two merged blocks of 256 rows each.
+    let p = partition(32, 32, 5, |r| 1 + (r / 16) as u32 * 100);
+    let parts = MmaPart::split(&p);
+    assert_eq!((parts.len(), parts[0].block_size, parts[0].count()), (1, 256, 4));
 }
 
 #[test]
@@ -645,8 +648,8 @@ fn a_block_cut_from_its_region_stays_unmerged() {
     let p = partition(9, 32, 3, |r| if r == 0 { 500 } else { 1 });
     let parts = MmaPart::split(&p);
     assert_eq!(parts.len(), 2);
-    assert_eq!((parts[0].group(), parts[0].count(), parts[1].group(), parts[1].count()), (4, 2, 1, 1));
-    assert_eq!(parts[0].nids, vec![10 + 32, 10 + 5 * 32]);
+    assert_eq!((parts[0].group(), parts[0].count(), parts[1].group(), parts[1].count()), (8, 1, 1, 1));
+    assert_eq!(parts[0].nids, vec![10 + 32]);
     assert_eq!(parts[1].nids, vec![10]);
     assert_eq!(parts[1].cids, p.cids[..3].to_vec());
     assert_eq!(parts[1].pids, p.pids[..3].to_vec());
@@ -666,8 +669,8 @@ fn blocks_with_their_own_children_stay_as_they_are() {
     assert_eq!(parts.len(), 1);
     assert_eq!((parts[0].block_size, parts[0].group()), (32, 1));
     assert_eq!((&parts[0].nids, &parts[0].cids, &parts[0].pids), (&p.nids, &p.cids, &p.pids));
-    // 128-node blocks have no room to merge.
-    let p = partition(4, 128, 4, |_| 1);
+    // 256-node blocks have no room to merge.
+    let p = partition(4, 256, 4, |_| 1);
     assert_eq!(MmaPart::split(&p)[0].group(), 1);
 }
 
