@@ -287,8 +287,15 @@ impl<'a> Emitter<'a> {
                 KernelSpec { scales_with_batch: true, batch_group: 1, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
             recompute.push(Step::Launch(spec.clone()));
             self.m.forward.push(spec);
-            let bname = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
-            shape_kernel(&self.t, &mut self.emitted, &mut self.source, "prod_bwd", &bname, part.block_size, part.width, None)?;
+            let (bname, excl) = prod_bwd_kernel(part);
+            if self.emitted.insert(bname.clone()) {
+                let mut ctx = tera::Context::new();
+                ctx.insert("name", &bname);
+                ctx.insert("bs", &part.block_size);
+                ctx.insert("width", &part.width);
+                ctx.insert("excl", &excl);
+                self.source += &render(&self.t, "prod_bwd", &ctx)?;
+            }
             let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
             prod_bwd.push(Step::Launch(KernelSpec {
                 scales_with_batch: true,
@@ -671,6 +678,29 @@ impl<'a> Emitter<'a> {
         }
         Ok(Emitted { source: self.source, manifest: m })
     }
+}
+
+/// The backward kernel of a product partition (the training pass's, which the queries' node
+/// flows reuse) and whether it takes plain adds: child rows that no other (product, sample)
+/// thread of its launch writes ([`exclusive_child_rows`]) do.
+pub(super) fn prod_bwd_kernel(part: &pc_runtime::plan::ProdPartition) -> (String, bool) {
+    let excl = exclusive_child_rows(part);
+    (format!("prod_bwd_bs{}_w{}{}", part.block_size, part.width, if excl { "_excl" } else { "" }), excl)
+}
+
+/// Whether every child node row a product partition's backward adds to (`cids[r·W + j] + k`,
+/// `k < block_size`, up to the padding) belongs to one (block, child) pair only: then no two
+/// threads of its launch add to one value.
+fn exclusive_child_rows(part: &pc_runtime::plan::ProdPartition) -> bool {
+    let w = part.width as usize;
+    let mut rows: Vec<u32> = Vec::with_capacity(part.nids.len() * w * part.block_size as usize);
+    for r in 0..part.nids.len() {
+        for &c in part.cids[r * w..(r + 1) * w].iter().take_while(|&&c| c != 0) {
+            rows.extend(c..c + part.block_size);
+        }
+    }
+    rows.sort_unstable();
+    rows.windows(2).all(|p| p[0] != p[1])
 }
 
 /// Samples per chunk of the categorical statistics by sorted segments: a chunk's offsets fit the

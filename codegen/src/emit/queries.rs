@@ -301,7 +301,7 @@ impl QueryEmitter<'_> {
             self.q.mpe_forward.push(fwd.clone());
             recompute.push(Step::Launch(fwd));
             let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
-            let name = format!("prod_bwd_bs{}_w{}", part.block_size, part.width);
+            let name = super::layers::prod_bwd_kernel(part).0;
             down.push(Step::Launch(KernelSpec {
                 scales_with_batch: true,
                 batch_group: 1,
