@@ -294,6 +294,17 @@ fn main() -> Result<()> {
         &seq,
         cache,
     )?;
+    // Categorical(256) leaves in tiles of 64 per variable (the bf16/tf32 statistics by sorted
+    // segments, long runs of one category): 64 central MNIST pixels of 1,200 images, when the
+    // data directory has them (the full run below takes all of MNIST).
+    let images = std::path::Path::new(&dir).join("images-idx3-ubyte");
+    if quick && images.exists() {
+        let (images, _) = dataset::read_idx_images(&images)?;
+        let pixels: Vec<f32> = (0..1200).flat_map(|s| (350..414).map(move |v| (s, v))).map(|(s, v)| images.values[s * 784 + v]).collect();
+        let pixels = Evidence::new(64, pixels)?;
+        let c = hclt::learn(&pixels, &hclt::HcltOptions { latents: 64, ..Default::default() })?;
+        ok &= check("hclt64 (categorical(256), 64 mnist pixels)", c, &pixels, cache)?;
+    }
     for (name, circuit, data) in corpus.into_iter().filter(|_| !fast) {
         ok &= check(&name, circuit, &data, cache)?;
     }
