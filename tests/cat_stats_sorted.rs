@@ -11,7 +11,7 @@ use pcc::codegen::compile;
 use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
 use pcc::codegen::structures::hmm;
 use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, Step, compile_cubin_verbose, nvrtc_available};
-use pcc_testkit::host_cuda::{read_f32, write_f32, write_u32};
+use pcc_testkit::host_cuda::{kernel_text, read_f32, write_f32, write_u32};
 
 const SHIM: &str = r#"
 #include <algorithm>
@@ -98,27 +98,6 @@ template <class T> static std::vector<T> rd(const std::string& path) {
     std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
 }
 "#;
-
-/// The text of kernel `name` in `source`: from its `extern "C"` line through its closing brace.
-fn kernel_text<'a>(source: &'a str, name: &str) -> &'a str {
-    let at = source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("kernel {name} in the source"));
-    let start = source[..at].rfind("extern \"C\"").expect("its extern line");
-    let body = start + source[start..].find('{').expect("its body");
-    let mut depth = 0;
-    for (i, ch) in source[body..].char_indices() {
-        match ch {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return &source[start..body + i + 1];
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("{name}: unbalanced braces")
-}
 
 fn launches(m: &Manifest) -> (KernelSpec, KernelSpec) {
     let find = |suffix: bool| {

@@ -71,3 +71,24 @@ pub fn write_f32(path: &std::path::Path, v: &[f32]) {
 pub fn read_f32(path: &std::path::Path) -> Vec<f32> {
     std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
+
+/// The text of kernel `name` in `source`: from its `extern "C"` line through its closing brace.
+pub fn kernel_text<'a>(source: &'a str, name: &str) -> &'a str {
+    let at = source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("kernel {name} in the source"));
+    let start = source[..at].rfind("extern \"C\"").expect("its extern line");
+    let body = start + source[start..].find('{').expect("its body");
+    let mut depth = 0;
+    for (i, ch) in source[body..].char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &source[start..body + i + 1];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("{name}: unbalanced braces")
+}
