@@ -281,21 +281,35 @@ fn eflow_kernel(sh: &BwdShape, packed: &[Option<u32>], gs: &[u32], l: &Launch, s
 /// Blocks of `bs` nodes over `width` children (block 1 padded with dummy children), random
 /// flows with zeros, node values with −inf, a sample whose children are all −inf.
 fn check(bs: u32, width: u32, b: usize, ks_n: usize) {
-    let part = MmaPart { block_size: bs, sub: bs, width, nids: vec![], cids: vec![], pids: vec![] };
-    let fwd = MmaShape::for_partition(Precision::Bf16, bs, width).unwrap().two_kernel();
+    check_merged(bs, 1, width, b, ks_n);
+}
+
+/// As [`check`], for blocks of `g` merged blocks of `sub` nodes each (`MmaPart`: a PD region),
+/// each original block with its own weight rows.
+fn check_merged(sub: u32, g: u32, width: u32, b: usize, ks_n: usize) {
+    let bs = sub * g;
+    let part = MmaPart { block_size: bs, sub, width, nids: vec![], cids: vec![], pids: vec![] };
+    let fwd = MmaShape::for_part(Precision::Bf16, &part).unwrap().two_kernel();
     let sh = BwdShape::for_part(Precision::Bf16, &part, true).unwrap();
     assert!(sh.staged && sh.kernel_name().ends_with("_s"));
-    let (n, bs_, w_) = (3usize, bs as usize, width as usize);
-    let mut rng = Lcg(bs as u64 * 7919 + width as u64 * 31 + b as u64);
+    let (n, bs_, w_, sub_, g_) = (3usize, bs as usize, width as usize, sub as usize, g as usize);
+    let mut rng = Lcg(bs as u64 * 7919 + width as u64 * 31 + b as u64 + g as u64);
     let (mut cids, mut pids) = (Vec::new(), Vec::new());
     for r in 0..n {
         for w in 0..w_ {
             let real = r != 1 || w < (w_ / 2).max(1);
             cids.push(if real { (1 + r * w_ + w) as u32 } else { 0 });
-            pids.push(if real { ((r * w_ + w) * bs_) as u32 } else { 0 });
+        }
+        for j in 0..g_ {
+            for w in 0..w_ {
+                let real = r != 1 || w < (w_ / 2).max(1);
+                pids.push(if real { (((r * g_ + j) * w_ + w) * sub_) as u32 } else { 0 });
+            }
         }
     }
-    let params: Vec<f32> = (0..n * w_ * bs_).map(|_| 0.05 + rng.next()).collect();
+    // The weight of node m of merged block r for child w.
+    let pidx = |r: usize, m: usize, w: usize| pids[(r * g_ + m / sub_) * w_ + w] as usize + m % sub_;
+    let params: Vec<f32> = (0..n * g_ * w_ * sub_).map(|_| 0.05 + rng.next()).collect();
     let mut elem: Vec<f32> = (0..(1 + n * w_) * b).map(|_| -20.0 * rng.next()).collect();
     elem[..b].fill(f32::NEG_INFINITY);
     for w in 0..w_ {
@@ -341,10 +355,7 @@ fn check(bs: u32, width: u32, b: usize, ks_n: usize) {
                 for s in 0..b {
                     let (ev, mb) = (elem[cw * b + s], smax[r * b + s]);
                     let sum: f64 = (0..bs_)
-                        .map(|m| {
-                            bf16_val(pack_bf16x2(0.0, params[pids[r * w_ + w] as usize + m]) as u16) as f64
-                                * bf16_val(pack_bf16x2(0.0, gval(r, m, s)) as u16) as f64
-                        })
+                        .map(|m| bf16_val(pack_bf16x2(0.0, params[pidx(r, m, w)]) as u16) as f64 * bf16_val(pack_bf16x2(0.0, gval(r, m, s)) as u16) as f64)
                         .sum();
                     let want = if mb == f32::NEG_INFINITY || ev == f32::NEG_INFINITY { 0.0 } else { ((ev - mb) as f64).exp() * sum };
                     let got = eflow[cw * b + s] as f64;
@@ -370,7 +381,7 @@ fn check(bs: u32, width: u32, b: usize, ks_n: usize) {
                 if cids[r * w_ + w] == 0 {
                     continue;
                 }
-                let i = pids[r * w_ + w] as usize + m;
+                let i = pidx(r, m, w);
                 let sum: f64 = (0..b).map(|s| bf16_val(pack_bf16x2(0.0, gval(r, m, s)) as u16) as f64 * xval(r, w, s)).sum();
                 let want = params[i] as f64 * sum;
                 let got = pflow[i] as f64;
@@ -392,4 +403,7 @@ fn staged_flows_replay_the_products() {
     check(128, 70, 1100, 3);
     check(16, 33, 1024, 5);
     check(32, 64, 96, 2);
+    // Merged PD regions: 8 and 4 blocks of 32 over one child list.
+    check_merged(32, 8, 96, 70, 1);
+    check_merged(32, 4, 64, 130, 2);
 }
