@@ -72,8 +72,16 @@ pub const MAX_SPLIT: u32 = 8;
 
 /// Rows of a merged block at most: two 128-node tiles, so that pd256's regions (8 blocks of 32 over
 /// one child list) merge into one block, whose children no other block reads (the two-kernel
-/// forward and the staged backward).
+/// forward and the staged backward). `PCC_MERGE_ROWS=128` restores the earlier limit (for A/B
+/// runs; read at emission, so the kernel cache keeps the variants apart by their source).
 const MAX_GROUP_ROWS: u32 = 256;
+
+fn max_group_rows() -> u32 {
+    match std::env::var("PCC_MERGE_ROWS").ok().and_then(|v| v.parse::<u32>().ok()) {
+        Some(r) if r.is_power_of_two() && (16..=MAX_GROUP_ROWS).contains(&r) => r,
+        _ => MAX_GROUP_ROWS,
+    }
+}
 
 /// A sum partition as the tensor-core kernels see it: runs of `g` blocks over the same children,
 /// with consecutive nodes, merged into one block of `g · sub` nodes (PD's regions have up to 8
@@ -130,7 +138,7 @@ impl MmaPart {
             }
             (full, rest)
         };
-        let pick = (2..=MAX_GROUP_ROWS / bs.max(1))
+        let pick = (2..=max_group_rows() / bs.max(1))
             .rev()
             .filter(|g| g.is_power_of_two())
             .map(|g| (g, runs(g as usize)))
