@@ -1,5 +1,5 @@
-//! The categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`), which
-//! `PCC_CAT_STATS=mma` selects over the sorted segments (for A/B runs): the emitter launches them
+//! The categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`), the
+//! default of the tensor-core manifests (`PCC_CAT_STATS=mma`, set here all the same): the emitter launches them
 //! over (64-leaf, 64-category) tiles of each variable in place of the scalar kernel, and they
 //! compile spill-free for both tensor-core precisions. Its own test binary: the switch is a
 //! process-wide environment variable.

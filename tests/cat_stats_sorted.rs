@@ -1,5 +1,6 @@
-//! The categorical statistics by sorted segments (`templates/input_cat_bwd_sorted.cu.tera`), the
-//! default of the tensor-core manifests: the emitter's launches and tables, a spill-free sm_90
+//! The categorical statistics by sorted segments (`templates/input_cat_bwd_sorted.cu.tera`,
+//! `PCC_CAT_STATS=sorted` on the tensor-core manifests until a GPU self-check has run it; its own
+//! test binary, as the switch is process-wide): the emitter's launches and tables, a spill-free sm_90
 //! compile, and both kernels' generated CUDA compiled for the host and run with real concurrency
 //! (every CUDA thread an OS thread, `__syncthreads` a block barrier, the warp shuffles and ballots
 //! a warp barrier around an exchange buffer, the atomics real atomics) over the manifest's own
@@ -133,6 +134,8 @@ impl Rng {
 
 #[test]
 fn sorted_segment_statistics_match_direct_sums_on_host_threads() {
+    // SAFETY: set before any other thread of this test binary reads the environment.
+    unsafe { std::env::set_var("PCC_CAT_STATS", "sorted") };
     let c = hmm::build(&hmm::HmmOptions { seq_length: 5, hidden: 96, num_emits: 70, homogeneous: false, block_size: Some(32) }).unwrap();
     let plan = compile(&c).unwrap();
     let e = emit_with(&plan, &EmitOptions { precision: Precision::Bf16 }).unwrap();

@@ -313,10 +313,11 @@ impl<'a> Emitter<'a> {
     }
 
     /// The categorical statistics of a tensor-core manifest (bf16/tf32; fp32 keeps the scalar
-    /// kernel as the exact reference): by sorted segments (`templates/input_cat_bwd_sorted.cu.tera`,
-    /// a sort launch and the statistics launch) unless `PCC_CAT_STATS` says `mma` (the
-    /// tensor-core product of `templates/input_cat_bwd_mma.cu.tera`, kept for A/B runs) or
-    /// `scalar`; `None` for the scalar kernel. `tables`: ids, aux, cslots.
+    /// kernel as the exact reference), by `PCC_CAT_STATS`: `sorted`, by sorted segments
+    /// (`templates/input_cat_bwd_sorted.cu.tera`, a sort launch and the statistics launch; opt-in
+    /// until a GPU self-check has run it), `mma` (the default: the tensor-core product of
+    /// `templates/input_cat_bwd_mma.cu.tera`) or `scalar` (`None`: the scalar kernel).
+    /// `tables`: ids, aux, cslots.
     fn categorical_stats(
         &mut self,
         layer: &InputLayer,
@@ -330,8 +331,7 @@ impl<'a> Emitter<'a> {
         }
         match std::env::var("PCC_CAT_STATS").as_deref() {
             Ok("scalar") => Ok(None),
-            Ok("mma") => Ok(Some(vec![self.categorical_stats_mma(layer, tables, nstats, consts, kmax)?])),
-            _ if kmax <= SORTED_MAX_CATS => Ok(Some(self.categorical_stats_sorted(layer, tables, nstats, consts, kmax)?)),
+            Ok("sorted") if kmax <= SORTED_MAX_CATS => Ok(Some(self.categorical_stats_sorted(layer, tables, nstats, consts, kmax)?)),
             _ => Ok(Some(vec![self.categorical_stats_mma(layer, tables, nstats, consts, kmax)?])),
         }
     }

@@ -70,16 +70,19 @@ pub const TARGET_CTAS: u32 = 2048;
 /// At most this many blocks share one sum block's batch tiles.
 pub const MAX_SPLIT: u32 = 8;
 
-/// Rows of a merged block at most: two 128-node tiles, so that pd256's regions (8 blocks of 32 over
-/// one child list) merge into one block, whose children no other block reads (the two-kernel
-/// forward and the staged backward). `PCC_MERGE_ROWS=128` restores the earlier limit (for A/B
-/// runs; read at emission, so the kernel cache keeps the variants apart by their source).
+/// Rows of a merged block at most: `PCC_MERGE_ROWS=256` (two 128-node tiles) merges pd256's
+/// regions (8 blocks of 32 over one child list) into one block, whose children no other block
+/// reads (the two-kernel forward and the staged backward); opt-in until a GPU self-check has run
+/// it, [`DEFAULT_GROUP_ROWS`] otherwise (read at emission, so the kernel cache keeps the variants
+/// apart by their source).
 const MAX_GROUP_ROWS: u32 = 256;
+/// Rows of a merged block at most unless `PCC_MERGE_ROWS` says otherwise (the largest node tile).
+const DEFAULT_GROUP_ROWS: u32 = 128;
 
 fn max_group_rows() -> u32 {
     match std::env::var("PCC_MERGE_ROWS").ok().and_then(|v| v.parse::<u32>().ok()) {
         Some(r) if r.is_power_of_two() && (16..=MAX_GROUP_ROWS).contains(&r) => r,
-        _ => MAX_GROUP_ROWS,
+        _ => DEFAULT_GROUP_ROWS,
     }
 }
 
@@ -103,10 +106,15 @@ pub struct MmaPart {
 impl MmaPart {
     /// The partition's blocks as tensor-core launches: runs of `g` blocks (ordered by first node)
     /// with consecutive nodes and one child list merged, for the largest `g` (a power of two,
-    /// `g · block_size ≤ MAX_GROUP_ROWS`) that merges at least half of the blocks; the blocks left over
+    /// `g · block_size ≤` [`max_group_rows`]) that merges at least half of the blocks; the blocks left over
     /// (a region cut by the partition) form a second, unmerged part. One part with `g = 1` when
     /// nothing merges.
     pub fn split(part: &SumPartition) -> Vec<MmaPart> {
+        Self::split_rows(part, max_group_rows())
+    }
+
+    /// [`MmaPart::split`] with merged blocks of at most `max_rows` rows.
+    pub fn split_rows(part: &SumPartition, max_rows: u32) -> Vec<MmaPart> {
         let (bs, w, n) = (part.block_size, part.width as usize, part.nids.len());
         let row = |t: &[u32], r: usize| t[r * w..(r + 1) * w].to_vec();
         let whole = || MmaPart { block_size: bs, sub: bs, width: part.width, nids: part.nids.clone(), cids: part.cids.clone(), pids: part.pids.clone() };
@@ -138,7 +146,7 @@ impl MmaPart {
             }
             (full, rest)
         };
-        let pick = (2..=max_group_rows() / bs.max(1))
+        let pick = (2..=max_rows / bs.max(1))
             .rev()
             .filter(|g| g.is_power_of_two())
             .map(|g| (g, runs(g as usize)))

@@ -627,7 +627,7 @@ fn runs_of_blocks_over_one_child_list_merge() {
     use super::MmaPart;
     // Regions of 8 blocks of 32 over one child list (PD): each merged into one 256-row block.
     let p = partition(16, 32, 5, |r| 1 + (r / 8) as u32 * 100);
-    let parts = MmaPart::split(&p);
+    let parts = MmaPart::split_rows(&p, 256);
     assert_eq!(parts.len(), 1);
     let m = &parts[0];
     assert_eq!((m.block_size, m.sub, m.group(), m.count()), (256, 32, 8, 2));
@@ -635,9 +635,13 @@ fn runs_of_blocks_over_one_child_list_merge() {
     assert_eq!(&m.cids[..5], &p.cids[..5]);
     assert_eq!(&m.cids[5..2 * 5], &p.cids[8 * 5..9 * 5]);
     // The weight rows of merged block r's g-th original block: row r·G + g.
-    assert_eq!(m.pids, p.pids); // Regions of 16 blocks of 32: two merged blocks of 256 rows each.
+    assert_eq!(m.pids, p.pids);
+    // At most 128 rows (the default): two merged blocks per region.
+    let parts = MmaPart::split_rows(&p, 128);
+    assert_eq!((parts.len(), parts[0].block_size, parts[0].count()), (1, 128, 4));
+    // Regions of 16 blocks of 32: two merged blocks of 256 rows each.
     let p = partition(32, 32, 5, |r| 1 + (r / 16) as u32 * 100);
-    let parts = MmaPart::split(&p);
+    let parts = MmaPart::split_rows(&p, 256);
     assert_eq!((parts.len(), parts[0].block_size, parts[0].count()), (1, 256, 4));
 }
 
@@ -646,7 +650,7 @@ fn a_block_cut_from_its_region_stays_unmerged() {
     use super::MmaPart;
     // Block 0 is the last block of another region; blocks 1..=8 form a region of 8.
     let p = partition(9, 32, 3, |r| if r == 0 { 500 } else { 1 });
-    let parts = MmaPart::split(&p);
+    let parts = MmaPart::split_rows(&p, 256);
     assert_eq!(parts.len(), 2);
     assert_eq!((parts[0].group(), parts[0].count(), parts[1].group(), parts[1].count()), (8, 1, 1, 1));
     assert_eq!(parts[0].nids, vec![10 + 32]);
@@ -665,13 +669,13 @@ fn a_block_cut_from_its_region_stays_unmerged() {
 fn blocks_with_their_own_children_stay_as_they_are() {
     use super::MmaPart;
     let p = partition(6, 32, 4, |r| 1 + r as u32 * 10);
-    let parts = MmaPart::split(&p);
+    let parts = MmaPart::split_rows(&p, 256);
     assert_eq!(parts.len(), 1);
     assert_eq!((parts[0].block_size, parts[0].group()), (32, 1));
     assert_eq!((&parts[0].nids, &parts[0].cids, &parts[0].pids), (&p.nids, &p.cids, &p.pids));
     // 256-node blocks have no room to merge.
     let p = partition(4, 256, 4, |_| 1);
-    assert_eq!(MmaPart::split(&p)[0].group(), 1);
+    assert_eq!(MmaPart::split_rows(&p, 256)[0].group(), 1);
 }
 
 /// Merged blocks (`MmaPart`: runs of blocks over one child list) through the pack kernel's
@@ -684,7 +688,7 @@ fn merged_blocks_replay_matches_each_original_block() {
         // Two regions of 8 blocks of 16 nodes over 40 children each (merged 8 at a time: 128 rows).
         let (bs, w) = (16u32, 40u32);
         let p = partition(16, bs, w, |r| 1 + (r / 8) as u32 * 100);
-        let parts = MmaPart::split(&p);
+        let parts = MmaPart::split_rows(&p, 256);
         assert_eq!((parts.len(), parts[0].group(), parts[0].block_size), (1, 8, 128));
         let mp = &parts[0];
         let shape = MmaShape::for_part(prec, mp).unwrap();
