@@ -12,7 +12,7 @@ use pcc::codegen::compile;
 use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
 use pcc::codegen::structures::hmm;
 use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, Step, compile_cubin_verbose, nvrtc_available};
-use pcc_testkit::host_cuda::{kernel_text, read_f32, write_f32, write_u32};
+use pcc_testkit::host_cuda::{DRIVER_PRELUDE, kernel_text, read_f32, write_f32, write_u32};
 
 const SHIM: &str = r#"
 #include <algorithm>
@@ -93,11 +93,6 @@ static inline float atomicAdd(float* p, float v) {
     for (unsigned tx = 0; tx < 256; ++tx) th_.emplace_back([&, tx] { threadIdx.x = tx; pcc_bar = &bar_; pcc_warp_bar = wb_[tx / 32].get(); pcc_warp_buf = &buf_[(tx / 32) * 32]; \
         for (unsigned gx = 0; gx < g_; ++gx) { blockIdx.x = gx; k(__VA_ARGS__); bar_.arrive_and_wait(); } }); \
     for (auto& t : th_) t.join(); } while (0)
-template <class T> static std::vector<T> rd(const std::string& path) {
-    FILE* f = fopen(path.c_str(), "rb"); if (!f) { perror(path.c_str()); exit(2); }
-    fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
-    std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
-}
 "#;
 
 fn launches(m: &Manifest) -> (KernelSpec, KernelSpec) {
@@ -192,7 +187,7 @@ int main(int argc, char** argv) {{
         stats_threads = stats.threads_per_sample,
         stats_count = stats.count,
     );
-    let src = format!("{SHIM}{}\n{}\n{driver}", kernel_text(&e.source, &sort.name), kernel_text(&e.source, &stats.name));
+    let src = format!("{SHIM}{DRIVER_PRELUDE}{}\n{}\n{driver}", kernel_text(&e.source, &sort.name), kernel_text(&e.source, &stats.name));
     std::fs::write(d.join("prog.cpp"), src).unwrap();
     let exe = d.join("prog");
     let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();

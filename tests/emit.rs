@@ -278,17 +278,7 @@ fn mma_corpus() -> Vec<(String, Circuit)> {
     for latents in [32, 64, 128] {
         v.push((format!("hclt{latents}"), hclt::learn(&ev, &hclt::HcltOptions { latents, ..Default::default() }).unwrap()));
     }
-    // Widths that are not a multiple of the K chunk: 20 (tf32 chunk 24, bf16 32) and 12 (16) over
-    // child blocks of 4, and two node tiles (block size 256 = 2 x 128).
-    let mut b = CircuitBuilder::new(2);
-    let (x, y) = (b.inputs(0, 5, 4, Dist::Bernoulli), b.inputs(1, 5, 4, Dist::Bernoulli));
-    let p5 = b.multiply(&[x, y]);
-    let (x3, y3) = (b.inputs(0, 3, 4, Dist::Bernoulli), b.inputs(1, 3, 4, Dist::Bernoulli));
-    let p3 = b.multiply(&[x3, y3]);
-    let (s20, s12) = (b.summate(&[p5], 2, 16, SumEdges::Dense), b.summate(&[p3], 1, 256, SumEdges::Dense));
-    let (r20, r12) = (b.summate(&[s20], 1, 1, SumEdges::Dense), b.summate(&[s12], 1, 1, SumEdges::Dense));
-    let root = b.summate(&[r20, r12], 1, 1, SumEdges::Dense);
-    v.push(("odd_widths".into(), b.finish(root).unwrap()));
+    v.push(("odd_widths".into(), common::odd_widths_circuit()));
     // 4 blocks of 32 over one child list per region: merged into 128-node tensor-core blocks.
     v.push((
         "pd128x4".into(),

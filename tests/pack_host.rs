@@ -8,10 +8,10 @@
 
 use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
 use pcc::codegen::structures::{hclt, pd};
-use pcc::codegen::{Circuit, CircuitBuilder, Dist, SumEdges, compile};
+use pcc::codegen::{Circuit, Dist, compile};
 use pcc::runtime::Evidence;
 use pcc::runtime::cuda::{KernelArg, KernelSpec};
-use pcc_testkit::host_cuda::{kernel_text, read_f32, write_f32, write_u32};
+use pcc_testkit::host_cuda::{DRIVER_PRELUDE, kernel_text, read_f32, write_f32, write_u32};
 
 const SHIM: &str = r#"
 #include <cstdio>
@@ -31,13 +31,6 @@ static inline u32 host_bits(float f) { u32 u; std::memcpy(&u, &f, 4); return u; 
 static inline u32 host_bf16(float f) { u32 u = host_bits(f); return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16; }
 static inline u32 host_bf16x2(float hi, float lo) { return host_bf16(hi) << 16 | host_bf16(lo); }
 static inline u32 host_tf32(float f) { return (host_bits(f) + 0x1000u) & 0xffffe000u; }
-#define LAUNCH(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; gridDim.x = g_; \
-    for (unsigned gx = 0; gx < g_; ++gx) for (unsigned tx = 0; tx < 256; ++tx) { blockIdx.x = gx; threadIdx.x = tx; k(__VA_ARGS__); } } while (0)
-template <class T> static std::vector<T> rd(const std::string& path) {
-    FILE* f = fopen(path.c_str(), "rb"); if (!f) { perror(path.c_str()); exit(2); }
-    fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
-    std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
-}
 "#;
 
 fn bf16(f: f32) -> u32 {
@@ -63,22 +56,13 @@ fn constants(text: &str) -> std::collections::HashMap<String, u64> {
 
 fn corpus() -> Vec<(String, Circuit)> {
     let bin = Evidence::new(10, (0..400 * 10).map(|i| ((i * 2654435761usize) >> 9 & 1) as f32).collect()).unwrap();
-    // Widths of 20 and 12: the last chunk is partly past the children.
-    let mut b = CircuitBuilder::new(2);
-    let (x, y) = (b.inputs(0, 5, 4, Dist::Bernoulli), b.inputs(1, 5, 4, Dist::Bernoulli));
-    let p5 = b.multiply(&[x, y]);
-    let (x3, y3) = (b.inputs(0, 3, 4, Dist::Bernoulli), b.inputs(1, 3, 4, Dist::Bernoulli));
-    let p3 = b.multiply(&[x3, y3]);
-    let (s20, s12) = (b.summate(&[p5], 2, 16, SumEdges::Dense), b.summate(&[p3], 1, 256, SumEdges::Dense));
-    let (r20, r12) = (b.summate(&[s20], 1, 1, SumEdges::Dense), b.summate(&[s12], 1, 1, SumEdges::Dense));
-    let root = b.summate(&[r20, r12], 1, 1, SumEdges::Dense);
     vec![
         (
             "pd8x8".into(),
             pd::build(&pd::PdOptions { height: 8, width: 8, split_intervals: (2, 2), latents: 256, input: Dist::Bernoulli, ..Default::default() }).unwrap(),
         ),
         ("hclt64".into(), hclt::learn(&bin, &hclt::HcltOptions { latents: 64, ..Default::default() }).unwrap()),
-        ("odd_widths".into(), b.finish(root).unwrap()),
+        ("odd_widths".into(), pcc_testkit::odd_widths_circuit()),
     ]
 }
 
@@ -122,7 +106,7 @@ fn pack_kernels_write_the_documented_layout() {
                 .join("\n");
             assert!(!kernels.contains("asm("), "{name} {precision}: every conversion replaced");
             let src = format!(
-                "{SHIM}{kernels}\nint main(int, char** argv) {{\n    const std::string d = argv[1];\n    auto params = rd<float>(d + \"/params\");\n    std::vector<u32> packed({words}, 0xdeadbeefu);\n{launches}    FILE* f = fopen((d + \"/got\").c_str(), \"wb\"); fwrite(packed.data(), 4, packed.size(), f); fclose(f);\n}}\n"
+                "{SHIM}{DRIVER_PRELUDE}{kernels}\nint main(int, char** argv) {{\n    const std::string d = argv[1];\n    auto params = rd<float>(d + \"/params\");\n    std::vector<u32> packed({words}, 0xdeadbeefu);\n{launches}    FILE* f = fopen((d + \"/got\").c_str(), \"wb\"); fwrite(packed.data(), 4, packed.size(), f); fclose(f);\n}}\n"
             );
             std::fs::write(d.join("prog.cpp"), src).unwrap();
             let exe = d.join("prog");

@@ -43,11 +43,12 @@ static inline void pcc_mbar_wait(unsigned long long* m, unsigned parity) {
 #define PCC_BULK_IDS 1
 "#;
 
-/// C++ for a driver: `LAUNCH(kernel, threads, args…)` runs a grid of 256-thread blocks one thread
+/// C++ for a driver (after a shim that declares `blockIdx`, `threadIdx`, `blockDim` and `gridDim`):
+/// `LAUNCH(kernel, threads, args…)` runs a grid of 256-thread blocks one thread
 /// at a time (kernels without intra-block synchronization), `rd<T>(path)` reads a binary file
 /// (at least one element, as the engine uploads empty buffers).
 pub const DRIVER_PRELUDE: &str = r#"
-#define LAUNCH(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; \
+#define LAUNCH(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; gridDim.x = g_; \
     for (unsigned gx = 0; gx < g_; ++gx) for (unsigned tx = 0; tx < 256; ++tx) { blockIdx.x = gx; threadIdx.x = tx; k(__VA_ARGS__); } } while (0)
 template <class T> static std::vector<T> rd(const std::string& path) {
     FILE* f = fopen(path.c_str(), "rb"); if (!f) { perror(path.c_str()); exit(2); }

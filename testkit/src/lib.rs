@@ -682,3 +682,17 @@ pub fn ptxas_lines(log: &str) -> Vec<(&str, &str)> {
 pub fn spills(line: &str) -> bool {
     line.contains("spill") && !line.contains(" 0 bytes spill stores, 0 bytes spill loads")
 }
+
+/// Sum blocks whose widths are not a multiple of the tensor-core K chunk: 20 (tf32 chunk 24, bf16
+/// 32) and 12 (16) over child blocks of 4, and one block of two node tiles (256 = 2 x 128).
+pub fn odd_widths_circuit() -> Circuit {
+    let mut b = CircuitBuilder::new(2);
+    let (x, y) = (b.inputs(0, 5, 4, Dist::Bernoulli), b.inputs(1, 5, 4, Dist::Bernoulli));
+    let p5 = b.multiply(&[x, y]);
+    let (x3, y3) = (b.inputs(0, 3, 4, Dist::Bernoulli), b.inputs(1, 3, 4, Dist::Bernoulli));
+    let p3 = b.multiply(&[x3, y3]);
+    let (s20, s12) = (b.summate(&[p5], 2, 16, SumEdges::Dense), b.summate(&[p3], 1, 256, SumEdges::Dense));
+    let (r20, r12) = (b.summate(&[s20], 1, 1, SumEdges::Dense), b.summate(&[s12], 1, 1, SumEdges::Dense));
+    let root = b.summate(&[r20, r12], 1, 1, SumEdges::Dense);
+    b.finish(root).unwrap()
+}
