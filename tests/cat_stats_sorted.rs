@@ -12,88 +12,7 @@ use pcc::codegen::compile;
 use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
 use pcc::codegen::structures::hmm;
 use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, Step, compile_cubin_verbose, nvrtc_available};
-use pcc_testkit::host_cuda::{DRIVER_PRELUDE, kernel_text, read_f32, write_f32, write_u32};
-
-const SHIM: &str = r#"
-#include <algorithm>
-#include <barrier>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <memory>
-#include <string>
-#include <thread>
-#include <vector>
-#define __global__
-#define __launch_bounds__(n)
-#define __shared__ static
-#define __align__(n) __attribute__((aligned(n)))
-typedef unsigned int u32;
-struct pcc_dim3 { unsigned x, y, z; };
-static thread_local pcc_dim3 blockIdx, threadIdx;
-static pcc_dim3 blockDim, gridDim;
-struct float4 { float x, y, z, w; };
-static inline int min(int a, int b) { return a < b ? a : b; }
-static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
-static thread_local std::barrier<>* pcc_bar = nullptr;
-static thread_local std::barrier<>* pcc_warp_bar = nullptr;
-static thread_local unsigned* pcc_warp_buf = nullptr;
-static int pcc_or_flag = 0;
-static inline void __syncthreads() { pcc_bar->arrive_and_wait(); }
-static inline int __syncthreads_or(int p) {
-    pcc_bar->arrive_and_wait();
-    if (p) __atomic_store_n(&pcc_or_flag, 1, __ATOMIC_RELAXED);
-    pcc_bar->arrive_and_wait();
-    const int r = __atomic_load_n(&pcc_or_flag, __ATOMIC_RELAXED);
-    pcc_bar->arrive_and_wait();
-    if (threadIdx.x == 0) __atomic_store_n(&pcc_or_flag, 0, __ATOMIC_RELAXED);
-    pcc_bar->arrive_and_wait();
-    return r;
-}
-static inline void __syncwarp() { pcc_warp_bar->arrive_and_wait(); }
-// Every lane publishes a word, all meet, each reads the word of `src(lane)`, all meet again.
-template <class F> static inline unsigned pcc_exchange(unsigned v, F src) {
-    const unsigned lane = threadIdx.x & 31;
-    pcc_warp_buf[lane] = v;
-    pcc_warp_bar->arrive_and_wait();
-    const int s = src(lane);
-    const unsigned r = pcc_warp_buf[s >= 0 && s < 32 ? s : lane];
-    pcc_warp_bar->arrive_and_wait();
-    return r;
-}
-static inline unsigned pcc_bits(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
-static inline float pcc_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
-static inline unsigned __shfl_down_sync(unsigned, unsigned v, int d) { return pcc_exchange(v, [&](unsigned l) { return (int)l + d; }); }
-static inline float __shfl_down_sync(unsigned, float v, int d) { return pcc_float(__shfl_down_sync(0u, pcc_bits(v), d)); }
-static inline unsigned __shfl_up_sync(unsigned, unsigned v, int d) { return pcc_exchange(v, [&](unsigned l) { return (int)l - d; }); }
-static inline unsigned __shfl_sync(unsigned, unsigned v, int s) { return pcc_exchange(v, [&](unsigned) { return s & 31; }); }
-static inline float __shfl_sync(unsigned, float v, int s) { return pcc_float(__shfl_sync(0u, pcc_bits(v), s)); }
-static inline unsigned __ballot_sync(unsigned, bool p) {
-    const unsigned lane = threadIdx.x & 31;
-    pcc_warp_buf[lane] = p ? 1u : 0u;
-    pcc_warp_bar->arrive_and_wait();
-    unsigned m = 0;
-    for (int i = 0; i < 32; ++i) m |= pcc_warp_buf[i] << i;
-    pcc_warp_bar->arrive_and_wait();
-    return m;
-}
-static inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
-static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-static inline float atomicAdd(float* p, float v) {
-    unsigned* u = reinterpret_cast<unsigned*>(p);
-    unsigned old = __atomic_load_n(u, __ATOMIC_RELAXED);
-    while (!__atomic_compare_exchange_n(u, &old, pcc_bits(pcc_float(old) + v), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
-    return pcc_float(old);
-}
-// A launch: 256 threads walk the grid's blocks in turn, meeting at the block barrier between
-// blocks (shared arrays are static, one block at a time).
-#define LAUNCH_T(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; gridDim.x = g_; \
-    std::barrier<> bar_(256); std::vector<std::unique_ptr<std::barrier<>>> wb_; for (int w = 0; w < 8; ++w) wb_.emplace_back(new std::barrier<>(32)); \
-    std::vector<unsigned> buf_(256); std::vector<std::thread> th_; \
-    for (unsigned tx = 0; tx < 256; ++tx) th_.emplace_back([&, tx] { threadIdx.x = tx; pcc_bar = &bar_; pcc_warp_bar = wb_[tx / 32].get(); pcc_warp_buf = &buf_[(tx / 32) * 32]; \
-        for (unsigned gx = 0; gx < g_; ++gx) { blockIdx.x = gx; k(__VA_ARGS__); bar_.arrive_and_wait(); } }); \
-    for (auto& t : th_) t.join(); } while (0)
-"#;
+use pcc_testkit::host_cuda::{DRIVER_PRELUDE, THREADED_SHIM, kernel_text, read_f32, write_f32, write_u32};
 
 fn launches(m: &Manifest) -> (KernelSpec, KernelSpec) {
     let find = |suffix: bool| {
@@ -187,7 +106,7 @@ int main(int argc, char** argv) {{
         stats_threads = stats.threads_per_sample,
         stats_count = stats.count,
     );
-    let src = format!("{SHIM}{DRIVER_PRELUDE}{}\n{}\n{driver}", kernel_text(&e.source, &sort.name), kernel_text(&e.source, &stats.name));
+    let src = format!("{THREADED_SHIM}{DRIVER_PRELUDE}{}\n{}\n{driver}", kernel_text(&e.source, &sort.name), kernel_text(&e.source, &stats.name));
     std::fs::write(d.join("prog.cpp"), src).unwrap();
     let exe = d.join("prog");
     let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();

@@ -10,7 +10,7 @@
 use pcc_testkit as common;
 
 use common::Gen;
-use common::host_cuda::{DRIVER_PRELUDE, KERNEL_SHIM, read_f32, write_f32, write_u32};
+use common::host_cuda::{DRIVER_PRELUDE, KERNEL_SHIM, per_sample_launch, read_f32, write_f32, write_u32};
 use pcc::codegen::Model;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm, rat_spn};
@@ -135,7 +135,8 @@ fn driver(model: &Model, m: &Manifest) -> String {
         }
     };
     let args = |k: &KernelSpec| k.args.iter().map(|a| arg(a, k)).collect::<Vec<String>>().join(", ");
-    let fwd: String = m.forward.iter().map(|k| format!("    LAUNCH({}, {}LL * B, {});\n", k.name, k.threads_per_sample, args(k))).collect();
+    let fwd: String =
+        m.forward.iter().map(per_sample_launch).map(|k| format!("    LAUNCH({}, {}LL * B, {});\n", k.name, k.threads_per_sample, args(k))).collect();
     // The small-batch path: each launch's `small` variant (a variant with no threads skips it),
     // grids from `KernelSpec::threads` (samples grouped per CUDA block where the variant says so).
     let small: String = m

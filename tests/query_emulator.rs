@@ -12,7 +12,7 @@
 use pcc_testkit as common;
 
 use common::Gen;
-use common::host_cuda::{DRIVER_PRELUDE, KERNEL_SHIM, read_f32, write_f32};
+use common::host_cuda::{DRIVER_PRELUDE, KERNEL_SHIM, per_sample_launch, read_f32, write_f32};
 use pcc::codegen::Model;
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::{hclt, hmm};
@@ -326,7 +326,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
             })
             .collect()
     };
-    let fwd: String = m.forward.iter().map(launch).collect();
+    let fwd: String = m.forward.iter().map(|k| launch(per_sample_launch(k))).collect();
     let mpe_fwd: String = m.queries.mpe_forward.iter().map(launch).collect();
     let cond: String = m.queries.conditionals.iter().map(launch).collect();
     let accumulates = |k: &KernelSpec| k.args.iter().any(|a| matches!(a, KernelArg::SumFlows | KernelArg::InputStats));

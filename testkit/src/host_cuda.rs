@@ -43,6 +43,91 @@ static inline void pcc_mbar_wait(unsigned long long* m, unsigned parity) {
 #define PCC_BULK_IDS 1
 "#;
 
+/// A shim for kernels that synchronize their block or warp, with the launch `LAUNCH_T(kernel,
+/// threads, args…)`: every CUDA thread of a block an OS thread, `__syncthreads` a block barrier,
+/// the warp shuffles and ballots a warp barrier around an exchange buffer, the atomics real
+/// atomics; the grid's blocks run in turn (shared arrays are static, one block at a time).
+pub const THREADED_SHIM: &str = r#"
+#include <algorithm>
+#include <barrier>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+#define __global__
+#define __launch_bounds__(n)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+typedef unsigned int u32;
+struct pcc_dim3 { unsigned x, y, z; };
+static thread_local pcc_dim3 blockIdx, threadIdx;
+static pcc_dim3 blockDim, gridDim;
+struct float4 { float x, y, z, w; };
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+static thread_local std::barrier<>* pcc_bar = nullptr;
+static thread_local std::barrier<>* pcc_warp_bar = nullptr;
+static thread_local unsigned* pcc_warp_buf = nullptr;
+static int pcc_or_flag = 0;
+static inline void __syncthreads() { pcc_bar->arrive_and_wait(); }
+static inline int __syncthreads_or(int p) {
+    pcc_bar->arrive_and_wait();
+    if (p) __atomic_store_n(&pcc_or_flag, 1, __ATOMIC_RELAXED);
+    pcc_bar->arrive_and_wait();
+    const int r = __atomic_load_n(&pcc_or_flag, __ATOMIC_RELAXED);
+    pcc_bar->arrive_and_wait();
+    if (threadIdx.x == 0) __atomic_store_n(&pcc_or_flag, 0, __ATOMIC_RELAXED);
+    pcc_bar->arrive_and_wait();
+    return r;
+}
+static inline void __syncwarp() { pcc_warp_bar->arrive_and_wait(); }
+// Every lane publishes a word, all meet, each reads the word of `src(lane)`, all meet again.
+template <class F> static inline unsigned pcc_exchange(unsigned v, F src) {
+    const unsigned lane = threadIdx.x & 31;
+    pcc_warp_buf[lane] = v;
+    pcc_warp_bar->arrive_and_wait();
+    const int s = src(lane);
+    const unsigned r = pcc_warp_buf[s >= 0 && s < 32 ? s : lane];
+    pcc_warp_bar->arrive_and_wait();
+    return r;
+}
+static inline unsigned pcc_bits(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+static inline float pcc_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline unsigned __shfl_down_sync(unsigned, unsigned v, int d) { return pcc_exchange(v, [&](unsigned l) { return (int)l + d; }); }
+static inline float __shfl_down_sync(unsigned, float v, int d) { return pcc_float(__shfl_down_sync(0u, pcc_bits(v), d)); }
+static inline unsigned __shfl_up_sync(unsigned, unsigned v, int d) { return pcc_exchange(v, [&](unsigned l) { return (int)l - d; }); }
+static inline unsigned __shfl_sync(unsigned, unsigned v, int s) { return pcc_exchange(v, [&](unsigned) { return s & 31; }); }
+static inline float __shfl_sync(unsigned, float v, int s) { return pcc_float(__shfl_sync(0u, pcc_bits(v), s)); }
+static inline unsigned __ballot_sync(unsigned, bool p) {
+    const unsigned lane = threadIdx.x & 31;
+    pcc_warp_buf[lane] = p ? 1u : 0u;
+    pcc_warp_bar->arrive_and_wait();
+    unsigned m = 0;
+    for (int i = 0; i < 32; ++i) m |= pcc_warp_buf[i] << i;
+    pcc_warp_bar->arrive_and_wait();
+    return m;
+}
+static inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
+static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+static inline float atomicAdd(float* p, float v) {
+    unsigned* u = reinterpret_cast<unsigned*>(p);
+    unsigned old = __atomic_load_n(u, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(u, &old, pcc_bits(pcc_float(old) + v), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+    return pcc_float(old);
+}
+// A launch: 256 threads walk the grid's blocks in turn, meeting at the block barrier between
+// blocks (shared arrays are static, one block at a time).
+#define LAUNCH_T(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; gridDim.x = g_; \
+    std::barrier<> bar_(256); std::vector<std::unique_ptr<std::barrier<>>> wb_; for (int w = 0; w < 8; ++w) wb_.emplace_back(new std::barrier<>(32)); \
+    std::vector<unsigned> buf_(256); std::vector<std::thread> th_; \
+    for (unsigned tx = 0; tx < 256; ++tx) th_.emplace_back([&, tx] { threadIdx.x = tx; pcc_bar = &bar_; pcc_warp_bar = wb_[tx / 32].get(); pcc_warp_buf = &buf_[(tx / 32) * 32]; \
+        for (unsigned gx = 0; gx < g_; ++gx) { blockIdx.x = gx; k(__VA_ARGS__); bar_.arrive_and_wait(); } }); \
+    for (auto& t : th_) t.join(); } while (0)
+"#;
+
 /// C++ for a driver (after a shim that declares `blockIdx`, `threadIdx`, `blockDim` and `gridDim`):
 /// `LAUNCH(kernel, threads, args…)` runs a grid of 256-thread blocks one thread
 /// at a time (kernels without intra-block synchronization), `rd<T>(path)` reads a binary file
@@ -56,6 +141,17 @@ template <class T> static std::vector<T> rd(const std::string& path) {
     std::vector<T> v(n / sizeof(T) > 0 ? n / sizeof(T) : 1); if (n > 0 && fread(v.data(), 1, n, f) != (size_t)n) exit(3); fclose(f); return v;
 }
 "#;
+
+/// Forward launch `k` as one thread per (row, sample): an input layer's per-sample variant where
+/// it has one (`KernelSpec::small`; the row kernel of categorical leaves shares a row between a
+/// warp's lanes in shared memory, which a sequential host run, `LAUNCH` one thread at a time,
+/// cannot run; `tests/leaf_rows.rs` runs it on threads), else `k`.
+pub fn per_sample_launch(k: &pcc::runtime::cuda::KernelSpec) -> &pcc::runtime::cuda::KernelSpec {
+    match &k.small {
+        Some(s) if k.name.starts_with("input_") => s,
+        _ => k,
+    }
+}
 
 /// Little-endian `u32`s; an empty slice writes one 0 (what the engine uploads for it).
 pub fn write_u32(path: &std::path::Path, v: &[u32]) {
@@ -77,6 +173,11 @@ pub fn read_f32(path: &std::path::Path) -> Vec<f32> {
 pub fn kernel_text<'a>(source: &'a str, name: &str) -> &'a str {
     let at = source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("kernel {name} in the source"));
     let start = source[..at].rfind("extern \"C\"").expect("its extern line");
+    braced(source, start, name)
+}
+
+/// `source` from `start` through the brace that closes the first `{` after it.
+fn braced<'a>(source: &'a str, start: usize, name: &str) -> &'a str {
     let body = start + source[start..].find('{').expect("its body");
     let mut depth = 0;
     for (i, ch) in source[body..].char_indices() {
@@ -92,4 +193,12 @@ pub fn kernel_text<'a>(source: &'a str, name: &str) -> &'a str {
         }
     }
     panic!("{name}: unbalanced braces")
+}
+
+/// The text of device function `name` in `source`: from the start of its signature's line
+/// (one line, as the templates write them) through its closing brace.
+pub fn device_fn_text<'a>(source: &'a str, name: &str) -> &'a str {
+    let at = source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("function {name} in the source"));
+    let start = source[..at].rfind('\n').map_or(0, |i| i + 1);
+    braced(source, start, name)
 }

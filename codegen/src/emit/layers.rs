@@ -211,7 +211,7 @@ impl<'a> Emitter<'a> {
             KernelArg::Count,
             KernelArg::Batch,
         ];
-        self.m.forward.push(KernelSpec {
+        let per_sample = KernelSpec {
             scales_with_batch: true,
             batch_group: 1,
             name,
@@ -221,8 +221,45 @@ impl<'a> Emitter<'a> {
             block: BLOCK,
             args,
             small: None,
-        });
+        };
+        let spec = match self.categorical_rows(layer)? {
+            Some(rows) => KernelSpec { args: per_sample.args.clone(), small: Some(Box::new(per_sample)), ..rows },
+            None => per_sample,
+        };
+        self.m.forward.push(spec);
         Ok(())
+    }
+
+    /// The categorical leaves' forward by leaf rows (`templates/input_cat_fwd_rows.cu.tera`: a
+    /// warp per leaf, its log-probabilities once in shared memory), with the per-sample kernel's
+    /// arguments; that kernel stays the small-batch variant. `None` for other families, for more
+    /// than [`ROWS_MAX_CATS`] categories, or with `PCC_LEAF_FWD=sample` (the per-sample kernel at
+    /// every batch size, to compare).
+    fn categorical_rows(&mut self, layer: &InputLayer) -> Result<Option<KernelSpec>, EmitError> {
+        let kmax = layer.segments.iter().map(|s| s.dist.num_stats()).max().unwrap_or(0);
+        if layer.kind != DistKind::Categorical || kmax == 0 || kmax > ROWS_MAX_CATS || std::env::var("PCC_LEAF_FWD").as_deref() == Ok("sample") {
+            return Ok(None);
+        }
+        let name = format!("input_categorical_fwd_rows_k{kmax}");
+        if self.emitted.insert(name.clone()) {
+            let mut ctx = tera::Context::new();
+            ctx.insert("name", &name);
+            ctx.insert("nk", &kmax);
+            self.source += &render(&self.t, "input_cat_fwd_rows", &ctx)?;
+        }
+        let n = layer.segments.iter().map(|s| s.num_nodes as u64).sum::<u64>();
+        Ok(Some(KernelSpec {
+            scales_with_batch: false,
+            batch_group: 1,
+            name,
+            layer: "categorical inputs".into(),
+            count: n as u32,
+            // A warp per leaf, eight per CUDA block; each loops over the batch.
+            threads_per_sample: n.div_ceil(8) * BLOCK as u64,
+            block: BLOCK,
+            args: Vec::new(), // the per-sample kernel's (the caller's)
+            small: None,
+        }))
     }
 
     /// Depth `d`: its products, then its sums; backward steps: products recomputed, element
@@ -706,6 +743,9 @@ fn exclusive_child_rows(part: &pc_runtime::plan::ProdPartition) -> bool {
 /// Samples per chunk of the categorical statistics by sorted segments: a chunk's offsets fit the
 /// sort word's low 16 bits, and a warp's copy of one leaf's flows (2 KB) its shared memory.
 const SORTED_CHUNK: u32 = 512;
+
+/// Most categories of a leaf forward by rows: eight warps' rows of shared memory, 32 KiB.
+const ROWS_MAX_CATS: u32 = 1024;
 
 /// Most categories the statistics by sorted segments take (the sort's bins are in shared
 /// memory); layers with more keep the tensor-core product.

@@ -683,8 +683,13 @@ impl GpuEngine {
         let pass = |bufs: &Buffers| -> Result<(), CudaError> {
             let bind = Bind::pass(Some(bufs), dev, (0.0, 0.0));
             if let Some(p) = persistent {
-                // Input layers, then every sum layer in one launch.
-                for (spec, (f, _)) in manifest.forward.iter().zip(forward).take(p.prologue) {
+                // Input layers (their small-batch variants where they have one), then every
+                // sum layer in one launch.
+                for (spec, (f, small_fn)) in manifest.forward.iter().zip(forward).take(p.prologue) {
+                    let (spec, f) = match (&spec.small, small_fn) {
+                        (Some(s), Some(fs)) => (&**s, fs),
+                        _ => (spec, f),
+                    };
                     Self::launch(stream, f, spec, &bind, batch)?;
                 }
                 let at_seq = io_layout(bufs.io_n).1;
