@@ -317,11 +317,8 @@ impl<'a> Emitter<'a> {
             let name = format!("prod_fwd_bs{}_w{}", part.block_size, part.width);
             shape_kernel(&self.t, &mut self.emitted, &mut self.source, "prod_fwd", &name, part.block_size, part.width, None)?;
             let (nids, cids) = (self.table(part.nids.clone()), self.table(part.cids.clone()));
-            let args = vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch];
-            let threads_per_sample = part.nids.len() as u64 * part.block_size as u64;
-            let (layer, count) = (format!("products d{d} p{p}"), part.nids.len() as u32);
-            let spec =
-                KernelSpec { scales_with_batch: true, batch_group: 1, name, layer: layer.clone(), count, threads_per_sample, block: BLOCK, args, small: None };
+            let spec = prod_fwd_spec(d, p, part, nids, cids);
+            let (layer, count, threads_per_sample) = (spec.layer.clone(), spec.count, spec.threads_per_sample);
             recompute.push(Step::Launch(spec.clone()));
             self.m.forward.push(spec);
             let (bname, excl) = prod_bwd_kernel(part);
@@ -714,6 +711,24 @@ impl<'a> Emitter<'a> {
             m.persistent = Some(p);
         }
         Ok(Emitted { source: self.source, manifest: m })
+    }
+}
+
+/// The forward launch of product partition `p` of depth `d` (`templates/prod_fwd.cu.tera`, named
+/// by shape): a thread per (product node, four consecutive samples). The queries' max-product
+/// forward and walks launch the same kernel.
+pub(super) fn prod_fwd_spec(d: usize, p: usize, part: &pc_runtime::plan::ProdPartition, nids: KernelArg, cids: KernelArg) -> KernelSpec {
+    let count = part.nids.len() as u32;
+    KernelSpec {
+        scales_with_batch: true,
+        batch_group: 4,
+        name: format!("prod_fwd_bs{}_w{}", part.block_size, part.width),
+        layer: format!("products d{d} p{p}"),
+        count,
+        threads_per_sample: count as u64 * part.block_size as u64,
+        block: BLOCK,
+        args: vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch],
+        small: None,
     }
 }
 

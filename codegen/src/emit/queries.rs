@@ -284,20 +284,8 @@ impl QueryEmitter<'_> {
         let (mut recompute, mut down) = (Vec::new(), Vec::new());
         for (p, part) in depth.prods.iter().enumerate() {
             let (nids, cids) = (self.tables.get(part.nids.clone()), self.tables.get(part.cids.clone()));
-            let count = part.nids.len() as u32;
-            let threads_per_sample = count as u64 * part.block_size as u64;
-            let layer = format!("products d{d} p{p}");
-            let fwd = KernelSpec {
-                scales_with_batch: true,
-                batch_group: 1,
-                name: format!("prod_fwd_bs{}_w{}", part.block_size, part.width),
-                layer: layer.clone(),
-                count,
-                threads_per_sample,
-                block: BLOCK,
-                args: vec![KernelArg::Elements, KernelArg::Nodes, nids, cids, KernelArg::Count, KernelArg::Batch],
-                small: None,
-            };
+            let fwd = super::layers::prod_fwd_spec(d, p, part, nids, cids);
+            let (count, threads_per_sample, layer) = (fwd.count, fwd.threads_per_sample, fwd.layer.clone());
             self.q.mpe_forward.push(fwd.clone());
             recompute.push(Step::Launch(fwd));
             let args = vec![KernelArg::NodeFlows, KernelArg::ElementFlows, nids, cids, KernelArg::Count, KernelArg::Batch];
