@@ -302,6 +302,7 @@ fn driver(model: &Model, m: &Manifest) -> String {
             KernelArg::Int(v) => format!("{v}"),
             KernelArg::SumFlows => "sflow.data()".into(),
             KernelArg::InputStats => "stats.data()".into(),
+            KernelArg::LeafMass => "mass.data()".into(),
             KernelArg::SoftenKeep => "&keep".into(),
             KernelArg::SoftProbs => "soft.data()".into(),
             other => panic!("no query launch binds {other:?}"),
@@ -352,7 +353,7 @@ int main(int argc, char** argv) {{
     const unsigned long long seed = strtoull(argv[4], 0, 10);
     const u32 sample0 = (u32)strtoul(argv[5], 0, 10);
     const float keep = argc > 6 ? strtof(argv[6], 0) : 1.f;
-    std::vector<float> sflow({nsp}, 0.f), stats({nif}, 0.f);
+    std::vector<float> sflow({nsp}, 0.f), stats({nif}, 0.f), mass({nn}, 0.f);
     std::vector<std::vector<unsigned>> tab;
     for (int i = 0; i < {ntab}; ++i) tab.push_back(rd<unsigned>(dir + "/tab" + std::to_string(i)));
     std::vector<float> sum = rd<float>(dir + "/sum"), prm = rd<float>(dir + "/prm"), table = rd<float>(dir + "/table");
@@ -369,6 +370,7 @@ int main(int argc, char** argv) {{
     for (int b = 0; b < B; ++b) nflow[(size_t){root} * B + b] = 1.f;
     if (mode == 3) {{
 {train_bwd}        wr(dir + "/stats", stats);
+        for (float m : mass) if (m != 0.f) {{ fprintf(stderr, "leaf mass left behind\n"); return 4; }}
     }} else if (mode == 0) {{
 {bwd}{cond}    }} else if (mode == 1) {{
 {mpe_bwd}    }} else {{

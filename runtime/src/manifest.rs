@@ -49,6 +49,11 @@ pub enum KernelArg {
     PackedWeights,
     /// Input expected statistics (f32, statistics layout), accumulated across calls.
     InputStats,
+    /// Per leaf node (f32, `[num_nodes]`, indexed by node id): the flow of the pass's samples
+    /// owed the leaf's missing-value expectation (missing values, data softening), summed by the
+    /// scalar statistics kernel and credited once per leaf by its `_mass` kernel, which leaves it
+    /// zero: `K` adds per categorical leaf and pass instead of `K` per (leaf, sample).
+    LeafMass,
     /// Leaf parameters (f32, plan layout).
     InputParams,
     /// The batch's soft-evidence mode, one f32 in device memory: 1 = hard evidence, β in (0, 1)

@@ -161,7 +161,10 @@ impl<'a> Emitter<'a> {
         } else if layer.segments.iter().any(|s| s.dist.num_stats() > 0) {
             let bname = format!("input_{kind}_bwd");
             let mut ctx = tera::Context::new();
+            // Not `input_{kind}_bwd_…`: that prefix names the tensor-core and sorted statistics.
+            let mname = format!("input_{kind}_mass");
             ctx.insert("name", &bname);
+            ctx.insert("mass", &mname);
             ctx.insert("kind", kind);
             self.source += &render(&self.t, "input_bwd", &ctx)?;
             let nst = self.table(nstats);
@@ -180,6 +183,7 @@ impl<'a> Emitter<'a> {
                 KernelArg::SoftenKeep,
                 KernelArg::SoftProbs,
                 soft_off,
+                KernelArg::LeafMass,
                 KernelArg::Count,
                 KernelArg::Batch,
             ];
@@ -188,7 +192,20 @@ impl<'a> Emitter<'a> {
                 scales_with_batch: true,
                 batch_group: 1,
                 name: bname,
-                layer,
+                layer: layer.clone(),
+                count: n as u32,
+                threads_per_sample: n,
+                block: BLOCK,
+                args,
+                small: None,
+            }));
+            // The missing-value credit the statistics kernel summed per leaf, a thread per leaf.
+            let args = vec![KernelArg::InputStats, KernelArg::LeafMass, consts, ids, aux, cslots, nst, KernelArg::Count];
+            self.input_bwd.push(Step::Launch(KernelSpec {
+                scales_with_batch: false,
+                batch_group: 1,
+                name: mname,
+                layer: format!("{layer} (missing-value credit)"),
                 count: n as u32,
                 threads_per_sample: n,
                 block: BLOCK,

@@ -133,13 +133,18 @@ fn inputs_backward(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence, s
         for i in 0..seg.num_nodes as usize {
             let slot = seg.flow_start as usize + i * ns;
             let prm = &params.input[seg.param_start as usize + i * np..][..np];
-            let leaf = LeafInput { dist: seg.dist, tab: &table[slot..][..ns], prm, local: i as u32 };
+            let leaf = LeafInput { dist: seg.dist, tab: &table[slot..][..ns], local: i as u32 };
             let stats = &mut sink.input[slot..][..ns];
             let flows = &ws.nflow[(seg.node_start as usize + i) * bc..][..bc];
+            let mut owed = 0.0;
             for (b, &f) in flows.iter().enumerate() {
                 if f != 0.0 {
-                    leaf.add_stats(stats, &Observation::of(ev, s0 + b, var), f as f64);
+                    owed += leaf.add_stats(stats, &Observation::of(ev, s0 + b, var), f as f64);
                 }
+            }
+            // The missing-value credit once per leaf and chunk (linear in the flow).
+            if owed != 0.0 {
+                seg.dist.add_missing(stats, prm, owed);
             }
         }
     }

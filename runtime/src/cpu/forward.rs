@@ -26,7 +26,7 @@ pub(crate) fn inputs(plan: &Plan, params: &Params, table: &[f32], ev: &Evidence,
         let var = seg.var as usize;
         for i in 0..seg.num_nodes {
             let prm = &params.input[seg.param_start as usize + i as usize * np..][..np];
-            let leaf = LeafInput { dist: seg.dist, tab: &table[seg.flow_start as usize + i as usize * ns..][..ns], prm, local: i };
+            let leaf = LeafInput { dist: seg.dist, tab: &table[seg.flow_start as usize + i as usize * ns..][..ns], local: i };
             let out = Workspace::row_mut(&mut ws.node, seg.node_start + i, bc);
             if sr == Semiring::Max {
                 let mode = seg.dist.mode(prm, i).0;

@@ -115,6 +115,9 @@ struct DeviceState {
     leaf_table: CudaSlice<f32>,
     sum_flows: CudaSlice<f32>,
     input_stats: CudaSlice<f32>,
+    /// The leaves' owed missing-value flow (`KernelArg::LeafMass`, zero between passes); one
+    /// word unless a statistics kernel binds it.
+    leaf_mass: CudaSlice<f32>,
     /// The tensor-core forward's packed weights (`KernelArg::PackedWeights`), rewritten from
     /// `sum_params` by the pack kernels after every EM step.
     packed: CudaSlice<u32>,
@@ -142,6 +145,7 @@ impl DeviceState {
             + 2 * params.sum.len()
             + params.input.len()
             + 2 * plan.num_input_flows as usize
+            + if manifest.takes(&KernelArg::LeafMass) { plan.num_nodes as usize } else { 0 }
             + manifest.packed_words as usize;
         let what = || "the circuit's parameters, flow accumulators and index tables".to_string();
         ensure_fits(stream, what, 4 * words, |_| "a smaller circuit, or a device with more memory".into())?;
@@ -158,12 +162,14 @@ impl DeviceState {
         // the logarithm of their probabilities in the kernel): one word when no kernel binds it.
         let table_len = if manifest.takes(&KernelArg::LeafTable) { plan.num_input_flows as usize } else { 0 };
         let leaf_table = stream.alloc_zeros::<f32>(table_len.max(1))?;
+        let mass_len = if manifest.takes(&KernelArg::LeafMass) { plan.num_nodes as usize } else { 0 };
+        let leaf_mass = stream.alloc_zeros::<f32>(mass_len.max(1))?;
         let packed = stream.alloc_zeros::<u32>((manifest.packed_words as usize).max(1))?;
         let soften = (stream.clone_htod(&[1f32])?, 1.0);
         let soft_probs = stream.alloc_zeros::<f32>(1)?;
         lap("zeroed accumulators and leaf table", &mut t1);
         stream.synchronize()?;
-        Ok(DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, packed, soften, soft_probs })
+        Ok(DeviceState { tables, sum_params, input_params, leaf_table, sum_flows, input_stats, leaf_mass, packed, soften, soft_probs })
     }
 }
 
@@ -406,7 +412,13 @@ impl GpuEngine {
         let startup = StartupTimings { validate: t_validate, context: t_context, kernels: t_kernels, upload: t_upload, leaf_table: t0.elapsed() };
         let use_graphs = std::env::var("PCC_CUDA_GRAPHS").map_or(true, |v| v != "0");
         let state_bytes = dev.tables.iter().map(|t| t.len() * 4).sum::<usize>()
-            + 4 * (dev.sum_params.len() + dev.input_params.len() + dev.leaf_table.len() + dev.sum_flows.len() + dev.input_stats.len() + dev.packed.len())
+            + 4 * (dev.sum_params.len()
+                + dev.input_params.len()
+                + dev.leaf_table.len()
+                + dev.sum_flows.len()
+                + dev.input_stats.len()
+                + dev.leaf_mass.len()
+                + dev.packed.len())
             + kernels.persistent.as_ref().map_or(0, |p| p.bytes());
         GpuEngine {
             plan,
@@ -640,6 +652,7 @@ impl GpuEngine {
                 KernelArg::SumFlows => launch.arg(&bind.dev.sum_flows),
                 KernelArg::PackedWeights => launch.arg(&bind.dev.packed),
                 KernelArg::InputStats => launch.arg(&bind.dev.input_stats),
+                KernelArg::LeafMass => launch.arg(&bind.dev.leaf_mass),
                 KernelArg::Table(i) => launch.arg(&bind.dev.tables[*i as usize]),
                 KernelArg::Batch => launch.arg(&b_i32),
                 KernelArg::Count => launch.arg(&count),
@@ -994,4 +1007,40 @@ fn capture(stream: &Arc<CudaStream>, record: impl FnOnce() -> Result<(), CudaErr
     let graph = ended?.ok_or(CudaError::EmptyGraph)?;
     graph.upload()?;
     Ok(Graph(graph))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Soft;
+
+    fn manifest(names: &[&str]) -> Manifest {
+        let launch = |n: &&str| {
+            Step::Launch(KernelSpec {
+                name: n.to_string(),
+                layer: "l".into(),
+                count: 1,
+                threads_per_sample: 1,
+                scales_with_batch: true,
+                batch_group: 1,
+                block: 256,
+                args: vec![],
+                small: None,
+            })
+        };
+        Manifest { backward: names.iter().map(launch).collect(), ..Manifest::default() }
+    }
+
+    /// Soft evidence is refused only where the categorical statistics count observed categories
+    /// (tensor-core or sorted kernels); the scalar kernel and its missing-value credit take it.
+    #[test]
+    fn soft_evidence_is_refused_only_by_the_observed_count_statistics() {
+        let ev = Evidence::new(1, vec![0.0]).unwrap().with_soft(Soft::softened(0.9).unwrap());
+        let scalar = manifest(&["input_categorical_bwd", "input_categorical_mass"]);
+        assert_eq!(soften_keep(&ev, &scalar).unwrap(), 0.9);
+        for stats in ["input_categorical_bwd_bf16", "input_categorical_bwd_sorted_k256_t64"] {
+            assert!(soften_keep(&ev, &manifest(&[stats])).is_err(), "{stats}");
+        }
+        assert_eq!(soften_keep(&Evidence::new(1, vec![0.0]).unwrap(), &manifest(&["input_categorical_bwd_bf16"])).unwrap(), 1.0);
+    }
 }

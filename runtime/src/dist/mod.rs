@@ -193,6 +193,8 @@ pub(crate) trait Family {
     /// Add flow `f` of an observed value `x` to the node's statistics.
     fn add_observed(&self, stats: &mut [f64], x: f32, f: f64);
     /// Credit flow `f` of a missing value: the expected statistics under the node's distribution.
+    /// Must be linear in `f`: both engines credit a leaf's missing values (and the softened share
+    /// of its observed ones) once per batch, with their flows summed.
     fn add_missing(&self, stats: &mut [f64], prm: &[f32], f: f64);
     /// One EM update from the node's statistics (step `eta`, pseudocount `alpha`); a node that
     /// received no flow and no pseudocount keeps its parameters.
