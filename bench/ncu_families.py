@@ -4,7 +4,9 @@ tensor-core parameter flow kernel counts as `sum_bwd_bf16_pflow`. Prints a markd
 first. When the launches also carry `sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed`
 (the share of the tensor pipes' peak issue rate a kernel used while it ran), the table adds its
 time-weighted mean per family and the TFLOP/s it implies against `--peak` (dense bf16 TFLOP/s of
-the card; 989 for the H100 SXM, the same for the H200)."""
+the card; 989 for the H100 SXM, the same for the H200). When they carry `dram__bytes.sum`, it adds
+the DRAM traffic per family and its rate (GB/s; ~3,350 is the H100 SXM's peak, ~4,800 the
+H200's): a family near the peak is memory-bound, one far below both peaks is neither."""
 import argparse
 import csv
 import re
@@ -12,6 +14,8 @@ import sys
 from collections import defaultdict
 
 TENSOR = "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed"
+DRAM = "dram__bytes.sum"
+BYTES = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 ap = argparse.ArgumentParser()
 ap.add_argument("--peak", type=float, default=989.0)
 args = ap.parse_args()
@@ -27,8 +31,10 @@ for r in csv.DictReader(rows):
         launches[key]["ms"] = v
     elif r.get("Metric Name") == TENSOR:
         launches[key]["tc"] = v
+    elif r.get("Metric Name") == DRAM:
+        launches[key]["bytes"] = v * BYTES.get(r.get("Metric Unit", "byte"), 1.0)
 
-total, calls, tc = defaultdict(float), defaultdict(int), defaultdict(float)
+total, calls, tc, dram = defaultdict(float), defaultdict(int), defaultdict(float), defaultdict(float)
 for (_, kernel), m in launches.items():
     if "ms" not in m:
         continue
@@ -36,9 +42,11 @@ for (_, kernel), m in launches.items():
     total[name] += m["ms"]
     calls[name] += 1
     tc[name] += m.get("tc", 0.0) * m["ms"]
+    dram[name] += m.get("bytes", 0.0)
 s = sum(total.values())
 has_tc = any("tc" in m for m in launches.values())
-head = "| kernel family | launches | ms | share |" + (" tensor pipe % of peak | ≈ TFLOP/s |" if has_tc else "")
+has_dram = any("bytes" in m for m in launches.values())
+head = "| kernel family | launches | ms | share |" + (" tensor pipe % of peak | ≈ TFLOP/s |" if has_tc else "") + (" DRAM MB | GB/s |" if has_dram else "")
 print(head)
 print("|" + " --- |" * (head.count("|") - 1))
 for k, v in sorted(total.items(), key=lambda kv: -kv[1]):
@@ -46,5 +54,9 @@ for k, v in sorted(total.items(), key=lambda kv: -kv[1]):
     if has_tc:
         pct = tc[k] / v if v else 0.0
         line += f" {pct:.1f} | {pct / 100 * args.peak:.0f} |"
+    if has_dram:
+        line += f" {dram[k] / 1e6:.0f} | {dram[k] / 1e6 / v if v else 0.0:.0f} |"
     print(line)
-print(f"| all | {sum(calls.values())} | {s:.2f} | 100% |" + (f" {sum(tc.values()) / s:.1f} | {sum(tc.values()) / s / 100 * args.peak:.0f} |" if has_tc and s else ""))
+tail = f" {sum(tc.values()) / s:.1f} | {sum(tc.values()) / s / 100 * args.peak:.0f} |" if has_tc and s else ""
+tail += f" {sum(dram.values()) / 1e6:.0f} | {sum(dram.values()) / 1e6 / s:.0f} |" if has_dram and s else ""
+print(f"| all | {sum(calls.values())} | {s:.2f} | 100% |" + tail)

@@ -21,7 +21,7 @@ fn categorical_statistics_on_tensor_cores_emit_and_compile() {
         let k = e.manifest.backward.iter().find_map(|s| if let Step::Launch(k) = s { (k.name == name).then_some(k) } else { None }).expect("the launch");
         // 6 variables of 96 leaves: 2 tiles of 64 each; 70 categories: 2 tiles of 64.
         assert_eq!((k.count, k.threads_per_sample, k.block), (12, 12 * 2 * 128, 128), "{k:?}");
-        let KernelArg::Table(t) = k.args[5] else { panic!("tiles table: {k:?}") };
+        let KernelArg::Table(t) = k.args[4] else { panic!("tiles table: {k:?}") };
         let tiles = &e.manifest.tables[t as usize];
         assert_eq!(tiles.len(), 12 * 65);
         // Each variable's 96 leaves: a full tile, then a tile of 32 and padding.

@@ -12,7 +12,7 @@ use pcc::codegen::compile;
 use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
 use pcc::codegen::structures::hmm;
 use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, Step, compile_cubin_verbose, nvrtc_available};
-use pcc_testkit::host_cuda::{DRIVER_PRELUDE, THREADED_SHIM, kernel_text, read_f32, write_f32, write_u32};
+use pcc_testkit::host_cuda::{DRIVER_PRELUDE, THREADED_SHIM, device_fn_text, kernel_text, read_f32, write_f32, write_u32};
 
 fn launches(m: &Manifest) -> (KernelSpec, KernelSpec) {
     let find = |suffix: bool| {
@@ -75,8 +75,18 @@ fn sorted_segment_statistics_match_direct_sums_on_host_threads() {
         return;
     }
     let m = &e.manifest;
-    let (tiles, ids, aux, cslot, nstats) =
-        (table(m, &stats.args[5]), table(m, &stats.args[6]), table(m, &stats.args[7]), table(m, &stats.args[8]), table(m, &stats.args[9]));
+    let (tiles, ids, aux, nstats) = (table(m, &stats.args[4]), table(m, &stats.args[5]), table(m, &stats.args[6]), table(m, &stats.args[7]));
+    // The missing-value credit the statistics summed per leaf, credited right after them.
+    let mass = m
+        .backward
+        .iter()
+        .find_map(|s| match s {
+            Step::Launch(k) if k.name == "input_categorical_mass" => Some(k.clone()),
+            _ => None,
+        })
+        .expect("the missing-value credit");
+    assert!(matches!(stats.args[8], KernelArg::LeafMass) && matches!(mass.args[1], KernelArg::LeafMass));
+    let cslot = table(m, &mass.args[5]);
     let vars = table(m, &sort.args[3]);
     let n_vars = plan.num_vars as usize;
     let dir = tempfile::tempdir().unwrap();
@@ -91,9 +101,11 @@ int main(int argc, char** argv) {{
     auto vars = rd<u32>(d + "/vars"); auto tiles = rd<u32>(d + "/tiles"); auto ids = rd<u32>(d + "/ids");
     auto aux = rd<u32>(d + "/aux"); auto cslot = rd<u32>(d + "/cslot"); auto nstats = rd<u32>(d + "/nstats");
     std::vector<u32> xs({n_vars} * (size_t)B, 0xdeadbeefu);
-    std::vector<float> stats({n_stats}, 0.f);
+    std::vector<float> stats({n_stats}, 0.f), mass({n_nodes}, 0.f);
     LAUNCH_T({sort}, {sort_threads}LL * ((B + {ch} - 1) / {ch}), xs.data(), data.data(), missing.data(), vars.data(), {sort_count}, B);
-    LAUNCH_T({stats}, {stats_threads}LL, stats.data(), nflow.data(), xs.data(), missing.data(), c.data(), tiles.data(), ids.data(), aux.data(), cslot.data(), nstats.data(), {stats_count}, B);
+    LAUNCH_T({stats}, {stats_threads}LL, stats.data(), nflow.data(), xs.data(), missing.data(), tiles.data(), ids.data(), aux.data(), nstats.data(), mass.data(), {stats_count}, B);
+    LAUNCH_T({mass_k}, {mass_threads}LL, stats.data(), mass.data(), c.data(), ids.data(), aux.data(), cslot.data(), nstats.data(), {mass_count});
+    for (float v : mass) if (v != 0.f) {{ fprintf(stderr, "leaf mass left behind\n"); return 4; }}
     FILE* f = fopen((d + "/got").c_str(), "wb"); fwrite(stats.data(), 4, stats.size(), f); fclose(f);
 }}
 "#,
@@ -105,8 +117,18 @@ int main(int argc, char** argv) {{
         stats = stats.name,
         stats_threads = stats.threads_per_sample,
         stats_count = stats.count,
+        mass_k = mass.name,
+        mass_threads = mass.threads_per_sample,
+        mass_count = mass.count,
+        n_nodes = plan.num_nodes,
     );
-    let src = format!("{THREADED_SHIM}{DRIVER_PRELUDE}{}\n{}\n{driver}", kernel_text(&e.source, &sort.name), kernel_text(&e.source, &stats.name));
+    let src = format!(
+        "{THREADED_SHIM}{DRIVER_PRELUDE}{}\n{}\n{}\n{}\n{driver}",
+        kernel_text(&e.source, &sort.name),
+        kernel_text(&e.source, &stats.name),
+        device_fn_text(&e.source, "pcc_categorical_stats"),
+        kernel_text(&e.source, &mass.name)
+    );
     std::fs::write(d.join("prog.cpp"), src).unwrap();
     let exe = d.join("prog");
     let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();

@@ -392,8 +392,10 @@ fn tensor_core_precisions_emit_mma_kernels_that_compile() {
                     // PCC_CAT_STATS=sorted): a CUDA block per tile; the scalar kernel's four
                     // soft-evidence arguments (categories per leaf, the mode, the dense weights
                     // and their offsets) are not among them (the engine refuses soft evidence
-                    // with these kernels).
-                    assert!(k32.name == "input_categorical_bwd" && k.layer == k32.layer && k.args.len() + 4 == k32.args.len(), "{name}: {k:?}");
+                    // with these kernels), nor the probabilities and their slots (missing values
+                    // go to the leaf mass, which the next launch credits, as the scalar kernel's).
+                    assert!(k32.name == "input_categorical_bwd" && k.layer == k32.layer && k.args.len() + 6 == k32.args.len(), "{name}: {k:?}");
+                    assert!(k.args.contains(&KernelArg::LeafMass) && k32.args.contains(&KernelArg::LeafMass), "{name}: {k:?}");
                     assert!(k32.args.contains(&KernelArg::SoftenKeep) && !k.args.contains(&KernelArg::SoftenKeep), "{name}: {k:?}");
                     assert!(!k.scales_with_batch && k.threads_per_sample % (k.count as u64 * k.block as u64) == 0, "{name}: {k:?}");
                 } else if k.name.starts_with(&format!("sum_bwd_{precision}_")) {

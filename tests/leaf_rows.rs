@@ -21,8 +21,6 @@ use pcc_testkit::host_cuda::{DRIVER_PRELUDE, THREADED_SHIM, device_fn_text, kern
 /// the categorical log-probability (from the source) and CUDA's math built-ins.
 const EXTRA: &str = r#"
 #include <cmath>
-#define __device__
-#define __forceinline__ inline
 static inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 static inline float pcc_host_expf(float x) { return expf(x); }
 #define __expf pcc_host_expf

@@ -58,7 +58,9 @@ pub const THREADED_SHIM: &str = r#"
 #include <thread>
 #include <vector>
 #define __global__
-#define __launch_bounds__(n)
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 typedef unsigned int u32;
@@ -110,6 +112,10 @@ static inline unsigned __ballot_sync(unsigned, bool p) {
     pcc_warp_bar->arrive_and_wait();
     return m;
 }
+static inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
+#define __activemask() 0xffffffffu
+// Not emulated: a kernel that reaches it aborts the host run.
+static inline unsigned __match_any_sync(unsigned, unsigned long long) { std::abort(); }
 static inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
 static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 static inline float atomicAdd(float* p, float v) {
@@ -118,14 +124,20 @@ static inline float atomicAdd(float* p, float v) {
     while (!__atomic_compare_exchange_n(u, &old, pcc_bits(pcc_float(old) + v), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
     return pcc_float(old);
 }
-// A launch: 256 threads walk the grid's blocks in turn, meeting at the block barrier between
-// blocks (shared arrays are static, one block at a time).
-#define LAUNCH_T(k, threads, ...) do { long long T_ = (threads); unsigned g_ = (unsigned)((T_ + 255) / 256); blockDim.x = 256; gridDim.x = g_; \
-    std::barrier<> bar_(256); std::vector<std::unique_ptr<std::barrier<>>> wb_; for (int w = 0; w < 8; ++w) wb_.emplace_back(new std::barrier<>(32)); \
-    std::vector<unsigned> buf_(256); std::vector<std::thread> th_; \
-    for (unsigned tx = 0; tx < 256; ++tx) th_.emplace_back([&, tx] { threadIdx.x = tx; pcc_bar = &bar_; pcc_warp_bar = wb_[tx / 32].get(); pcc_warp_buf = &buf_[(tx / 32) * 32]; \
+// A launch of blocks of NB threads (a multiple of 32): NB threads walk the grid's blocks in turn,
+// meeting at the block barrier between blocks (shared arrays are static, one block at a time).
+// Each warp has an exchange word per lane and a wide buffer of 8 words per lane (warp-collective
+// instructions of host_mma.rs).
+static thread_local unsigned* pcc_warp_wide = nullptr;
+#define LAUNCH_B(k, NB, threads, ...) do { const unsigned nb_ = (NB); long long T_ = (threads); unsigned g_ = (unsigned)((T_ + nb_ - 1) / nb_); \
+    blockDim.x = nb_; gridDim.x = g_; \
+    std::barrier<> bar_(nb_); std::vector<std::unique_ptr<std::barrier<>>> wb_; for (unsigned w = 0; w < nb_ / 32; ++w) wb_.emplace_back(new std::barrier<>(32)); \
+    std::vector<unsigned> buf_(nb_), wide_(nb_ * 8); std::vector<std::thread> th_; \
+    for (unsigned tx = 0; tx < nb_; ++tx) th_.emplace_back([&, tx] { threadIdx.x = tx; pcc_bar = &bar_; pcc_warp_bar = wb_[tx / 32].get(); \
+        pcc_warp_buf = &buf_[(tx / 32) * 32]; pcc_warp_wide = &wide_[(tx / 32) * 32 * 8]; \
         for (unsigned gx = 0; gx < g_; ++gx) { blockIdx.x = gx; k(__VA_ARGS__); bar_.arrive_and_wait(); } }); \
     for (auto& t : th_) t.join(); } while (0)
+#define LAUNCH_T(k, threads, ...) LAUNCH_B(k, 256, threads, __VA_ARGS__)
 "#;
 
 /// C++ for a driver (after a shim that declares `blockIdx`, `threadIdx`, `blockDim` and `gridDim`):

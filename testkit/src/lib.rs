@@ -4,6 +4,7 @@
 //! (`use pcc_testkit as common;`) and `examples/gpu_selftest` share it without `#[path]`.
 
 pub mod host_cuda;
+pub mod host_mma;
 
 use std::collections::HashMap;
 

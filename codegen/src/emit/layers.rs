@@ -156,62 +156,17 @@ impl<'a> Emitter<'a> {
         let consts = leaf_constants(layer.kind);
         let cslots = if info.constants == Constants::Params { self.table(pstart) } else { aux };
         // Families without statistics (indicators) have no backward kernel.
-        if let Some(specs) = self.categorical_stats(layer, [ids, aux, cslots], &nstats, consts)? {
-            self.input_bwd.extend(specs.into_iter().map(Step::Launch));
-        } else if layer.segments.iter().any(|s| s.dist.num_stats() > 0) {
-            let bname = format!("input_{kind}_bwd");
-            let mut ctx = tera::Context::new();
-            // Not `input_{kind}_bwd_…`: that prefix names the tensor-core and sorted statistics.
-            let mname = format!("input_{kind}_mass");
-            ctx.insert("name", &bname);
-            ctx.insert("mass", &mname);
-            ctx.insert("kind", kind);
-            self.source += &render(&self.t, "input_bwd", &ctx)?;
-            let nst = self.table(nstats);
-            let args = vec![
-                KernelArg::InputStats,
-                KernelArg::NodeFlows,
-                KernelArg::Data,
-                KernelArg::Missing,
-                consts,
-                ids,
-                vars,
-                aux,
-                cslots,
-                nst,
-                ncats,
-                KernelArg::SoftenKeep,
-                KernelArg::SoftProbs,
-                soft_off,
-                KernelArg::LeafMass,
-                KernelArg::Count,
-                KernelArg::Batch,
-            ];
-            let layer = format!("{kind} inputs");
-            self.input_bwd.push(Step::Launch(KernelSpec {
-                scales_with_batch: true,
-                batch_group: 1,
-                name: bname,
-                layer: layer.clone(),
-                count: n as u32,
-                threads_per_sample: n,
-                block: BLOCK,
-                args,
-                small: None,
-            }));
-            // The missing-value credit the statistics kernel summed per leaf, a thread per leaf.
-            let args = vec![KernelArg::InputStats, KernelArg::LeafMass, consts, ids, aux, cslots, nst, KernelArg::Count];
-            self.input_bwd.push(Step::Launch(KernelSpec {
-                scales_with_batch: false,
-                batch_group: 1,
-                name: mname,
-                layer: format!("{layer} (missing-value credit)"),
-                count: n as u32,
-                threads_per_sample: n,
-                block: BLOCK,
-                args,
-                small: None,
-            }));
+        if layer.segments.iter().any(|s| s.dist.num_stats() > 0) {
+            let nst = self.table(nstats.clone());
+            match self.categorical_stats(layer, [ids, aux, nst], &nstats)? {
+                Some(specs) => self.input_bwd.extend(specs.into_iter().map(Step::Launch)),
+                None => {
+                    let stats = self.scalar_stats(kind, n, [consts, ids, vars, aux, cslots, nst, ncats, soft_off])?;
+                    self.input_bwd.push(Step::Launch(stats));
+                }
+            }
+            let mass = self.leaf_mass(kind, n, [consts, ids, aux, cslots, nst])?;
+            self.input_bwd.push(Step::Launch(mass));
         }
         let args = vec![
             KernelArg::Nodes,
@@ -245,6 +200,74 @@ impl<'a> Emitter<'a> {
         };
         self.m.forward.push(spec);
         Ok(())
+    }
+
+    /// The scalar statistics launch of an input layer (`templates/input_bwd.cu.tera`, thread =
+    /// (leaf, sample); every family, every evidence mode). `t`: consts, ids, vars, aux, cslots,
+    /// nstats, ncats, soft_off.
+    fn scalar_stats(&mut self, kind: &str, n: u64, t: [KernelArg; 8]) -> Result<KernelSpec, EmitError> {
+        let name = format!("input_{kind}_bwd");
+        let mut ctx = tera::Context::new();
+        ctx.insert("name", &name);
+        ctx.insert("kind", kind);
+        self.source += &render(&self.t, "input_bwd", &ctx)?;
+        let [consts, ids, vars, aux, cslots, nst, ncats, soft_off] = t;
+        let args = vec![
+            KernelArg::InputStats,
+            KernelArg::NodeFlows,
+            KernelArg::Data,
+            KernelArg::Missing,
+            consts,
+            ids,
+            vars,
+            aux,
+            cslots,
+            nst,
+            ncats,
+            KernelArg::SoftenKeep,
+            KernelArg::SoftProbs,
+            soft_off,
+            KernelArg::LeafMass,
+            KernelArg::Count,
+            KernelArg::Batch,
+        ];
+        Ok(KernelSpec {
+            scales_with_batch: true,
+            batch_group: 1,
+            name,
+            layer: format!("{kind} inputs"),
+            count: n as u32,
+            threads_per_sample: n,
+            block: BLOCK,
+            args,
+            small: None,
+        })
+    }
+
+    /// The missing-value credit that an input layer's statistics launch summed per leaf
+    /// (`templates/input_mass.cu.tera`, a thread per leaf), run right after it. `t`: consts, ids,
+    /// aux, cslots, nstats.
+    fn leaf_mass(&mut self, kind: &str, n: u64, t: [KernelArg; 5]) -> Result<KernelSpec, EmitError> {
+        // Not `input_{kind}_bwd_…`: that prefix names the tensor-core and sorted statistics.
+        let name = format!("input_{kind}_mass");
+        if self.emitted.insert(name.clone()) {
+            let mut ctx = tera::Context::new();
+            ctx.insert("name", &name);
+            ctx.insert("kind", kind);
+            self.source += &render(&self.t, "input_mass", &ctx)?;
+        }
+        let [consts, ids, aux, cslots, nst] = t;
+        Ok(KernelSpec {
+            scales_with_batch: false,
+            batch_group: 1,
+            name,
+            layer: format!("{kind} inputs (missing-value credit)"),
+            count: n as u32,
+            threads_per_sample: n,
+            block: BLOCK,
+            args: vec![KernelArg::InputStats, KernelArg::LeafMass, consts, ids, aux, cslots, nst, KernelArg::Count],
+            small: None,
+        })
     }
 
     /// The categorical leaves' forward by leaf rows (`templates/input_cat_fwd_rows.cu.tera`: a
@@ -368,22 +391,16 @@ impl<'a> Emitter<'a> {
     /// (`templates/input_cat_bwd_sorted.cu.tera`, a sort launch and the statistics launch; opt-in
     /// until a GPU self-check has run it), `mma` (the default: the tensor-core product of
     /// `templates/input_cat_bwd_mma.cu.tera`) or `scalar` (`None`: the scalar kernel).
-    /// `tables`: ids, aux, cslots.
-    fn categorical_stats(
-        &mut self,
-        layer: &InputLayer,
-        tables: [KernelArg; 3],
-        nstats: &[u32],
-        consts: KernelArg,
-    ) -> Result<Option<Vec<KernelSpec>>, EmitError> {
+    /// `tables`: ids, aux, nstats. Missing values go to [`KernelArg::LeafMass`] in every variant.
+    fn categorical_stats(&mut self, layer: &InputLayer, tables: [KernelArg; 3], nstats: &[u32]) -> Result<Option<Vec<KernelSpec>>, EmitError> {
         let kmax = nstats.iter().copied().max().unwrap_or(0);
         if layer.kind != DistKind::Categorical || !self.mma_head || kmax == 0 {
             return Ok(None);
         }
         match std::env::var("PCC_CAT_STATS").as_deref() {
             Ok("scalar") => Ok(None),
-            Ok("sorted") if kmax <= SORTED_MAX_CATS => Ok(Some(self.categorical_stats_sorted(layer, tables, nstats, consts, kmax)?)),
-            _ => Ok(Some(vec![self.categorical_stats_mma(layer, tables, nstats, consts, kmax)?])),
+            Ok("sorted") if kmax <= SORTED_MAX_CATS => Ok(Some(self.categorical_stats_sorted(layer, tables, kmax)?)),
+            _ => Ok(Some(vec![self.categorical_stats_mma(layer, tables, kmax)?])),
         }
     }
 
@@ -408,14 +425,7 @@ impl<'a> Emitter<'a> {
     /// (`templates/input_cat_bwd_sorted.cu.tera`). The sort writes the [`KernelArg::XStage`]
     /// buffer (`[var][B]` words), which the sums' backward no longer needs by then: the manifest's
     /// `x_words` covers the variables.
-    fn categorical_stats_sorted(
-        &mut self,
-        layer: &InputLayer,
-        tables: [KernelArg; 3],
-        nstats: &[u32],
-        consts: KernelArg,
-        kmax: u32,
-    ) -> Result<Vec<KernelSpec>, EmitError> {
+    fn categorical_stats_sorted(&mut self, layer: &InputLayer, tables: [KernelArg; 3], kmax: u32) -> Result<Vec<KernelSpec>, EmitError> {
         // 64 leaves per tile (8 per warp), 32 where no variable has more than 32 leaves.
         let tl = if layer.segments.iter().any(|s| s.num_nodes > 32) { 64 } else { 32 };
         let (tiles, n_tiles) = Self::leaf_tiles(layer, tl);
@@ -433,8 +443,8 @@ impl<'a> Emitter<'a> {
             ctx.insert("nk", &kmax);
             self.source += &render(&self.t, "input_cat_bwd_sorted", &ctx)?;
         }
-        let [ids, aux, cslots] = tables;
-        let (tiles, nst, vars) = (self.table(tiles), self.table(nstats.to_vec()), self.table(vars));
+        let [ids, aux, nst] = tables;
+        let (tiles, vars) = (self.table(tiles), self.table(vars));
         let sort = KernelSpec {
             scales_with_batch: true,
             batch_group: SORTED_CHUNK,
@@ -452,12 +462,11 @@ impl<'a> Emitter<'a> {
             KernelArg::NodeFlows,
             KernelArg::XStage,
             KernelArg::Missing,
-            consts,
             tiles,
             ids,
             aux,
-            cslots,
             nst,
+            KernelArg::LeafMass,
             KernelArg::Count,
             KernelArg::Batch,
         ];
@@ -478,14 +487,7 @@ impl<'a> Emitter<'a> {
 
     /// Categorical statistics on tensor cores (`templates/input_cat_bwd_mma.cu.tera`: per
     /// variable, the leaves' flows times the one-hot data). `tables`: ids, aux, cslots.
-    fn categorical_stats_mma(
-        &mut self,
-        layer: &InputLayer,
-        tables: [KernelArg; 3],
-        nstats: &[u32],
-        consts: KernelArg,
-        kmax: u32,
-    ) -> Result<KernelSpec, EmitError> {
+    fn categorical_stats_mma(&mut self, layer: &InputLayer, tables: [KernelArg; 3], kmax: u32) -> Result<KernelSpec, EmitError> {
         const TM: u32 = 64;
         const TC: u32 = 64;
         let (tiles, n_tiles) = Self::leaf_tiles(layer, TM);
@@ -508,19 +510,18 @@ impl<'a> Emitter<'a> {
         ctx.insert("mf", &(TM / wm / 16));
         ctx.insert("nf", &(TC / wn / 8));
         self.source += &render(&self.t, "input_cat_bwd_mma", &ctx)?;
-        let [ids, aux, cslots] = tables;
-        let (tiles, nst) = (self.table(tiles), self.table(nstats.to_vec()));
+        let [ids, aux, nst] = tables;
+        let tiles = self.table(tiles);
         let args = vec![
             KernelArg::InputStats,
             KernelArg::NodeFlows,
             KernelArg::Data,
             KernelArg::Missing,
-            consts,
             tiles,
             ids,
             aux,
-            cslots,
             nst,
+            KernelArg::LeafMass,
             KernelArg::Count,
             KernelArg::Batch,
         ];

@@ -22,7 +22,7 @@ use pc_runtime::plan::Plan;
 
 /// Every layer template, registered under its name in the one tera instance of an emission
 /// ([`engine`]; includes resolve across them): (name, file under `templates/`, text).
-const TEMPLATES: [(&str, &str, &str); 22] = [
+const TEMPLATES: [(&str, &str, &str); 23] = [
     ("prelude", "prelude.cu.tera", include_str!("../../../templates/prelude.cu.tera")),
     ("input_fwd", "input_fwd.cu.tera", include_str!("../../../templates/input_fwd.cu.tera")),
     ("prod_fwd", "prod_fwd.cu.tera", include_str!("../../../templates/prod_fwd.cu.tera")),
@@ -32,6 +32,7 @@ const TEMPLATES: [(&str, &str, &str); 22] = [
     ("prod_bwd", "prod_bwd.cu.tera", include_str!("../../../templates/prod_bwd.cu.tera")),
     ("input_bwd", "input_bwd.cu.tera", include_str!("../../../templates/input_bwd.cu.tera")),
     ("input_cat_fwd_rows", "input_cat_fwd_rows.cu.tera", include_str!("../../../templates/input_cat_fwd_rows.cu.tera")),
+    ("input_mass", "input_mass.cu.tera", include_str!("../../../templates/input_mass.cu.tera")),
     ("input_cat_bwd_mma", "input_cat_bwd_mma.cu.tera", include_str!("../../../templates/input_cat_bwd_mma.cu.tera")),
     ("input_cat_bwd_sorted", "input_cat_bwd_sorted.cu.tera", include_str!("../../../templates/input_cat_bwd_sorted.cu.tera")),
     ("em", "em.cu.tera", include_str!("../../../templates/em.cu.tera")),
