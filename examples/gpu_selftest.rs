@@ -304,6 +304,14 @@ fn main() -> Result<()> {
         let pixels = Evidence::new(64, pixels)?;
         let c = hclt::learn(&pixels, &hclt::HcltOptions { latents: 64, ..Default::default() })?;
         ok &= check("hclt64 (categorical(256), 64 mnist pixels)", c, &pixels, cache)?;
+        // A PD over the central 8×8 patch, cuts every 2 pixels, 64 latents in blocks of 32:
+        // regions of more than 4 cuts have sparse blocks sharing cuts (one-kernel forward and
+        // register-staged backward; cut-staged with PCC_PD_CUTS=1).
+        let patch: Vec<f32> =
+            (0..1200).flat_map(|s| (0..64).map(move |v| (s, (10 + v / 8) * 28 + 10 + v % 8))).map(|(s, v)| images.values[s * 784 + v]).collect();
+        let patch = Evidence::new(64, patch)?;
+        let pdo = pd::PdOptions { height: 8, width: 8, split_intervals: (2, 2), latents: 64, input: Dist::Categorical { num_cats: 256 }, ..Default::default() };
+        ok &= check("pd 8x8, 64 latents (categorical(256), 64 mnist pixels)", pd::build(&pdo)?, &patch, cache)?;
     }
     for (name, circuit, data) in corpus.into_iter().filter(|_| !fast) {
         ok &= check(&name, circuit, &data, cache)?;

@@ -11,8 +11,8 @@ use pc_runtime::plan::{DepthPlan, InputLayer, Plan, SumPartition};
 
 use super::{BLOCK, SMALL_MAX_WIDTH, SMALL_NODES_PER_BLOCK};
 use super::{
-    EmitError, EmitOptions, Emitted, distinct_nonzero, emit_em, family_functions, fuse, leaf_constants, mma, mma_bwd, next_unit, persistent, queries, render,
-    shape_kernel, unit,
+    EmitError, EmitOptions, Emitted, cuts, distinct_nonzero, emit_em, family_functions, fuse, leaf_constants, mma, mma_bwd, next_unit, persistent, queries,
+    render, shape_kernel, unit,
 };
 
 /// One emission's state.
@@ -596,6 +596,13 @@ impl<'a> Emitter<'a> {
         sum_bwd: &mut Vec<Step>,
     ) -> Result<(), EmitError> {
         let layer = format!("sums d{d} p{p}");
+        if cuts::enabled() && !exclusive_elements {
+            let shape = mma::MmaShape::for_partition(self.opts.precision, part.block_size, part.width).expect("a tensor-core partition");
+            let rows = |cut: u32| mma::MmaShape { width: cut, ..shape.clone() }.x_rows();
+            if let Some(plan) = cuts::plan(part, shape.kc, rows) {
+                return self.cut_sum(part, &layer, plan, small, sum_bwd);
+            }
+        }
         let parts = mma::MmaPart::split(part);
         // Two-kernel launches stage at most MAX_X_WORDS per sample.
         let parts: Vec<mma::MmaPart> = match mma::two_kernel_forward(exclusive_elements) {
@@ -630,21 +637,75 @@ impl<'a> Emitter<'a> {
             self.m.x_words = self.m.x_words.max(forward.x_words);
             // The two-kernel forward's staging launch (its first), which a staged backward runs again.
             let (stage, poff) = ((forward.x_words > 0).then(|| forward.launches[0].clone()), forward.poff);
-            for (j, mut spec) in forward.launches.into_iter().enumerate() {
-                // The first launch carries the partition's small-batch variant (which covers
-                // every block); the others then skip small batches (a variant with no threads).
-                spec.small = match (i + j, has_small) {
-                    (0, _) => small.take(),
-                    (_, true) => Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() })),
-                    (_, false) => None,
-                };
-                self.m.forward.push(spec);
-            }
+            self.push_forward(forward.launches, i == 0, &mut small, has_small);
             self.max_rows += mp.count();
             self.next_unit(&format!("d{d}s{p}b{i}"));
             let staged = stage.as_ref().map(|stage| mma_bwd::StagedForward { stage, poff });
             let specs = mma_bwd::sum_backward(&self.t, self.opts.precision, mp, &mut self.emitted, &mut self.source, &layer, tables, moff, excl, staged)?
                 .expect("the forward's shape");
+            sum_bwd.extend(specs.into_iter().map(Step::Launch));
+        }
+        Ok(())
+    }
+
+    /// A tensor-core partition's forward launches, in order. The partition's first launch
+    /// (`first` and the first of `launches`) carries its small-batch variant `small` (which
+    /// covers every block); the others then skip small batches (a variant with no threads).
+    fn push_forward(&mut self, launches: Vec<KernelSpec>, first: bool, small: &mut Option<Box<KernelSpec>>, has_small: bool) {
+        for (j, mut spec) in launches.into_iter().enumerate() {
+            spec.small = match (first && j == 0, has_small) {
+                (true, _) => small.take(),
+                (false, true) => Some(Box::new(KernelSpec { threads_per_sample: 0, small: None, ..spec.clone() })),
+                (false, false) => None,
+            };
+            self.m.forward.push(spec);
+        }
+    }
+
+    /// A sum partition whose blocks read shared cuts ([`cuts::plan`], `PCC_PD_CUTS=1`): per
+    /// launch, the cuts staged once (the two-kernel template's staging kernel over the cuts), then
+    /// the cut-staged product, which writes each block's maximum for the register-staged
+    /// backward (its children are shared: element flows add).
+    fn cut_sum(&mut self, part: &SumPartition, layer: &str, plan: cuts::CutPlan, small: Option<KernelSpec>, sum_bwd: &mut Vec<Step>) -> Result<(), EmitError> {
+        let (w, prec, has_small) = (part.width as usize, self.opts.precision, small.is_some());
+        let mut small = small.map(Box::new);
+        for (i, l) in plan.launches.iter().enumerate() {
+            let pick = |t: &[u32], n: usize| l.blocks.iter().flat_map(|&b| t[b * n..(b + 1) * n].iter().copied()).collect::<Vec<u32>>();
+            let count = l.blocks.len() as u32;
+            let mp = mma::MmaPart {
+                block_size: part.block_size,
+                sub: part.block_size,
+                width: part.width,
+                nids: pick(&part.nids, 1),
+                cids: pick(&part.cids, w),
+                pids: pick(&part.pids, w),
+            };
+            let stage_cids: Vec<u32> = l.cuts.iter().flat_map(|&c| c..c + plan.cut).collect();
+            let tables = [self.table(mp.nids.clone()), self.table(mp.cids.clone()), self.table(mp.pids.clone())];
+            let (cutx, stage_cids) = (self.table(l.cutx.clone()), self.table(stage_cids));
+            let (moff, cmoff) = (self.max_rows, self.max_rows + count);
+            self.max_rows += count + l.cuts.len() as u32;
+            self.next_unit(&format!("{}c{i}", layer.replace(' ', "_")));
+            let forward = mma::cut_forward(
+                &self.t,
+                prec,
+                &mp,
+                plan.cut,
+                &mut self.emitted,
+                &mut self.source,
+                layer,
+                [tables[0], cutx, tables[2], stage_cids],
+                (moff, cmoff),
+                self.packed_words,
+                l.cuts.len() as u32,
+            )?;
+            self.packed_words += forward.pack.threads_per_sample;
+            self.packs.push(forward.pack);
+            self.m.x_words = self.m.x_words.max(forward.x_words);
+            self.push_forward(forward.launches, i == 0, &mut small, has_small);
+            let excl = mma_bwd::Exclusive { elements: false, params: distinct_nonzero(&mp.pids) };
+            let specs =
+                mma_bwd::sum_backward(&self.t, prec, &mp, &mut self.emitted, &mut self.source, layer, tables, moff, excl, None)?.expect("the forward's shape");
             sum_bwd.extend(specs.into_iter().map(Step::Launch));
         }
         Ok(())

@@ -235,6 +235,9 @@ pub struct MmaShape {
     /// m16 tiles and n8 tiles per warp.
     pub mf: u32,
     pub nf: u32,
+    /// Children per cut of the cut-staged two-kernel forward (PD's sparse regions; see
+    /// `templates/sum_fwd_gemm.cu.tera`); 0: the block's children staged per block.
+    pub cut: u32,
 }
 
 impl MmaShape {
@@ -273,6 +276,7 @@ impl MmaShape {
             warps_n,
             mf: tm / warps_m / 16,
             nf: TB / warps_n / 8,
+            cut: 0,
         })
     }
 
@@ -296,7 +300,8 @@ impl MmaShape {
     pub fn kernel_name(&self) -> String {
         let tb = if self.tb == TB { String::new() } else { format!("_tb{}", self.tb) };
         let g = if self.gemm { "_g" } else { "" };
-        format!("sum_fwd_{}_bs{}_w{}{tb}{g}", self.precision, block_label(self.block_size, self.sub), self.width)
+        let c = if self.cut > 0 { format!("_c{}", self.cut) } else { String::new() };
+        format!("sum_fwd_{}_bs{}_w{}{tb}{g}{c}", self.precision, block_label(self.block_size, self.sub), self.width)
     }
 
     /// The inline-PTX mma instruction with its operand list.
@@ -349,8 +354,17 @@ impl MmaShape {
     }
 
     fn render(&self, t: &tera::Tera) -> Result<String, EmitError> {
+        self.render_as(t, &self.kernel_name(), false)
+    }
+
+    /// The two-kernel template for this shape under `name`; `x_only`: its staging kernel
+    /// `<name>_x` alone (the cuts' staging of the cut-staged forward).
+    fn render_as(&self, t: &tera::Tera, name: &str, x_only: bool) -> Result<String, EmitError> {
         let mut ctx = tera::Context::new();
-        ctx.insert("name", &self.kernel_name());
+        ctx.insert("name", name);
+        ctx.insert("x_only", &x_only);
+        ctx.insert("cut", &self.cut);
+        ctx.insert("cut_rows", &if self.precision == Precision::Bf16 { self.cut.div_ceil(2) } else { self.cut });
         ctx.insert("prec", self.precision.name());
         ctx.insert("mma_asm", &self.mma_asm());
         ctx.insert("bs", &self.block_size);
@@ -440,11 +454,7 @@ pub(super) fn sum_forward(
         *source += &shape.render(t)?;
     }
     let words = shape.packed_words(count);
-    let int = |v: u64, what: &str| {
-        i32::try_from(v).map(KernelArg::Int).map_err(|_| EmitError::Template { template: "sum_fwd_mma.cu.tera", detail: format!("{what} {v} past 2^31 words") })
-    };
-    let poff_arg = int(poff, "packed weights offset")?;
-    int(poff + words, "packed weights end")?;
+    let poff_arg = packed_offset(poff, words)?;
     let [nids, cids, pids] = tables;
     let forward = |args: Vec<KernelArg>| KernelSpec {
         name: name.clone(),
@@ -490,7 +500,24 @@ pub(super) fn sum_forward(
         ];
         (vec![forward(args)], 0)
     };
-    let pack = KernelSpec {
+    let pack = pack_spec(&name, &layer, count, words, pids, poff_arg);
+    Ok(Some(Forward { launches, pack, x_words, poff: poff_arg }))
+}
+
+/// The packed-weights offset argument of a partition whose `words` start at `poff` (both ends
+/// must be `i32` arguments).
+fn packed_offset(poff: u64, words: u64) -> Result<KernelArg, EmitError> {
+    let int = |v: u64, what: &str| {
+        i32::try_from(v).map(KernelArg::Int).map_err(|_| EmitError::Template { template: "sum_fwd_mma.cu.tera", detail: format!("{what} {v} past 2^31 words") })
+    };
+    int(poff + words, "packed weights end")?;
+    int(poff, "packed weights offset")
+}
+
+/// The launch of kernel `<name>_pack`, which packs `count` blocks' weights into `words` words
+/// from `poff` (run after every EM step).
+fn pack_spec(name: &str, layer: &str, count: u32, words: u64, pids: KernelArg, poff: KernelArg) -> KernelSpec {
+    KernelSpec {
         name: format!("{name}_pack"),
         layer: format!("{layer} (packed weights)"),
         count,
@@ -499,10 +526,81 @@ pub(super) fn sum_forward(
         scales_with_batch: false,
         batch_group: 1,
         block: 256,
-        args: vec![KernelArg::PackedWeights, KernelArg::SumParams, pids, KernelArg::Count, poff_arg],
+        args: vec![KernelArg::PackedWeights, KernelArg::SumParams, pids, KernelArg::Count, poff],
+        small: None,
+    }
+}
+
+/// The cut-staged forward of one launch of a partition's blocks (`crate::emit::cuts`): the
+/// staging kernel over the `n_cuts` cuts (`<shape>_cut_x`, the two-kernel template's for `cut`
+/// children, maxima at rows `cmoff..`), the cut-staged product (`<shape>_c<cut>`, block maxima
+/// at rows `moff..`) and its pack kernel. `tables`: nids, cutx, pids, the cuts' children.
+#[allow(clippy::too_many_arguments)] // as `sum_forward`, plus the cuts
+pub(super) fn cut_forward(
+    t: &tera::Tera,
+    precision: Precision,
+    part: &MmaPart,
+    cut: u32,
+    emitted: &mut std::collections::BTreeSet<String>,
+    source: &mut String,
+    layer: &str,
+    tables: [KernelArg; 4],
+    (moff, cmoff): (u32, u32),
+    poff: u64,
+    n_cuts: u32,
+) -> Result<Forward, EmitError> {
+    let base = MmaShape::for_part(precision, part).expect("a tensor-core partition");
+    let count = part.count();
+    let shape = MmaShape { cut, ..base.clone().for_launch(count).two_kernel() };
+    let xshape = MmaShape { width: cut, ..base.two_kernel() };
+    let (name, xname) = (shape.kernel_name(), format!("{}_cut", xshape.kernel_name()));
+    if emitted.insert(name.clone()) {
+        *source += &shape.render(t)?;
+    }
+    if emitted.insert(xname.clone()) {
+        *source += &xshape.render_as(t, &xname, true)?;
+    }
+    let words = shape.packed_words(count);
+    let poff_arg = packed_offset(poff, words)?;
+    let [nids, cutx, pids, stage_cids] = tables;
+    let (moff, cmoff) = (KernelArg::Int(moff as i32), KernelArg::Int(cmoff as i32));
+    let stage = KernelSpec {
+        name: format!("{xname}_x"),
+        layer: format!("{layer} (staged cuts)"),
+        count: n_cuts,
+        // One CUDA block of 256 threads per (cut, batch tile).
+        threads_per_sample: n_cuts as u64 * 256,
+        scales_with_batch: true,
+        batch_group: xshape.tb,
+        block: 256,
+        args: vec![KernelArg::XStage, KernelArg::Elements, stage_cids, KernelArg::Count, KernelArg::Batch, KernelArg::SumMax, cmoff],
         small: None,
     };
-    Ok(Some(Forward { launches, pack, x_words, poff: poff_arg }))
+    let product = KernelSpec {
+        name: name.clone(),
+        layer: layer.to_string(),
+        count,
+        threads_per_sample: count as u64 * shape.nt as u64 * shape.split(count) as u64 * shape.threads as u64,
+        scales_with_batch: false,
+        batch_group: 1,
+        block: shape.threads,
+        args: vec![
+            KernelArg::Nodes,
+            KernelArg::XStage,
+            KernelArg::PackedWeights,
+            nids,
+            cutx,
+            KernelArg::Count,
+            KernelArg::Batch,
+            KernelArg::SumMax,
+            moff,
+            cmoff,
+            poff_arg,
+        ],
+        small: None,
+    };
+    let pack = pack_spec(&name, layer, count, words, pids, poff_arg);
+    Ok(Forward { launches: vec![stage, product], pack, x_words: n_cuts as u64 * xshape.x_rows() as u64, poff: poff_arg })
 }
 
 /// The warp grid (rows × columns of warps) of a tile of `rows` (16, 32, 64 or 128) × 64: `1 × 4`

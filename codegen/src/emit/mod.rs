@@ -7,6 +7,7 @@
 //! small-batch forward, with scalar fp32 or tensor-core sum kernels; the source is cut into
 //! translation units that NVRTC compiles in parallel.
 
+mod cuts;
 mod fuse;
 mod layers;
 pub mod mma;
