@@ -12,7 +12,9 @@ use pcc::codegen::compile;
 use pcc::codegen::emit::{EmitOptions, Precision, emit_with};
 use pcc::codegen::structures::hmm;
 use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, Step, compile_cubin_verbose, nvrtc_available};
-use pcc_testkit::host_cuda::{DRIVER_PRELUDE, THREADED_SHIM, device_fn_text, kernel_text, read_f32, write_f32, write_u32};
+use pcc_testkit::host_cuda::{
+    DRIVER_PRELUDE, THREADED_SHIM, XorShift, build_threaded, device_fn_text, host_cxx, kernel_text, manifest_table, read_f32, write_f32, write_u32,
+};
 
 fn launches(m: &Manifest) -> (KernelSpec, KernelSpec) {
     let find = |suffix: bool| {
@@ -25,25 +27,6 @@ fn launches(m: &Manifest) -> (KernelSpec, KernelSpec) {
             .expect("the launch")
     };
     (find(true), find(false))
-}
-
-fn table(m: &Manifest, a: &KernelArg) -> Vec<u32> {
-    let KernelArg::Table(t) = a else { panic!("a table: {a:?}") };
-    m.tables[*t as usize].clone()
-}
-
-/// A small xorshift generator (the test's data only).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
 }
 
 #[test]
@@ -68,14 +51,10 @@ fn sorted_segment_statistics_match_direct_sums_on_host_threads() {
     } else {
         eprintln!("note: NVRTC not found (source .ci/nvrtc.sh); the kernels were not compiled for sm_90");
     }
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    if std::process::Command::new(&cxx).arg("--version").output().is_err() {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "a C++ compiler is required in CI");
-        eprintln!("note: no C++ compiler ({cxx}); skipping the host run");
-        return;
-    }
+    let Some(cxx) = host_cxx() else { return };
     let m = &e.manifest;
-    let (tiles, ids, aux, nstats) = (table(m, &stats.args[4]), table(m, &stats.args[5]), table(m, &stats.args[6]), table(m, &stats.args[7]));
+    let (tiles, ids, aux, nstats) =
+        (manifest_table(m, &stats.args[4]), manifest_table(m, &stats.args[5]), manifest_table(m, &stats.args[6]), manifest_table(m, &stats.args[7]));
     // The missing-value credit the statistics summed per leaf, credited right after them.
     let mass = m
         .backward
@@ -86,8 +65,8 @@ fn sorted_segment_statistics_match_direct_sums_on_host_threads() {
         })
         .expect("the missing-value credit");
     assert!(matches!(stats.args[8], KernelArg::LeafMass) && matches!(mass.args[1], KernelArg::LeafMass));
-    let cslot = table(m, &mass.args[5]);
-    let vars = table(m, &sort.args[3]);
+    let cslot = manifest_table(m, &mass.args[5]);
+    let vars = manifest_table(m, &sort.args[3]);
     let n_vars = plan.num_vars as usize;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -129,16 +108,13 @@ int main(int argc, char** argv) {{
         device_fn_text(&e.source, "pcc_categorical_stats"),
         kernel_text(&e.source, &mass.name)
     );
-    std::fs::write(d.join("prog.cpp"), src).unwrap();
-    let exe = d.join("prog");
-    let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();
-    assert!(out.status.success(), "host build: {}", String::from_utf8_lossy(&out.stderr));
+    let exe = build_threaded(&cxx, d, &src, "sorted statistics");
     for (name, data) in [("vars", &vars), ("tiles", &tiles), ("ids", &ids), ("aux", &aux), ("cslot", &cslot), ("nstats", &nstats)] {
         write_u32(&d.join(name), data);
     }
     let n_nodes = ids.iter().copied().max().unwrap() as usize + 1;
     let n_consts = cslot.iter().zip(&nstats).map(|(&s, &k)| (s + k) as usize).max().unwrap();
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = XorShift(0x9e3779b97f4a7c15);
     // Leaf l of the layer: its variable (from the tiles).
     let mut leaf_var = vec![u32::MAX; ids.len()];
     for t in tiles.chunks(65) {
@@ -149,7 +125,7 @@ int main(int argc, char** argv) {{
     assert!(leaf_var.iter().all(|&v| v != u32::MAX), "every leaf in a tile");
     for (batch, p_missing) in [(37usize, 0.0f32), (100, 0.2), (600, 0.05), (1029, 0.0)] {
         // Skewed categories: half the samples in category 0 (segments longer than a window).
-        let data: Vec<f32> = (0..n_vars * batch).map(|_| if rng.unit() < 0.5 { 0.0 } else { (rng.next() % 70) as f32 }).collect();
+        let data: Vec<f32> = (0..n_vars * batch).map(|_| if rng.unit() < 0.5 { 0.0 } else { (rng.next_u64() % 70) as f32 }).collect();
         let missing: Vec<u8> = (0..n_vars * batch).map(|i| u8::from(i / batch != 1 && rng.unit() < p_missing)).collect();
         let nflow: Vec<f32> = (0..n_nodes * batch).map(|_| if rng.unit() < 0.1 { 0.0 } else { rng.unit() }).collect();
         let consts: Vec<f32> = (0..n_consts).map(|_| rng.unit()).collect();

@@ -13,9 +13,11 @@
 use pcc::codegen::emit::emit;
 use pcc::codegen::structures::hmm;
 use pcc::codegen::{Circuit, compile};
-use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, compile_cubin_verbose, nvrtc_available};
+use pcc::runtime::cuda::{KernelSpec, Manifest, compile_cubin_verbose, nvrtc_available};
 use pcc_testkit::Gen;
-use pcc_testkit::host_cuda::{DRIVER_PRELUDE, THREADED_SHIM, device_fn_text, kernel_text, read_f32, write_f32, write_u32};
+use pcc_testkit::host_cuda::{
+    DRIVER_PRELUDE, THREADED_SHIM, XorShift, build_threaded, device_fn_text, host_cxx, kernel_text, manifest_table, read_f32, write_f32, write_u32,
+};
 
 /// What the two kernels need besides the threaded shim: the prelude's constant and index split,
 /// the categorical log-probability (from the source) and CUDA's math built-ins.
@@ -31,35 +33,6 @@ fn rows_launch(m: &Manifest) -> KernelSpec {
     m.forward.iter().find(|k| k.name.starts_with("input_categorical_fwd_rows")).cloned().expect("the row launch")
 }
 
-fn table(m: &Manifest, a: &KernelArg) -> Vec<u32> {
-    let KernelArg::Table(t) = a else { panic!("a table: {a:?}") };
-    m.tables[*t as usize].clone()
-}
-
-/// A small xorshift generator (the test's data only).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-fn cxx() -> Option<String> {
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    if std::process::Command::new(&cxx).arg("--version").output().is_ok() {
-        return Some(cxx);
-    }
-    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "a C++ compiler is required in CI");
-    eprintln!("note: no C++ compiler ({cxx}); skipping the host run");
-    None
-}
-
 /// Both kernels of `c`'s categorical layer on the host over batches of several sizes and the
 /// three evidence modes; every leaf row bit for bit equal.
 fn rows_equal_per_sample(c: &Circuit, seed: u64) {
@@ -70,10 +43,15 @@ fn rows_equal_per_sample(c: &Circuit, seed: u64) {
     assert!(per.name.starts_with("input_categorical_fwd") && per.scales_with_batch, "{per:?}");
     assert_eq!(rows.args, per.args, "the same arguments");
     assert!(!rows.scales_with_batch && rows.threads_per_sample == (rows.count as u64).div_ceil(8) * 256, "a warp per leaf: {rows:?}");
-    let Some(cxx) = cxx() else { return };
+    let Some(cxx) = host_cxx() else { return };
     let m = &e.manifest;
-    let (ids, vars, cslot, ncats, soft_off) =
-        (table(m, &rows.args[4]), table(m, &rows.args[5]), table(m, &rows.args[6]), table(m, &rows.args[7]), table(m, &rows.args[10]));
+    let (ids, vars, cslot, ncats, soft_off) = (
+        manifest_table(m, &rows.args[4]),
+        manifest_table(m, &rows.args[5]),
+        manifest_table(m, &rows.args[6]),
+        manifest_table(m, &rows.args[7]),
+        manifest_table(m, &rows.args[10]),
+    );
     let n_vars = plan.num_vars as usize;
     let n_nodes = plan.num_nodes as usize;
     let mut cats = vec![1u32; n_vars];
@@ -116,20 +94,17 @@ int main(int argc, char** argv) {{
         kernel_text(&e.source, &per.name),
         kernel_text(&e.source, &rows.name)
     );
-    std::fs::write(d.join("prog.cpp"), src).unwrap();
-    let exe = d.join("prog");
-    let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();
-    assert!(out.status.success(), "host build: {}", String::from_utf8_lossy(&out.stderr));
+    let exe = build_threaded(&cxx, d, &src, "leaf rows");
     for (name, t) in [("ids", &ids), ("vars", &vars), ("cslot", &cslot), ("ncats", &ncats), ("soft_off", &soft_off)] {
         write_u32(&d.join(name), t);
     }
-    let mut rng = Rng(seed | 1);
+    let mut rng = XorShift(seed | 1);
     let n_consts = plan.num_input_params as usize;
     for batch in [3usize, 37, 300, 516] {
         // Probabilities, some tiny (logarithms far below 0).
         let consts: Vec<f32> = (0..n_consts).map(|_| if rng.unit() < 0.1 { 1e-30 } else { rng.unit() + 1e-3 }).collect();
         // Skewed categories (MNIST's zeros) and every category somewhere.
-        let data: Vec<f32> = (0..n_vars * batch).map(|i| if rng.unit() < 0.4 { 0.0 } else { (rng.next() % cats[i / batch] as u64) as f32 }).collect();
+        let data: Vec<f32> = (0..n_vars * batch).map(|i| if rng.unit() < 0.4 { 0.0 } else { (rng.next_u64() % cats[i / batch] as u64) as f32 }).collect();
         let missing: Vec<u8> = (0..n_vars * batch).map(|_| u8::from(rng.unit() < 0.15)).collect();
         let soft: Vec<f32> = (0..soft_rows * batch).map(|_| if rng.unit() < 0.3 { 0.0 } else { rng.unit() }).collect();
         write_f32(&d.join("c"), &consts);
@@ -173,7 +148,7 @@ fn equals_the_per_sample_kernel_on_host_threads() {
         let plan = compile(&c).unwrap();
         let e = emit(&plan).unwrap();
         if e.manifest.forward.iter().any(|k| k.name.starts_with("input_categorical_fwd_rows")) {
-            let ncats = table(&e.manifest, &rows_launch(&e.manifest).args[7]);
+            let ncats = manifest_table(&e.manifest, &rows_launch(&e.manifest).args[7]);
             if ncats.iter().any(|&k| k != ncats[0]) {
                 rows_equal_per_sample(&c, seed);
                 tested += 1;

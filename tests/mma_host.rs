@@ -18,7 +18,7 @@ use pcc::codegen::structures::{hclt, pd};
 use pcc::codegen::{Circuit, Dist};
 use pcc::runtime::Evidence;
 use pcc::runtime::cuda::{KernelArg, KernelSpec, Manifest, Step};
-use pcc_testkit::host_cuda::{DRIVER_PRELUDE, THREADED_SHIM, read_f32, write_f32, write_u32};
+use pcc_testkit::host_cuda::{DRIVER_PRELUDE, THREADED_SHIM, build_threaded, host_cxx, read_f32, write_f32, write_u32};
 use pcc_testkit::host_mma::{MMA_SHIM, host_source};
 
 fn arg(a: &KernelArg, k: &KernelSpec) -> String {
@@ -104,16 +104,6 @@ int main(int argc, char** argv) {{
     )
 }
 
-fn cxx() -> Option<String> {
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    if std::process::Command::new(&cxx).arg("--version").output().is_ok() {
-        return Some(cxx);
-    }
-    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "a C++ compiler is required in CI");
-    eprintln!("note: no C++ compiler ({cxx}); skipping the host run");
-    None
-}
-
 /// Deterministic evidence: categories from a hash, 10% missing.
 fn evidence(model: &Model, n: usize, seed: u64) -> Evidence {
     pcc_testkit::random_evidence(model, n, 0.1, seed)
@@ -123,7 +113,7 @@ fn evidence(model: &Model, n: usize, seed: u64) -> Evidence {
 /// batch size; `what` names the case. Returns the kernel names it ran.
 fn check(what: &str, model: &Model, precision: Precision, batches: &[usize]) -> Vec<String> {
     let e = emit_with(&model.plan, &EmitOptions { precision }).unwrap();
-    let Some(cxx) = cxx() else { return Vec::new() };
+    let Some(cxx) = host_cxx() else { return Vec::new() };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for (i, t) in e.manifest.tables.iter().enumerate() {
@@ -133,10 +123,7 @@ fn check(what: &str, model: &Model, precision: Precision, batches: &[usize]) -> 
     write_f32(&d.join("prm"), &model.params.input);
     write_f32(&d.join("table"), &model.params.leaf_table(&model.plan));
     let src = format!("{THREADED_SHIM}{MMA_SHIM}{}{}", host_source(&e.source), driver(model, &e.manifest));
-    std::fs::write(d.join("prog.cpp"), &src).unwrap();
-    let exe = d.join("prog");
-    let out = std::process::Command::new(&cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(d.join("prog.cpp")).output().unwrap();
-    assert!(out.status.success(), "{what}: host build: {}", String::from_utf8_lossy(&out.stderr).chars().take(4000).collect::<String>());
+    let exe = build_threaded(&cxx, d, &src, what);
     // Tighter than the GPU self-check's bounds (2e-3; 3e-2 and 5e-3), which cover MNIST-sized
     // models: these small ones stay well inside them (bf16 ~2e-4 and ~2e-3, tf32 ~2e-5 and ~2e-4),
     // and a swapped pair of children in a fragment costs ~4e-2.

@@ -214,3 +214,48 @@ pub fn device_fn_text<'a>(source: &'a str, name: &str) -> &'a str {
     let start = source[..at].rfind('\n').map_or(0, |i| i + 1);
     braced(source, start, name)
 }
+
+/// The host C++ compiler (`$CXX`, else `c++`), or `None` with a note when there is none (an
+/// error in CI, which must run the host builds).
+pub fn host_cxx() -> Option<String> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if std::process::Command::new(&cxx).arg("--version").output().is_ok() {
+        return Some(cxx);
+    }
+    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "a C++ compiler is required in CI");
+    eprintln!("note: no C++ compiler ({cxx}); skipping the host run");
+    None
+}
+
+/// `src` (a program on [`THREADED_SHIM`]) built with `cxx` in `dir` as `prog`; panics with the
+/// compiler's first messages, prefixed by `what`, when it does not build.
+pub fn build_threaded(cxx: &str, dir: &std::path::Path, src: &str, what: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("prog.cpp"), src).unwrap();
+    let exe = dir.join("prog");
+    let out = std::process::Command::new(cxx).args(["-O1", "-w", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(dir.join("prog.cpp")).output().unwrap();
+    assert!(out.status.success(), "{what}: host build: {}", String::from_utf8_lossy(&out.stderr).chars().take(4000).collect::<String>());
+    exe
+}
+
+/// The index table `a` (a [`pcc::runtime::cuda::KernelArg::Table`]) of manifest `m`.
+pub fn manifest_table(m: &pcc::runtime::cuda::Manifest, a: &pcc::runtime::cuda::KernelArg) -> Vec<u32> {
+    let pcc::runtime::cuda::KernelArg::Table(t) = a else { panic!("a table: {a:?}") };
+    m.tables[*t as usize].clone()
+}
+
+/// A small xorshift generator for the host tests' data.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [0, 1) with 24 bits.
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}

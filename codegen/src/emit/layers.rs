@@ -183,17 +183,7 @@ impl<'a> Emitter<'a> {
             KernelArg::Count,
             KernelArg::Batch,
         ];
-        let per_sample = KernelSpec {
-            scales_with_batch: true,
-            batch_group: 1,
-            name,
-            layer: format!("{kind} inputs"),
-            count: n as u32,
-            threads_per_sample: n,
-            block: BLOCK,
-            args,
-            small: None,
-        };
+        let per_sample = leaf_sample_launch(name, kind, n, args);
         let spec = match self.categorical_rows(layer)? {
             Some(rows) => KernelSpec { args: per_sample.args.clone(), small: Some(Box::new(per_sample)), ..rows },
             None => per_sample,
@@ -231,17 +221,7 @@ impl<'a> Emitter<'a> {
             KernelArg::Count,
             KernelArg::Batch,
         ];
-        Ok(KernelSpec {
-            scales_with_batch: true,
-            batch_group: 1,
-            name,
-            layer: format!("{kind} inputs"),
-            count: n as u32,
-            threads_per_sample: n,
-            block: BLOCK,
-            args,
-            small: None,
-        })
+        Ok(leaf_sample_launch(name, kind, n, args))
     }
 
     /// The missing-value credit that an input layer's statistics launch summed per leaf
@@ -790,6 +770,21 @@ impl<'a> Emitter<'a> {
             m.persistent = Some(p);
         }
         Ok(Emitted { source: self.source, manifest: m })
+    }
+}
+
+/// A launch of kernel `name` over `n` leaves of a `kind` input layer, a thread per (leaf, sample).
+fn leaf_sample_launch(name: String, kind: &str, n: u64, args: Vec<KernelArg>) -> KernelSpec {
+    KernelSpec {
+        scales_with_batch: true,
+        batch_group: 1,
+        name,
+        layer: format!("{kind} inputs"),
+        count: n as u32,
+        threads_per_sample: n,
+        block: BLOCK,
+        args,
+        small: None,
     }
 }
 
